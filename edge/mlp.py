@@ -1,0 +1,124 @@
+"""A numpy multilayer perceptron trained one sample at a time.
+
+This is the reference implementation of the whole-model learner (e.g. the
+1→40→40→1 sine regressor of the Reptile paper). The TFLite training graph
+built by ``server.models.sine_mlp`` computes exactly the same forward pass,
+backward pass and SGD step, which the test-suite checks; devices that have
+no TFLite interpreter can run this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge.learner import Learner, MemoryFootprint
+from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
+
+FLOAT_BYTES = 4
+
+
+def mlp_weight_names(n_layers: int) -> list[str]:
+    names = []
+    for i in range(n_layers):
+        names += [f"w{i}", f"b{i}"]
+    return names
+
+
+def init_mlp_weights(layer_sizes: Sequence[int], seed: int) -> dict[str, np.ndarray]:
+    """Glorot-uniform kernels and zero biases, reproducible from ``seed``."""
+    rng = np.random.default_rng(seed)
+    weights: dict[str, np.ndarray] = {}
+    for i, (fan_in, fan_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        weights[f"w{i}"] = rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32)
+        weights[f"b{i}"] = np.zeros(fan_out, dtype=np.float32)
+    return weights
+
+
+def mlp_forward(weights: dict[str, np.ndarray], x: np.ndarray, n_layers: int) -> list[np.ndarray]:
+    """Activations of every layer, input first; tanh on hidden layers, linear output."""
+    activations = [x]
+    h = x
+    for i in range(n_layers):
+        z = h @ weights[f"w{i}"] + weights[f"b{i}"]
+        h = np.tanh(z) if i < n_layers - 1 else z
+        activations.append(h)
+    return activations
+
+
+def mlp_gradients(
+    weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray, n_layers: int
+) -> tuple[float, dict[str, np.ndarray]]:
+    """Mean-squared-error loss over the batch and its gradient for every weight."""
+    acts = mlp_forward(weights, x, n_layers)
+    out = acts[-1]
+    batch, out_dim = out.shape
+    loss = float(np.mean((out - y) ** 2))
+    delta = 2.0 * (out - y) / (batch * out_dim)
+    grads: dict[str, np.ndarray] = {}
+    for i in reversed(range(n_layers)):
+        grads[f"w{i}"] = acts[i].T @ delta
+        grads[f"b{i}"] = delta.sum(axis=0)
+        if i > 0:
+            delta = (delta @ weights[f"w{i}"].T) * (1.0 - acts[i] ** 2)
+    return loss, grads
+
+
+class NumpyMLP(Learner):
+    """Whole-model online regressor: every weight trains on the device."""
+
+    def __init__(self, layer_sizes: Sequence[int], seed: int = 0) -> None:
+        if len(layer_sizes) < 2 or any(int(s) <= 0 for s in layer_sizes):
+            raise ValueError(f"layer_sizes must be >= 2 positive ints, got {list(layer_sizes)}")
+        self.layer_sizes = tuple(int(s) for s in layer_sizes)
+        self.n_layers = len(self.layer_sizes) - 1
+        self._weights = init_mlp_weights(self.layer_sizes, seed)
+
+    @property
+    def weight_spec(self) -> WeightSpec:
+        return {k: (v.shape, v.dtype) for k, v in self._weights.items()}
+
+    def _batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1 and self.layer_sizes[0] == 1:
+            x = x.reshape(-1, 1)
+        if x.ndim != 2 or x.shape[1] != self.layer_sizes[0]:
+            raise InvalidInputError(f"input batch has shape {x.shape}; expected (n, {self.layer_sizes[0]})")
+        check_finite("input batch", x)
+        return x
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return mlp_forward(self._weights, self._batch(x), self.n_layers)[-1]
+
+    def loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        xb = self._batch(x)
+        yb = np.asarray(y, dtype=np.float32).reshape(len(xb), self.layer_sizes[-1])
+        return float(np.mean((self.predict(xb) - yb) ** 2))
+
+    def learn_one(self, x: np.ndarray, y: object, learning_rate: float) -> float:
+        xs = as_float_array("sample x", x, (self.layer_sizes[0],)).reshape(1, -1)
+        ys = as_float_array("label y", y, (self.layer_sizes[-1],)).reshape(1, -1)
+        loss, grads = mlp_gradients(self._weights, xs, ys, self.n_layers)
+        updated = {k: (w - learning_rate * grads[k]).astype(np.float32) for k, w in self._weights.items()}
+        for k, w in updated.items():
+            if not np.all(np.isfinite(w)):
+                raise InvalidInputError(f"SGD step diverged in '{k}' (learning rate {learning_rate}); step refused")
+        self._weights = updated
+        return loss
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {k: v.copy() for k, v in self._weights.items()}
+
+    def _assign_weights(self, weights: dict[str, np.ndarray]) -> None:
+        self._weights = weights
+
+    def memory_footprint(self) -> MemoryFootprint:
+        n_params = sum(v.size for v in self._weights.values())
+        activations = sum(self.layer_sizes)  # batch of one, every layer kept for backprop
+        return MemoryFootprint(
+            weights=n_params * FLOAT_BYTES,
+            training=(n_params + 2 * max(self.layer_sizes)) * FLOAT_BYTES,  # gradients + two deltas
+            inference=activations * FLOAT_BYTES,
+        )

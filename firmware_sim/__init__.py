@@ -1,0 +1,1 @@
+"""Simulated microcontrollers: device profiles, sensor streams, budgets."""

@@ -1,0 +1,1 @@
+"""Task families: each device draws its own task and streams samples from it."""

@@ -1,0 +1,1 @@
+"""Semantic registry of devices and models (RDF, SHACL, SPARQL)."""

@@ -1,0 +1,1 @@
+"""Federation: model building (TensorFlow), Flower strategies, the ServerApp and the CLI."""
