@@ -35,6 +35,18 @@ class MemoryFootprint:
         return self.weights + self.training + self.inference
 
 
+@dataclass(frozen=True)
+class ComputeCost:
+    """Multiply-accumulates of one forward pass and of one SGD step (forward + backward).
+
+    Device profiles turn these into simulated time and energy.
+    """
+
+    inference_float_macs: int = 0
+    inference_int8_macs: int = 0
+    training_float_macs: int = 0
+
+
 class Learner(ABC):
     """An online learner: one SGD step per streamed sample, weights as named arrays."""
 
@@ -70,6 +82,10 @@ class Learner(ABC):
     @abstractmethod
     def memory_footprint(self) -> MemoryFootprint:
         """RAM this learner needs to infer and train."""
+
+    def compute_cost(self) -> ComputeCost:
+        """MACs per inference and per SGD step; learners that cannot tell return zeros."""
+        return ComputeCost()
 
     def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
         """Replace all trainable arrays at once, or none if any is invalid."""

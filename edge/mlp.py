@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.learner import Learner, MemoryFootprint
+from edge.learner import ComputeCost, Learner, MemoryFootprint
 from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
 
 FLOAT_BYTES = 4
@@ -122,3 +122,8 @@ class NumpyMLP(Learner):
             training=(n_params + 2 * max(self.layer_sizes)) * FLOAT_BYTES,  # gradients + two deltas
             inference=activations * FLOAT_BYTES,
         )
+
+    def compute_cost(self) -> ComputeCost:
+        forward = sum(a * b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        # backward: one MAC per weight for its gradient, one per weight to propagate the delta
+        return ComputeCost(inference_float_macs=forward, training_float_macs=3 * forward)

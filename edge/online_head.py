@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from edge.learner import Learner, MemoryFootprint
+from edge.learner import ComputeCost, Learner, MemoryFootprint
 from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
 
 Task = Literal["regression", "classification"]
@@ -137,3 +137,7 @@ class OnlineHead(Learner):
             training=(n_params + self.n_outputs) * FLOAT_BYTES,  # gradient + dLoss/dlogits
             inference=(self.n_features + self.n_outputs) * FLOAT_BYTES,
         )
+
+    def compute_cost(self) -> ComputeCost:
+        forward = self.n_features * self.n_outputs
+        return ComputeCost(inference_float_macs=forward, training_float_macs=2 * forward)

@@ -48,9 +48,9 @@ def sample_task(seed: int, drift_per_sample: float = 0.0, noise_std: float = 0.0
 class SineStream:
     """The labelled samples a device's sensor produces, one at a time, never repeated."""
 
-    def __init__(self, task: SineTask, seed: int) -> None:
+    def __init__(self, task: SineTask, seed: int | tuple[int, ...]) -> None:
         self.task = task
-        self._rng = np.random.default_rng([seed, 1])
+        self._rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 1])
         self.samples_emitted = 0
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,33 @@
+"""Names of the fields exchanged between a server strategy and a device.
+
+Shared by every side (strategies, Flower ClientApps, MQTT firmware) so a
+renamed key is a one-line change and a typo is an import error, not a silent
+missing metric. Kebab-case as in Flower's own records.
+"""
+
+ARRAYS = "arrays"
+CONFIG = "config"
+METRICS = "metrics"
+
+# config sent with a training/evaluation request
+SERVER_ROUND = "server-round"
+INNER_LEARNING_RATE = "inner-lr"
+STREAM_SAMPLES = "stream-samples"
+PROBE_SAMPLES = "probe-samples"
+LOCAL_EPOCHS = "local-epochs"
+DEVICE_SEED_BASE = "device-seed-base"
+
+# metrics returned by a device
+NUM_EXAMPLES = "num-examples"  # Flower's FedAvg weights by this key
+LOSS_BEFORE = "loss-before"
+LOSS_AFTER = "loss-after"
+PREQUENTIAL_LOSS = "prequential-loss"
+SAMPLES_USED = "samples-used"
+BYTES_RECEIVED = "bytes-received"
+BYTES_SENT = "bytes-sent"
+DEVICE_TIME_S = "device-time-s"
+DEVICE_ENERGY_J = "device-energy-j"
+LEARNER = "learner"  # "numpy" or "tflite"
+MODEL_PATH = "model-path"  # training .tflite for the "tflite" learner
+DRIFT_PER_SAMPLE = "drift-per-sample"
+PROFILE = "profile"

@@ -1,0 +1,167 @@
+"""The ServerApp: one federation run with a named strategy, checkpointed every round.
+
+The same ``run_federation`` drives Flower's simulation engine and a Flower
+deployment (any ``Grid``). The meta-model is written to the checkpoint
+directory after every round; on start, an existing checkpoint is resumed from
+its round, with the ε schedule continuing where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg, Strategy
+
+from edge import record_keys as keys
+from edge.flower_records import from_array_record, to_array_record
+from edge.mlp import init_mlp_weights
+from server.checkpoint import Checkpointer
+from server.strategies.common import wait_for_nodes
+from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("tinyreptile", "fedavg")
+RoundCallback = Callable[[int, dict[str, np.ndarray], dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class DeviceRoundConfig:
+    """What every device is told to do with the model in a round."""
+
+    inner_learning_rate: float = 0.02
+    stream_samples: int = 10
+    probe_samples: int = 5
+    local_epochs: int = 1
+    device_seed_base: int = 0
+    drift_per_sample: float = 0.0
+    learner: str = "numpy"
+    model_path: str = ""
+
+    def as_config_record(self) -> ConfigRecord:
+        return ConfigRecord(
+            {
+                keys.INNER_LEARNING_RATE: self.inner_learning_rate,
+                keys.STREAM_SAMPLES: self.stream_samples,
+                keys.PROBE_SAMPLES: self.probe_samples,
+                keys.LOCAL_EPOCHS: self.local_epochs,
+                keys.DEVICE_SEED_BASE: self.device_seed_base,
+                keys.DRIFT_PER_SAMPLE: self.drift_per_sample,
+                keys.LEARNER: self.learner,
+                keys.MODEL_PATH: self.model_path,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class FederationSettings:
+    strategy: str = "tinyreptile"
+    num_rounds: int = 100
+    layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
+    init_seed: int = 0
+    checkpoint_dir: str = "runs/federation"
+    reptile: TinyReptileConfig = field(default_factory=TinyReptileConfig)
+    device: DeviceRoundConfig = field(default_factory=DeviceRoundConfig)
+    fedavg_clients_per_round: int = 5
+    node_timeout_s: float = 120.0
+    grid_pull_interval_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if self.num_rounds < 1:
+            raise ValueError("num_rounds must be >= 1")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_strategy(settings: FederationSettings, round_offset: int) -> Strategy:
+    if settings.strategy == "tinyreptile":
+        reptile = replace(settings.reptile, total_rounds=settings.num_rounds, node_timeout_s=settings.node_timeout_s)
+        return TinyReptile(reptile, round_offset=round_offset)
+    return FedAvg(
+        fraction_train=1e-9,  # i.e. exactly min_train_nodes devices per round
+        min_train_nodes=settings.fedavg_clients_per_round,
+        min_available_nodes=settings.fedavg_clients_per_round,
+        fraction_evaluate=0.0,
+    )
+
+
+def initial_weights(settings: FederationSettings) -> dict[str, np.ndarray]:
+    return init_mlp_weights(settings.layer_sizes, settings.init_seed)
+
+
+def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCallback | None = None) -> Path:
+    """Run (or resume) the federation to ``settings.num_rounds``; return the checkpoint directory."""
+    checkpointer = Checkpointer(settings.checkpoint_dir)
+    resumed = checkpointer.load_latest()
+    if resumed is not None and resumed.meta.get("strategy") != settings.strategy:
+        raise ValueError(
+            f"checkpoint in {settings.checkpoint_dir} is from strategy {resumed.meta.get('strategy')!r}, "
+            f"not {settings.strategy!r}; use another directory"
+        )
+    start_round = resumed.server_round if resumed else 0
+    theta = resumed.weights if resumed else initial_weights(settings)
+    if start_round >= settings.num_rounds:
+        log.info("checkpoint already at round %d of %d; nothing to do", start_round, settings.num_rounds)
+        return checkpointer.directory
+    if hasattr(grid, "pull_interval"):
+        grid.pull_interval = settings.grid_pull_interval_s  # simulation polls every 0.1 s by default
+    minimum = settings.reptile.clients_per_round if settings.strategy == "tinyreptile" else settings.fedavg_clients_per_round
+    wait_for_nodes(grid, minimum, settings.node_timeout_s)
+
+    strategy = build_strategy(settings, round_offset=start_round)
+    meta = {"strategy": settings.strategy, "settings": settings.as_dict()}
+    history: dict[int, dict[str, float]] = {}
+
+    def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        absolute = start_round + server_round
+        if server_round == 0:
+            return None
+        weights = from_array_record(arrays)
+        metrics = dict(result_metrics.get(server_round, {}))
+        history[absolute] = metrics
+        checkpointer.save(absolute, weights, {**meta, "metrics": metrics})
+        if on_round is not None:
+            on_round(absolute, weights, metrics)
+        return None
+
+    # Flower's start() calls evaluate_fn after aggregate_train; the strategy's
+    # metrics for that round are read from its Result, which start() fills
+    # before the call. A small shim keeps that link without subclassing start().
+    result_metrics: dict[int, dict[str, float]] = {}
+    original_aggregate = strategy.aggregate_train
+
+    def aggregate_and_remember(server_round, replies):  # type: ignore[no-untyped-def]
+        arrays, metrics = original_aggregate(server_round, replies)
+        if metrics is not None:
+            result_metrics[server_round] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+        return arrays, metrics
+
+    strategy.aggregate_train = aggregate_and_remember  # type: ignore[method-assign]
+    strategy.start(
+        grid=grid,
+        initial_arrays=to_array_record(theta),
+        num_rounds=settings.num_rounds - start_round,
+        timeout=settings.node_timeout_s,
+        train_config=settings.device.as_config_record(),
+        evaluate_fn=after_round,
+    )
+    return checkpointer.directory
+
+
+def make_server_app(settings: FederationSettings, on_round: RoundCallback | None = None) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, settings, on_round)
+
+    return app

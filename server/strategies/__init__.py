@@ -1,0 +1,5 @@
+"""Flower Message-API strategies, one per module."""
+
+from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
+
+__all__ = ["TinyReptile", "TinyReptileConfig"]

@@ -1,0 +1,129 @@
+"""TinyReptile: federated, online Reptile for fleets of tiny devices.
+
+Ren et al., IJCNN 2023 (arXiv 2304.05201), after Nichol et al.'s Reptile. The
+server keeps the meta-initialisation θ. Each round it sends θ to a few sampled
+devices (one by default: a microcontroller fleet is rarely online at once);
+each device adapts online on its own stream — one SGD step per sample, every
+sample seen once — and returns φ. The server moves θ towards the mean φ:
+
+    θ ← θ + ε_t · (mean(φ) − θ)
+
+with ε_t annealed towards zero, so θ becomes a point from which a few online
+steps reach any device's task, rather than the average of the tasks (which
+is what FedAvg converges to).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from edge import record_keys as keys
+from edge import weights as W
+from edge.flower_records import from_array_record, to_array_record
+from server.strategies.common import mean_metrics, sample_node_ids, screen_replies
+from server.strategies.schedules import Anneal, annealed_step_size
+
+log = logging.getLogger(__name__)
+
+META_STEP_SIZE = "meta-step-size"
+CLIENTS = "clients"
+
+
+@dataclass(frozen=True)
+class TinyReptileConfig:
+    """Server-side hyperparameters, named as in the Reptile paper."""
+
+    clients_per_round: int = 1
+    meta_step_size: float = 1.0  # ε at round 1
+    final_meta_step_size: float = 0.0  # ε at the last round
+    anneal: Anneal = "linear"
+    total_rounds: int = 1000  # the schedule's length, fixed across resumes
+    evaluate_clients: int = 0  # devices asked for a federated evaluation each round
+    min_available_nodes: int = 1
+    node_timeout_s: float = 120.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clients_per_round < 1:
+            raise ValueError("clients_per_round must be >= 1")
+        if not 0.0 <= self.final_meta_step_size <= 1.0 or not 0.0 < self.meta_step_size <= 1.0:
+            raise ValueError("meta step sizes must lie in (0, 1] (final: [0, 1])")
+
+
+class TinyReptile(Strategy):
+    """Flower Message-API strategy; ``round_offset`` continues a resumed run's schedule."""
+
+    def __init__(self, config: TinyReptileConfig = TinyReptileConfig(), round_offset: int = 0) -> None:
+        self.config = config
+        self.round_offset = round_offset
+        self._rng = random.Random(config.seed + round_offset)
+        self._theta: dict[str, np.ndarray] | None = None
+
+    def epsilon(self, server_round: int) -> float:
+        return annealed_step_size(
+            server_round + self.round_offset,
+            self.config.total_rounds,
+            self.config.meta_step_size,
+            self.config.final_meta_step_size,
+            self.config.anneal,
+        )
+
+    def summary(self) -> None:
+        log.info("TinyReptile %s (round offset %d)", asdict(self.config), self.round_offset)
+
+    def _messages(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, count: int, kind: str
+    ) -> list[Message]:
+        node_ids = sample_node_ids(
+            grid, count, self.config.min_available_nodes, self.config.node_timeout_s, self._rng
+        )
+        sent_config = ConfigRecord(dict(config))  # never mutate the caller's config
+        sent_config[keys.SERVER_ROUND] = server_round + self.round_offset
+        record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: sent_config})
+        return [Message(content=record, message_type=kind, dst_node_id=node) for node in node_ids]
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._theta = from_array_record(arrays)
+        return self._messages(server_round, arrays, config, grid, self.config.clients_per_round, MessageType.TRAIN)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._theta is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        accepted = screen_replies(replies, self._theta)
+        if not accepted:
+            log.warning("round %d: no usable reply; θ unchanged", server_round + self.round_offset)
+            return None, None
+        phi = W.mean([weights for _, weights, _ in accepted])
+        epsilon = self.epsilon(server_round)
+        self._theta = W.interpolate(self._theta, phi, epsilon)
+        metrics = mean_metrics([m for _, _, m in accepted])
+        metrics[META_STEP_SIZE] = epsilon
+        metrics[CLIENTS] = len(accepted)
+        return to_array_record(self._theta), MetricRecord(metrics)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        if self.config.evaluate_clients == 0:
+            return []
+        return self._messages(server_round, arrays, config, grid, self.config.evaluate_clients, MessageType.EVALUATE)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        metrics = [
+            m.content.metric_records[keys.METRICS]
+            for m in replies
+            if not m.has_error() and keys.METRICS in m.content.metric_records
+        ]
+        return MetricRecord(mean_metrics(metrics)) if metrics else None
