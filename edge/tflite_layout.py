@@ -9,12 +9,14 @@ backends.
 
 What is counted for a subgraph: the bytes of every tensor that has no constant
 data in the model, at the shape stored in the model (a dynamic batch
-dimension is stored as 1). That is an *upper bound* on the tensor arena the
-TFLite planner allocates for a batch of one, since the planner reuses memory
-between tensors whose lifetimes do not overlap. Not counted: constants (they
-stay in flash or the memory-mapped file), resource-variable storage (counted
-by learners as their weights), string/resource/variant tensors (no static
-size), and interpreter bookkeeping or delegate scratch memory.
+dimension is stored as 1). Their sum (``tensor_bytes``) is an *upper bound*
+on the tensor arena TFLite allocates for a batch of one, since its planner
+reuses memory between tensors whose lifetimes do not overlap; the largest
+amount alive at one operator (``peak_bytes``) is what a perfect planner
+would need. Not counted: constants (they stay in flash or the memory-mapped
+file), resource-variable storage (counted by learners as their weights),
+string/resource/variant tensors (no static size), per-op scratch buffers,
+interpreter bookkeeping and delegate memory.
 """
 
 from __future__ import annotations
@@ -27,6 +29,14 @@ _TYPE_BITS = {
     0: 32, 1: 16, 2: 32, 3: 8, 4: 64, 5: 0, 6: 8, 7: 16, 8: 64, 9: 8, 10: 64, 11: 128,
     12: 64, 13: 0, 14: 0, 15: 32, 16: 16, 17: 4, 18: 16, 19: 2, 20: 4, 21: 8, 22: 8,
 }  # fmt: skip
+_FULLY_CONNECTED = 9  # tflite::BuiltinOperator
+
+
+def _product(values: list[int]) -> int:
+    result = 1
+    for v in values:
+        result *= max(v, 1)
+    return result
 
 
 class LayoutError(ValueError):
@@ -35,10 +45,20 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class ModelLayout:
-    """Per-subgraph non-constant tensor bytes and the signature -> subgraph map."""
+    """Static per-subgraph facts of a model and its signature -> subgraph map.
+
+    ``tensor_bytes``: all non-constant tensors added up, an upper bound on the
+    arena. ``peak_bytes``: the most non-constant tensor bytes alive at once
+    while the operators run in file order, close to what a good arena
+    planner achieves (it cannot do better, but op scratch buffers come on
+    top). ``dense_macs``: multiply-accumulates of the FULLY_CONNECTED ops for
+    the stored (batch-one) shapes; other op types are not counted.
+    """
 
     signatures: dict[str, int]
     tensor_bytes: tuple[int, ...]
+    peak_bytes: tuple[int, ...]
+    dense_macs: tuple[int, ...]
     constant_bytes: int
 
     def signature_bytes(self, key: str) -> int:
@@ -91,8 +111,25 @@ class _Reader:
         return self.data[start : start + n].decode()
 
 
+def _peak_live_bytes(sizes: dict[int, int], ops: list[tuple[list[int], list[int]]], inputs: list[int], outputs: list[int]) -> int:
+    """Largest sum of sizes of tensors alive at one operator; a tensor lives from first to last use."""
+    last_step = max(len(ops) - 1, 0)
+    first: dict[int, int] = {t: 0 for t in inputs if t in sizes}
+    last: dict[int, int] = {t: last_step for t in outputs if t in sizes}
+    for step, (op_inputs, op_outputs) in enumerate(ops):
+        for t in op_inputs + op_outputs:
+            if t in sizes:
+                first.setdefault(t, step)
+                last[t] = max(last.get(t, step), step)
+    live = [0] * (last_step + 1)
+    for t, begin in first.items():
+        for step in range(begin, last.get(t, begin) + 1):
+            live[step] += sizes[t]
+    return max(live)
+
+
 def read_layout(data: bytes) -> ModelLayout:
-    """Parse the model's subgraphs, tensors, buffers and signature defs."""
+    """Parse the model's buffers, subgraphs (tensors, operators) and signature defs."""
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise LayoutError("not a TFLite flatbuffer (no 'TFL3' identifier)")
     r = _Reader(data)
@@ -105,21 +142,43 @@ def read_layout(data: bytes) -> ModelLayout:
             if i > 0 and (size or r.scalar(buffer, 1, "<Q") > 1):  # buffer 0 is the empty sentinel
                 constant_buffers.add(i)
                 constant_bytes += size
-        per_subgraph = []
+        opcodes = [  # OperatorCode.builtin_code, or deprecated_builtin_code in old files
+            max(r.scalar(code, 3, "<i"), r.scalar(code, 0, "<b")) for code in r.tables(model, 1)
+        ]
+        totals, peaks, macs = [], [], []
         for subgraph in r.tables(model, 2):  # Model.subgraphs
-            total = 0
-            for tensor in r.tables(subgraph, 0):  # SubGraph.tensors
+            sizes: dict[int, int] = {}  # non-constant tensor index -> bytes
+            shapes: list[list[int]] = []
+            for index, tensor in enumerate(r.tables(subgraph, 0)):  # SubGraph.tensors
+                shapes.append(r.ints(tensor, 0))  # Tensor.shape
                 if r.scalar(tensor, 2, "<I") in constant_buffers:  # Tensor.buffer
                     continue
                 elements = 1
-                for dim in r.ints(tensor, 0):  # Tensor.shape
+                for dim in shapes[-1]:
                     elements *= max(dim, 1)
-                total += (elements * _TYPE_BITS.get(r.scalar(tensor, 1, "<b"), 0) + 7) // 8  # Tensor.type
-            per_subgraph.append(total)
+                sizes[index] = (elements * _TYPE_BITS.get(r.scalar(tensor, 1, "<b"), 0) + 7) // 8  # Tensor.type
+            ops = []
+            dense = 0
+            for op in r.tables(subgraph, 3):  # SubGraph.operators
+                op_inputs, op_outputs = r.ints(op, 1), r.ints(op, 2)
+                ops.append((op_inputs, op_outputs))
+                if opcodes[r.scalar(op, 0, "<I")] == _FULLY_CONNECTED and len(op_inputs) > 1:
+                    filter_shape, input_shape = shapes[op_inputs[1]], shapes[op_inputs[0]]
+                    rows = max(_product(input_shape) // max(filter_shape[-1], 1), 1)
+                    dense += _product(filter_shape) * rows
+            totals.append(sum(sizes.values()))
+            peaks.append(_peak_live_bytes(sizes, ops, r.ints(subgraph, 1), r.ints(subgraph, 2)))
+            macs.append(dense)
         signatures = {
             r.string(sig, 2): r.scalar(sig, 4, "<I")  # SignatureDef.signature_key, .subgraph_index
             for sig in r.tables(model, 7)  # Model.signature_defs
         }
     except (struct.error, UnicodeDecodeError, IndexError) as exc:
         raise LayoutError(f"malformed TFLite flatbuffer: {exc}") from exc
-    return ModelLayout(signatures=signatures, tensor_bytes=tuple(per_subgraph), constant_bytes=constant_bytes)
+    return ModelLayout(
+        signatures=signatures,
+        tensor_bytes=tuple(totals),
+        peak_bytes=tuple(peaks),
+        dense_macs=tuple(macs),
+        constant_bytes=constant_bytes,
+    )

@@ -84,8 +84,8 @@ def _resolve_backend(backend: str) -> tuple[str, type]:
     raise BackendUnavailableError("no TFLite interpreter is installed (" + "; ".join(failures) + ")")
 
 
-def _read_model(model: str | Path | bytes) -> tuple[str, bytes]:
-    """Description for error messages and the model bytes; refuses what is obviously not a model."""
+def read_model(model: str | Path | bytes) -> tuple[str, bytes]:
+    """(Description for error messages, the model bytes); refuses what is obviously not a TFLite model."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         where, data = f"<{len(model)} bytes of model content>", bytes(model)
     else:
@@ -124,7 +124,7 @@ def load_interpreter(model: str | Path | bytes, backend: str = "auto", num_threa
     """
     if not isinstance(num_threads, int) or num_threads < 1:
         raise ValueError(f"num_threads must be a positive int, got {num_threads!r}")
-    where, data = _read_model(model)
+    where, data = read_model(model)
     name, interpreter_class = _resolve_backend(backend)
     if name == "tflite_runtime":
         _probe_in_child(where, data)

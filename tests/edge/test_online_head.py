@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from edge.online_head import OnlineHead
+from edge.validation import InvalidInputError
+
+
+def numeric_gradient(head: OnlineHead, x: np.ndarray, y: object, name: str, eps: float = 1e-3) -> np.ndarray:
+    weights = head.get_weights()
+    grad = np.zeros_like(weights[name], dtype=np.float64)
+    for index in np.ndindex(weights[name].shape):
+        for sign in (+1, -1):
+            shifted = {k: v.astype(np.float64).copy() for k, v in weights.items()}
+            shifted[name][index] += sign * eps
+            probe = OnlineHead(head.n_features, head.n_outputs, head.task)
+            probe.set_weights({k: v.astype(np.float32) for k, v in shifted.items()})
+            grad[index] += sign * probe.gradients(x, y)[0]
+    return grad / (2 * eps)
+
+
+@pytest.mark.parametrize("task,label", [("regression", np.array([0.7, -1.2], np.float32)), ("classification", 1)])
+def test_head_gradients_match_finite_differences(task, label):
+    rng = np.random.default_rng(0)
+    head = OnlineHead(6, 2 if task == "regression" else 3, task=task, seed=1)
+    x = rng.normal(size=6).astype(np.float32)
+    _, analytic = head.gradients(x, label)
+    for name in ("head_w", "head_b"):
+        np.testing.assert_allclose(analytic[name], numeric_gradient(head, x, label, name), rtol=2e-2, atol=2e-3)
+
+
+def test_regression_head_learns_a_linear_map_online():
+    rng = np.random.default_rng(0)
+    true_w = rng.normal(size=(4, 1)).astype(np.float32)
+    head = OnlineHead(4, 1)
+    losses = [head.learn_one(x, x @ true_w, 0.05) for x in rng.normal(size=(400, 4)).astype(np.float32)]
+    assert np.mean(losses[-50:]) < 0.01 * np.mean(losses[:50])
+
+
+def test_new_class_is_learned_without_forgetting_old_ones():
+    rng = np.random.default_rng(1)
+    centres = rng.normal(scale=3.0, size=(3, 5)).astype(np.float32)
+    head = OnlineHead(5, 2, task="classification")
+    for _ in range(300):
+        c = int(rng.integers(2))
+        head.learn_one(centres[c] + rng.normal(scale=0.3, size=5), c, 0.1)
+    before = head.predict(centres[:2]).argmax(axis=1)
+    assert before.tolist() == [0, 1]
+    assert head.add_class() == 2
+    np.testing.assert_array_equal(head.predict(centres[:2]).argmax(axis=1), before)  # growing changes nothing
+    for _ in range(300):
+        c = int(rng.integers(3))
+        head.learn_one(centres[c] + rng.normal(scale=0.3, size=5), c, 0.1)
+    assert head.predict(centres).argmax(axis=1).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "x,y,message",
+    [
+        (np.full(4, np.nan, np.float32), [1.0], "non-finite"),
+        (np.zeros(3, np.float32), [1.0], "shape"),
+        (np.array(["a"] * 4), [1.0], "dtype"),
+        (np.zeros(4, np.float32), [np.inf], "non-finite"),
+    ],
+)
+def test_bad_samples_are_refused_and_weights_kept(x, y, message):
+    head = OnlineHead(4, 1)
+    before = head.get_weights()
+    with pytest.raises(InvalidInputError, match=message):
+        head.learn_one(x, y, 0.1)
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_unknown_class_label_is_refused_with_hint():
+    head = OnlineHead(3, 2, task="classification")
+    with pytest.raises(InvalidInputError, match="add_class"):
+        head.learn_one(np.zeros(3, np.float32), 5, 0.1)
+
+
+@pytest.mark.parametrize(
+    "weights,message",
+    [
+        ({"head_w": np.zeros((3, 2), np.float32)}, "missing"),
+        ({"head_w": np.zeros((2, 2), np.float32), "head_b": np.zeros(2, np.float32)}, "shape"),
+        ({"head_w": np.zeros((3, 2), np.float64), "head_b": np.zeros(2, np.float32)}, "dtype"),
+        ({"head_w": np.full((3, 2), np.nan, np.float32), "head_b": np.zeros(2, np.float32)}, "non-finite"),
+    ],
+)
+def test_bad_weights_are_refused_and_weights_kept(weights, message):
+    head = OnlineHead(3, 2)
+    before = head.get_weights()
+    with pytest.raises(InvalidInputError, match=message):
+        head.set_weights(weights)
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
