@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edge.learner import Learner, MemoryFootprint
+from edge.learner import ComputeCost, Learner, MemoryFootprint
 from edge.online_head import OnlineHead, Task
-from edge.tflite_layout import read_layout
+from edge.tflite_layout import LayoutError, ModelLayout, read_layout
 from edge.tflite_runtime import ModelLoadError, interpreter_backend, load_interpreter, read_model
 from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
 
@@ -33,6 +33,13 @@ TRAINING_SIGNATURES = {
     "get_weights": (set(), None),  # outputs are the weight names, whatever they are
     "set_weights": (None, None),  # inputs must equal get_weights' outputs; checked below
 }
+
+
+def _layout(where: str, data: bytes) -> ModelLayout:
+    try:
+        return read_layout(data)
+    except LayoutError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from exc
 
 
 def _batch(x: object, n_inputs: int) -> np.ndarray:
@@ -91,8 +98,8 @@ class TFLiteTrainer(Learner):
         where, data = read_model(model)
         self.flash_bytes = len(data)
         """Size of the model file: what the device stores in flash (graph, initial weights, constants)."""
-        self._layout = read_layout(data)
         self._interpreter = load_interpreter(model, backend, num_threads)
+        self.layout = _layout(where, data)
         self.backend = interpreter_backend(self._interpreter)
         self._runners = self._signature_runners(where)
         x_details = self._runners["train"].get_input_details()
@@ -160,12 +167,17 @@ class TFLiteTrainer(Learner):
         makes of the weights. The real arena is smaller; interpreter
         bookkeeping is not included.
         """
-        inference = self._layout.signature_bytes("infer")
+        inference = self.layout.signature_bytes("infer")
         return MemoryFootprint(
             weights=sum(int(np.prod(shape)) * np.dtype(dtype).itemsize for shape, dtype in self._spec.values()),
-            training=sum(self._layout.tensor_bytes) - inference,
+            training=sum(self.layout.tensor_bytes) - inference,
             inference=inference,
         )
+
+    def compute_cost(self) -> ComputeCost:
+        """Same convention as NumpyMLP: one MAC per kernel weight forward, three per SGD step."""
+        forward = sum(int(np.prod(shape)) for shape, _ in self._spec.values() if len(shape) == 2)
+        return ComputeCost(inference_float_macs=forward, training_float_macs=3 * forward)
 
 
 class FrozenBackbone:
@@ -181,9 +193,12 @@ class FrozenBackbone:
         where, data = read_model(model)
         self.flash_bytes = len(data)
         """Size of the model file: graph, quantised weights and constants, all in flash."""
-        self.arena_bytes = sum(read_layout(data).tensor_bytes)
-        """Upper bound on the tensor arena for a batch of one (see :mod:`edge.tflite_layout`)."""
         self._interpreter = load_interpreter(model, backend, num_threads)
+        self.layout = _layout(where, data)
+        self.arena_bytes = sum(self.layout.tensor_bytes)
+        """Upper bound on the tensor arena for a batch of one (see :mod:`edge.tflite_layout`)."""
+        self.macs = sum(self.layout.dense_macs)
+        """Multiply-accumulates per sample (FULLY_CONNECTED layers only)."""
         self.backend = interpreter_backend(self._interpreter)
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
@@ -281,4 +296,15 @@ class BackboneHeadLearner(Learner):
         head = self.head.memory_footprint()
         return MemoryFootprint(
             weights=head.weights, training=head.training, inference=head.inference + self.backbone.arena_bytes
+        )
+
+    def compute_cost(self) -> ComputeCost:
+        """Head MACs plus one backbone pass per inference and per step (int8 or float, as the model is)."""
+        head = self.head.compute_cost()
+        int8 = self.backbone.macs if self.backbone.quantized else 0
+        float_backbone = 0 if self.backbone.quantized else self.backbone.macs
+        return ComputeCost(
+            inference_float_macs=head.inference_float_macs + float_backbone,
+            inference_int8_macs=head.inference_int8_macs + int8,
+            training_float_macs=head.training_float_macs + float_backbone,
         )

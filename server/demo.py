@@ -28,6 +28,12 @@ from server.strategies.tiny_reptile import TinyReptileConfig
 
 log = logging.getLogger(__name__)
 
+# Ray's own logging (and TensorFlow's, in every worker) would drown the progress bars.
+SIMULATION_BACKEND = {
+    "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+    "init_args": {"logging_level": logging.ERROR, "log_to_driver": False},
+}
+
 ProgressFn = Callable[[str, int, int, dict[str, float]], None]
 
 
@@ -88,7 +94,7 @@ def train_in_simulation(settings: FederationSettings, n_devices: int, progress: 
         server_app=make_server_app(settings, on_round),
         client_app=client_app,
         num_supernodes=n_devices,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        backend_config=SIMULATION_BACKEND,
     )
     checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
     if checkpoint is None or checkpoint.server_round < settings.num_rounds:
