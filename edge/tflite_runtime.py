@@ -13,7 +13,7 @@ versions pinned in pyproject.toml):
 * TensorFlow's ``tf.lite.Interpreter`` verifies bytes but segfaults on a
   truncated *file*, so this module always hands it bytes;
 * ``tflite_runtime`` 2.14 verifies neither and segfaults on truncated input,
-  so a model is first opened in a throw-away child process (about a second,
+  so a model is first opened in a throw-away child process (0.1-0.4 s,
   once per load) and only loaded in-process if that child survived.
 """
 

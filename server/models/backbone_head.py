@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-HEAD_NAMES = ("head_w", "head_b")
-
 
 def _check_layers(weights: Mapping[str, np.ndarray], n_layers: int) -> None:
     if n_layers < 2:
