@@ -70,8 +70,9 @@ def demo(
     table.add_column("init")
     for k in config.shots:
         table.add_column(f"K={k}", justify="right")
-    for method in ("tinyreptile", "fedavg", "random"):
-        values = {r["shots"]: r["value"] for r in report["adaptation"] if r["method"] == method}
+    rows = report["adaptation"] + report["adaptation_on_device_learners"]
+    for method in dict.fromkeys(r["method"] for r in rows):
+        values = {r["shots"]: r["value"] for r in rows if r["method"] == method}
         table.add_row(method, *(f"{values[k]:.3f}" for k in config.shots))
     console.print(table)
     console.print(f"report: {out / 'report.json'}   plot: {report['plot']}")

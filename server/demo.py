@@ -166,6 +166,63 @@ def plot_adaptation(rows: list[dict], inits: dict[str, dict[str, np.ndarray]], c
     plt.close(fig)
 
 
+def export_device_models(theta: dict[str, np.ndarray], config: DemoConfig, directory: Path) -> dict:
+    """Ship the meta-model the two ways a device can run it, and check each profile can hold it.
+
+    (a) the whole MLP as a TFLite training graph (every weight trains on the
+    device); (b) TinyOL: an int8 backbone in flash + a float head in RAM.
+    """
+    from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone, TFLiteTrainer
+    from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
+    from firmware_sim.profiles import PROFILES
+    from firmware_sim.tasks.sine import X_RANGE
+    from server.models.backbone_head import export_int8_backbone, split_backbone_head
+    from server.models.sine_mlp import export_training_model
+
+    n_layers = len(config.layer_sizes) - 1
+    trainer_path = export_training_model(directory / "sine_mlp_train.tflite", config.layer_sizes, theta)
+    calibration = np.linspace(*X_RANGE, 256, dtype=np.float32).reshape(-1, 1)
+    backbone_path = export_int8_backbone(theta, directory / "sine_backbone_int8.tflite", calibration, n_layers)
+    _, head = split_backbone_head(theta, n_layers)
+    np.savez(directory / "sine_head.npz", **head)
+
+    learners = {
+        "tflite-trainer": (TFLiteTrainer(trainer_path), trainer_path),
+        "int8-backbone+head": (BackboneHeadLearner(FrozenBackbone(backbone_path)), backbone_path),
+    }
+    models = {}
+    for name, (learner, path) in learners.items():
+        if name == "int8-backbone+head":
+            learner.set_weights(head)
+        fits = {}
+        for profile in PROFILES.values():
+            try:
+                SimulatedDevice("check", profile, iter(())).deploy(learner, flash_bytes=path.stat().st_size)
+                fits[profile.name] = "fits"
+            except ModelDoesNotFitError as exc:
+                fits[profile.name] = str(exc)
+        footprint = learner.memory_footprint()
+        models[name] = {
+            "file": str(path),
+            "flash_bytes": path.stat().st_size,
+            "ram_bytes": {"weights": footprint.weights, "training": footprint.training, "inference": footprint.inference},
+            "fits": fits,
+        }
+    return {"models": models, "learners": {name: learner for name, (learner, _) in learners.items()}}
+
+
+def evaluate_learner(learner, weights: dict[str, np.ndarray], shots: int, n_devices: int, learning_rate: float) -> list[float]:
+    """Like :func:`evaluate_init` but on an already built learner (a TFLite one), reset to ``weights`` per device."""
+    errors = []
+    for j in range(n_devices):
+        device = sine_device(UNSEEN_SEED_BASE + j, stream_key=0)
+        learner.set_weights(weights)
+        adapt_online(learner, device.stream, shots=shots, learning_rate=learning_rate)
+        x, y = device.stream.task.evaluation_grid()
+        errors.append(learner.loss(x, y))
+    return errors
+
+
 def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     out = Path(config.out_dir)
     if not config.resume and (out / "checkpoints").exists():
@@ -183,8 +240,27 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     timings["evaluate_s"] = time.perf_counter() - started
     plot_path = out / "adaptation.png"
     plot_adaptation(rows, inits, config, plot_path)
+
+    started = time.perf_counter()
+    exported = export_device_models(inits["tinyreptile"], config, out / "models")
+    timings["export_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    head = exported["learners"]["int8-backbone+head"].get_weights()
+    on_device = {
+        "tinyreptile/tflite-trainer": (exported["learners"]["tflite-trainer"], inits["tinyreptile"]),
+        "tinyreptile/int8-backbone+head": (exported["learners"]["int8-backbone+head"], head),
+    }
+    device_rows = []
+    for method, (learner, weights) in on_device.items():
+        for k in config.shots:
+            errors = evaluate_learner(learner, weights, k, config.n_unseen_devices, config.adaptation_learning_rate)
+            device_rows.append({"method": method, "shots": k, "metric": "mse", "value": float(np.mean(errors)),
+                                "std": float(np.std(errors)), "n_devices": config.n_unseen_devices})
+    timings["evaluate_on_device_learners_s"] = time.perf_counter() - started
     report = {
         "adaptation": rows,
+        "adaptation_on_device_learners": device_rows,
+        "device_models": exported["models"],
         "config": asdict(config),
         "timings": timings,
         "plot": str(plot_path),

@@ -59,3 +59,20 @@ def test_fedavg_baseline_runs_the_same_devices(tmp_path):
     assert rounds[-1][1]["samples-used"] == 5  # Flower averages client metrics, weighted by examples
     assert np.isfinite(rounds[-1][1]["loss-after"])
     assert Checkpointer(tmp_path).load_latest().meta["strategy"] == "fedavg"
+
+
+def test_devices_train_through_the_tflite_interpreter_in_simulation(tmp_path):
+    from server.models.sine_mlp import export_training_model
+
+    model = export_training_model(tmp_path / "train.tflite")
+    settings = FederationSettings(
+        strategy="tinyreptile",
+        num_rounds=1,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        reptile=TinyReptileConfig(clients_per_round=2, meta_step_size=1.0, anneal="constant"),
+        device=DeviceRoundConfig(stream_samples=6, probe_samples=3, learner="tflite", model_path=str(model)),
+    )
+    rounds = simulate(settings)
+    assert [r for r, _ in rounds] == [1] and rounds[0][1]["clients"] == 2
+    assert np.isfinite(rounds[0][1]["loss-after"]) and np.isfinite(rounds[0][1]["prequential-loss"])
+    assert W.l2_distance(Checkpointer(tmp_path / "ckpt").load_latest().weights, initial_weights(settings)) > 0
