@@ -1,0 +1,289 @@
+"""Registry store: one interface, backends chosen by URL (in the spirit of rdflib's store plugins).
+
+====================  ==============================================================
+URL                   backend
+====================  ==============================================================
+``oxigraph:DIR``      embedded Oxigraph (RocksDB) in directory DIR, via oxrdflib.
+(a bare path)         same as ``oxigraph:PATH``.
+``memory:``           Oxigraph in memory: tests and throw-away registries.
+``rdflib-memory:``    rdflib's pure-Python default store: a baseline for benchmarks.
+``sparql+http://H/P`` remote SPARQL 1.1 endpoint (Oxigraph server, Fuseki ...) through
+``sparql+https://..`` rdflib's SPARQLUpdateStore; ``update_url`` if updates go elsewhere.
+====================  ==============================================================
+
+Every backend is an rdflib ``Dataset`` and the registry only speaks SPARQL
+1.1 to it, so the same code runs embedded or against a server. Each device,
+model or federation lives in its own named graph (named by the resource's
+IRI): registering again *replaces* that graph with one ``DROP GRAPH ; INSERT
+DATA`` update, which Oxigraph applies in one transaction, so a reader never
+sees half of a description and a crash leaves the old or the new one.
+
+Durability: an embedded Oxigraph write returns after RocksDB has appended it
+to its write-ahead log, so an acknowledged write survives ``kill -9`` of the
+process (tested); call :meth:`RegistryStore.flush` to also force it to disk
+against power loss. One process owns an Oxigraph directory at a time (RocksDB
+lock): a second opener gets :class:`StoreError`.
+
+Queries run with a deadline and a result cap (see :meth:`RegistryStore.query`).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rdflib import Dataset, Graph, URIRef
+from rdflib.query import Result
+from rdflib.term import Identifier, Node
+
+from ontology.vocab import ONTOLOGY_GRAPH, bind_prefixes, load_ontology
+
+_IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+$")
+
+
+class StoreError(RuntimeError):
+    """The store could not be opened or written; the message says which and why."""
+
+
+class QueryTimeout(StoreError):
+    """The query ran past its deadline and was abandoned."""
+
+
+@dataclass
+class QueryResult:
+    """A materialised, capped query answer, independent of the backend."""
+
+    kind: str  # "SELECT", "ASK", "CONSTRUCT" (also DESCRIBE)
+    variables: list[str] = field(default_factory=list)
+    rows: list[tuple[Node | None, ...]] = field(default_factory=list)
+    boolean: bool | None = None
+    graph: Graph | None = None
+    truncated: bool = False
+
+
+def check_iri(iri: str) -> URIRef:
+    """URIRef of ``iri`` if it is an absolute IRI without characters that could break SPARQL syntax."""
+    if not isinstance(iri, str) or not _IRI.match(iri):
+        raise ValueError(f"{iri!r} is not an absolute IRI (scheme:..., no spaces or <>\"{{}}|\\^`)")
+    return URIRef(iri)
+
+
+def _release(result: Result) -> None:
+    """Drop a partly read answer on this thread: pyoxigraph solution iterators must die where they were born."""
+    pending = getattr(result, "_genbindings", None)
+    if pending is not None and hasattr(pending, "close"):
+        pending.close()
+    result._genbindings = None  # type: ignore[attr-defined]
+
+
+class RegistryStore:
+    """Named graphs of registry descriptions over any rdflib Dataset backend."""
+
+    def __init__(self, dataset: Dataset, url: str, *, persistent: bool) -> None:
+        self.dataset = dataset
+        self.url = url
+        self.persistent = persistent
+        self._closed = False
+
+    # -- writing -----------------------------------------------------------------
+
+    def put_graph(self, name: str, graph: Graph) -> None:
+        """Replace named graph ``name`` by ``graph`` atomically (register or re-register)."""
+        iri = check_iri(name)
+        body = graph.serialize(format="nt")  # N-Triples is valid INSERT DATA syntax, escaping done by rdflib
+        self.update(f"DROP SILENT GRAPH <{iri}> ;\nINSERT DATA {{ GRAPH <{iri}> {{\n{body}\n}} }}")
+
+    def delete_graph(self, name: str) -> bool:
+        """Remove named graph ``name``; False if there was nothing to remove."""
+        iri = check_iri(name)
+        existed = self.has_graph(name)
+        self.update(f"DROP SILENT GRAPH <{iri}>")
+        return existed
+
+    def update(self, sparql_update: str) -> None:
+        """Run a SPARQL 1.1 Update (already validated/escaped by the caller)."""
+        try:
+            self.dataset.update(sparql_update)
+        except SyntaxError as exc:
+            raise ValueError(f"invalid SPARQL update: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"write to {self.url} failed: {exc}") from exc
+
+    def load_ontology(self) -> None:
+        """(Re)load the TinyFleet ontology into its own named graph, so queries can use subclass axioms."""
+        self.put_graph(ONTOLOGY_GRAPH, load_ontology())
+
+    def flush(self) -> None:
+        """Force buffered writes to disk (embedded Oxigraph); a no-op elsewhere."""
+        inner = getattr(self.dataset.store, "_store", None)
+        if inner is not None and hasattr(inner, "flush"):
+            inner.flush()
+
+    # -- reading -----------------------------------------------------------------
+
+    def has_graph(self, name: str) -> bool:
+        """Whether named graph ``name`` holds any triple."""
+        result = self.query("ASK { GRAPH ?g { ?s ?p ?o } }", {"g": check_iri(name)})
+        return bool(result.boolean)
+
+    def get_graph(self, name: str) -> Graph:
+        """A copy of named graph ``name`` (empty if absent)."""
+        result = self.query(
+            "CONSTRUCT { ?s ?p ?o } WHERE { GRAPH ?g { ?s ?p ?o } }", {"g": check_iri(name)}, max_results=None
+        )
+        return bind_prefixes(result.graph if result.graph is not None else Graph())
+
+    def graph_names(self) -> list[str]:
+        """Names of the non-empty named graphs, sorted."""
+        result = self.query("SELECT DISTINCT ?g WHERE { GRAPH ?g { ?s ?p ?o } } ORDER BY ?g", max_results=None)
+        return [str(row[0]) for row in result.rows]
+
+    def query(
+        self,
+        sparql: str,
+        bindings: Mapping[str, Identifier] | None = None,
+        *,
+        timeout_s: float | None = 10.0,
+        max_results: int | None = 10_000,
+    ) -> QueryResult:
+        """Run a SPARQL query with pre-bound variables, a deadline and a cap on returned rows/triples.
+
+        ``bindings`` are RDF terms (never text pasted into the query). The
+        query runs on a daemon worker thread; at the deadline the caller gets
+        QueryTimeout and the worker stops at its next solution (a query stuck
+        inside one solution, e.g. a huge ORDER BY, keeps its thread until it
+        finishes: the caller is never blocked, the CPU may be). Rows beyond
+        ``max_results`` are not read and ``truncated`` is set.
+        """
+        cancel = threading.Event()
+        box: dict[str, object] = {}
+
+        def run() -> None:
+            try:
+                raw = self._raw_query(sparql, bindings)
+                try:
+                    box["result"] = self._materialise(raw, max_results, cancel)
+                finally:
+                    _release(raw)
+            except BaseException as exc:  # handed to the caller's thread below
+                box["error"] = exc
+
+        worker = threading.Thread(target=run, name="registry-query", daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            cancel.set()
+            raise QueryTimeout(f"query exceeded its {timeout_s:g} s limit after {time.monotonic() - started:.2f} s")
+        if "error" in box:
+            exc = box["error"]
+            if isinstance(exc, SyntaxError):
+                raise ValueError(f"invalid SPARQL query: {exc}") from None
+            if isinstance(exc, Exception) and "ParseException" in type(exc).__name__:
+                raise ValueError(f"invalid SPARQL query: {exc}") from None
+            raise exc  # type: ignore[misc]
+        return box["result"]  # type: ignore[return-value]
+
+    def _raw_query(self, sparql: str, bindings: Mapping[str, Identifier] | None) -> Result:
+        return self.dataset.query(sparql, initBindings=dict(bindings or {}))
+
+    @staticmethod
+    def _materialise(result: Result, cap: int | None, cancel: threading.Event) -> QueryResult:
+        if result.type == "ASK":
+            return QueryResult(kind="ASK", boolean=bool(result.askAnswer))
+        if result.type in ("CONSTRUCT", "DESCRIBE"):
+            graph = bind_prefixes(Graph())
+            truncated = False
+            for triple in result.graph or ():
+                if cancel.is_set():
+                    break
+                if cap is not None and len(graph) >= cap:
+                    truncated = True
+                    break
+                graph.add(triple)
+            return QueryResult(kind="CONSTRUCT", graph=graph, truncated=truncated)
+        variables = [str(v) for v in result.vars or []]
+        rows: list[tuple[Node | None, ...]] = []
+        truncated = False
+        for row in result:
+            if cancel.is_set():
+                break
+            if cap is not None and len(rows) >= cap:
+                truncated = True
+                break
+            rows.append(tuple(row))  # type: ignore[arg-type]
+        return QueryResult(kind="SELECT", variables=variables, rows=rows, truncated=truncated)
+
+    def close(self) -> None:
+        """Release the backend (the RocksDB lock of an embedded store)."""
+        if not self._closed:
+            self._closed = True
+            self.dataset.close()
+
+    def __enter__(self) -> RegistryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# -- backends ------------------------------------------------------------------------
+
+
+def _oxigraph(location: str) -> RegistryStore:
+    import pyoxigraph
+    from oxrdflib import OxigraphStore
+
+    if location:
+        path = Path(location)
+        if path.exists() and not path.is_dir():
+            raise StoreError(f"registry location {location} exists and is not a directory")
+        try:
+            inner = pyoxigraph.Store(str(path))
+        except OSError as exc:
+            raise StoreError(f"cannot open Oxigraph store in {location}: {exc} (is another process using it?)") from exc
+    else:
+        inner = pyoxigraph.Store()
+    dataset = Dataset(store=OxigraphStore(store=inner), default_union=True)
+    return RegistryStore(dataset, f"oxigraph:{location}" if location else "memory:", persistent=bool(location))
+
+
+def _rdflib_memory(_location: str) -> RegistryStore:
+    return RegistryStore(Dataset(default_union=True), "rdflib-memory:", persistent=False)
+
+
+def _sparql_endpoint(location: str, update_url: str | None = None) -> RegistryStore:
+    from rdflib.plugins.stores.sparqlstore import SPARQLUpdateStore
+
+    query_url = location
+    store = SPARQLUpdateStore(query_endpoint=query_url, update_endpoint=update_url or query_url, method="POST_FORM")
+    dataset = Dataset(store=store, default_union=True)
+    return RegistryStore(dataset, query_url, persistent=True)
+
+
+BACKENDS: dict[str, Callable[[str], RegistryStore]] = {
+    "oxigraph": _oxigraph,
+    "memory": lambda _loc: _oxigraph(""),
+    "rdflib-memory": _rdflib_memory,
+}
+
+
+def open_store(url: str, *, update_url: str | None = None, load_ontology: bool = True) -> RegistryStore:
+    """Open the registry at ``url`` (see the module table); the ontology graph is (re)loaded unless told not to."""
+    if url.startswith(("sparql+http://", "sparql+https://")):
+        store = _sparql_endpoint(url[len("sparql+") :], update_url)
+    else:
+        scheme, sep, rest = url.partition(":")
+        if sep and scheme in BACKENDS:
+            store = BACKENDS[scheme](rest)
+        elif "://" in url:
+            raise StoreError(f"unknown registry URL {url!r}; use oxigraph:DIR, memory:, rdflib-memory: or sparql+http(s)://...")
+        else:
+            store = _oxigraph(url)
+    if load_ontology:
+        store.load_ontology()
+    return store

@@ -1,0 +1,115 @@
+"""Check a device or model description against the SHACL shapes, in words a person can act on.
+
+pyshacl reports violations as an RDF graph; an operator registering a board
+wants "device <...>, tf:ramBytes: a microcontroller needs exactly one ...",
+so every result is flattened to a :class:`Violation` (focus node, path,
+offending value, message from the shape). :func:`check_description` raises
+:class:`DescriptionRejected` carrying them, and callers store nothing then.
+
+Validation runs with the ontology mixed in (``ont_graph``) so that
+``sh:targetClass tf:Sensor`` also reaches a ``tf:Microphone`` and
+``sh:class tf:Transport`` accepts a ``tf:MQTTTransport``; no other inference
+is done, so what is checked is what was sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from pyshacl import validate
+from rdflib import Graph, Literal, URIRef
+from rdflib.namespace import RDF, SH
+from rdflib.term import Node
+
+from ontology.rdf_input import format_for, parse_rdf
+from ontology.vocab import SHAPES_FILE, bind_prefixes, load_ontology
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One failed constraint: which node, which property, what was wrong."""
+
+    focus: str
+    path: str | None
+    message: str
+    value: str | None
+    severity: str
+
+    def __str__(self) -> str:
+        where = self.focus if self.path is None else f"{self.focus} {self.path}"
+        got = "" if self.value is None else f" (got {self.value})"
+        return f"{where}: {self.message}{got}"
+
+
+class DescriptionRejected(ValueError):
+    """The description fails the shapes; ``violations`` says what to fix. Nothing was stored."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        self.violations = violations
+        lines = "\n".join(f"  - {v}" for v in violations)
+        super().__init__(f"description rejected, {len(violations)} problem(s):\n{lines}")
+
+
+@lru_cache(maxsize=1)
+def _shapes() -> Graph:
+    return Graph().parse(SHAPES_FILE, format="turtle")
+
+
+@lru_cache(maxsize=1)
+def _ontology() -> Graph:
+    return load_ontology()
+
+
+def _show(node: Node | None, names: Graph, data: Graph) -> str | None:
+    """Readable name of a node; a blank node is named by its type and who points to it."""
+    if node is None:
+        return None
+    if isinstance(node, (URIRef, Literal)):
+        return node.n3(names.namespace_manager)
+    kinds = ", ".join(sorted(t.n3(names.namespace_manager) for t in data.objects(node, RDF.type))) or "untyped node"
+    owner = next(iter(data.subject_predicates(node)), None)
+    if owner is None:
+        return f"[{kinds}]"
+    return f"[{kinds} at {_show(owner[0], names, data)} {owner[1].n3(names.namespace_manager)}]"
+
+
+def validate_graph(data: Graph) -> list[Violation]:
+    """All violations of ``data`` against the shapes (empty list = accepted)."""
+    conforms, report, _text = validate(
+        data,
+        shacl_graph=_shapes(),
+        ont_graph=_ontology(),
+        inference="none",
+        allow_warnings=False,
+    )
+    if conforms:
+        return []
+    names = bind_prefixes(Graph())
+    out = []
+    for result in report.subjects(SH.resultSeverity, None):
+        message = report.value(result, SH.resultMessage)
+        severity = report.value(result, SH.resultSeverity)
+        out.append(
+            Violation(
+                focus=_show(report.value(result, SH.focusNode), names, data) or "?",
+                path=_show(report.value(result, SH.resultPath), names, data),
+                message=str(message) if message is not None else "constraint violated",
+                value=_show(report.value(result, SH.value), names, data),
+                severity=str(severity).rsplit("#", 1)[-1],
+            )
+        )
+    return sorted(set(out), key=lambda v: (v.focus, v.path or "", v.message))  # one shape can fail twice on a value
+
+
+def check_description(data: Graph) -> Graph:
+    """Return ``data`` if it conforms, else raise DescriptionRejected with every problem."""
+    violations = validate_graph(data)
+    if violations:
+        raise DescriptionRejected(violations)
+    return data
+
+
+def load_and_check(text: str | bytes, filename: str) -> Graph:
+    """Parse a description file (format from its suffix) and check it; InvalidRDF or DescriptionRejected on failure."""
+    return check_description(parse_rdf(text, format_for(filename)))
