@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,16 @@ import numpy as np
 LATEST = "latest.json"
 
 
+THETA_PREFIX = "theta/"
+STATE_PREFIX = "state/"
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     server_round: int
     weights: dict[str, np.ndarray]
     meta: dict[str, Any]
+    strategy_state: dict[str, np.ndarray] = field(default_factory=dict)  # e.g. a momentum buffer
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -45,11 +50,19 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.keep = keep
 
-    def save(self, server_round: int, weights: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        server_round: int,
+        weights: dict[str, np.ndarray],
+        meta: dict[str, Any] | None = None,
+        strategy_state: dict[str, np.ndarray] | None = None,
+    ) -> Path:
         name = f"round-{server_round:06d}.npz"
         target = self.directory / name
+        arrays = {THETA_PREFIX + k: v for k, v in weights.items()}
+        arrays.update({STATE_PREFIX + k: v for k, v in (strategy_state or {}).items()})
         with tempfile.TemporaryFile() as buffer:
-            np.savez(buffer, **weights)
+            np.savez(buffer, **arrays)
             buffer.seek(0)
             _atomic_write(target, buffer.read())
         record = {"server_round": server_round, "file": name, "meta": meta or {}}
@@ -68,5 +81,6 @@ class Checkpointer:
             return None
         record = json.loads(pointer.read_text())
         with np.load(self.directory / record["file"]) as data:
-            weights = {k: data[k] for k in data.files}
-        return Checkpoint(int(record["server_round"]), weights, dict(record.get("meta", {})))
+            weights = {k[len(THETA_PREFIX):]: data[k] for k in data.files if k.startswith(THETA_PREFIX)}
+            state = {k[len(STATE_PREFIX):]: data[k] for k in data.files if k.startswith(STATE_PREFIX)}
+        return Checkpoint(int(record["server_round"]), weights, dict(record.get("meta", {})), state)

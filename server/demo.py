@@ -43,12 +43,20 @@ class DemoConfig:
     n_unseen_devices: int = 100
     shots: tuple[int, ...] = (1, 2, 5, 10, 20)
     adaptation_learning_rate: float = 0.02
+    # TinyReptile: 10 devices a round, each streams 50 fresh samples once; the
+    # outer step uses momentum 0.9 with ε cosine-annealed from 0.3 (tuned on the
+    # training fleet only; see docs/tuning.md).
     reptile_rounds: int = 1000
-    reptile: TinyReptileConfig = field(default_factory=lambda: TinyReptileConfig(clients_per_round=1))
-    reptile_device: DeviceRoundConfig = field(default_factory=DeviceRoundConfig)
-    fedavg_rounds: int = 200
+    reptile: TinyReptileConfig = field(
+        default_factory=lambda: TinyReptileConfig(
+            clients_per_round=10, meta_step_size=0.3, final_meta_step_size=0.0, anneal="cosine", outer_momentum=0.9
+        )
+    )
+    reptile_device: DeviceRoundConfig = field(default_factory=lambda: DeviceRoundConfig(stream_samples=50))
+    # FedAvg as practitioners run it: 5 devices a round, 5 local epochs over 32 samples.
+    fedavg_rounds: int = 300
     fedavg_clients_per_round: int = 5
-    fedavg_device: DeviceRoundConfig = field(default_factory=lambda: DeviceRoundConfig(local_epochs=5))
+    fedavg_device: DeviceRoundConfig = field(default_factory=lambda: DeviceRoundConfig(stream_samples=32, local_epochs=5))
     layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
     init_seed: int = 0
     random_init_seed: int = 12345

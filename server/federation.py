@@ -118,6 +118,8 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
     wait_for_nodes(grid, minimum, settings.node_timeout_s)
 
     strategy = build_strategy(settings, round_offset=start_round)
+    if resumed is not None and hasattr(strategy, "restore_strategy_state"):
+        strategy.restore_strategy_state(resumed.strategy_state)
     meta = {"strategy": settings.strategy, "settings": settings.as_dict()}
     history: dict[int, dict[str, float]] = {}
 
@@ -128,7 +130,8 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
         weights = from_array_record(arrays)
         metrics = dict(result_metrics.get(server_round, {}))
         history[absolute] = metrics
-        checkpointer.save(absolute, weights, {**meta, "metrics": metrics})
+        state = strategy.strategy_state() if hasattr(strategy, "strategy_state") else None
+        checkpointer.save(absolute, weights, {**meta, "metrics": metrics}, state)
         if on_round is not None:
             on_round(absolute, weights, metrics)
         return None

@@ -16,3 +16,10 @@ def test_latest_checkpoint_round_trips_and_old_ones_are_pruned(tmp_path):
 
 def test_empty_directory_has_no_checkpoint(tmp_path):
     assert Checkpointer(tmp_path).load_latest() is None
+
+
+def test_strategy_state_is_saved_beside_theta(tmp_path):
+    Checkpointer(tmp_path).save(1, {"w": np.ones(2, np.float32)}, strategy_state={"momentum/w": np.full(2, 0.5, np.float32)})
+    latest = Checkpointer(tmp_path).load_latest()
+    assert set(latest.weights) == {"w"}
+    np.testing.assert_array_equal(latest.strategy_state["momentum/w"], [0.5, 0.5])

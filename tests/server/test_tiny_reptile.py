@@ -96,3 +96,20 @@ def test_schedules_anneal_and_continue_across_resume():
     assert resumed.epsilon(10) == fresh.epsilon(50)
     with pytest.raises(ValueError, match="unknown"):
         annealed_step_size(1, 10, 1.0, 0.0, "exponential")
+
+
+def test_outer_momentum_accumulates_the_reptile_direction():
+    theta = {"w": np.zeros(2, np.float32)}
+    strategy = TinyReptile(TinyReptileConfig(meta_step_size=0.5, anneal="constant", outer_momentum=0.9))
+    sent = configured(strategy, theta, nodes=(1,))
+    arrays, _ = strategy.aggregate_train(1, [reply_to(sent[0], {"w": np.array([1.0, 1.0], np.float32)})])
+    first = from_array_record(arrays)
+    np.testing.assert_allclose(first["w"], [0.5, 0.5])  # m = Δ = 1; θ = 0 + 0.5·1
+    sent = configured(strategy, first, nodes=(1,))
+    arrays, _ = strategy.aggregate_train(2, [reply_to(sent[0], {"w": np.array([1.5, 1.5], np.float32)})])
+    np.testing.assert_allclose(from_array_record(arrays)["w"], [0.5 + 0.5 * (0.9 * 1.0 + 1.0)] * 2)  # m = 0.9·1 + 1
+    state = strategy.strategy_state()
+    np.testing.assert_allclose(state["momentum/w"], [1.9, 1.9])
+    resumed = TinyReptile(TinyReptileConfig(outer_momentum=0.9))
+    resumed.restore_strategy_state(state)
+    assert resumed.strategy_state().keys() == state.keys()
