@@ -4,7 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install system-deps demo test test-fast bench clean
+
+# Debian packages the tests start for real: the MQTT broker.
+system-deps:
+	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) || \
+	  (echo "install Debian's mosquitto (apt-get install mosquitto) and retry" >&2; exit 1)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,10 +26,10 @@ install: $(STAMP)
 demo: install
 	$(BIN)/tinyfleet demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
-test-fast: install
+test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:

@@ -9,6 +9,7 @@ its round, with the ε schedule continuing where it stopped.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -117,6 +118,8 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
     minimum = settings.reptile.clients_per_round if settings.strategy == "tinyreptile" else settings.fedavg_clients_per_round
     wait_for_nodes(grid, minimum, settings.node_timeout_s)
 
+    # Flower's FedAvg samples with the global ``random``; seed it so a baseline run is repeatable.
+    random.seed(settings.init_seed + start_round)
     strategy = build_strategy(settings, round_offset=start_round)
     if resumed is not None and hasattr(strategy, "restore_strategy_state"):
         strategy.restore_strategy_state(resumed.strategy_state)
