@@ -31,3 +31,12 @@ LEARNER = "learner"  # "numpy" or "tflite"
 MODEL_PATH = "model-path"  # training .tflite for the "tflite" learner
 DRIFT_PER_SAMPLE = "drift-per-sample"
 PROFILE = "profile"
+
+# TinyMetaFed (partial local reconstruction + Top-P% selective communication)
+SPARSE_DELTA = "sparse-delta"  # ArrayRecord of a sparse update: "<name>.indices" + "<name>.values"
+TOP_P = "top-p"  # kept fraction of the update entries, (0, 1]; 1.0 = dense
+PRIVATE_NAMES = "private-names"  # comma-separated weight names rebuilt on the device, never sent
+RECONSTRUCTION_SAMPLES = "reconstruction-samples"
+RECONSTRUCTION_LR = "reconstruction-lr"
+RECONSTRUCTION_LOSS = "reconstruction-loss"
+MESSAGE_TYPE = "message-type"  # task hyperparameter over MQTT: "train" or "evaluate"

@@ -95,15 +95,21 @@ class SimulatedDevice:
     def adapt(self, shots: int, learning_rate: float, probe: int = 0, epochs: int = 1) -> AdaptationReport:
         learner = self._require_model()
         report = adapt_online(learner, self.stream, shots, learning_rate, probe=probe, epochs=epochs)
-        cost = learner.compute_cost()
-        steps = shots * epochs
-        evaluations = 2 * probe
+        self.charge_compute(steps=shots * epochs, evaluations=2 * probe, samples=shots + probe)
+        return report
+
+    def charge_compute(self, steps: int, evaluations: int, samples: int) -> None:
+        """Book ``steps`` SGD steps and ``evaluations`` forward passes on ``samples`` stream samples.
+
+        Public so that on-device procedures other than :meth:`adapt` (e.g. partial
+        reconstruction over MQTT) are costed with the same profile arithmetic.
+        """
+        cost = self._require_model().compute_cost()
         self.ledger.compute_s += self.profile.compute_seconds(
             float_macs=steps * cost.training_float_macs + evaluations * cost.inference_float_macs,
             int8_macs=(steps + evaluations) * cost.inference_int8_macs,
         )
-        self.ledger.samples += shots + probe
-        return report
+        self.ledger.samples += samples
 
     def send(self, payload_bytes: int) -> None:
         self.ledger.bytes_sent += payload_bytes

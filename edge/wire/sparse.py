@@ -167,3 +167,29 @@ def apply_sparse(
 
 def densify(sparse: Mapping[str, SparseTensor]) -> dict[str, np.ndarray]:
     return {name: st.to_dense() for name, st in sparse.items()}
+
+
+def sum_sparse(updates: list[Mapping[str, SparseTensor]]) -> dict[str, SparseTensor]:
+    """Entry-wise sum of sparse updates over the union of their indices, in float64.
+
+    The server adds many devices' Top-P updates this way and applies the sum
+    once with :func:`apply_sparse`, so the result does not depend on the order
+    replies arrived in and costs O(total entries), never a dense pass per
+    device. Every update must have the same names and shapes.
+    """
+    if not updates:
+        return {}
+    names = set(updates[0])
+    for update in updates[1:]:
+        if set(update) != names:
+            raise ValueError(f"sparse updates differ in names: {sorted(names ^ set(update))}")
+    out: dict[str, SparseTensor] = {}
+    for name in sorted(names):
+        shape = updates[0][name].shape
+        if any(u[name].shape != shape for u in updates):
+            raise ValueError(f"sparse updates disagree on the shape of {name!r}")
+        indices = np.concatenate([u[name].indices.astype(np.int64) for u in updates])
+        values = np.concatenate([u[name].values.astype(np.float64) for u in updates])
+        unique, inverse = np.unique(indices, return_inverse=True)
+        out[name] = SparseTensor(shape, unique.astype(np.uint32), np.bincount(inverse, weights=values, minlength=unique.size))
+    return out

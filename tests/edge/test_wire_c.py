@@ -60,7 +60,7 @@ static int print_tensor(const tfw_view_t *t, void *ctx) {
     (void)ctx;
     printf("T %.*s %u %u %u %u %u %u %u %u %08x %08x\n", (int)t->rec.name_len, t->name, t->rec.dtype, t->rec.flags,
            t->rec.ndim, t->rec.shape[0], t->rec.shape[1], t->rec.shape[2], t->rec.shape[3], t->rec.count,
-           crc_or_zero(t->indices, 4u * t->rec.count), tfw_crc32(t->values, (size_t)t->rec.count * TFW_ITEMSIZE[t->rec.dtype]));
+           crc_or_zero(t->indices, (size_t)t->index_size * t->rec.count), tfw_crc32(t->values, (size_t)t->rec.count * TFW_ITEMSIZE[t->rec.dtype]));
     return 0;
 }
 
@@ -121,9 +121,10 @@ def python_view(payload: bytes) -> list[str]:
         values = value.values if sparse else value.reshape(-1)
         shape = list(value.shape) + [0] * (4 - len(value.shape))
         code = {"float32": 1, "float16": 2, "int8": 3, "uint8": 4, "int16": 5, "int32": 6}[values.dtype.name]
-        crc_idx = zlib.crc32(value.indices.astype("<u4").tobytes()) if sparse else 0
+        index16 = sparse and value.size <= 65536  # uint16 indices (flag 0x02) up to 65,536 entries
+        crc_idx = zlib.crc32(value.indices.astype("<u2" if index16 else "<u4").tobytes()) if sparse else 0
         crc_val = zlib.crc32(values.astype(values.dtype.newbyteorder("<")).tobytes())
-        lines.append(f"T {name} {code} {int(sparse)} {len(value.shape)} {' '.join(map(str, shape))} {values.size} {crc_idx:08x} {crc_val:08x}")
+        lines.append(f"T {name} {code} {int(sparse) | (2 if index16 else 0)} {len(value.shape)} {' '.join(map(str, shape))} {values.size} {crc_idx:08x} {crc_val:08x}")
     lines.append(f"OK {int(message.kind)} {message.round_id} {message.num_examples} {len(message.device_id)} {len(message.tensors)}")
     return lines
 
@@ -144,6 +145,11 @@ def corpus() -> list[bytes]:
         encode_weights(weights, round_id=1, device_id="dev.x", metrics={"a": 1.0, "loss-after": 2.5}),
         encode_weights(None, round_id=2, sparse=top_p_sparsify({k: v for k, v in weights.items() if k != "empty"}, 0.3)),
         encode_model({"w": rng.normal(size=(40, 40)).astype(np.float32)}, round_id=3),
+        # uint32 indices (> 65,536 entries) next to uint16 ones with an odd count (2 padding bytes)
+        encode_weights(None, round_id=4, sparse={
+            "big": SparseTensor((300, 300), np.array([3, 89_999], np.uint32), np.array([1.5, -2.0], np.float32)),
+            "odd": SparseTensor((7,), np.array([0, 2, 6], np.uint32), np.array([1, 2, 3], np.int8)),
+        }),
     ]
 
 

@@ -67,7 +67,8 @@ def tensor_offset(payload: bytes, index: int = 0) -> int:
     for _ in range(index):
         name_len, code, flags, ndim, *dims, count = TENSOR.unpack_from(payload, pos)
         itemsize = {1: 4, 2: 2, 3: 1, 4: 1, 5: 2, 6: 4}[code]
-        pos += TENSOR.size + pad4(name_len) + (4 * count if flags & 1 else 0) + pad4(count * itemsize)
+        index_bytes = pad4((2 if flags & 2 else 4) * count) if flags & 1 else 0  # flag 0x02: uint16 indices
+        pos += TENSOR.size + pad4(name_len) + index_bytes + pad4(count * itemsize)
     return pos
 
 
@@ -141,8 +142,8 @@ def test_top_p_update_round_trip_and_reencoding_is_byte_identical(mlp_weights) -
     assert message.sparse == sparse and message.metrics == {"loss-after": 0.25}
     again = encode_weights(message.tensors, round_id=4, device_id="sine-3", num_examples=50, metrics=message.metrics)
     assert again == payload
-    dense = encode_weights(mlp_weights, round_id=4)
-    assert len(dense) > 4 * len(payload)  # indices cost 4 bytes each: 10% of entries -> ~20% of bytes
+    dense = encode_weights(mlp_weights, round_id=4, device_id="sine-3", num_examples=50, metrics={"loss-after": 0.25})
+    assert len(dense) >= 5 * len(payload)  # uint16 indices: 6 bytes per kept entry -> Top-10% is >= 5x smaller
 
 
 def test_model_message_kind(mlp_weights) -> None:
@@ -195,7 +196,8 @@ def test_size_formula_matches_the_documented_layout() -> None:
         for name, a in weights.items():
             expected += 24 + pad4(len(name)) + pad4(a.size * a.itemsize)
         for name, st in sparse.items():
-            expected += 24 + pad4(len(name)) + 4 * st.nnz + pad4(st.nnz * st.values.itemsize)
+            index_bytes = 2 if st.size <= 65536 else 4  # uint16 indices up to 65,536 entries
+            expected += 24 + pad4(len(name)) + pad4(index_bytes * st.nnz) + pad4(st.nnz * st.values.itemsize)
         assert len(payload) == expected == encoded_size(weights, sparse=sparse, device_id=device_id, metrics=metrics)
         assert len(payload) % 4 == 0
         assert decode_weights(payload).nbytes == len(payload)
@@ -377,7 +379,8 @@ def test_refuses_non_finite_values(bad, dtype) -> None:
 
 def test_refuses_non_finite_sparse_values_and_metrics() -> None:
     payload = sparse_payload()
-    refusal(patch(payload, 24 + 24 + 4 + 12, np.array([np.nan], "<f4").tobytes()), WireFormatError.NON_FINITE)
+    # three uint16 indices take 6 bytes, padded to 8, before the values
+    refusal(patch(payload, 24 + 24 + 4 + 8, np.array([np.nan], "<f4").tobytes()), WireFormatError.NON_FINITE)
     with_metric = encode_weights({"w": np.zeros(1, np.float32)}, round_id=0, metrics={"loss": 1.0})
     refusal(patch(with_metric, 24 + 4, np.array([np.inf], "<f4").tobytes()), WireFormatError.NON_FINITE, "metric 'loss'")
     with pytest.raises(WireFormatError, match="not a finite float32"):
@@ -385,14 +388,39 @@ def test_refuses_non_finite_sparse_values_and_metrics() -> None:
 
 
 def test_refuses_sparse_index_faults() -> None:
-    base = 24 + 24 + 4  # first index
+    base = 24 + 24 + 4  # first index (uint16: the tensor has 6 entries)
     payload = sparse_payload((1, 4, 5))
-    refusal(patch(payload, base + 8, struct.pack("<I", 6)), WireFormatError.BAD_INDICES, "index 6 at #2 is out of range for 6 entries")
-    refusal(patch(payload, base + 8, struct.pack("<I", 2**32 - 1)), WireFormatError.BAD_INDICES, "out of range")
-    refusal(patch(payload, base + 4, struct.pack("<I", 0)), WireFormatError.BAD_INDICES, "unsorted at #1 (1 then 0)")
-    refusal(patch(payload, base + 4, struct.pack("<I", 1)), WireFormatError.BAD_INDICES, "duplicated at #1 (1 then 1)")
+    refusal(patch(payload, base + 4, struct.pack("<H", 6)), WireFormatError.BAD_INDICES, "index 6 at #2 is out of range for 6 entries")
+    refusal(patch(payload, base + 4, struct.pack("<H", 2**16 - 1)), WireFormatError.BAD_INDICES, "out of range")
+    refusal(patch(payload, base + 2, struct.pack("<H", 0)), WireFormatError.BAD_INDICES, "unsorted at #1 (1 then 0)")
+    refusal(patch(payload, base + 2, struct.pack("<H", 1)), WireFormatError.BAD_INDICES, "duplicated at #1 (1 then 1)")
+    refusal(patch(payload, base + 6, b"\x01"), WireFormatError.BAD_PADDING, "padding after tensor 's' indices")
     # more entries declared than the dense shape has
     refusal(patch(payload, 24 + 4, struct.pack("<II", 1, 2)), WireFormatError.BAD_INDICES, "declares 3 entries but shape (1, 2) has 2")
+
+
+def test_index_width_follows_the_tensor_size_and_is_checked() -> None:
+    small = sparse_payload((1, 4, 5))
+    assert small[24 + 2] == 0x03  # SPARSE | INDEX16
+    refusal(patch(small, 24 + 2, b"\x01"), WireFormatError.BAD_FLAGS, "with 6 entries its indices must be uint16 (flag 0x02 set)")
+    big_shape = (65537,)
+    idx = np.array([0, 65536], np.uint32)
+    big = encode_weights(None, round_id=0, sparse={"s": SparseTensor(big_shape, idx, np.ones(2, np.float32))})
+    assert big[24 + 2] == 0x01 and len(big) == 24 + 24 + 4 + 8 + 8 + 4  # uint32 indices above 65,536 entries
+    assert np.array_equal(decode_weights(big).tensors["s"].indices, idx)
+    refusal(patch(big, 24 + 2, b"\x03"), WireFormatError.BAD_FLAGS, "with 65537 entries its indices must be uint32 (flag 0x02 clear)")
+    # exactly 65,536 entries still fits uint16 (largest index 65,535)
+    edge = encode_weights(None, round_id=0, sparse={"s": SparseTensor((256, 256), np.array([65535], np.uint32), np.ones(1, np.float32))})
+    assert edge[24 + 2] == 0x03 and decode_weights(edge).tensors["s"].indices.tolist() == [65535]
+
+
+def test_top_10_percent_of_the_sine_mlp_is_at_least_5x_smaller(mlp_weights) -> None:
+    """The decision behind uint16 indices: >= 5x uplink reduction at Top-10% on the 1,761-weight MLP."""
+    delta = {k: np.random.default_rng(0).normal(size=v.shape).astype(np.float32) for k, v in mlp_weights.items()}
+    sparse = encode_weights(None, round_id=1, device_id="sine-1234", num_examples=10, sparse=top_p_sparsify(delta, 0.1))
+    dense = encode_weights(delta, round_id=1, device_id="sine-1234", num_examples=10)
+    assert sum(v.size for v in mlp_weights.values()) == 1761
+    assert len(dense) / len(sparse) >= 5.0
 
 
 def test_refuses_spec_mismatch(mlp_weights) -> None:

@@ -1,0 +1,105 @@
+"""Partial local reconstruction (TinyMetaFed), the device side.
+
+Part of the model — by default the head — is *private*: it never leaves the
+device and the server never sends it. Each round the device rebuilds it from a
+local initialisation on the first few samples of its stream, with the shared
+part frozen, and only then adapts the shared part (private part frozen), as in
+Federated Reconstruction (Singhal et al., 2021). Why: the head is what differs
+most between devices (a sine's amplitude is the head's scale), so averaging it
+across devices only cancels out, while rebuilding it locally is cheap and
+leaves the uplink to the part that generalises. Every sample is seen once.
+
+Works with any :class:`edge.learner.Learner`: the frozen arrays are restored
+after each SGD step, so a learner needs no notion of trainable subsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.adaptation import Sample, _probe_loss
+from edge.learner import Learner
+
+
+def split_weights(
+    weights: Mapping[str, np.ndarray], private_names: Collection[str]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(shared, private) parts of a weight set; every private name must exist."""
+    unknown = sorted(set(private_names) - set(weights))
+    if unknown:
+        raise ValueError(f"private weight names {unknown} are not in the model ({sorted(weights)})")
+    shared = {k: v for k, v in weights.items() if k not in private_names}
+    private = {k: v for k, v in weights.items() if k in private_names}
+    return shared, private
+
+
+def parse_private_names(text: str) -> tuple[str, ...]:
+    """``"w2,b2"`` -> ``("w2", "b2")``; the empty string means no private part."""
+    return tuple(name for name in (part.strip() for part in text.split(",")) if name)
+
+
+def train_subset(
+    learner: Learner, stream: Iterator[Sample], samples: int, learning_rate: float, trainable: Collection[str]
+) -> list[float]:
+    """One SGD step per fresh sample that changes only the ``trainable`` arrays; the losses before each step."""
+    losses = []
+    for _ in range(samples):
+        x, y = next(stream)
+        frozen = {k: v for k, v in learner.get_weights().items() if k not in trainable}
+        losses.append(learner.learn_one(x, y, learning_rate))
+        if frozen:
+            learner.set_weights({**learner.get_weights(), **frozen})
+    return losses
+
+
+@dataclass(frozen=True)
+class ReconstructionReport:
+    samples_used: int  # reconstruction + adaptation samples (the probe is extra)
+    loss_before: float  # probe loss with θ and the rebuilt private part, before adapting θ
+    loss_after: float  # probe loss after adapting the shared part
+    reconstruction_loss: float  # mean prequential loss while rebuilding the private part
+    prequential_loss: float  # mean prequential loss while adapting the shared part
+
+
+def reconstruct_and_adapt(
+    learner: Learner,
+    theta_shared: Mapping[str, np.ndarray],
+    private_init: Mapping[str, np.ndarray],
+    stream: Iterator[Sample],
+    *,
+    reconstruction_samples: int,
+    reconstruction_lr: float,
+    shots: int,
+    learning_rate: float,
+    probe: int = 0,
+) -> tuple[dict[str, np.ndarray], ReconstructionReport]:
+    """Install θ (shared) + the local init (private), rebuild the private part, adapt the shared part.
+
+    The stream is consumed in this order: ``probe`` held-back samples (scored,
+    never trained on), ``reconstruction_samples`` for the private part, then
+    ``shots`` for the shared part. Returns φ (shared part only) and a report.
+    """
+    if min(reconstruction_samples, shots, probe) < 0:
+        raise ValueError("sample counts must be >= 0")
+    overlap = sorted(set(theta_shared) & set(private_init))
+    if overlap:
+        raise ValueError(f"names both shared and private: {overlap}")
+    learner.set_weights({**theta_shared, **private_init})
+    iterator = iter(stream)
+    probe_samples = [next(iterator) for _ in range(probe)]
+    recon = train_subset(learner, iterator, reconstruction_samples, reconstruction_lr, trainable=set(private_init))
+    before = _probe_loss(learner, probe_samples)
+    adapt = train_subset(learner, iterator, shots, learning_rate, trainable=set(theta_shared))
+    after = _probe_loss(learner, probe_samples)
+    phi = learner.get_weights()
+    report = ReconstructionReport(
+        samples_used=reconstruction_samples + shots,
+        loss_before=before,
+        loss_after=after,
+        reconstruction_loss=float(np.mean(recon)) if recon else float("nan"),
+        prequential_loss=float(np.mean(adapt)) if adapt else float("nan"),
+    )
+    return {k: phi[k] for k in theta_shared}, report

@@ -1,0 +1,217 @@
+"""Hundreds of simulated microcontrollers in one process, each its own MQTT client.
+
+Every :class:`MqttDevice` is an independent paho client with its own
+credentials and Last Will, speaking only the wire protocol: it announces its
+Thing Description and ``online`` (both retained), waits for a MODEL and a
+task with the same ``round_id``, runs :func:`firmware_sim.mqtt_round.run_task`
+and publishes its UPDATE and telemetry. Training runs on a shared worker
+pool so a device's network thread stays responsive (keepalive, Last Will).
+
+:meth:`MqttDevice.crash` drops the TCP connection without a DISCONNECT, which
+is what a browned-out board does: the broker then publishes its Last Will.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+
+from edge.mlp import NumpyMLP, init_mlp_weights
+from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
+from edge.wire import last_will, read_header
+from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
+from edge.wire.topics import QOS, STATUS_OFFLINE, STATUS_ONLINE
+from firmware_sim.fleet import sine_device
+from firmware_sim.mqtt_round import RoundResult, run_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    tls_ca: str | None = None
+    layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
+    reply_delay_s: float = 0.0  # extra time before replying (radio duty cycle; lets tests act mid-round)
+    keepalive_s: int = 10
+    workers: int = 8
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # the firmware's receive buffer
+
+
+def device_id_of(seed: int) -> str:
+    return f"sine-{seed}"
+
+
+class MqttDevice:
+    """One simulated MCU on its own MQTT connection."""
+
+    def __init__(self, seed: int, password: str, config: FleetConfig, pool: ThreadPoolExecutor) -> None:
+        self.seed = seed
+        self.config = config
+        self.device = sine_device(seed, stream_key=0)  # one stream for the device's life: each sample seen once
+        self.device.deploy(NumpyMLP(config.layer_sizes))  # refused here if it does not fit the profile
+        self.private_init = init_mlp_weights(config.layer_sizes, seed=10_000 + seed)  # the firmware's local init
+        self.device_id = self.device.device_id
+        self.rounds_done = 0
+        self.refused: list[str] = []  # error codes of tasks/models it refused
+        self._pool = pool
+        self._lock = threading.Lock()  # pending models/tasks (network thread)
+        self._train_lock = threading.Lock()  # the learner and stream (worker pool)
+        self._models: dict[int, bytes] = {}
+        self._tasks: dict[int, bytes] = {}
+        self._dead = False
+        self.connected = threading.Event()
+        self.client = self._make_client(password)
+
+    def _make_client(self, password: str) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5)
+        client.username_pw_set(self.device_id, password)
+        if self.config.tls_ca:
+            client.tls_set(ca_certs=self.config.tls_ca, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        will = last_will(self.device_id)
+        client.will_set(will.topic, will.payload, will.qos, will.retain)
+        client.reconnect_delay_set(0.05, 2.0)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
+        self.client.loop_start()
+
+    def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+        if getattr(reason, "is_failure", False):
+            log.error("%s refused by the broker: %s", self.device_id, reason)
+            return
+        # lazily: the TD builder lives with the ontology (rdflib), which only an announcing device needs
+        from ontology.thing_description import thing_description
+
+        broker = f"mqtt://{self.config.host}:{self.config.port}"
+        td = thing_description(self.device.profile, self.device_id, broker=broker)
+        client.publish(device_topic(self.device_id, Channel.ANNOUNCE), json.dumps(td).encode(), qos=1, retain=True)
+        client.publish(device_topic(self.device_id, Channel.STATUS), STATUS_ONLINE, qos=1, retain=True)
+        client.subscribe(device_subscriptions(self.device_id))
+        self.connected.set()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if self._dead:
+            return
+        try:
+            if msg.topic.endswith("/model"):
+                round_id = read_header(msg.payload, max_size=self.config.max_payload, expected_kind=MessageKind.MODEL).round_id
+                with self._lock:
+                    self._models = {round_id: msg.payload}  # a newer model replaces an older one
+            else:
+                round_id = TaskAssignment.from_json(msg.payload).round_id
+                with self._lock:
+                    self._tasks = {round_id: msg.payload}
+        except WireFormatError as exc:
+            self._refuse(exc)
+            return
+        with self._lock:
+            if round_id not in self._models or round_id not in self._tasks:
+                return  # wait for the other half
+            model, task = self._models.pop(round_id), self._tasks.pop(round_id)
+        self._pool.submit(self._work, task, model)
+
+    def _refuse(self, exc: WireFormatError) -> None:
+        self.refused.append(exc.code)
+        log.warning("%s refused a message: %s", self.device_id, exc)
+        self.client.publish(device_topic(self.device_id, Channel.TELEMETRY), encode_telemetry({"error": exc.code}), qos=0)
+
+    def _work(self, task: bytes, model: bytes) -> None:
+        try:
+            with self._train_lock:  # one round at a time per device: the learner and the stream are not shared
+                result = run_task(self.device, self.private_init, task, model)
+        except WireFormatError as exc:
+            self._refuse(exc)
+            return
+        except Exception:
+            log.exception("%s failed a round", self.device_id)
+            return
+        if self.config.reply_delay_s:  # a timer, not a sleep: the worker pool stays free for other devices
+            threading.Timer(self.config.reply_delay_s, self._publish, args=(result,)).start()
+        else:
+            self._publish(result)
+
+    def _publish(self, result: RoundResult) -> None:
+        if self._dead:
+            return
+        self.client.publish(device_topic(self.device_id, Channel.UPDATE), result.update, qos=QOS[Channel.UPDATE])
+        self.client.publish(device_topic(self.device_id, Channel.TELEMETRY), encode_telemetry(result.telemetry), qos=0)
+        self.rounds_done += 1
+
+    def crash(self) -> None:
+        """Lose power: the socket closes without DISCONNECT, so the broker publishes the Last Will."""
+        self._dead = True
+        self.client.reconnect_delay_set(3600, 3600)  # a dead board does not come back by itself
+        sock = self.client.socket()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the broker sees EOF now, not at the next keepalive
+            except OSError:
+                pass
+        # the network thread notices within a second; do not make the caller wait for it
+        threading.Thread(target=self.client.loop_stop, daemon=True).start()
+
+    def stop(self) -> None:
+        """A clean shutdown: say ``offline`` (retained), then DISCONNECT."""
+        if self._dead:
+            return
+        self._dead = True
+        if self.client.is_connected():
+            info = self.client.publish(device_topic(self.device_id, Channel.STATUS), STATUS_OFFLINE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(2.0)
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class MqttFleet:
+    """Many :class:`MqttDevice` in one process, sharing a worker pool."""
+
+    def __init__(self, seeds: Iterable[int], passwords: dict[str, str], config: FleetConfig) -> None:
+        self.config = config
+        self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="mcu")
+        self.devices = {d.device_id: d for d in (MqttDevice(s, passwords[device_id_of(s)], config, self._pool) for s in seeds)}
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        for device in self.devices.values():
+            device.start()
+        deadline = time.monotonic() + timeout_s
+        for device in self.devices.values():
+            if not device.connected.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"{device.device_id} did not connect within {timeout_s} s")
+
+    def crash(self, fraction: float, rng: random.Random) -> list[str]:
+        """Crash ``fraction`` of the live devices at random; their ids."""
+        live = sorted(d for d, dev in self.devices.items() if not dev._dead)
+        victims = rng.sample(live, round(fraction * len(live)))
+        for device_id in victims:
+            self.devices[device_id].crash()
+        return victims
+
+    def stop(self) -> None:
+        for device in self.devices.values():
+            device.stop()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> MqttFleet:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
