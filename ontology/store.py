@@ -33,6 +33,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,10 +84,14 @@ def _release(result: Result) -> None:
 class RegistryStore:
     """Named graphs of registry descriptions over any rdflib Dataset backend."""
 
-    def __init__(self, dataset: Dataset, url: str, *, persistent: bool) -> None:
+    def __init__(self, dataset: Dataset, url: str, *, persistent: bool, native: Any = None) -> None:
         self.dataset = dataset
         self.url = url
         self.persistent = persistent
+        #: The pyoxigraph.Store under an Oxigraph backend. Updates go to it directly: through the rdflib
+        #: Dataset (default_union) oxrdflib declines them and rdflib's pure-Python engine would replay an
+        #: update as one store write per triple, slow and *not* atomic.
+        self.native = native
         self._closed = False
 
     # -- writing -----------------------------------------------------------------
@@ -107,11 +112,30 @@ class RegistryStore:
     def update(self, sparql_update: str) -> None:
         """Run a SPARQL 1.1 Update (already validated/escaped by the caller)."""
         try:
-            self.dataset.update(sparql_update)
+            if self.native is not None:
+                self.native.update(sparql_update)  # one Oxigraph transaction
+            else:
+                self.dataset.update(sparql_update)
         except SyntaxError as exc:
             raise ValueError(f"invalid SPARQL update: {exc}") from None
         except OSError as exc:
             raise StoreError(f"write to {self.url} failed: {exc}") from exc
+        except Exception as exc:  # rdflib's pyparsing errors share no base class with SyntaxError
+            if "ParseException" in type(exc).__name__:
+                raise ValueError(f"invalid SPARQL update: {exc}") from None
+            raise
+
+    def bulk_load_nquads(self, data: bytes) -> None:
+        """Load N-Quads in bulk (benchmarks, restores): fast but *not* one transaction, unlike put_graph.
+
+        Embedded Oxigraph uses its bulk loader; other backends parse through rdflib.
+        """
+        if self.native is not None:
+            import pyoxigraph
+
+            self.native.bulk_load(data, pyoxigraph.RdfFormat.N_QUADS)
+        else:
+            self.dataset.parse(data=data, format="nquads")
 
     def load_ontology(self) -> None:
         """(Re)load the TinyFleet ontology into its own named graph, so queries can use subclass axioms."""
@@ -119,9 +143,8 @@ class RegistryStore:
 
     def flush(self) -> None:
         """Force buffered writes to disk (embedded Oxigraph); a no-op elsewhere."""
-        inner = getattr(self.dataset.store, "_store", None)
-        if inner is not None and hasattr(inner, "flush"):
-            inner.flush()
+        if self.native is not None:
+            self.native.flush()
 
     # -- reading -----------------------------------------------------------------
 
@@ -222,6 +245,7 @@ class RegistryStore:
         """Release the backend (the RocksDB lock of an embedded store)."""
         if not self._closed:
             self._closed = True
+            self.native = None  # the last reference to the pyoxigraph Store: dropping it releases the RocksDB lock
             self.dataset.close()
 
     def __enter__(self) -> RegistryStore:
@@ -249,7 +273,7 @@ def _oxigraph(location: str) -> RegistryStore:
     else:
         inner = pyoxigraph.Store()
     dataset = Dataset(store=OxigraphStore(store=inner), default_union=True)
-    return RegistryStore(dataset, f"oxigraph:{location}" if location else "memory:", persistent=bool(location))
+    return RegistryStore(dataset, f"oxigraph:{location}" if location else "memory:", persistent=bool(location), native=inner)
 
 
 def _rdflib_memory(_location: str) -> RegistryStore:

@@ -1,0 +1,337 @@
+"""The registry over HTTP: SPARQL 1.1 Protocol, a WoT Discovery Things API subset, named queries.
+
+``create_app(store, token, ...)`` builds the FastAPI app; ``tinyfleet registry
+serve`` runs it under uvicorn. The app owns no state but the store handed in
+(so tests and the CLI decide where data lives) and one background task that
+purges expired registrations.
+
+Endpoints (all errors are RFC 7807 ``application/problem+json``, see :mod:`ontology.problems`):
+
+=============================  ===============================================================
+``GET|POST /sparql``           SPARQL 1.1 Protocol: ``query`` (GET param, form, or
+                               ``application/sparql-query``) and ``update`` (form or
+                               ``application/sparql-update``, bearer token required).
+                               SELECT/ASK -> ``application/sparql-results+json`` (or CSV);
+                               CONSTRUCT/DESCRIBE -> Turtle, JSON-LD or N-Triples by Accept.
+``GET|POST /search/sparql``    WoT Discovery SPARQL search: queries only.
+``GET /things``                TDs ordered by id, ``offset``/``limit``; ``Link: rel="next"``.
+``PUT /things/{id}``           create (201) or replace (204); token required.
+``POST /things``               anonymous TD -> 201 + ``Location``; token required.
+``GET /things/{id}``           ``application/td+json``.
+``PATCH /things/{id}``         ``application/merge-patch+json``; re-validated; 204.
+``DELETE /things/{id}``        204.
+``GET /queries[/{name}]``      list / run the shipped named queries (parameters as query params).
+=============================  ===============================================================
+
+Every query runs with ``query_timeout_s`` and ``max_results`` (a capped answer
+carries ``TinyFleet-Truncated: true``), on a worker thread, so a bad query
+costs its client a 503, not the service its event loop. ``{id}`` is a TD id
+(an absolute IRI, percent-encoded in the path) or a bare device id, which
+names ``https://w3id.org/tinyfleet/id/device/{id}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ontology.directory import Directory, ThingRejected, parse_json_body
+from ontology.named_queries import QueryParamError, get_named_query, named_queries, run_named_query
+from ontology.problems import Problem
+from ontology.sparql_results import OFFERS, negotiate, serialize
+from ontology.store import QueryResult, QueryTimeout, RegistryStore, StoreError
+
+log = logging.getLogger("tinyfleet.registry")
+
+TD_JSON = "application/td+json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_TYPES = ("application/td+json", "application/json", "application/ld+json")
+MAX_BODY_BYTES = 4 * 1024 * 1024
+DEFAULT_PAGE = 100
+MAX_PAGE = 1000
+
+
+def _media_type(request: Request) -> str:
+    return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refusing oversized ones before and after reading."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise Problem(413, "body-too-large", "request body too large", f"the limit is {MAX_BODY_BYTES} bytes")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise Problem(413, "body-too-large", "request body too large", f"the limit is {MAX_BODY_BYTES} bytes")
+    return body
+
+
+def _decode(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Problem(400, "bad-encoding", "body is not UTF-8", f"invalid byte at offset {exc.start}") from None
+
+
+def _thing_location(thing_id: str) -> str:
+    return "/things/" + quote(thing_id, safe=":")
+
+
+class _Auth:
+    """Bearer-token check for every write; no token configured means the service is read-only."""
+
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def require(self, request: Request) -> None:
+        if self.token is None:
+            raise Problem(403, "read-only", "writes are disabled", "this registry was started without a token, so it accepts no updates")
+        scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+        challenge = 'Bearer realm="tinyfleet-registry"'
+        if scheme.lower() != "bearer" or not value.strip():
+            raise Problem(401, "unauthorized", "bearer token required", "send 'Authorization: Bearer <token>' to write",
+                          headers={"WWW-Authenticate": challenge})
+        if not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+            raise Problem(401, "unauthorized", "invalid token", "the bearer token is not this registry's token",
+                          headers={"WWW-Authenticate": challenge + ', error="invalid_token"'})
+
+
+def create_app(
+    store: RegistryStore,
+    token: str | None,
+    query_timeout_s: float = 10.0,
+    max_results: int | None = 10_000,
+    *,
+    purge_interval_s: float = 60.0,
+) -> FastAPI:
+    """The registry service over ``store``; writes need ``Authorization: Bearer <token>``."""
+    directory = Directory(store, query_timeout_s=query_timeout_s)
+    auth = _Auth(token)
+
+    async def purge_loop() -> None:
+        while True:
+            await asyncio.sleep(purge_interval_s)
+            try:
+                await run_in_threadpool(directory.purge_expired)
+            except Exception:  # keep purging later; one failed purge must not kill the task
+                log.exception("purging expired registrations failed")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(purge_loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="TinyFleet registry", version="1", lifespan=lifespan)
+    app.state.directory = directory
+
+    # -- errors -> problem+json --------------------------------------------------
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> Response:
+        return exc.response(request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return Problem(exc.status_code, kind, str(exc.detail)).response(request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}" for e in exc.errors()]
+        return Problem(400, "invalid-request", "invalid request parameters", errors=errors).response(request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return Problem(500, "internal-error", "internal error", type(exc).__name__).response(request.url.path)
+
+    # -- SPARQL --------------------------------------------------------------------
+
+    async def run_query(sparql: str, accept: str | None, bindings: dict[str, Any] | None = None, named: str | None = None) -> Response:
+        def work() -> QueryResult:
+            if named is not None:
+                return run_named_query(store, named, bindings or {}, timeout_s=query_timeout_s, max_results=max_results)
+            return store.query(sparql, timeout_s=query_timeout_s, max_results=max_results)
+
+        try:
+            result = await run_in_threadpool(work)
+        except QueryTimeout as exc:
+            raise Problem(503, "query-timeout", "query time limit exceeded", str(exc)) from None
+        except QueryParamError as exc:
+            raise Problem(400, "invalid-parameter", "invalid query parameter", str(exc)) from None
+        except ValueError as exc:
+            raise Problem(400, "invalid-query", "invalid SPARQL query", str(exc)) from None
+        except StoreError as exc:
+            raise Problem(500, "store-error", "store error", str(exc)) from None
+        offers = OFFERS[result.kind]
+        media_type = negotiate(accept, offers)
+        if media_type is None:
+            raise Problem(406, "not-acceptable", "no acceptable result format", f"{result.kind} results are available as {', '.join(offers)}")
+        headers = {"TinyFleet-Truncated": "true"} if result.truncated else {}
+        return Response(serialize(result, media_type), media_type=media_type, headers=headers)
+
+    async def sparql_operation(request: Request) -> tuple[str | None, str | None]:
+        """(query, update) of a SPARQL 1.1 Protocol request."""
+        params = request.query_params
+        if "default-graph-uri" in params or "named-graph-uri" in params:
+            raise Problem(400, "unsupported-parameter", "dataset parameters are not supported",
+                          "default-graph-uri/named-graph-uri are not supported: use GRAPH in the query (the default graph is the union)")
+        if request.method == "GET":
+            if "update" in params:
+                raise Problem(400, "invalid-request", "updates must be POSTed", "send SPARQL updates by POST")
+            if "query" not in params:
+                raise Problem(400, "invalid-request", "missing query", "pass the SPARQL query as ?query=...")
+            return params["query"], None
+        media_type = _media_type(request)
+        body = await _body(request)
+        if media_type == "application/x-www-form-urlencoded":
+            form = {k: v[-1] for k, v in parse_qs(_decode(body), keep_blank_values=True).items()}
+            if ("query" in form) == ("update" in form):
+                raise Problem(400, "invalid-request", "exactly one of query or update", "the form must carry exactly one 'query' or 'update' field")
+            return form.get("query"), form.get("update")
+        if media_type == "application/sparql-query":
+            return _decode(body), None
+        if media_type == "application/sparql-update":
+            return None, _decode(body)
+        raise Problem(415, "unsupported-media-type", "unsupported content type",
+                      "POST application/x-www-form-urlencoded, application/sparql-query or application/sparql-update")
+
+    @app.api_route("/sparql", methods=["GET", "POST"])
+    async def sparql(request: Request) -> Response:
+        query, update = await sparql_operation(request)
+        if update is not None:
+            auth.require(request)
+            try:
+                await run_in_threadpool(store.update, update)
+            except ValueError as exc:
+                raise Problem(400, "invalid-update", "invalid SPARQL update", str(exc)) from None
+            except StoreError as exc:
+                raise Problem(500, "store-error", "store error", str(exc)) from None
+            return Response(status_code=204)
+        return await run_query(query or "", request.headers.get("accept"))
+
+    @app.api_route("/search/sparql", methods=["GET", "POST"])
+    async def search_sparql(request: Request) -> Response:
+        query, update = await sparql_operation(request)
+        if update is not None:
+            raise Problem(400, "invalid-request", "search is read-only", "send updates to /sparql")
+        return await run_query(query or "", request.headers.get("accept"))
+
+    @app.get("/queries")
+    async def list_queries() -> JSONResponse:
+        return JSONResponse([
+            {"name": q.name, "summary": q.summary, "params": [{"name": p.name, "kind": p.kind, "doc": p.doc} for p in q.params]}
+            for q in named_queries().values()
+        ])
+
+    @app.get("/queries/{name}")
+    async def named_query(name: str, request: Request) -> Response:
+        try:
+            get_named_query(name)
+        except QueryParamError as exc:
+            raise Problem(404, "not-found", "no such named query", str(exc)) from None
+        return await run_query("", request.headers.get("accept"), dict(request.query_params), named=name)
+
+    # -- Things API ----------------------------------------------------------------
+
+    def rejected(exc: ThingRejected) -> Problem:
+        return Problem(400, "invalid-thing-description", exc.summary, "; ".join(exc.problems) if exc.problems else None, errors=exc.problems)
+
+    async def td_body(request: Request, allowed: tuple[str, ...]) -> Any:
+        if _media_type(request) not in allowed:
+            raise Problem(415, "unsupported-media-type", "unsupported content type", f"send {' or '.join(allowed)}")
+        try:
+            return parse_json_body(await _body(request))
+        except ThingRejected as exc:
+            raise rejected(exc) from None
+
+    async def write(fn: Any, *args: Any) -> Any:
+        try:
+            return await run_in_threadpool(fn, *args)
+        except ThingRejected as exc:
+            raise rejected(exc) from None
+        except KeyError:
+            raise Problem(404, "not-found", "no such Thing", f"no Thing {args[0]!r} is registered") from None
+        except ValueError as exc:  # a malformed id in the path
+            raise Problem(400, "invalid-id", "invalid Thing id", str(exc)) from None
+        except StoreError as exc:
+            raise Problem(500, "store-error", "store error", str(exc)) from None
+
+    @app.get("/things")
+    async def list_things(request: Request) -> Response:
+        offset = _int_param(request, "offset", 0, 0, None)
+        limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+        things, total = await write(lambda: directory.list(offset=offset, limit=limit))
+        headers = {}
+        if offset + len(things) < total:
+            headers["Link"] = f'</things?offset={offset + len(things)}&limit={limit}>; rel="next"'
+        return JSONResponse([t.document for t in things], media_type="application/ld+json", headers=headers)
+
+    @app.post("/things")
+    async def create_thing(request: Request) -> Response:
+        auth.require(request)
+        td = await td_body(request, JSON_TYPES)
+        iri = await write(directory.create_anonymous, td)
+        return Response(status_code=201, headers={"Location": _thing_location(iri)})
+
+    @app.put("/things/{thing_id:path}")
+    async def put_thing(thing_id: str, request: Request) -> Response:
+        auth.require(request)
+        td = await td_body(request, JSON_TYPES)
+        created = await write(directory.put, thing_id, td)
+        if created:
+            return Response(status_code=201, headers={"Location": _thing_location(thing_id)})
+        return Response(status_code=204)
+
+    @app.get("/things/{thing_id:path}")
+    async def get_thing(thing_id: str) -> Response:
+        thing = await write(directory.get, thing_id)
+        if thing is None:
+            raise Problem(404, "not-found", "no such Thing", f"no live Thing {thing_id!r} is registered")
+        return JSONResponse(thing.document, media_type=TD_JSON)
+
+    @app.patch("/things/{thing_id:path}")
+    async def patch_thing(thing_id: str, request: Request) -> Response:
+        auth.require(request)
+        patch = await td_body(request, (MERGE_PATCH,))
+        await write(directory.patch, thing_id, patch)
+        return Response(status_code=204)
+
+    @app.delete("/things/{thing_id:path}")
+    async def delete_thing(thing_id: str, request: Request) -> Response:
+        auth.require(request)
+        if not await write(directory.delete, thing_id):
+            raise Problem(404, "not-found", "no such Thing", f"no Thing {thing_id!r} is registered")
+        return Response(status_code=204)
+
+    return app
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Problem(400, "invalid-request", f"invalid {name}", f"{name} must be an integer, got {raw!r}") from None
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise Problem(400, "invalid-request", f"invalid {name}", f"{name} must be {bound}, got {value}")
+    return value
