@@ -97,5 +97,13 @@ def profiles() -> None:
     console.print(table)
 
 
+def _mount_registry() -> None:
+    from ontology.cli import app as registry_app
+
+    app.add_typer(registry_app, name="registry", help="Semantic registry: describe, validate, register, query, serve.")
+
+
+_mount_registry()
+
 if __name__ == "__main__":
     app()
