@@ -9,6 +9,7 @@ no TFLite interpreter can run this one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,8 +56,9 @@ def mlp_gradients(
     acts = mlp_forward(weights, x, n_layers)
     out = acts[-1]
     batch, out_dim = out.shape
-    loss = float(np.mean((out - y) ** 2))
-    delta = 2.0 * (out - y) / (batch * out_dim)
+    error = out - y
+    loss = float((error * error).sum()) / error.size
+    delta = error * (2.0 / (batch * out_dim))
     grads: dict[str, np.ndarray] = {}
     for i in reversed(range(n_layers)):
         grads[f"w{i}"] = acts[i].T @ delta
@@ -101,10 +103,12 @@ class NumpyMLP(Learner):
         xs = as_float_array("sample x", x, (self.layer_sizes[0],)).reshape(1, -1)
         ys = as_float_array("label y", y, (self.layer_sizes[-1],)).reshape(1, -1)
         loss, grads = mlp_gradients(self._weights, xs, ys, self.n_layers)
-        updated = {k: (w - learning_rate * grads[k]).astype(np.float32) for k, w in self._weights.items()}
-        for k, w in updated.items():
-            if not np.all(np.isfinite(w)):
-                raise InvalidInputError(f"SGD step diverged in '{k}' (learning rate {learning_rate}); step refused")
+        step = np.float32(learning_rate)
+        updated = {k: w - step * grads[k] for k, w in self._weights.items()}
+        # One reduction per array: a NaN or Inf anywhere makes its sum non-finite.
+        if not math.isfinite(sum(float(w.sum()) for w in updated.values())):
+            bad = next(k for k, w in updated.items() if not np.all(np.isfinite(w)))
+            raise InvalidInputError(f"SGD step diverged in '{bad}' (learning rate {learning_rate}); step refused")
         self._weights = updated
         return loss
 

@@ -16,7 +16,8 @@ from firmware_sim.device import SimulatedDevice
 from firmware_sim.profiles import MICROCONTROLLERS, DeviceProfile
 from firmware_sim.tasks.sine import SineStream, sample_task
 
-UNSEEN_SEED_BASE = 1_000_000  # evaluation devices never overlap training devices
+UNSEEN_SEED_BASE = 1_000_000  # validation devices: never in a training fleet; used while tuning
+TEST_SEED_BASE = 2_000_000  # the demo's held-out devices: never used for any choice of hyperparameters
 
 
 def profile_for(device_seed: int) -> DeviceProfile:

@@ -21,9 +21,10 @@ def _quiet_frameworks() -> None:
     """Flower logs every round and TensorFlow every worker start; the demo shows a progress bar instead."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     from flwr.supercore.logger import FLOWER_LOGGER  # sets its own level on import, so override after
 
-    FLOWER_LOGGER.setLevel(logging.WARNING)
+    FLOWER_LOGGER.setLevel(logging.ERROR)  # also hides run_simulation's deprecation notice
 
 
 @app.command()
@@ -95,6 +96,133 @@ def profiles() -> None:
             "yes" if p.has_fpu else "no", p.radio,
         )
     console.print(table)
+
+
+def _run_config(strategy: str | None, rounds: int | None, clients_per_round: int | None, top_p: float | None,
+                checkpoint_dir: Path | None, node_timeout: float | None, items: list[str]) -> dict[str, object]:
+    """The flat run config both server modes take: named options first, then --run-config KEY=VALUE."""
+    from server.serve import parse_run_config_items
+
+    config: dict[str, object] = {}
+    named = {"strategy": strategy, "num-rounds": rounds, "clients-per-round": clients_per_round, "top-p": top_p,
+             "checkpoint-dir": str(checkpoint_dir.resolve()) if checkpoint_dir else None, "node-timeout-s": node_timeout}
+    config.update({k: v for k, v in named.items() if v is not None})
+    config.update(parse_run_config_items(items))
+    return config
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def server(
+    strategy: str = typer.Option(None, help="tinymetafed (default), tinyreptile or fedavg."),
+    rounds: int = typer.Option(None, help="Federation rounds (run config num-rounds)."),
+    clients_per_round: int = typer.Option(None, help="Devices sampled per round."),
+    top_p: float = typer.Option(None, help="TinyMetaFed: kept fraction of each update, e.g. 0.1."),
+    checkpoint_dir: Path = typer.Option(None, help="Where the meta-model is checkpointed each round (resumed if present)."),
+    node_timeout: float = typer.Option(None, help="Seconds to wait for enough devices."),
+    run_config: list[str] = typer.Option([], "--run-config", "-c", help="KEY=VALUE, repeatable (see server/flower_app/pyproject.toml)."),
+    workdir: Path = typer.Option(Path("runs/server"), help="Logs, FLWR_HOME, broker files."),
+    superlink: str = typer.Option(None, help="Attach to this SuperLink (HOST:PORT) instead of starting one."),
+    port: int = typer.Option(None, help="Port of the SuperLink started here (default: a free one)."),
+    root_certificates: str = typer.Option(None, help="CA certificate of a TLS SuperLink given with --superlink."),
+    run_timeout: float = typer.Option(3600.0, help="Give up on the Flower run after this many seconds."),
+    mqtt: str = typer.Option(None, help="Drive MQTT devices through this broker (HOST:PORT) instead of Flower."),
+    local_broker: bool = typer.Option(False, help="MQTT mode: start a private mosquitto on 127.0.0.1."),
+    fleet: int = typer.Option(0, help="With --local-broker: create accounts for devices sine-0 .. sine-(N-1)."),
+    username: str = typer.Option("tinyfleet-server", help="MQTT username of the server (external broker)."),
+    password: str = typer.Option(None, envvar="TINYFLEET_MQTT_PASSWORD", help="MQTT password of the server."),
+    tls_ca: str = typer.Option(None, help="MQTT: CA certificate file; set to use TLS."),
+    round_timeout: float = typer.Option(30.0, help="MQTT: wall-clock deadline of one round."),
+    quorum: float = typer.Option(1.0, help="MQTT: fraction of asked devices whose replies close a round early."),
+) -> None:
+    """Run a federation: a Flower SuperLink + the TinyFleet ServerApp, or MQTT devices (--mqtt / --local-broker)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from server.broker import BrokerError
+    from server.flower_deploy import FlowerError
+
+    try:
+        config = _run_config(strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if mqtt or local_broker:
+            from server.serve import MqttServerOptions, serve_mqtt
+
+            options = MqttServerOptions(
+                workdir=workdir.resolve(), broker=mqtt, username=username, password=password, tls_ca=tls_ca,
+                local_broker=local_broker, fleet=fleet, round_timeout_s=round_timeout, quorum=quorum,
+            )
+            serve_mqtt(options, config, say=console.print)
+            return
+        from server.serve import FlowerServerOptions, serve_flower
+
+        options = FlowerServerOptions(
+            workdir=workdir.resolve(), superlink=superlink, port=port, root_certificates=root_certificates,
+            run_timeout_s=run_timeout,
+        )
+        status = serve_flower(options, config, say=console.print)
+    except (ValueError, TimeoutError, ConnectionError, FlowerError, BrokerError) as exc:
+        _fail(str(exc))
+    if status != "finished:completed":
+        _fail(f"the run ended {status}; its log: flwr log RUN_ID (FLWR_HOME={workdir.resolve() / 'flwr'})")
+
+
+device_app = typer.Typer(help="A Linux-class device (e.g. a Raspberry Pi) joining the fleet.", no_args_is_help=True)
+app.add_typer(device_app, name="device")
+
+
+@device_app.command("run")
+def device_run(
+    mqtt: str = typer.Option(None, help="Broker HOST:PORT: speak the TinyFleet wire protocol like an MCU."),
+    device_id: str = typer.Option(None, "--id", help="MQTT: device id (its username), e.g. sine-3."),
+    password: str = typer.Option(None, envvar="TINYFLEET_DEVICE_PASSWORD", help="MQTT: the device's password."),
+    accounts: Path = typer.Option(None, help="MQTT: accounts.json written by `tinyfleet server --local-broker`."),
+    tls_ca: str = typer.Option(None, help="MQTT: CA certificate file; set to use TLS."),
+    rounds: int = typer.Option(None, help="MQTT: leave after this many rounds."),
+    superlink: str = typer.Option(None, help="Flower SuperLink HOST:PORT: run a SuperNode with the TinyFleet ClientApp."),
+    partition_id: int = typer.Option(None, help="Flower: which simulated device this node plays."),
+    num_partitions: int = typer.Option(1, help="Flower: fleet size, passed to the ClientApp."),
+    root_certificates: str = typer.Option(None, help="Flower: CA certificate of a TLS SuperLink (else --insecure)."),
+    duration: float = typer.Option(None, help="Leave after this many seconds (default: until stopped)."),
+    workdir: Path = typer.Option(Path("runs/device"), help="Flower: where the SuperNode log goes."),
+) -> None:
+    """Join over MQTT (--mqtt/--accounts + --id) or as a Flower SuperNode (--superlink + --partition-id)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from server.flower_deploy import FlowerError
+
+    try:
+        if superlink and (mqtt or accounts):
+            raise ValueError("choose one: --superlink (Flower) or --mqtt/--accounts (wire protocol)")
+        if superlink:
+            from firmware_sim.linux_device import run_supernode
+
+            if partition_id is None:
+                raise ValueError("--superlink needs --partition-id")
+            code = run_supernode(superlink, partition_id, num_partitions, workdir=workdir.resolve(),
+                                 root_certificates=root_certificates, duration_s=duration, say=console.print)
+            raise typer.Exit(code)
+        if not (mqtt or accounts) or not device_id:
+            raise ValueError("give --mqtt HOST:PORT (or --accounts FILE) and --id, or --superlink and --partition-id")
+        from firmware_sim.linux_device import run_mqtt_device
+        from server.flower_deploy import parse_address
+
+        if accounts:
+            known = json.loads(accounts.read_text())
+            host, port = (parse_address(mqtt) if mqtt else (known["host"], int(known["port"])))
+            password = password or known["devices"].get(device_id)
+            if password is None:
+                raise ValueError(f"{accounts} has no account for {device_id!r}")
+        else:
+            host, port = parse_address(mqtt)
+        if not password:
+            raise ValueError("the device needs its password: --password, TINYFLEET_DEVICE_PASSWORD or --accounts")
+        done = run_mqtt_device(host, port, device_id, password, tls_ca=tls_ca, rounds=rounds, duration_s=duration,
+                               say=console.print)
+        console.print(f"{device_id}: {done} round(s) done")
+    except (ValueError, TimeoutError, OSError, KeyError, FlowerError) as exc:
+        _fail(str(exc))
 
 
 def _mount_registry() -> None:

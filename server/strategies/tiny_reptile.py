@@ -9,8 +9,9 @@ sample seen once — and returns φ. The server moves θ towards the mean φ:
     θ ← θ + ε_t · (mean(φ) − θ)
 
 with ε_t annealed towards zero (optionally with heavy-ball momentum on the
-Reptile direction, ``outer_momentum`` > 0: m ← μ·m + (mean φ − θ), θ ← θ + ε_t·m,
-which on the sine task reaches a given meta-loss in fewer rounds), so θ becomes a point from which a few online
+Reptile direction d = mean φ − θ, ``outer_momentum`` μ > 0: m ← μ·m + d and
+θ ← θ + ε_t·m, or with ``nesterov`` θ ← θ + ε_t·(d + μ·m); on the sine task
+this reaches a given K-shot error in far fewer rounds), so θ becomes a point from which a few online
 steps reach any device's task, rather than the average of the tasks (which
 is what FedAvg converges to).
 """
@@ -48,6 +49,7 @@ class TinyReptileConfig:
     final_meta_step_size: float = 0.0  # ε at the last round
     anneal: Anneal = "linear"
     outer_momentum: float = 0.0  # μ; 0 is the paper's plain outer step
+    nesterov: bool = False  # look-ahead momentum: step along d + μ·m instead of m
     total_rounds: int = 1000  # the schedule's length, fixed across resumes
     evaluate_clients: int = 0  # devices asked for a federated evaluation each round
     min_available_nodes: int = 1
@@ -124,8 +126,10 @@ class TinyReptile(Strategy):
         if self.config.outer_momentum > 0.0:
             direction = W.subtract(phi, self._theta)
             previous = self._momentum or {k: np.zeros_like(v) for k, v in direction.items()}
-            self._momentum = W.add(W.scale(previous, self.config.outer_momentum), direction)
-            self._theta = W.add(self._theta, W.scale(self._momentum, epsilon))
+            mu = self.config.outer_momentum
+            self._momentum = W.add(W.scale(previous, mu), direction)
+            step = W.add(direction, W.scale(self._momentum, mu)) if self.config.nesterov else self._momentum
+            self._theta = W.add(self._theta, W.scale(step, epsilon))
         else:
             self._theta = W.interpolate(self._theta, phi, epsilon)
         metrics = mean_metrics([m for _, _, m in accepted])

@@ -113,3 +113,11 @@ def test_outer_momentum_accumulates_the_reptile_direction():
     resumed = TinyReptile(TinyReptileConfig(outer_momentum=0.9))
     resumed.restore_strategy_state(state)
     assert resumed.strategy_state().keys() == state.keys()
+
+
+def test_nesterov_steps_along_direction_plus_scaled_momentum():
+    strategy = TinyReptile(TinyReptileConfig(meta_step_size=0.5, anneal="constant", outer_momentum=0.9, nesterov=True))
+    sent = configured(strategy, {"w": np.zeros(1, np.float32)}, nodes=(1,))
+    arrays, _ = strategy.aggregate_train(1, [reply_to(sent[0], {"w": np.array([1.0], np.float32)})])
+    # d = 1, m = 1, step = d + 0.9·m = 1.9, θ = 0 + 0.5·1.9
+    np.testing.assert_allclose(from_array_record(arrays)["w"], [0.95], rtol=1e-6)
