@@ -9,25 +9,11 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_from_array_record, sparse_to_array_record
 from edge.validation import InvalidInputError
 from edge.wire import SparseTensor, apply_sparse, sum_sparse, top_p_sparsify
+from tests.server.strategy_harness import FixedGrid, configured
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 
-@pytest.fixture(autouse=True)
-def flower_task_identity(monkeypatch):
-    """Messages read the run and node ids of the process, which a SuperLink sets; set them as it would."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
-class FixedGrid:
-    def __init__(self, nodes):
-        self.nodes = nodes
-
-    def get_node_ids(self):
-        return self.nodes
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 THETA = {
@@ -37,13 +23,6 @@ THETA = {
     "b1": np.full(1, 7.0, np.float32),
 }
 CONFIG = dict(clients_per_round=2, meta_step_size=0.5, anneal="constant", private_names=("w1", "b1"), top_p=0.25)
-
-
-def configured(strategy, theta=THETA, nodes=(1, 2)):
-    messages = list(strategy.configure_train(1, to_array_record(theta), ConfigRecord({"inner-lr": 0.1}), FixedGrid(list(nodes))))
-    for i, message in enumerate(messages):
-        message.metadata.__dict__["_message_id"] = f"m{i}"  # as the Grid assigns on push
-    return messages
 
 
 def sparse_reply(message, sparse, sent=100, received=300):
@@ -64,7 +43,7 @@ def test_private_part_is_never_sent_and_devices_are_told_how_to_rebuild_it():
 
 def test_sparse_updates_are_summed_and_applied_with_epsilon_over_n():
     strategy = TinyMetaFed(TinyMetaFedConfig(**CONFIG))
-    sent = configured(strategy)
+    sent = configured(strategy, THETA)
     d1 = {"w0": np.array([[1, 0, 0], [0, 0, -4]], np.float32), "b0": np.array([0, 2, 0], np.float32)}
     d2 = {"w0": np.array([[3, 0, 0], [0, 0, 0]], np.float32), "b0": np.array([0, 0, 8], np.float32)}
     s1, s2 = top_p_sparsify(d1, 3 / 9), top_p_sparsify(d2, 2 / 9)
@@ -137,7 +116,7 @@ def test_bad_sparse_replies_are_refused_with_a_reason_and_the_round_goes_on(name
     with pytest.raises(InvalidInputError, match=text.replace("[", r"\[").replace("]", r"\]")):
         sparse_from_array_record(ArrayRecord(dict(record)), spec)
     strategy = TinyMetaFed(TinyMetaFedConfig(**CONFIG))
-    sent = configured(strategy)
+    sent = configured(strategy, THETA)
     bad = Message(content=RecordDict({keys.SPARSE_DELTA: ArrayRecord(dict(record))}), reply_to=sent[0])
     good = sparse_reply(sent[1], {"w0": SparseTensor((2, 3), np.array([0], np.uint32), np.array([2.0], np.float32)),
                                   "b0": SparseTensor((3,), np.zeros(0, np.uint32), np.zeros(0, np.float32))})

@@ -7,39 +7,16 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from server.strategies.schedules import annealed_step_size
+from tests.server.strategy_harness import FixedGrid, configured
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 
 
-@pytest.fixture(autouse=True)
-def flower_task_identity(monkeypatch):
-    """Messages read the run and node ids of the process, which a SuperLink sets; set them as it would."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
-class FixedGrid:
-    """A Grid stand-in that only lists nodes; the real Grid runs in test_simulation.py."""
-
-    def __init__(self, nodes):
-        self.nodes = nodes
-
-    def get_node_ids(self):
-        return self.nodes
+pytestmark = pytest.mark.usefixtures("flower_task_identity")
 
 
 def reply_to(message: Message, weights: dict, n: int = 10) -> Message:
     content = RecordDict({keys.ARRAYS: to_array_record(weights), keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: n, keys.LOSS_AFTER: 1.0})})
     return Message(content=content, reply_to=message)
-
-
-def configured(strategy: TinyReptile, theta: dict, nodes=(1, 2)) -> list[Message]:
-    messages = list(strategy.configure_train(1, to_array_record(theta), ConfigRecord({"inner-lr": 0.1}), FixedGrid(list(nodes))))
-    for i, message in enumerate(messages):
-        message.metadata.__dict__["_message_id"] = f"m{i}"  # as the Grid assigns on push
-    return messages
 
 
 def test_server_update_moves_theta_towards_mean_phi_by_epsilon():
