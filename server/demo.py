@@ -66,23 +66,19 @@ class DemoConfig:
 
 
 def federation_settings(config: DemoConfig, method: str) -> FederationSettings:
-    checkpoints = str(Path(config.out_dir) / "checkpoints" / method)
-    if method == "tinyreptile":
-        return FederationSettings(
-            strategy="tinyreptile",
-            num_rounds=config.reptile_rounds,
-            layer_sizes=config.layer_sizes,
-            init_seed=config.init_seed,
-            checkpoint_dir=checkpoints,
-            reptile=config.reptile,
-            device=config.reptile_device,
-        )
-    return FederationSettings(
-        strategy="fedavg",
-        num_rounds=config.fedavg_rounds,
+    common = dict(
+        strategy=method,
         layer_sizes=config.layer_sizes,
         init_seed=config.init_seed,
-        checkpoint_dir=checkpoints,
+        checkpoint_dir=str(Path(config.out_dir) / "checkpoints" / method),
+    )
+    if method == "tinyreptile":
+        return FederationSettings(
+            **common, num_rounds=config.reptile_rounds, reptile=config.reptile, device=config.reptile_device
+        )
+    return FederationSettings(
+        **common,
+        num_rounds=config.fedavg_rounds,
         fedavg_clients_per_round=config.fedavg_clients_per_round,
         device=config.fedavg_device,
     )
