@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.adaptation import adapt_online
+from edge.learner import Learner
 from edge.mlp import init_mlp_weights
 from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, sine_device
 from server.checkpoint import Checkpointer
@@ -108,14 +109,13 @@ def train_in_simulation(settings: FederationSettings, n_devices: int, progress: 
     return checkpoint.weights
 
 
-def evaluate_init(
-    weights: dict[str, np.ndarray], shots: int, n_devices: int, learning_rate: float
+def evaluate_learner(
+    learner: Learner, weights: dict[str, np.ndarray], shots: int, n_devices: int, learning_rate: float
 ) -> list[float]:
-    """Grid MSE of each unseen device after online adaptation on ``shots`` samples."""
+    """Grid MSE of each unseen device after ``learner``, reset to ``weights``, adapts online on ``shots`` samples."""
     errors = []
     for j in range(n_devices):
         device = sine_device(TEST_SEED_BASE + j, stream_key=0)
-        learner = mlp_learner_for(weights)
         learner.set_weights(weights)
         adapt_online(learner, device.stream, shots=shots, learning_rate=learning_rate)
         x, y = device.stream.task.evaluation_grid()
@@ -123,11 +123,12 @@ def evaluate_init(
     return errors
 
 
-def adaptation_rows(inits: dict[str, dict[str, np.ndarray]], config: DemoConfig) -> list[dict]:
+def adaptation_rows(candidates: dict[str, tuple[Learner, dict[str, np.ndarray]]], config: DemoConfig) -> list[dict]:
+    """One row per (method, K): the mean and spread of the unseen devices' MSE."""
     rows = []
-    for method, weights in inits.items():
+    for method, (learner, weights) in candidates.items():
         for k in config.shots:
-            errors = evaluate_init(weights, k, config.n_unseen_devices, config.adaptation_learning_rate)
+            errors = evaluate_learner(learner, weights, k, config.n_unseen_devices, config.adaptation_learning_rate)
             rows.append(
                 {
                     "method": method,
@@ -216,18 +217,6 @@ def export_device_models(theta: dict[str, np.ndarray], config: DemoConfig, direc
     return {"models": models, "learners": {name: learner for name, (learner, _) in learners.items()}}
 
 
-def evaluate_learner(learner, weights: dict[str, np.ndarray], shots: int, n_devices: int, learning_rate: float) -> list[float]:
-    """Like :func:`evaluate_init` but on an already built learner (a TFLite one), reset to ``weights`` per device."""
-    errors = []
-    for j in range(n_devices):
-        device = sine_device(TEST_SEED_BASE + j, stream_key=0)
-        learner.set_weights(weights)
-        adapt_online(learner, device.stream, shots=shots, learning_rate=learning_rate)
-        x, y = device.stream.task.evaluation_grid()
-        errors.append(learner.loss(x, y))
-    return errors
-
-
 def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     out = Path(config.out_dir)
     if not config.resume and (out / "checkpoints").exists():
@@ -241,7 +230,7 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
         timings[f"train_{method}_s"] = time.perf_counter() - started
     inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed)
     started = time.perf_counter()
-    rows = adaptation_rows(inits, config)
+    rows = adaptation_rows({m: (mlp_learner_for(w), w) for m, w in inits.items()}, config)
     timings["evaluate_s"] = time.perf_counter() - started
     plot_path = out / "adaptation.png"
     plot_adaptation(rows, inits, config, plot_path)
@@ -255,12 +244,7 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
         "tinyreptile/tflite-trainer": (exported["learners"]["tflite-trainer"], inits["tinyreptile"]),
         "tinyreptile/int8-backbone+head": (exported["learners"]["int8-backbone+head"], head),
     }
-    device_rows = []
-    for method, (learner, weights) in on_device.items():
-        for k in config.shots:
-            errors = evaluate_learner(learner, weights, k, config.n_unseen_devices, config.adaptation_learning_rate)
-            device_rows.append({"method": method, "shots": k, "metric": "mse", "value": float(np.mean(errors)),
-                                "std": float(np.std(errors)), "n_devices": config.n_unseen_devices})
+    device_rows = adaptation_rows(on_device, config)
     timings["evaluate_on_device_learners_s"] = time.perf_counter() - started
     report = {
         "adaptation": rows,
