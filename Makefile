@@ -6,11 +6,15 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install system-deps demo test test-fast bench clean
 
-# Debian packages the tests start for real: the MQTT broker.
+# Debian packages the tests use for real: the MQTT broker and the speech synthesiser of the keyword corpus.
 system-deps:
-	@test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null || \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null) || \
-	  (echo "install Debian's mosquitto (apt-get install mosquitto) and retry" >&2; exit 1)
+	@missing=""; \
+	  { test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null; } || missing="$$missing mosquitto"; \
+	  command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	  if [ -n "$$missing" ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+	    { echo "install Debian's$$missing (apt-get install$$missing) and retry" >&2; exit 1; }; \
+	  fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
