@@ -39,4 +39,5 @@ PRIVATE_NAMES = "private-names"  # comma-separated weight names rebuilt on the d
 RECONSTRUCTION_SAMPLES = "reconstruction-samples"
 RECONSTRUCTION_LR = "reconstruction-lr"
 RECONSTRUCTION_LOSS = "reconstruction-loss"
+LAYER_SIZES = "layer-sizes"  # "1,40,40,1": the model a device builds its private part for
 MESSAGE_TYPE = "message-type"  # task hyperparameter over MQTT: "train" or "evaluate"

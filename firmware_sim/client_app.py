@@ -4,6 +4,17 @@ Each Flower node stands for one device of the fleet (``partition-id`` picks
 which). On a training request the device installs the received θ, refusing it
 if it does not fit its profile, adapts online on fresh samples of its own
 stream and replies with φ and what the round cost it.
+
+When the request names private weights (TinyMetaFed), the device follows the
+very protocol of the MQTT microcontrollers, through the same function
+(:func:`firmware_sim.device_round.run_round`): θ arrives without its private
+part, the device rebuilds that part from its firmware's local init on its
+first samples, adapts the shared part and replies with the Top-P% sparse
+delta (``sparse-delta``; dense φ if no Top-P is asked). Bytes are counted as
+the wire codec's payload sizes, so a SuperNode and an MQTT board report the
+same cost for the same update. The model's layer sizes come with the request
+(``layer-sizes``) because the shared part alone does not say how big the head
+is; a request whose θ does not fit them is refused.
 """
 
 from __future__ import annotations
@@ -12,13 +23,17 @@ import copy
 import functools
 import logging
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
 from edge.learner import Learner
+from edge.sparse_records import sparse_to_array_record
+from edge.validation import check_weights
+from edge.wire import encoded_size
+from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from firmware_sim.fleet import mlp_learner_for, sine_device
 
 log = logging.getLogger(__name__)
@@ -45,8 +60,59 @@ def make_learner(config: ConfigRecord, weights: dict) -> tuple[Learner, int | No
     raise ValueError(f"unknown learner {kind!r}; use 'numpy' or 'tflite'")
 
 
+def parse_layer_sizes(value: object) -> tuple[int, ...]:
+    """``"1,40,40,1"`` -> ``(1, 40, 40, 1)``; a ValueError that says what is wrong otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"{keys.LAYER_SIZES} must be a string like '1,40,40,1', got {value!r}")
+    try:
+        sizes = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise ValueError(f"{keys.LAYER_SIZES} must be comma-separated integers, got {value!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"{keys.LAYER_SIZES} needs at least two positive sizes, got {value!r}")
+    return sizes
+
+
+def run_metafed_round(message: Message, context: Context) -> Message:
+    """A TinyMetaFed round, exactly as an MQTT microcontroller runs it (see the module docstring)."""
+    config = message.content.config_records[keys.CONFIG]
+    evaluate = message.metadata.message_type == MessageType.EVALUATE
+    plan = RoundPlan.from_hyperparameters(config, top_p=kept_fraction(config.get(keys.TOP_P)), evaluate=evaluate)
+    if keys.LAYER_SIZES not in config:
+        raise ValueError(f"a request with private weights must say '{keys.LAYER_SIZES}' (the device's model)")
+    device_seed = int(config.get(keys.DEVICE_SEED_BASE, 0)) + int(context.node_config["partition-id"])
+    firmware_init = local_init(device_seed, parse_layer_sizes(config[keys.LAYER_SIZES]))
+    learner, flash_bytes = make_learner(config, firmware_init)
+    spec = shared_spec(learner, plan.private_names)
+    theta = check_weights(from_array_record(message.content.array_records[keys.ARRAYS]), spec)
+    device = sine_device(
+        device_seed,
+        stream_key=int(config.get(keys.SERVER_ROUND, 0)),
+        drift_per_sample=float(config.get(keys.DRIFT_PER_SAMPLE, 0.0)),
+    )
+    device.deploy(learner, flash_bytes)
+    outcome = run_round(device, firmware_init, theta, plan, received_bytes=encoded_size(theta))
+    metrics = MetricRecord(
+        {
+            **outcome.metrics,
+            keys.NUM_EXAMPLES: outcome.num_examples,
+            keys.SAMPLES_USED: outcome.num_examples,
+            keys.BYTES_RECEIVED: outcome.bytes_received,
+            keys.BYTES_SENT: outcome.bytes_sent,
+        }
+    )
+    content = RecordDict({keys.METRICS: metrics})
+    if outcome.sparse is not None:
+        content[keys.SPARSE_DELTA] = sparse_to_array_record(outcome.sparse)
+    elif outcome.dense is not None:
+        content[keys.ARRAYS] = to_array_record({k: theta[k] + outcome.dense[k] for k in theta})
+    return Message(content=content, reply_to=message)
+
+
 def run_device_round(message: Message, context: Context, send_weights: bool) -> Message:
     config = message.content.config_records[keys.CONFIG]
+    if str(config.get(keys.PRIVATE_NAMES, "")).strip():
+        return run_metafed_round(message, context)
     weights = from_array_record(message.content.array_records[keys.ARRAYS])
     device_seed = int(config.get(keys.DEVICE_SEED_BASE, 0)) + int(context.node_config["partition-id"])
     device = sine_device(

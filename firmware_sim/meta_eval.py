@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.mlp import NumpyMLP, init_mlp_weights
+from edge.mlp import NumpyMLP
 from edge.reconstruction import reconstruct_and_adapt, split_weights
+from firmware_sim.device_round import local_init
 from firmware_sim.fleet import UNSEEN_SEED_BASE, sine_device
 
 
@@ -34,7 +35,7 @@ def unseen_device_mse(
         seed = UNSEEN_SEED_BASE + j
         device = sine_device(seed, stream_key=0)
         learner = NumpyMLP(layer_sizes)
-        _, private = split_weights(init_mlp_weights(layer_sizes, seed=10_000 + seed), private_names)
+        _, private = split_weights(local_init(seed, layer_sizes), private_names)
         reconstruct_and_adapt(
             learner, shared, private, device.stream,
             reconstruction_samples=reconstruction_samples if private_names else 0,

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
-from edge.mlp import NumpyMLP, init_mlp_weights
+from edge.mlp import NumpyMLP
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
 from edge.wire.topics import QOS, STATUS_OFFLINE, STATUS_ONLINE
+from firmware_sim.device_round import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import RoundResult, run_task
 
@@ -61,7 +62,7 @@ class MqttDevice:
         self.config = config
         self.device = sine_device(seed, stream_key=0)  # one stream for the device's life: each sample seen once
         self.device.deploy(NumpyMLP(config.layer_sizes))  # refused here if it does not fit the profile
-        self.private_init = init_mlp_weights(config.layer_sizes, seed=10_000 + seed)  # the firmware's local init
+        self.private_init = local_init(seed, config.layer_sizes)  # the firmware's local init
         self.device_id = self.device.device_id
         self.rounds_done = 0
         self.refused: list[str] = []  # error codes of tasks/models it refused

@@ -130,6 +130,9 @@ class LocalBroker:
             "log_type warning",
             "log_type notice",
             "max_keepalive 60",
+            # mosquitto queues 1,000 messages per client by default; the server's subscription alone
+            # receives two retained messages (TD + status) per device at once, so size it to the fleet
+            f"max_queued_messages {max(10 * (len(self.accounts.devices) + 1), 1000)}",
             f"listener {self.port} {self.host}",
         ]
         if self.tls is not None:

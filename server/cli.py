@@ -118,7 +118,7 @@ def _fail(message: str) -> None:
 
 @app.command()
 def server(
-    strategy: str = typer.Option(None, help="tinymetafed (default), tinyreptile or fedavg."),
+    strategy: str = typer.Option("tinymetafed", help="tinymetafed, tinyreptile or fedavg."),
     rounds: int = typer.Option(None, help="Federation rounds (run config num-rounds)."),
     clients_per_round: int = typer.Option(None, help="Devices sampled per round."),
     top_p: float = typer.Option(None, help="TinyMetaFed: kept fraction of each update, e.g. 0.1."),
@@ -143,6 +143,7 @@ def server(
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from server.broker import BrokerError
     from server.flower_deploy import FlowerError
+    from server.process_signals import Stopped
 
     try:
         config = _run_config(strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
@@ -165,6 +166,9 @@ def server(
         status = serve_flower(options, config, say=console.print)
     except (ValueError, TimeoutError, ConnectionError, FlowerError, BrokerError) as exc:
         _fail(str(exc))
+    except Stopped:
+        console.print("stopped (SIGTERM)")
+        raise typer.Exit(143) from None
     if status != "finished:completed":
         _fail(f"the run ended {status}; its log: flwr log RUN_ID (FLWR_HOME={workdir.resolve() / 'flwr'})")
 

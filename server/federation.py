@@ -24,11 +24,12 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from server.checkpoint import Checkpointer
 from server.strategies.common import wait_for_nodes
+from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 
 log = logging.getLogger(__name__)
 
-STRATEGIES = ("tinyreptile", "fedavg")
+STRATEGIES = ("tinyreptile", "tinymetafed", "fedavg")
 RoundCallback = Callable[[int, dict[str, np.ndarray], dict[str, float]], None]
 
 
@@ -68,6 +69,7 @@ class FederationSettings:
     init_seed: int = 0
     checkpoint_dir: str = "runs/federation"
     reptile: TinyReptileConfig = field(default_factory=TinyReptileConfig)
+    metafed: TinyMetaFedConfig = field(default_factory=TinyMetaFedConfig)
     device: DeviceRoundConfig = field(default_factory=DeviceRoundConfig)
     fedavg_clients_per_round: int = 5
     node_timeout_s: float = 120.0
@@ -78,6 +80,19 @@ class FederationSettings:
             raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if self.num_rounds < 1:
             raise ValueError("num_rounds must be >= 1")
+        if self.strategy == "tinymetafed":
+            unknown = sorted(set(self.metafed.private_names) - set(initial_weights(self)))
+            if unknown:
+                raise ValueError(f"private names {unknown} are not weights of a {self.layer_sizes} MLP")
+
+    @property
+    def min_nodes(self) -> int:
+        """Devices that must be connected before the first round: one round's sample, at least."""
+        if self.strategy == "tinyreptile":
+            return max(self.reptile.clients_per_round, self.reptile.min_available_nodes)
+        if self.strategy == "tinymetafed":
+            return max(self.metafed.clients_per_round, self.metafed.min_available_nodes)
+        return self.fedavg_clients_per_round
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +102,9 @@ def build_strategy(settings: FederationSettings, round_offset: int) -> Strategy:
     if settings.strategy == "tinyreptile":
         reptile = replace(settings.reptile, total_rounds=settings.num_rounds, node_timeout_s=settings.node_timeout_s)
         return TinyReptile(reptile, round_offset=round_offset)
+    if settings.strategy == "tinymetafed":
+        metafed = replace(settings.metafed, total_rounds=settings.num_rounds, node_timeout_s=settings.node_timeout_s)
+        return TinyMetaFed(metafed, round_offset=round_offset)
     return FedAvg(
         fraction_train=1e-9,  # i.e. exactly min_train_nodes devices per round
         min_train_nodes=settings.fedavg_clients_per_round,
@@ -97,6 +115,18 @@ def build_strategy(settings: FederationSettings, round_offset: int) -> Strategy:
 
 def initial_weights(settings: FederationSettings) -> dict[str, np.ndarray]:
     return init_mlp_weights(settings.layer_sizes, settings.init_seed)
+
+
+def train_config(settings: FederationSettings) -> ConfigRecord:
+    """What every device is told each round; TinyMetaFed devices also learn the model's layer sizes.
+
+    A device rebuilding a private head must know its shape, which the shared
+    part it receives does not tell (see :mod:`firmware_sim.client_app`).
+    """
+    config = settings.device.as_config_record()
+    if settings.strategy == "tinymetafed":
+        config[keys.LAYER_SIZES] = ",".join(str(n) for n in settings.layer_sizes)
+    return config
 
 
 def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCallback | None = None) -> Path:
@@ -115,8 +145,7 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
         return checkpointer.directory
     if hasattr(grid, "pull_interval"):
         grid.pull_interval = settings.grid_pull_interval_s  # simulation polls every 0.1 s by default
-    minimum = settings.reptile.clients_per_round if settings.strategy == "tinyreptile" else settings.fedavg_clients_per_round
-    wait_for_nodes(grid, minimum, settings.node_timeout_s)
+    wait_for_nodes(grid, settings.min_nodes, settings.node_timeout_s)
 
     # Flower's FedAvg samples with the global ``random``; seed it so a baseline run is repeatable.
     random.seed(settings.init_seed + start_round)
@@ -157,7 +186,7 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
         initial_arrays=to_array_record(theta),
         num_rounds=settings.num_rounds - start_round,
         timeout=settings.node_timeout_s,
-        train_config=settings.device.as_config_record(),
+        train_config=train_config(settings),
         evaluate_fn=after_round,
     )
     return checkpointer.directory

@@ -1,0 +1,99 @@
+"""``tinyfleet device run``: one Linux-class device (e.g. a Raspberry Pi) joining a fleet.
+
+Two ways in, because a fleet mixes both:
+
+- ``--mqtt``: the device speaks the TinyFleet wire protocol exactly like a
+  simulated microcontroller — it *is* one :class:`firmware_sim.mqtt_fleet.MqttDevice`
+  (announce, Last Will, MODEL + task in, UPDATE out), with its own account.
+- ``--superlink``: the device is a Flower SuperNode; Flower's
+  ``flower-supernode`` runs the TinyFleet ClientApp that comes with the run
+  (:mod:`firmware_sim.client_app`), and ``partition-id`` says which device of
+  the simulated sine fleet it plays.
+
+Both stop cleanly on Ctrl-C or SIGTERM (the SuperNode's whole process group
+is ended) and every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice
+from server.process_signals import Stopped, stop_on_sigterm
+
+Say = Callable[[str], None]
+DEVICE_ID = re.compile(r"sine-(\d{1,9})")
+
+
+def seed_of(device_id: str) -> int:
+    """``sine-7`` -> 7: the simulated device (task, stream, profile) this id plays."""
+    match = DEVICE_ID.fullmatch(device_id)
+    if match is None:
+        raise ValueError(f"device id must be sine-<number> (the simulated sine fleet), got {device_id!r}")
+    return int(match.group(1))
+
+
+def run_mqtt_device(
+    host: str, port: int, device_id: str, password: str, *, tls_ca: str | None = None,
+    layer_sizes: Sequence[int] = (1, 40, 40, 1), rounds: int | None = None, duration_s: float | None = None,
+    connect_timeout_s: float = 15.0, say: Say = print,
+) -> int:
+    """Serve rounds until ``rounds`` are done or ``duration_s`` passed (or SIGTERM); rounds done."""
+    seed = seed_of(device_id)
+    config = FleetConfig(host=host, port=port, tls_ca=tls_ca, layer_sizes=tuple(layer_sizes), workers=1)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
+    device = MqttDevice(seed, password, config, pool)
+    stop_on_sigterm()
+    try:
+        device.start()
+        if not device.connected.wait(connect_timeout_s):
+            raise TimeoutError(f"{device_id} could not connect to {host}:{port} within {connect_timeout_s:.0f} s "
+                               "(broker down, wrong password or ACL?)")  # fmt: skip
+        say(f"{device_id} ({device.device.profile.name}) online at {host}:{port}")
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        reported = 0
+        while rounds is None or device.rounds_done < rounds:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            if device.rounds_done > reported:
+                reported = device.rounds_done
+                ledger = device.device.ledger
+                say(f"round {reported} done: {ledger.bytes_sent} B sent, {ledger.energy_j * 1e3:.2f} mJ so far")
+            time.sleep(0.1)
+        return device.rounds_done
+    except (KeyboardInterrupt, Stopped):
+        return device.rounds_done
+    finally:
+        device.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_supernode(
+    superlink: str, partition_id: int, num_partitions: int, *, workdir: Path, runtime_port: int | None = None,
+    root_certificates: str | None = None, duration_s: float | None = None, say: Say = print,
+) -> int:
+    """Run a ``flower-supernode`` for this device until it exits, ``duration_s`` passes or SIGTERM; its exit code."""
+    from server.broker import free_port
+    from server.flower_deploy import FlowerProcess, flower_env, parse_address, supernode_args
+
+    parse_address(superlink)
+    args = supernode_args(superlink, partition_id, num_partitions, runtime_port or free_port(), root_certificates)
+    stop_on_sigterm()
+    node = FlowerProcess(f"supernode-{partition_id}", args, flower_env(), workdir / f"supernode-{partition_id}.log")
+    say(f"SuperNode for partition {partition_id} connecting to {superlink} (log {node.log_path})")
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    try:
+        while node.running and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.2)
+        if not node.running:
+            say(f"SuperNode exited with {node.process.returncode}:\n{node.log_tail()}")
+            return int(node.process.returncode or 0)
+        return 0
+    except (KeyboardInterrupt, Stopped):
+        return 0
+    finally:
+        node.stop()

@@ -1,0 +1,38 @@
+"""The module-level ServerApp a Flower deployment runs (``flwr run server/flower_app <connection>``).
+
+Why a second entry point beside :func:`server.federation.make_server_app`: in
+a deployment the SuperLink starts the ServerApp in its own process from the
+Flower App's ``[tool.flwr.app.components]``, so the app must be importable at
+module level and can only learn its settings from ``context.run_config``
+(the App's ``[tool.flwr.app.config]`` table plus ``--run-config`` overrides).
+Everything else — strategy, checkpointing, resuming — is the same
+:func:`server.federation.run_federation` that simulation and MQTT use.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from server.federation import run_federation
+from server.run_config import settings_from_run_config
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    settings = settings_from_run_config(context.run_config)
+    log.warning(
+        "TinyFleet %s: %d rounds, checkpoints in %s", settings.strategy, settings.num_rounds, settings.checkpoint_dir
+    )
+
+    def on_round(server_round: int, _weights: object, metrics: dict[str, float]) -> None:
+        log.warning("round %d/%d done: %s", server_round, settings.num_rounds,
+                    {k: round(v, 4) for k, v in metrics.items()})  # fmt: skip
+
+    run_federation(grid, settings, on_round)

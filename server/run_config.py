@@ -1,0 +1,124 @@
+"""Federation settings from a flat key/value run config (Flower's ``context.run_config``, CLI overrides).
+
+Why a separate mapping: a Flower deployment hands the ServerApp only the flat
+``[tool.flwr.app.config]`` table of the Flower App (overridable with
+``flwr run --run-config``), while the code wants the typed, validated
+:class:`server.federation.FederationSettings`. Keys are kebab-case like
+Flower's own; an unknown key or a value of the wrong type is refused with a
+message naming the key, never silently ignored, because a typo in a run
+config would otherwise run a different experiment than the one asked for.
+
+The strategy hyperparameters (``clients-per-round``, ``top-p``, ...) apply
+to whichever strategy ``strategy`` names. A key only another strategy has
+(``top-p`` when running ``tinyreptile``) is logged and ignored, because a
+Flower App's config table lists every key whatever the strategy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from server.federation import DeviceRoundConfig, FederationSettings
+from server.strategies.tiny_metafed import TinyMetaFedConfig
+from server.strategies.tiny_reptile import TinyReptileConfig
+
+log = logging.getLogger(__name__)
+
+# run-config key -> FederationSettings field (top level)
+TOP_LEVEL = {
+    "strategy": "strategy",
+    "num-rounds": "num_rounds",
+    "layer-sizes": "layer_sizes",
+    "init-seed": "init_seed",
+    "checkpoint-dir": "checkpoint_dir",
+    "fedavg-clients-per-round": "fedavg_clients_per_round",
+    "node-timeout-s": "node_timeout_s",
+}
+# fields of the strategy configs the server fixes itself (from num-rounds / node-timeout-s)
+DERIVED = {"total_rounds", "node_timeout_s"}
+
+
+def _key(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+def _strategy_keys(config_type: type) -> dict[str, dataclasses.Field]:
+    return {_key(f.name): f for f in dataclasses.fields(config_type) if f.name not in DERIVED}
+
+
+DEVICE_KEYS = {_key(f.name): f for f in dataclasses.fields(DeviceRoundConfig)}
+STRATEGY_KEYS = {"tinyreptile": _strategy_keys(TinyReptileConfig), "tinymetafed": _strategy_keys(TinyMetaFedConfig)}
+
+
+def known_keys() -> set[str]:
+    """Every key some strategy accepts."""
+    return set(TOP_LEVEL) | set(DEVICE_KEYS) | {k for keys in STRATEGY_KEYS.values() for k in keys}
+
+
+def _names(value: Any, key: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    raise ValueError(f"run config {key!r} must be a comma-separated string, got {value!r}")
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """``value`` as the type of the field's ``default``; ValueError naming ``key`` otherwise."""
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(default, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif isinstance(default, str):
+        if isinstance(value, str):
+            return value
+    elif isinstance(default, tuple):
+        names = _names(value, key)
+        if default and isinstance(default[0], int):
+            try:
+                return tuple(int(n) for n in names)
+            except ValueError:
+                raise ValueError(f"run config {key!r} must be comma-separated integers, got {value!r}") from None
+        return names
+    else:  # pragma: no cover - a new field type needs a rule here
+        raise TypeError(f"no run-config rule for {key!r} of type {type(default).__name__}")
+    raise ValueError(f"run config {key!r} must be a {type(default).__name__}, got {value!r} ({type(value).__name__})")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
+    """Typed settings from a flat run config; missing keys keep their defaults."""
+    unknown = sorted(set(run_config) - known_keys())
+    if unknown:
+        raise ValueError(f"unknown run config keys {unknown}; known: {', '.join(sorted(known_keys()))}")
+    strategy = run_config.get("strategy", FederationSettings.strategy)
+    fields = {f.name: f for f in dataclasses.fields(FederationSettings)}
+    top = {
+        name: _coerce(key, run_config[key], _default(fields[name])) for key, name in TOP_LEVEL.items() if key in run_config
+    }
+    device = {
+        f.name: _coerce(key, run_config[key], _default(f)) for key, f in DEVICE_KEYS.items() if key in run_config
+    }
+    strategy_keys = STRATEGY_KEYS.get(str(strategy), {})
+    given = set(run_config) - set(TOP_LEVEL) - set(DEVICE_KEYS)
+    foreign = sorted(given - set(strategy_keys))
+    if foreign:
+        log.info("run config keys %s do not apply to strategy %r; ignored", foreign, strategy)
+    chosen = {f.name: _coerce(key, run_config[key], _default(f)) for key, f in strategy_keys.items() if key in given}
+    settings = FederationSettings(**top, device=DeviceRoundConfig(**device))  # validates the strategy name
+    if strategy == "tinyreptile":
+        return dataclasses.replace(settings, reptile=TinyReptileConfig(**chosen))
+    if strategy == "tinymetafed":
+        return dataclasses.replace(settings, metafed=TinyMetaFedConfig(**chosen))
+    return settings

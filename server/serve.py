@@ -1,0 +1,168 @@
+"""``tinyfleet server``: one federation, over a Flower deployment or over MQTT.
+
+Why both modes share one settings path: the flat run config
+(:mod:`server.run_config`) is what a Flower ServerApp receives, so the MQTT
+mode builds its :class:`~server.federation.FederationSettings` from the same
+keys. ``--run-config top-p=0.2`` therefore means the same in both modes, and
+both end in :func:`server.federation.run_federation` with the same strategy.
+
+- Flower mode starts a SuperLink on loopback (or attaches to ``--superlink``),
+  writes the connection into ``$FLWR_HOME/config.toml``, submits the Flower
+  App with ``flwr run`` and follows the run to its end within a deadline.
+  A SuperLink it started is stopped on the way out, even on Ctrl-C.
+- MQTT mode drives devices through :class:`server.mqtt_grid.MqttGrid`, on an
+  external broker or on a :class:`server.broker.LocalBroker` it starts with
+  accounts for the fleet (written to ``accounts.json`` for the devices).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from server.broker import SERVER_USER, BrokerAccounts, LocalBroker
+from server.checkpoint import Checkpointer
+from server.flower_deploy import (
+    FlowerProcess,
+    flower_env,
+    parse_address,
+    start_superlink,
+    submit_run,
+    wait_for_run,
+    write_connection,
+)
+from server.process_signals import stop_on_sigterm
+from server.run_config import known_keys, settings_from_run_config
+
+log = logging.getLogger(__name__)
+
+CONNECTION = "tinyfleet"
+Say = Callable[[str], None]
+
+
+def parse_run_config_items(items: Sequence[str]) -> dict[str, object]:
+    """``["num-rounds=3", "anneal=cosine"]`` -> ``{"num-rounds": 3, "anneal": "cosine"}``.
+
+    Values are read as TOML (numbers, booleans, quoted strings); a bare word is
+    taken as a string. Unknown keys are refused here, before anything starts.
+    """
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--run-config takes KEY=VALUE, got {item!r}")
+        if key not in known_keys():
+            raise ValueError(f"unknown run config key {key!r}; known: {', '.join(sorted(known_keys()))}")
+        try:
+            out[key] = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = text.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class FlowerServerOptions:
+    workdir: Path
+    superlink: str | None = None  # attach to this SuperLink instead of starting one
+    host: str = "127.0.0.1"
+    port: int | None = None  # SuperLink HTTP port when we start it; None = a free one
+    flwr_home: Path | None = None
+    root_certificates: str | None = None  # CA of an attached TLS SuperLink
+    run_timeout_s: float = 3600.0
+    startup_timeout_s: float = 30.0
+
+
+def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object], say: Say = print) -> str:
+    """Submit the TinyFleet Flower App and wait for it; the run's final status."""
+    settings_from_run_config(run_config)  # refuse bad settings here, not inside the SuperLink
+    flwr_home = options.flwr_home or options.workdir / "flwr"
+    env = flower_env(flwr_home)
+    superlink: FlowerProcess | None = None
+    stop_on_sigterm()
+    try:
+        if options.superlink is None:
+            superlink, address = start_superlink(
+                options.workdir, options.host, options.port, env, timeout_s=options.startup_timeout_s
+            )
+            say(f"SuperLink on {address} (log {superlink.log_path}); devices join with: "
+                f"tinyfleet device run --superlink {address} --partition-id N")  # fmt: skip
+        else:
+            parse_address(options.superlink)
+            address = options.superlink
+        write_connection(flwr_home, CONNECTION, address, options.root_certificates)
+        run_id = submit_run(CONNECTION, env, dict(run_config))
+        say(f"run {run_id} submitted; follow it with: FLWR_HOME={flwr_home} flwr log {run_id} {CONNECTION}")
+        status = wait_for_run(CONNECTION, run_id, env, options.run_timeout_s)
+        say(f"run {run_id}: {status}")
+        return status
+    finally:
+        if superlink is not None:
+            superlink.stop()
+
+
+@dataclass(frozen=True)
+class MqttServerOptions:
+    workdir: Path
+    broker: str | None = None  # HOST:PORT of an external broker
+    username: str = SERVER_USER
+    password: str | None = None
+    tls_ca: str | None = None
+    local_broker: bool = False
+    fleet: int = 0  # accounts sine-0 .. sine-(fleet-1) on the local broker
+    round_timeout_s: float = 30.0
+    quorum: float = 1.0
+
+
+def write_accounts(path: Path, broker: LocalBroker) -> None:
+    """The local broker's address and passwords, for `tinyfleet device run --accounts` (mode 0600)."""
+    path.write_text(json.dumps({"host": broker.host, "port": broker.port, "devices": broker.accounts.devices}, indent=1))
+    path.chmod(0o600)
+
+
+def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say: Say = print) -> Path:
+    """Run the federation over MQTT; the checkpoint directory."""
+    from server.federation import run_federation
+    from server.mqtt_grid import MqttGrid, MqttGridConfig
+
+    settings = settings_from_run_config(run_config)
+    if options.local_broker == (options.broker is not None):
+        raise ValueError("give exactly one of --mqtt HOST:PORT (an external broker) or --local-broker")
+    broker: LocalBroker | None = None
+    stop_on_sigterm()
+    try:
+        if options.local_broker:
+            if options.fleet < 1:
+                raise ValueError("--local-broker needs --fleet N (accounts for devices sine-0 .. sine-N-1)")
+            accounts = BrokerAccounts()
+            accounts.add_devices(f"sine-{i}" for i in range(options.fleet))
+            broker = LocalBroker(options.workdir / "broker", accounts)
+            broker.start()
+            write_accounts(options.workdir / "accounts.json", broker)
+            host, port, password = broker.host, broker.port, accounts.server_password
+            say(f"mosquitto on {host}:{port}; device passwords in {options.workdir / 'accounts.json'}")
+        else:
+            host, port = parse_address(options.broker or "")
+            password = options.password
+        config = MqttGridConfig(
+            host=host, port=port, username=options.username, password=password, tls_ca=options.tls_ca,
+            round_timeout_s=options.round_timeout_s, quorum=options.quorum,
+        )  # fmt: skip
+
+        def on_round(server_round: int, _weights: object, metrics: dict[str, float]) -> None:
+            shown = {k: round(v, 4) for k, v in metrics.items() if k in ("clients", "loss-after", "bytes-sent")}
+            say(f"round {server_round}/{settings.num_rounds}: {shown}")
+
+        with MqttGrid(config) as grid:
+            say(f"waiting up to {settings.node_timeout_s:.0f} s for {settings.min_nodes} device(s)")
+            directory = run_federation(grid, settings, on_round)
+        latest = Checkpointer(directory).load_latest()
+        say(f"checkpoint {directory} at round {latest.server_round if latest else 0}")
+        return directory
+    finally:
+        if broker is not None:
+            broker.stop()
