@@ -97,3 +97,26 @@ def run_supernode(
         return 0
     finally:
         node.stop()
+
+
+def run_simulated_fleet(
+    host: str, port: int, passwords: dict[str, str], *, tls_ca: str | None = None,
+    duration_s: float | None = None, connect_timeout_s: float = 60.0, say: Say = print,
+) -> dict[str, int]:
+    """Hundreds of simulated MCUs in this process, one selector thread for all sockets; rounds done per device."""
+    from firmware_sim.mqtt_selector import SelectorFleet
+
+    seeds = sorted(seed_of(device_id) for device_id in passwords)
+    fleet = SelectorFleet(seeds, passwords, FleetConfig(host=host, port=port, tls_ca=tls_ca, keepalive_s=60))
+    stop_on_sigterm()
+    try:
+        fleet.start(timeout_s=connect_timeout_s)
+        say(f"{len(seeds)} simulated devices online at {host}:{port}")
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2)
+    except (KeyboardInterrupt, Stopped):
+        pass
+    finally:
+        fleet.stop()
+    return {device_id: device.rounds_done for device_id, device in fleet.devices.items()}

@@ -229,6 +229,34 @@ def device_run(
         _fail(str(exc))
 
 
+fleet_app = typer.Typer(help="Simulated MCU fleets speaking the wire protocol.", no_args_is_help=True)
+app.add_typer(fleet_app, name="fleet")
+
+
+@fleet_app.command("run")
+def fleet_run(
+    accounts: Path = typer.Option(..., help="accounts.json written by `tinyfleet server --local-broker --fleet N`."),
+    mqtt: str = typer.Option(None, help="Broker HOST:PORT (default: the one in the accounts file)."),
+    devices: int = typer.Option(None, help="Only the first N devices of the accounts file."),
+    tls_ca: str = typer.Option(None, help="CA certificate file; set to use TLS."),
+    duration: float = typer.Option(None, help="Leave after this many seconds (default: until stopped)."),
+) -> None:
+    """Run many simulated microcontrollers in this process, each its own MQTT client."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from firmware_sim.linux_device import run_simulated_fleet, seed_of
+    from server.flower_deploy import parse_address
+
+    try:
+        known = json.loads(accounts.read_text())
+        host, port = parse_address(mqtt) if mqtt else (known["host"], int(known["port"]))
+        chosen = sorted(known["devices"], key=seed_of)[:devices]
+        done = run_simulated_fleet(host, port, {d: known["devices"][d] for d in chosen}, tls_ca=tls_ca,
+                                   duration_s=duration, say=console.print)
+        console.print(f"{len(done)} devices, {sum(done.values())} device-rounds done")
+    except (ValueError, TimeoutError, OSError, KeyError) as exc:
+        _fail(str(exc))
+
+
 def _mount_registry() -> None:
     from ontology.cli import app as registry_app
 

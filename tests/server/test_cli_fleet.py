@@ -102,3 +102,32 @@ def test_run_config_items_are_typed_like_toml_and_round_trip_to_flwr():
         settings_from_run_config({"num-rounds": 2.5})
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_run_config_items(["num-rounds"])
+
+
+def test_server_drives_a_simulated_fleet_started_from_the_cli(tmp_path: Path) -> None:
+    env = flower_env()
+    work, ckpt = tmp_path / "server", tmp_path / "ckpt"
+    started: list[subprocess.Popen] = []
+    try:
+        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "12", "--workdir", str(work), "--rounds", "2",
+                                 "--clients-per-round", "10", "--checkpoint-dir", str(ckpt), "--node-timeout", "30",
+                                 "--round-timeout", "15"), env, tmp_path / "server.log")  # fmt: skip
+        started.append(server)
+        deadline = time.monotonic() + 15
+        while not (work / "accounts.json").exists():
+            assert server.poll() is None, (tmp_path / "server.log").read_text()
+            assert time.monotonic() < deadline, "no accounts.json from the server"
+            time.sleep(0.05)
+        time.sleep(0.1)
+        fleet = spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--duration", "60"),
+                      env, tmp_path / "fleet.log")
+        started.append(fleet)
+        server.wait(timeout=60)
+    finally:
+        for process in reversed(started):
+            terminate_tree(process)
+    logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
+    assert server.returncode == 0, logs
+    assert "12 simulated devices online" in logs["fleet.log"], logs
+    final = Checkpointer(ckpt).load_latest()
+    assert final.server_round == 2 and len(final.meta["metrics"]) > 0
