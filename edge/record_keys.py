@@ -41,3 +41,5 @@ RECONSTRUCTION_LR = "reconstruction-lr"
 RECONSTRUCTION_LOSS = "reconstruction-loss"
 LAYER_SIZES = "layer-sizes"  # "1,40,40,1": the model a device builds its private part for
 MESSAGE_TYPE = "message-type"  # task hyperparameter over MQTT: "train" or "evaluate"
+DEVICE_SEEDS = "device-seeds"  # config: the Flower node with partition-id i plays device DEVICE_SEEDS[i]
+DEVICE_SEED = "device-seed"  # metric: which device replied (for provenance); never averaged

@@ -73,6 +73,18 @@ def parse_layer_sizes(value: object) -> tuple[int, ...]:
     return sizes
 
 
+def device_seed_of(config: ConfigRecord, context: Context) -> int:
+    """The simulated device this node plays: picked from the server's list (e.g. the devices a registry
+    query selected), else ``device-seed-base`` + partition id."""
+    partition = int(context.node_config["partition-id"])
+    seeds = config.get(keys.DEVICE_SEEDS)
+    if seeds:
+        if partition >= len(seeds):
+            raise ValueError(f"node partition {partition} has no device: the server listed {len(seeds)} devices")
+        return int(seeds[partition])
+    return int(config.get(keys.DEVICE_SEED_BASE, 0)) + partition
+
+
 def run_metafed_round(message: Message, context: Context) -> Message:
     """A TinyMetaFed round, exactly as an MQTT microcontroller runs it (see the module docstring)."""
     config = message.content.config_records[keys.CONFIG]
@@ -80,7 +92,7 @@ def run_metafed_round(message: Message, context: Context) -> Message:
     plan = RoundPlan.from_hyperparameters(config, top_p=kept_fraction(config.get(keys.TOP_P)), evaluate=evaluate)
     if keys.LAYER_SIZES not in config:
         raise ValueError(f"a request with private weights must say '{keys.LAYER_SIZES}' (the device's model)")
-    device_seed = int(config.get(keys.DEVICE_SEED_BASE, 0)) + int(context.node_config["partition-id"])
+    device_seed = device_seed_of(config, context)
     firmware_init = local_init(device_seed, parse_layer_sizes(config[keys.LAYER_SIZES]))
     learner, flash_bytes = make_learner(config, firmware_init)
     spec = shared_spec(learner, plan.private_names)
@@ -99,6 +111,7 @@ def run_metafed_round(message: Message, context: Context) -> Message:
             keys.SAMPLES_USED: outcome.num_examples,
             keys.BYTES_RECEIVED: outcome.bytes_received,
             keys.BYTES_SENT: outcome.bytes_sent,
+            keys.DEVICE_SEED: device_seed,
         }
     )
     content = RecordDict({keys.METRICS: metrics})
@@ -114,7 +127,7 @@ def run_device_round(message: Message, context: Context, send_weights: bool) -> 
     if str(config.get(keys.PRIVATE_NAMES, "")).strip():
         return run_metafed_round(message, context)
     weights = from_array_record(message.content.array_records[keys.ARRAYS])
-    device_seed = int(config.get(keys.DEVICE_SEED_BASE, 0)) + int(context.node_config["partition-id"])
+    device_seed = device_seed_of(config, context)
     device = sine_device(
         device_seed,
         stream_key=int(config.get(keys.SERVER_ROUND, 0)),
@@ -145,6 +158,7 @@ def run_device_round(message: Message, context: Context, send_weights: bool) -> 
             keys.BYTES_SENT: device.ledger.bytes_sent,
             keys.DEVICE_TIME_S: cost.compute_s + cost.radio_s,
             keys.DEVICE_ENERGY_J: cost.energy_j,
+            keys.DEVICE_SEED: device_seed,
         }
     )
     content = RecordDict({keys.METRICS: metrics})

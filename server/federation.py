@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Any
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,7 +31,8 @@ from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("tinyreptile", "tinymetafed", "fedavg")
-RoundCallback = Callable[[int, dict[str, np.ndarray], dict[str, float]], None]
+RoundCallback = Callable[[int, dict[str, np.ndarray], dict[str, Any]], None]
+PARTICIPANTS = "participants"  # key of the device seeds of a round in the metrics passed to on_round
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,10 @@ class DeviceRoundConfig:
     drift_per_sample: float = 0.0
     learner: str = "numpy"
     model_path: str = ""
+    device_seeds: tuple[int, ...] = ()  # which devices the nodes play (e.g. chosen by a registry query)
 
     def as_config_record(self) -> ConfigRecord:
-        return ConfigRecord(
+        record = ConfigRecord(
             {
                 keys.INNER_LEARNING_RATE: self.inner_learning_rate,
                 keys.STREAM_SAMPLES: self.stream_samples,
@@ -59,6 +62,9 @@ class DeviceRoundConfig:
                 keys.MODEL_PATH: self.model_path,
             }
         )
+        if self.device_seeds:
+            record[keys.DEVICE_SEEDS] = [int(seed) for seed in self.device_seeds]
+        return record
 
 
 @dataclass(frozen=True)
@@ -175,9 +181,13 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
     original_aggregate = strategy.aggregate_train
 
     def aggregate_and_remember(server_round, replies):  # type: ignore[no-untyped-def]
+        replies = list(replies)
         arrays, metrics = original_aggregate(server_round, replies)
         if metrics is not None:
-            result_metrics[server_round] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+            result_metrics[server_round] = {
+                k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != keys.DEVICE_SEED
+            }
+            result_metrics[server_round][PARTICIPANTS] = sorted(_reply_device_seeds(replies))
         return arrays, metrics
 
     strategy.aggregate_train = aggregate_and_remember  # type: ignore[method-assign]
@@ -190,6 +200,16 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
         evaluate_fn=after_round,
     )
     return checkpointer.directory
+
+
+def _reply_device_seeds(replies: list) -> list[int]:
+    seeds = []
+    for message in replies:
+        if not message.has_error() and keys.METRICS in message.content.metric_records:
+            seed = message.content.metric_records[keys.METRICS].get(keys.DEVICE_SEED)
+            if isinstance(seed, (int, float)):
+                seeds.append(int(seed))
+    return seeds
 
 
 def make_server_app(settings: FederationSettings, on_round: RoundCallback | None = None) -> ServerApp:

@@ -31,8 +31,8 @@ def main(grid: Grid, context: Context) -> None:
         "TinyFleet %s: %d rounds, checkpoints in %s", settings.strategy, settings.num_rounds, settings.checkpoint_dir
     )
 
-    def on_round(server_round: int, _weights: object, metrics: dict[str, float]) -> None:
+    def on_round(server_round: int, _weights: object, metrics: dict[str, object]) -> None:
         log.warning("round %d/%d done: %s", server_round, settings.num_rounds,
-                    {k: round(v, 4) for k, v in metrics.items()})  # fmt: skip
+                    {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})  # fmt: skip
 
     run_federation(grid, settings, on_round)

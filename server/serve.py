@@ -153,7 +153,7 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
             round_timeout_s=options.round_timeout_s, quorum=options.quorum,
         )  # fmt: skip
 
-        def on_round(server_round: int, _weights: object, metrics: dict[str, float]) -> None:
+        def on_round(server_round: int, _weights: object, metrics: dict[str, object]) -> None:
             shown = {k: round(v, 4) for k, v in metrics.items() if k in ("clients", "loss-after", "bytes-sent")}
             say(f"round {server_round}/{settings.num_rounds}: {shown}")
 

@@ -72,6 +72,8 @@ def mean_metrics(metrics: list[MetricRecord], weight_key: str = keys.NUM_EXAMPLE
     total = sum(weights) or 1.0
     names = sorted({k for m in metrics for k in m})
     for name in names:
+        if name == keys.DEVICE_SEED:  # an identity, not a quantity
+            continue
         values = [(float(m[name]), w) for m, w in zip(metrics, weights) if name in m and isinstance(m[name], (int, float))]
         if not values:
             continue
