@@ -76,6 +76,11 @@ def demo(
         values = {r["shots"]: r["value"] for r in rows if r["method"] == method}
         table.add_row(method, *(f"{values[k]:.3f}" for k in config.shots))
     console.print(table)
+    registry = report["registry"]
+    console.print(
+        f"registry ({registry['store']}): SPARQL '{registry['query']}' selected {len(registry['selected_devices'])} "
+        f"devices, excluded {len(registry['excluded_devices'])}; versions registered {registry['versions_registered']}"
+    )
     console.print(f"report: {out / 'report.json'}   plot: {report['plot']}")
     console.print("timings: " + json.dumps({k: round(v, 1) for k, v in report["timings"].items()}))
 

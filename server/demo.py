@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,11 @@ import numpy as np
 from edge.adaptation import adapt_online
 from edge.learner import Learner
 from edge.mlp import init_mlp_weights
-from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, sine_device
+from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sine_device
+from firmware_sim.mqtt_fleet import device_id_of
 from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings
+from server.federation import DeviceRoundConfig, FederationSettings, initial_weights
+from server.registry_link import FederationRegistry
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,9 @@ class DemoConfig:
     random_init_seed: int = 12345
     out_dir: str = "runs/demo"
     resume: bool = False
+    # Candidates registered in the registry beyond the training fleet whose lease
+    # lapses before selection (they stopped renewing), so the SPARQL selection has work to do.
+    lapsed_devices: int = 10
 
 
 def federation_settings(config: DemoConfig, method: str) -> FederationSettings:
@@ -85,14 +90,21 @@ def federation_settings(config: DemoConfig, method: str) -> FederationSettings:
     )
 
 
-def train_in_simulation(settings: FederationSettings, n_devices: int, progress: ProgressFn | None) -> dict[str, np.ndarray]:
+def train_in_simulation(
+    settings: FederationSettings,
+    n_devices: int,
+    progress: ProgressFn | None,
+    on_version: Callable[[int, dict[str, np.ndarray], dict], None] | None = None,
+) -> dict[str, np.ndarray]:
     """One Flower simulation run; returns the final meta-model from the checkpoint."""
     from flwr.simulation import run_simulation
 
     from firmware_sim.client_app import app as client_app
     from server.federation import make_server_app
 
-    def on_round(server_round: int, _weights: dict[str, np.ndarray], metrics: dict[str, float]) -> None:
+    def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
+        if on_version is not None:
+            on_version(server_round, weights, metrics)
         if progress is not None:
             progress(settings.strategy, server_round, settings.num_rounds, metrics)
 
@@ -217,6 +229,88 @@ def export_device_models(theta: dict[str, np.ndarray], config: DemoConfig, direc
     return {"models": models, "learners": {name: learner for name, (learner, _) in learners.items()}}
 
 
+@dataclass
+class VersionRecorder:
+    """Registers every meta-model version a federation produces, with its round's participants."""
+
+    registry: FederationRegistry
+    model: str
+    count: int = 0
+
+    def on_round(self, server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
+        from ontology.thing_description import device_iri
+        from server.federation import PARTICIPANTS
+
+        participants = [device_iri(device_id_of(seed)) for seed in metrics.get(PARTICIPANTS, [])]
+        self.registry.register_version(server_round, self.model, weights, participants, metrics)
+        self.count += 1
+
+
+@dataclass
+class RegistrySelection:
+    """The devices a SPARQL query chose for the federations, and what the federations registered."""
+
+    registry_path: str
+    task: str
+    model: str
+    seeds: list[int]
+    excluded: list[str]
+    records: dict[str, VersionRecorder] = field(default_factory=dict)
+
+    def for_method(self, store, method: str, settings: FederationSettings) -> VersionRecorder:  # type: ignore[no-untyped-def]
+        from server.registry_link import FederationRegistry
+
+        registry = FederationRegistry(store, f"sine-{method}")
+        registry.link_federation(self.model, self.task)
+        registry.register_version(0, self.model, initial_weights(settings))
+        return VersionRecorder(registry, self.model, count=1)
+
+    def report(self) -> dict:
+        lineage = {}
+        for method, recorder in self.records.items():
+            final = recorder.registry.version_iri(recorder.count - 1)
+            lineage[method] = {"final_version": final, "lineage_newest_first": recorder.registry.lineage(final)[:3]}
+        return {
+            "store": self.registry_path,
+            "query": "eligible-devices",
+            "model": self.model,
+            "task": self.task,
+            "selected_devices": [device_id_of(seed) for seed in self.seeds],
+            "excluded_devices": self.excluded,
+            "versions_registered": {m: r.count for m, r in self.records.items()},
+            "lineage": lineage,
+        }
+
+
+def select_devices_from_registry(store, config: DemoConfig, out: Path) -> RegistrySelection:  # type: ignore[no-untyped-def]
+    """Register the candidate fleet, the task and the model; let SPARQL pick who can train it."""
+    from edge.tflite_learner import TFLiteTrainer
+    from ontology.thing_description import device_iri
+    from server.models.sine_mlp import export_training_model
+    from server.registry_link import FederationRegistry, wait_until_expired
+
+    registry = FederationRegistry(store, "sine")
+    active = range(config.n_train_devices)
+    lapsed = range(config.n_train_devices, config.n_train_devices + config.lapsed_devices)
+    registry.register_devices(((device_id_of(s), profile_for(s)) for s in active), ttl_s=24 * 3600)
+    registered = time.monotonic()
+    registry.register_devices(((device_id_of(s), profile_for(s)) for s in lapsed), ttl_s=1)
+    task = registry.register_task("sine", "sine-wave regression")
+    model_file = export_training_model(out / "models" / "sine_mlp_train.tflite", config.layer_sizes,
+                                       init_mlp_weights(config.layer_sizes, config.init_seed))
+    ram = TFLiteTrainer(model_file).memory_footprint().total
+    model = registry.register_trainable_model(model_file, task, ram, "whole-model SGD (TFLite training signatures)")
+    if config.lapsed_devices:
+        wait_until_expired(registered, 1)
+    chosen = registry.eligible_devices(model, task)
+    by_iri = {device_iri(device_id_of(s)): s for s in (*active, *lapsed)}
+    seeds = sorted(by_iri[iri] for iri in chosen if iri in by_iri)
+    if not seeds:
+        raise RuntimeError("the registry found no device able to train the model")
+    excluded = sorted(device_id_of(s) for s in (*active, *lapsed) if s not in set(seeds))
+    return RegistrySelection(str(out / "registry"), task, model, seeds, excluded)
+
+
 def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     out = Path(config.out_dir)
     if not config.resume and (out / "checkpoints").exists():
@@ -224,10 +318,26 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     inits: dict[str, dict[str, np.ndarray]] = {}
-    for method in ("tinyreptile", "fedavg"):
+    from ontology.store import open_store
+
+    if not config.resume and (out / "registry").exists():
+        shutil.rmtree(out / "registry")
+    store = open_store(f"oxigraph:{out / 'registry'}")
+    try:
         started = time.perf_counter()
-        inits[method] = train_in_simulation(federation_settings(config, method), config.n_train_devices, progress)
-        timings[f"train_{method}_s"] = time.perf_counter() - started
+        selection = select_devices_from_registry(store, config, out)
+        timings["registry_selection_s"] = time.perf_counter() - started
+        for method in ("tinyreptile", "fedavg"):
+            started = time.perf_counter()
+            settings = federation_settings(config, method)
+            settings = replace(settings, device=replace(settings.device, device_seeds=tuple(selection.seeds)))
+            record = selection.for_method(store, method, settings)
+            inits[method] = train_in_simulation(settings, len(selection.seeds), progress, record.on_round)
+            timings[f"train_{method}_s"] = time.perf_counter() - started
+            selection.records[method] = record
+        registry_report = selection.report()
+    finally:
+        store.close()
     inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed)
     started = time.perf_counter()
     rows = adaptation_rows({m: (mlp_learner_for(w), w) for m, w in inits.items()}, config)
@@ -250,6 +360,7 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
         "adaptation": rows,
         "adaptation_on_device_learners": device_rows,
         "device_models": exported["models"],
+        "registry": registry_report,
         "config": asdict(config),
         "timings": timings,
         "plot": str(plot_path),

@@ -23,6 +23,7 @@ def test_demo_writes_report_and_plot(tmp_path):
         fedavg_clients_per_round=2,
         fedavg_device=DeviceRoundConfig(stream_samples=4, probe_samples=2, local_epochs=2),
         out_dir=str(tmp_path),
+        lapsed_devices=2,
     )
     progress = []
     run_demo(config, lambda method, r, n, _m: progress.append((method, r, n)))
@@ -41,3 +42,11 @@ def test_demo_writes_report_and_plot(tmp_path):
     assert tflite_rows == pytest.approx(numpy_rows, rel=1e-3)
     assert report["device_models"]["int8-backbone+head"]["fits"]["nano33ble"] == "fits"
     assert (tmp_path / "adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    registry = report["registry"]  # SPARQL chose the fleet; every version is registered with its lineage
+    assert registry["selected_devices"] == ["sine-0", "sine-1", "sine-2"]
+    assert registry["excluded_devices"] == ["sine-3", "sine-4"]  # their leases lapsed
+    assert registry["versions_registered"] == {"tinyreptile": 3, "fedavg": 3}
+    newest = registry["lineage"]["tinyreptile"]["lineage_newest_first"]
+    assert [row["number"] for row in newest] == ["2", "1", "0"]
+    assert "sine-" in newest[0]["devices"] and "loss-after=" in newest[0]["metrics"]

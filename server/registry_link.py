@@ -1,0 +1,169 @@
+"""How a federation uses the semantic registry: who may join, and what each round produced.
+
+Before training, the server asks the registry (SPARQL, the shipped
+``eligible-devices`` query) which registered devices can train the model on
+the task: enough RAM for on-device training, enough flash, the runtime, the
+sensors, and a registration that has not expired. Only those devices take
+part. After every round it registers the new meta-model version with PROV-O
+provenance: the round that generated it (and its participants), the version
+it derives from, and the round's metrics, so ``model-lineage`` can trace any
+version back to the initialisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rdflib import RDF, RDFS, BNode, Graph, Literal, URIRef
+from rdflib.namespace import PROV, XSD
+
+from firmware_sim.profiles import DeviceProfile
+from ontology.describe_model import describe_model_file
+from ontology.directory import Directory
+from ontology.named_queries import run_named_query
+from ontology.store import RegistryStore
+from ontology.thing_description import device_iri, thing_description
+from ontology.vocab import RESOURCE_BASE, SCHEMA, TF
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FederationRecord:
+    """What the registry now knows of one federation (the demo reports it)."""
+
+    federation: str
+    model: str
+    task: str
+    selected_devices: list[str] = field(default_factory=list)
+    excluded_devices: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+
+
+def weights_digest(weights: Mapping[str, np.ndarray]) -> str:
+    """A content hash of a weight set, so a registered version names exactly one model."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(weights[name]).tobytes())
+    return digest.hexdigest()
+
+
+class FederationRegistry:
+    """One federation's view of a registry store (the store is opened and closed by the caller)."""
+
+    def __init__(self, store: RegistryStore, federation_id: str) -> None:
+        self.store = store
+        self.directory = Directory(store)
+        self.federation_id = federation_id
+        self.federation = f"{RESOURCE_BASE}federation/{federation_id}"
+
+    # -- what is known before training -------------------------------------------------
+
+    def register_devices(self, devices: Iterable[tuple[str, DeviceProfile]], ttl_s: float) -> None:
+        """Register each device's W3C WoT Thing Description with a lease of ``ttl_s`` seconds."""
+        for device_id, profile in devices:
+            td = thing_description(profile, device_id)
+            td["registration"] = {"ttl": ttl_s}
+            self.directory.put(device_iri(device_id), td)
+
+    def register_task(self, task_id: str, label: str, required_sensor_types: Iterable[URIRef] = ()) -> str:
+        task = f"{RESOURCE_BASE}task/{task_id}"
+        graph = Graph()
+        graph.add((URIRef(task), RDF.type, TF.Task))
+        graph.add((URIRef(task), RDFS.label, Literal(label)))
+        for sensor_type in required_sensor_types:
+            graph.add((URIRef(task), TF.requiresSensorType, sensor_type))
+        self.store.put_graph(task, graph)
+        return task
+
+    def register_trainable_model(self, tflite: Path, task: str, training_ram_bytes: int, method: str) -> str:
+        """Describe the model from its flatbuffer, plus how it trains on the device and the RAM that needs.
+
+        The describer's own training estimate is for a TinyOL head; a whole-model
+        TFLite training graph needs what its learner measured, so that is stated.
+        """
+        iri, graph = describe_model_file(tflite, task=task)
+        training = BNode()
+        graph.add((iri, TF.hasOnDeviceTraining, training))
+        graph.add((training, RDF.type, TF.OnDeviceTraining))
+        graph.add((training, TF.trainingMethod, Literal(method)))
+        graph.add((training, TF.trainingRamBytes, Literal(int(training_ram_bytes), datatype=XSD.integer)))
+        for layer in graph.objects(iri, TF.hasLayer):
+            graph.add((training, TF.trainsLayer, layer))
+        self.store.put_graph(str(iri), graph)
+        return str(iri)
+
+    def link_federation(self, model: str, task: str) -> None:
+        """Declare this federation: it trains ``model`` on ``task``."""
+        federation = Graph()
+        federation.add((URIRef(self.federation), RDF.type, TF.Federation))
+        federation.add((URIRef(self.federation), TF.trainsModel, URIRef(model)))
+        federation.add((URIRef(self.federation), TF.forTask, URIRef(task)))
+        self.store.put_graph(self.federation, federation)
+
+    def eligible_devices(self, model: str, task: str) -> list[str]:
+        """Device IRIs the ``eligible-devices`` query returns for this model and task."""
+        result = run_named_query(self.store, "eligible-devices", {"model": model, "task": task})
+        column = result.variables.index("device")
+        return sorted({str(row[column]) for row in result.rows})
+
+    # -- what each round produced -------------------------------------------------------
+
+    def version_iri(self, number: int) -> str:
+        return f"{self.federation}/version/{number}"
+
+    def register_version(
+        self,
+        number: int,
+        model: str,
+        weights: Mapping[str, np.ndarray],
+        participants: Iterable[str] = (),
+        metrics: Mapping[str, float] | None = None,
+    ) -> str:
+        """Version ``number`` of ``model``: generated by round ``number`` from version ``number - 1``."""
+        version = URIRef(self.version_iri(number))
+        graph = Graph()
+        graph.add((version, RDF.type, TF.ModelVersion))
+        graph.add((version, TF.versionOf, URIRef(model)))
+        graph.add((version, TF.versionNumber, Literal(number, datatype=XSD.integer)))
+        graph.add((version, SCHEMA.identifier, Literal(f"sha256:{weights_digest(weights)}")))
+        if number > 0:
+            round_node = URIRef(f"{self.federation}/round/{number}")
+            graph.add((round_node, RDF.type, TF.FederationRound))
+            graph.add((round_node, TF.partOfFederation, URIRef(self.federation)))
+            graph.add((round_node, TF.roundNumber, Literal(number, datatype=XSD.integer)))
+            graph.add((round_node, PROV.used, URIRef(self.version_iri(number - 1))))
+            for device in participants:
+                graph.add((round_node, TF.participant, URIRef(device)))
+            graph.add((version, PROV.wasGeneratedBy, round_node))
+            graph.add((version, PROV.wasDerivedFrom, URIRef(self.version_iri(number - 1))))
+        for name, value in sorted((metrics or {}).items()):
+            if isinstance(value, float) and np.isfinite(value):
+                metric = BNode()
+                graph.add((version, TF.hasMetric, metric))
+                graph.add((metric, RDF.type, TF.Metric))
+                graph.add((metric, TF.metricName, Literal(name)))
+                graph.add((metric, TF.metricValue, Literal(value, datatype=XSD.double)))
+        self.store.put_graph(str(version), graph)
+        return str(version)
+
+    def lineage(self, version: str) -> list[dict[str, str]]:
+        result = run_named_query(self.store, "model-lineage", {"version": version})
+        return [
+            {name: ("" if value is None else str(value)) for name, value in zip(result.variables, row)}
+            for row in result.rows
+        ]
+
+
+def wait_until_expired(registered_at: float, ttl_s: float) -> None:
+    """Leases count whole seconds (rounded up); sleep until a lease taken at ``registered_at`` has lapsed."""
+    remaining = registered_at + ttl_s + 1.05 - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
