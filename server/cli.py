@@ -146,6 +146,7 @@ def server(
 ) -> None:
     """Run a federation: a Flower SuperLink + the TinyFleet ServerApp, or MQTT devices (--mqtt / --local-broker)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    _quiet_frameworks()  # our own per-round line replaces Flower's per-round log
     from server.broker import BrokerError
     from server.flower_deploy import FlowerError
     from server.process_signals import Stopped
