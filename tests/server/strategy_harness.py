@@ -1,5 +1,6 @@
 """What strategy unit tests need to exchange Flower messages without a SuperLink."""
 
+import pytest
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp.strategy import Strategy
 
@@ -23,3 +24,13 @@ def configured(strategy: Strategy, theta: dict, nodes=(1, 2), config: ConfigReco
     for i, message in enumerate(messages):
         message.metadata.__dict__["_message_id"] = f"m{i}"
     return messages
+
+
+@pytest.fixture
+def flower_task_identity(monkeypatch):
+    """Messages read the run and node ids of the process, which a SuperLink sets; set them as it would."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)

@@ -9,7 +9,7 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_from_array_record, sparse_to_array_record
 from edge.validation import InvalidInputError
 from edge.wire import SparseTensor, apply_sparse, sum_sparse, top_p_sparsify
-from tests.server.strategy_harness import FixedGrid, configured
+from tests.server.strategy_harness import FixedGrid, configured, flower_task_identity  # noqa: F401 (fixture)
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 

@@ -7,7 +7,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from server.strategies.schedules import annealed_step_size
-from tests.server.strategy_harness import FixedGrid, configured
+from tests.server.strategy_harness import FixedGrid, configured, flower_task_identity  # noqa: F401 (fixture)
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 
 
