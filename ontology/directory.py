@@ -211,8 +211,10 @@ class Directory:
             self.store.update(
                 _PREFIX + "DELETE { GRAPH ?g { ?s ?p ?o } } WHERE {\n"
                 "  GRAPH ?g { ?g tf:registrationExpires ?expires . ?s ?p ?o }\n"
-                "  FILTER(?expires <= NOW())\n}"
+                "  FILTER(?expires <= NOW())\n}",
+                derive=False,  # whole graphs go, their derived facts with them
             )
+            self.store.prune_capabilities()
 
     def _store(self, iri: str, td: Any, *, created: str | None, keep_expiry: datetime | None = None) -> None:
         if not isinstance(td, dict):

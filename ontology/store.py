@@ -25,6 +25,16 @@ against power loss. One process owns an Oxigraph directory at a time (RocksDB
 lock): a second opener gets :class:`StoreError`.
 
 Queries run with a deadline and a result cap (see :meth:`RegistryStore.query`).
+On embedded Oxigraph they go straight to pyoxigraph (same parser, prefixes
+and substitutions as through oxrdflib) and answers are converted to rdflib
+terms once per distinct term: a 10,000-row answer repeats the same few
+literals and IRIs thousands of times.
+
+Derived facts: every write also maintains the capability facts of
+:mod:`ontology.derived` (``tf:hasSensorKind``, ``tf:hasCapability`` and the
+shared ``tf:Capability`` nodes) that make matchmaking fast. ``put_graph``
+derives them in the same transaction; raw updates and bulk loads are
+followed by :meth:`RegistryStore.derive_all`.
 """
 
 from __future__ import annotations
@@ -41,7 +51,8 @@ from rdflib import Dataset, Graph, URIRef
 from rdflib.query import Result
 from rdflib.term import Identifier, Node
 
-from ontology.vocab import ONTOLOGY_GRAPH, bind_prefixes, load_ontology
+from ontology.derived import DEVICE_PREDICATES, FACTS_QUERY, DeviceFacts, capability_triples, device_triples, with_derived
+from ontology.vocab import CAPABILITY_GRAPH, ONTOLOGY_GRAPH, bind_prefixes, load_ontology
 
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+$")
 
@@ -92,6 +103,7 @@ class RegistryStore:
         #: Dataset (default_union) oxrdflib declines them and rdflib's pure-Python engine would replay an
         #: update as one store write per triple, slow and *not* atomic.
         self.native = native
+        self._prefixes: dict[str, str] | None = None
         self._closed = False
 
     # -- writing -----------------------------------------------------------------
@@ -99,18 +111,33 @@ class RegistryStore:
     def put_graph(self, name: str, graph: Graph) -> None:
         """Replace named graph ``name`` by ``graph`` atomically (register or re-register)."""
         iri = check_iri(name)
-        body = graph.serialize(format="nt")  # N-Triples is valid INSERT DATA syntax, escaping done by rdflib
-        self.update(f"DROP SILENT GRAPH <{iri}> ;\nINSERT DATA {{ GRAPH <{iri}> {{\n{body}\n}} }}")
+        full, capabilities = with_derived(graph)  # + the derived capability facts of its devices
+        body = full.serialize(format="nt")  # N-Triples is valid INSERT DATA syntax, escaping done by rdflib
+        update = f"DROP SILENT GRAPH <{iri}> ;\nINSERT DATA {{ GRAPH <{iri}> {{\n{body}\n}} }}"
+        if len(capabilities):  # content-addressed nodes: inserting an existing one changes nothing
+            update += f" ;\nINSERT DATA {{ GRAPH <{CAPABILITY_GRAPH}> {{\n{capabilities.serialize(format='nt')}\n}} }}"
+        self.update(update, derive=False)
 
     def delete_graph(self, name: str) -> bool:
         """Remove named graph ``name``; False if there was nothing to remove."""
         iri = check_iri(name)
         existed = self.has_graph(name)
-        self.update(f"DROP SILENT GRAPH <{iri}>")
+        self.update(f"DROP SILENT GRAPH <{iri}>", derive=False)  # the device's derived facts go with its graph
         return existed
 
-    def update(self, sparql_update: str) -> None:
-        """Run a SPARQL 1.1 Update (already validated/escaped by the caller)."""
+    def update(self, sparql_update: str, *, derive: bool = True) -> None:
+        """Run a SPARQL 1.1 Update (already validated/escaped by the caller).
+
+        A raw update may change any device, so by default the derived
+        capability facts are then recomputed for the whole store
+        (:meth:`derive_all`, seconds at 100,000 devices). The registry's own
+        writes, which keep them up to date themselves, pass ``derive=False``.
+        """
+        self._update(sparql_update)
+        if derive:
+            self.derive_all()
+
+    def _update(self, sparql_update: str) -> None:
         try:
             if self.native is not None:
                 self.native.update(sparql_update)  # one Oxigraph transaction
@@ -136,6 +163,74 @@ class RegistryStore:
             self.native.bulk_load(data, pyoxigraph.RdfFormat.N_QUADS)
         else:
             self.dataset.parse(data=data, format="nquads")
+        self.derive_all(bulk=True)
+
+    # -- derived capability facts (ontology/derived.py) -----------------------------
+
+    def derived_nquads(self) -> tuple[str, int]:
+        """(N-Quads of the derived facts of every device in the store, number of devices) computed afresh."""
+        result = self.query(FACTS_QUERY, timeout_s=None, max_results=None)
+        seen: dict[tuple[object, object], dict[str, set]] = {}
+        for g, device, mcu, ram, flash, runtime, kind in result.rows:
+            entry = seen.setdefault((g, device), {"mcu": set(), "ram": set(), "flash": set(), "runtime": set(), "kind": set()})
+            entry["mcu"].add(mcu)
+            entry["ram"].add(ram)
+            entry["flash"].add(flash)
+            entry["runtime"].add(str(runtime))
+            if isinstance(kind, URIRef):
+                entry["kind"].add(str(kind))
+        lines: list[str] = []
+        capabilities: set[str] = set()
+        count = 0
+        for (g, device), entry in seen.items():
+            if not isinstance(device, URIRef) or len(entry["mcu"]) != 1 or len(entry["ram"]) != 1 or len(entry["flash"]) != 1:
+                continue  # the same rules as derived.device_facts
+            ram, flash = next(iter(entry["ram"])).toPython(), next(iter(entry["flash"])).toPython()
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (ram, flash)):
+                continue
+            facts = DeviceFacts(str(device), tuple(sorted(entry["runtime"])), ram, flash, tuple(sorted(entry["kind"])))
+            count += 1
+            graph = g.n3()
+            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in device_triples(facts))
+            if facts.capability not in capabilities:
+                capabilities.add(facts.capability)
+                lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in capability_triples(facts))
+        return "\n".join(lines) + "\n", count
+
+    def derive_all(self, *, bulk: bool = False) -> int:
+        """Recompute the derived facts of every device (after raw updates or bulk loads); returns the device count.
+
+        On embedded Oxigraph one transaction unless ``bulk`` (its bulk loader: faster, for loads of a whole fleet);
+        elsewhere a drop then an add.
+        """
+        nquads, count = self.derived_nquads()
+        drop = "".join(f"DELETE WHERE {{ GRAPH ?g {{ ?s <{p}> ?o }} }} ;\n" for p in DEVICE_PREDICATES)
+        drop += f"DROP SILENT GRAPH <{CAPABILITY_GRAPH}>"
+        if self.native is not None and bulk:
+            import pyoxigraph
+
+            self._update(drop)
+            self.native.bulk_load(nquads.encode(), pyoxigraph.RdfFormat.N_QUADS)
+        elif self.native is not None:
+            grouped: dict[str, list[str]] = {}
+            for line in nquads.splitlines():
+                if line:
+                    head, _, graph = line[:-2].rpartition(" ")
+                    grouped.setdefault(graph, []).append(head + " .")
+            inserts = "".join(f" ;\nINSERT DATA {{ GRAPH {g} {{\n" + "\n".join(body) + "\n}}" for g, body in grouped.items())
+            self._update(drop + inserts)  # one Oxigraph transaction
+        else:  # rdflib's update parser recurses on large INSERT DATA: drop, then add as a parse (not atomic)
+            self._update(drop)
+            if nquads.strip():
+                self.dataset.parse(data=nquads, format="nquads")
+        return count
+
+    def prune_capabilities(self) -> None:
+        """Drop capability nodes no device links to any more (after deletions and expiry purges)."""
+        self._update(
+            f"DELETE {{ GRAPH <{CAPABILITY_GRAPH}> {{ ?c ?p ?o }} }} WHERE {{ GRAPH <{CAPABILITY_GRAPH}> {{ ?c ?p ?o }}\n"
+            f"  FILTER NOT EXISTS {{ GRAPH ?g {{ ?d <https://w3id.org/tinyfleet#hasCapability> ?c }} }} }}"
+        )
 
     def load_ontology(self) -> None:
         """(Re)load the TinyFleet ontology into its own named graph, so queries can use subclass axioms."""
@@ -187,6 +282,9 @@ class RegistryStore:
 
         def run() -> None:
             try:
+                if self.native is not None:
+                    box["result"] = self._native_query(sparql, bindings, max_results, cancel)
+                    return
                 raw = self._raw_query(sparql, bindings)
                 try:
                     box["result"] = self._materialise(raw, max_results, cancel)
@@ -210,6 +308,58 @@ class RegistryStore:
                 raise ValueError(f"invalid SPARQL query: {exc}") from None
             raise exc  # type: ignore[misc]
         return box["result"]  # type: ignore[return-value]
+
+    def _native_query(
+        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: threading.Event
+    ) -> QueryResult:
+        """Embedded Oxigraph without the rdflib layer: what oxrdflib does, minus per-cell conversions."""
+        import pyoxigraph as ox
+        from oxrdflib._converter import from_ox, to_ox
+
+        if self._prefixes is None:  # the dataset's bindings, as rdflib would pass them through oxrdflib
+            self._prefixes = {prefix: str(ns) for prefix, ns in self.dataset.namespaces()}
+        result = self.native.query(
+            sparql,
+            use_default_graph_as_union=True,
+            prefixes=self._prefixes,
+            substitutions={ox.Variable(k): to_ox(v) for k, v in (bindings or {}).items()},
+        )
+        if isinstance(result, ox.QueryBoolean):
+            return QueryResult(kind="ASK", boolean=bool(result))
+        memo: dict[Any, Any] = {}
+
+        def term(value: Any) -> Any:
+            if value is None:
+                return None
+            found = memo.get(value)
+            if found is None:
+                found = memo[value] = from_ox(value)
+            return found
+
+        truncated = False
+        if isinstance(result, ox.QueryTriples):
+            graph = bind_prefixes(Graph())
+            count = 0
+            for triple in result:
+                if cancel.is_set():
+                    break
+                if cap is not None and count >= cap:
+                    truncated = True
+                    break
+                graph.add((term(triple.subject), term(triple.predicate), term(triple.object)))
+                count = len(graph)
+            return QueryResult(kind="CONSTRUCT", graph=graph, truncated=truncated)
+        variables = [v.value for v in result.variables]
+        rows: list[tuple[Node | None, ...]] = []
+        for solution in result:
+            if cancel.is_set():
+                break
+            if cap is not None and len(rows) >= cap:
+                truncated = True
+                break
+            rows.append(tuple(map(term, solution)))
+        del result  # the solution iterator dies on the thread that made it
+        return QueryResult(kind="SELECT", variables=variables, rows=rows, truncated=truncated)
 
     def _raw_query(self, sparql: str, bindings: Mapping[str, Identifier] | None) -> Result:
         return self.dataset.query(sparql, initBindings=dict(bindings or {}))

@@ -34,6 +34,8 @@ UNIT = Namespace("http://qudt.org/vocab/unit/")
 RESOURCE_BASE = "https://w3id.org/tinyfleet/id/"
 #: Named graph that holds the ontology itself inside a registry store.
 ONTOLOGY_GRAPH = "https://w3id.org/tinyfleet/graph/ontology"
+#: Named graph of the shared, derived tf:Capability nodes (see ontology/derived.py).
+CAPABILITY_GRAPH = "https://w3id.org/tinyfleet/graph/capabilities"
 
 PREFIXES: dict[str, Namespace] = {
     "tf": TF,

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 from conftest import ID
 
+from rdflib import URIRef
+
 from ontology.named_queries import QueryParamError, named_queries, parse_param_args, run_named_query
 from ontology.store import RegistryStore
+from ontology.vocab import TF
 
 DEV = f"{ID}device/"
 
@@ -91,3 +94,37 @@ def test_parameter_errors_are_clear(fleet_store: RegistryStore) -> None:
     assert parse_param_args(["a=b=c"]) == {"a": "b=c"}
     with pytest.raises(QueryParamError, match="NAME=VALUE"):
         parse_param_args(["novalue"])
+
+
+def test_derived_capability_facts_are_kept_in_step_with_writes() -> None:
+    """put_graph derives tf:hasSensorKind / tf:hasCapability; devices that agree share one capability node;
+    a raw update re-derives; purging unused capability nodes keeps the used ones."""
+    from conftest import device_graph
+
+    from ontology.store import open_store
+    from ontology.thing_description import device_iri
+
+    def capability(store: RegistryStore, device: str) -> str:
+        rows = store.query("PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?d ?c WHERE { ?d tf:hasCapability ?c }", {"d": device}).rows
+        assert len(rows) == 1
+        return str(rows[0][1])
+
+    with open_store("memory:") as store:
+        for name in ("a", "b"):
+            store.put_graph(device_iri(name), device_graph(name, "esp32s3"))
+        a, b = URIRef(device_iri("a")), URIRef(device_iri("b"))
+        kinds = store.query("PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?k ?d WHERE { ?d tf:hasSensorKind ?k }", {"d": a}).rows
+        assert {str(k) for (k, _d) in kinds} == {str(TF.Microphone), str(TF.Camera)}
+        assert capability(store, a) == capability(store, b)
+        # a raw update that changes b's RAM gives b its own capability node
+        store.update(
+            "PREFIX tf: <https://w3id.org/tinyfleet#> DELETE { GRAPH ?g { ?m tf:ramBytes ?r } } INSERT { GRAPH ?g { ?m tf:ramBytes 1000 } }"
+            f" WHERE {{ GRAPH ?g {{ <{b}> tf:hasMicrocontroller ?m . ?m tf:ramBytes ?r }} }}"
+        )
+        assert capability(store, a) != capability(store, b)
+        ram = store.query("PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?r ?d WHERE { ?d tf:hasCapability/tf:capabilityRamBytes ?r }", {"d": b}).rows
+        assert int(ram[0][0]) == 1000
+        store.delete_graph(device_iri("b"))
+        store.prune_capabilities()
+        caps = store.query("PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?c WHERE { ?c a tf:Capability }").rows
+        assert [str(c) for (c,) in caps] == [capability(store, a)]

@@ -44,7 +44,7 @@ def test_persists_across_reopen(tmp_path: Path) -> None:
         names = store.graph_names()
     with open_store(location) as store:
         assert store.graph_names() == names
-        assert len(names) == 9  # ontology + 6 devices + models + federation
+        assert len(names) == 10  # ontology + capability summaries + 6 devices + models + federation
 
 
 def test_second_process_cannot_open_a_locked_store(tmp_path: Path) -> None:
