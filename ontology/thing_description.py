@@ -23,6 +23,7 @@ from typing import Any
 
 from rdflib import Graph
 
+from edge.wire.topics import DEVICE_ROOT, model_topic, status_topic
 from firmware_sim.profiles import DeviceProfile
 from ontology.rdf_input import InvalidRDF, inline_contexts
 from ontology.vocab import RESOURCE_BASE, RUNTIMES, SENSOR_CLASSES, TF, sensor_class
@@ -51,7 +52,7 @@ def thing_description(
 ) -> dict[str, Any]:
     """TD 1.1 of one device of kind ``profile``: telemetry/model-update affordances over MQTT plus tf: facts."""
     iri = device_iri(device_id)
-    topic = f"tinyfleet/devices/{device_id}"
+    topic = f"{DEVICE_ROOT}/{device_id}"  # the device's subtree in the wire protocol (docs/protocol.md)
     transports: list[dict[str, Any]] = [
         {
             "@type": "tf:MQTTTransport",
@@ -77,13 +78,13 @@ def thing_description(
                 "type": "object",
                 "readOnly": True,
                 "observable": True,
-                "forms": [{"href": f"{broker}", "mqv:topic": f"{topic}/status", "op": ["readproperty", "observeproperty"]}],
+                "forms": [{"href": f"{broker}", "mqv:topic": status_topic(device_id), "op": ["readproperty", "observeproperty"]}],
             }
         },
         "actions": {
             "updateModel": {
                 "title": "Receive model weights for a federation round",
-                "forms": [{"href": f"{broker}", "mqv:topic": f"{topic}/model", "op": "invokeaction"}],
+                "forms": [{"href": f"{broker}", "mqv:topic": model_topic(device_id), "op": "invokeaction"}],
             }
         },
         "tf:hasMicrocontroller": {
