@@ -15,11 +15,13 @@ a microcontroller build would run it with a batch of one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
+
+from server.models.quantize import convert_full_int8
 
 
 def _check_layers(weights: Mapping[str, np.ndarray], n_layers: int) -> None:
@@ -87,16 +89,7 @@ def _convert(
     if not np.all(np.isfinite(samples)):
         raise ValueError("representative_x contains NaN or Inf")
 
-    def dataset() -> Iterator[list[np.ndarray]]:
-        for row in samples:
-            yield [row.reshape(1, -1)]
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return convert_full_int8(converter, samples)
 
 
 def export_int8_backbone(

@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from edge.online_head import OnlineHead
 from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
 from ontology.describe_model import describe_model_bytes
 from ontology.vocab import TF
+from server.models.quantize import convert_full_int8
 
 # --- architecture -------------------------------------------------------------------------------
 
@@ -320,16 +321,7 @@ def export_backbone(
     if len(samples) == 0 or samples.shape[1] != arch.n_inputs or not np.all(np.isfinite(samples)):
         raise ValueError(f"representative_x must be finite with shape (n>0, {arch.n_inputs}), got {samples.shape}")
 
-    def dataset() -> Iterator[list[np.ndarray]]:
-        for row in samples:
-            yield [row.reshape(1, -1)]
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = dataset
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    return converter.convert()
+    return convert_full_int8(converter, samples)
 
 
 # --- the shipped artefact -----------------------------------------------------------------------
