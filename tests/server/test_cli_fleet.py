@@ -26,6 +26,15 @@ def tinyfleet(*args: str) -> list[str]:
     return [sys.executable, "-m", "server.cli", *args]
 
 
+def wait_for_accounts(server: subprocess.Popen, work: Path, log: Path, timeout_s: float = 15.0) -> None:
+    """The server writes accounts.json once its broker is up; devices need it to log in."""
+    deadline = time.monotonic() + timeout_s
+    while not (work / "accounts.json").exists():
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no accounts.json from the server"
+        time.sleep(0.05)
+
+
 def test_server_with_a_local_broker_and_two_linux_devices_over_mqtt(tmp_path: Path) -> None:
     env = flower_env()
     work, ckpt = tmp_path / "server", tmp_path / "ckpt"
@@ -35,11 +44,7 @@ def test_server_with_a_local_broker_and_two_linux_devices_over_mqtt(tmp_path: Pa
                                  "--clients-per-round", "2", "--checkpoint-dir", str(ckpt), "--node-timeout", "20",
                                  "--round-timeout", "10"), env, tmp_path / "server.log")  # fmt: skip
         started.append(server)
-        deadline = time.monotonic() + 15
-        while not (work / "accounts.json").exists():
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "no accounts.json from the server"
-            time.sleep(0.05)
+        wait_for_accounts(server, work, tmp_path / "server.log")
         time.sleep(0.1)  # written in one call; let it land
         for i in range(2):
             started.append(spawn(tinyfleet("device", "run", "--accounts", str(work / "accounts.json"), "--id",
@@ -113,11 +118,7 @@ def test_server_drives_a_simulated_fleet_started_from_the_cli(tmp_path: Path) ->
                                  "--clients-per-round", "10", "--checkpoint-dir", str(ckpt), "--node-timeout", "30",
                                  "--round-timeout", "15"), env, tmp_path / "server.log")  # fmt: skip
         started.append(server)
-        deadline = time.monotonic() + 15
-        while not (work / "accounts.json").exists():
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "no accounts.json from the server"
-            time.sleep(0.05)
+        wait_for_accounts(server, work, tmp_path / "server.log")
         time.sleep(0.1)
         fleet = spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--duration", "60"),
                       env, tmp_path / "fleet.log")
