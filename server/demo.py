@@ -25,7 +25,8 @@ from edge.mlp import init_mlp_weights
 from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sine_device
 from firmware_sim.mqtt_fleet import device_id_of
 from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights
+from ontology.thing_description import device_iri
+from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, initial_weights
 from server.registry_link import FederationRegistry
 from server.strategies.tiny_reptile import TinyReptileConfig
 
@@ -238,9 +239,6 @@ class VersionRecorder:
     count: int = 0
 
     def on_round(self, server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
-        from ontology.thing_description import device_iri
-        from server.federation import PARTICIPANTS
-
         participants = [device_iri(device_id_of(seed)) for seed in metrics.get(PARTICIPANTS, [])]
         self.registry.register_version(server_round, self.model, weights, participants, metrics)
         self.count += 1
@@ -285,7 +283,6 @@ class RegistrySelection:
 def select_devices_from_registry(store, config: DemoConfig, out: Path) -> RegistrySelection:  # type: ignore[no-untyped-def]
     """Register the candidate fleet, the task and the model; let SPARQL pick who can train it."""
     from edge.tflite_learner import TFLiteTrainer
-    from ontology.thing_description import device_iri
     from server.models.sine_mlp import export_training_model
     from server.registry_link import FederationRegistry, wait_until_expired
 
@@ -307,7 +304,8 @@ def select_devices_from_registry(store, config: DemoConfig, out: Path) -> Regist
     seeds = sorted(by_iri[iri] for iri in chosen if iri in by_iri)
     if not seeds:
         raise RuntimeError("the registry found no device able to train the model")
-    excluded = sorted(device_id_of(s) for s in (*active, *lapsed) if s not in set(seeds))
+    selected = set(seeds)
+    excluded = sorted(device_id_of(s) for s in (*active, *lapsed) if s not in selected)
     return RegistrySelection(str(out / "registry"), task, model, seeds, excluded)
 
 
