@@ -4,10 +4,24 @@ The frozen backbone stays in flash and turns each sample into a feature
 vector; this head is the only thing that learns on the device. It keeps no
 sample after its step (online learning), and a classifier head can grow new
 output classes at run time without disturbing the classes it already knows.
+
+The step runs once per sensor sample on a device whose backbone may cost only
+a few thousand MACs, so it is written the way firmware would write it: the
+weights and bias live in one float32 block ``P = [W; b]`` of shape
+``(n_features + 1, n_outputs)`` multiplied by the augmented input ``[x, 1]``,
+every buffer is allocated once, and the step is computed into a second
+weight block that is swapped in only if it is finite (double buffering: the
+same bytes a gradient buffer would take). Validation is a constant number of
+numpy calls whatever the head's size: one finiteness check that covers the
+sample (through the logits) and one on the new weights. Refused steps raise
+:class:`~edge.validation.InvalidInputError` and leave the weights as they
+were.
 """
 
 from __future__ import annotations
 
+import math
+import operator
 from typing import Literal
 
 import numpy as np
@@ -17,6 +31,8 @@ from edge.validation import InvalidInputError, WeightSpec, as_float_array, check
 
 Task = Literal["regression", "classification"]
 FLOAT_BYTES = 4
+_F32 = np.dtype(np.float32)
+_MIN_PROBABILITY = 1e-12  # cross-entropy is clipped here so one confident mistake cannot give an infinite loss
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -37,23 +53,52 @@ class OnlineHead(Learner):
         self.n_features = n_features
         rng = np.random.default_rng(seed)
         limit = np.sqrt(6.0 / (n_features + n_outputs))
-        self._w = rng.uniform(-limit, limit, size=(n_features, n_outputs)).astype(np.float32)
-        self._b = np.zeros(n_outputs, dtype=np.float32)
+        params = np.zeros((n_features + 1, n_outputs), np.float32)
+        params[:n_features] = rng.uniform(-limit, limit, size=(n_features, n_outputs))
+        self._allocate(params)
+
+    def _allocate(self, params: np.ndarray) -> None:
+        """Take ``params`` (n_features + 1, n_outputs) float32 as the weights and allocate every step buffer once."""
+        n_outputs = params.shape[1]
+        self._params = params
+        self._spare = np.empty_like(params)  # the step is written here, then swapped in if finite
+        self._x1 = np.ones(self.n_features + 1, np.float32)  # [x, 1]: the bias is the last row of params
+        self._x1_column = self._x1.reshape(-1, 1)
+        self._x_view = self._x1[: self.n_features]
+        self._z = np.empty(n_outputs, np.float32)  # logits, then exp(logits) / residuals
+        self._delta = np.empty(n_outputs, np.float32)  # -learning_rate · dLoss/dlogits
+        self._delta_row = self._delta.reshape(1, -1)
+        self._scale = np.empty((), np.float32)  # a 0-d operand: numpy multiplies by it 3x faster than by a float
+        self._ones_out = np.ones(n_outputs, np.float32)  # sums as dot products, the cheapest reduction numpy has
+        self._ones_params = np.ones_like(params)
+
+    @property
+    def _w(self) -> np.ndarray:
+        return self._params[: self.n_features]
+
+    @property
+    def _b(self) -> np.ndarray:
+        return self._params[self.n_features]
 
     @property
     def n_outputs(self) -> int:
-        return int(self._w.shape[1])
+        return int(self._params.shape[1])
 
     @property
     def weight_spec(self) -> WeightSpec:
-        return {"head_w": (self._w.shape, np.dtype(np.float32)), "head_b": (self._b.shape, np.dtype(np.float32))}
+        return {
+            "head_w": ((self.n_features, self.n_outputs), _F32),
+            "head_b": ((self.n_outputs,), _F32),
+        }
 
     def add_class(self) -> int:
         """Grow one output class (zero-initialised, so existing predictions are unchanged); return its index."""
         if self.task != "classification":
             raise ValueError("only a classification head can grow classes")
-        self._w = np.concatenate([self._w, np.zeros((self.n_features, 1), np.float32)], axis=1)
-        self._b = np.concatenate([self._b, np.full(1, self._b.min() if self._b.size else 0.0, np.float32)])
+        grown = np.zeros((self.n_features + 1, self.n_outputs + 1), np.float32)
+        grown[:, :-1] = self._params
+        grown[-1, -1] = self._b.min()
+        self._allocate(grown)
         return self.n_outputs - 1
 
     def _features(self, x: np.ndarray) -> np.ndarray:
@@ -72,21 +117,28 @@ class OnlineHead(Learner):
         z = self.logits(x)
         return softmax(z) if self.task == "classification" else z
 
-    def _label(self, y: object) -> np.ndarray:
-        if self.task == "regression":
-            return as_float_array("label y", y, (self.n_outputs,))
-        label = np.asarray(y)
-        if label.size != 1 or label.dtype.kind not in "iu" and not (
-            label.dtype.kind == "f" and float(label.reshape(-1)[0]).is_integer()
-        ):
-            raise InvalidInputError(f"class label must be one integer, got {y!r}")
-        index = int(label.reshape(-1)[0])
+    def _class_index(self, y: object) -> int:
+        """The class label as an index into the outputs, or a refusal that says how to fix it."""
+        try:
+            index = operator.index(y)  # Python and numpy integers, no array round trip
+        except TypeError:
+            label = np.asarray(y)
+            if label.size != 1 or label.dtype.kind not in "iu" and not (
+                label.dtype.kind == "f" and float(label.reshape(-1)[0]).is_integer()
+            ):
+                raise InvalidInputError(f"class label must be one integer, got {y!r}") from None
+            index = int(label.reshape(-1)[0])
         if not 0 <= index < self.n_outputs:
             raise InvalidInputError(
                 f"class label {index} is outside 0..{self.n_outputs - 1}; call add_class() to grow the head first"
             )
+        return index
+
+    def _label(self, y: object) -> np.ndarray:
+        if self.task == "regression":
+            return as_float_array("label y", y, (self.n_outputs,))
         onehot = np.zeros(self.n_outputs, np.float32)
-        onehot[index] = 1.0
+        onehot[self._class_index(y)] = 1.0
         return onehot
 
     def _loss_and_delta(self, x: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
@@ -95,24 +147,89 @@ class OnlineHead(Learner):
         n = len(x)
         if self.task == "classification":
             p = softmax(z)
-            loss = float(-np.mean(np.sum(target * np.log(np.clip(p, 1e-12, 1.0)), axis=1)))
+            loss = float(-np.mean(np.sum(target * np.log(np.clip(p, _MIN_PROBABILITY, 1.0)), axis=1)))
             return loss, (p - target) / n
         loss = float(np.mean((z - target) ** 2))
         return loss, 2.0 * (z - target) / (n * self.n_outputs)
 
     def gradients(self, x: np.ndarray, y: object) -> tuple[float, dict[str, np.ndarray]]:
-        """Loss and gradient for one sample; exposed so tests can check it against finite differences."""
+        """Loss and gradient for one sample, on the batch path; tests check it against finite differences
+        and :meth:`learn_one` against it."""
         features = self._features(as_float_array("sample x", x, (self.n_features,)))
         loss, delta = self._loss_and_delta(features, self._label(y).reshape(1, -1))
         return loss, {"head_w": features.T @ delta, "head_b": delta.sum(axis=0)}
 
+    def _load_sample(self, x: object) -> None:
+        """Copy the sample into the augmented input buffer; anything but a float32 (n_features,) array is
+        converted (or refused) by :func:`as_float_array` first. Finiteness is checked later, on the logits."""
+        if type(x) is not np.ndarray or x.dtype is not _F32 or x.shape != self._x_view.shape:
+            x = as_float_array("sample x", x, (self.n_features,))
+        self._x_view[...] = x
+
+    def _refuse_sample(self, what: str, learning_rate: float) -> InvalidInputError:
+        """The error for a step whose logits or weights came out non-finite: name the sample if it is the cause."""
+        if not np.all(np.isfinite(self._x_view)):
+            bad = int(self._x_view.size - np.count_nonzero(np.isfinite(self._x_view)))
+            return InvalidInputError(f"sample x contains {bad} non-finite value(s) (NaN or Inf); step refused")
+        return InvalidInputError(f"SGD step diverged ({what}, learning rate {learning_rate}); step refused")
+
+    def _shifted_exp(self, learning_rate: float) -> float:
+        """exp(logits − max logit) into the logits buffer and its sum; refuses non-finite logits.
+
+        The rare path (a logit beyond ±88, or a bad sample), so it may spend an ``errstate``.
+        """
+        z = self._z
+        with np.errstate(all="ignore"):
+            np.dot(self._x1, self._params, out=z)
+            if not np.all(np.isfinite(z)):
+                raise self._refuse_sample("logits not finite", learning_rate)
+            np.subtract(z, np.max(z), out=z)
+            np.exp(z, out=z)
+            return float(np.sum(z))
+
     def learn_one(self, x: np.ndarray, y: object, learning_rate: float) -> float:
-        loss, grads = self.gradients(x, y)
-        new_w = self._w - learning_rate * grads["head_w"]
-        new_b = self._b - learning_rate * grads["head_b"]
-        if not (np.all(np.isfinite(new_w)) and np.all(np.isfinite(new_b))):
-            raise InvalidInputError(f"SGD step diverged (learning rate {learning_rate}); step refused")
-        self._w, self._b = new_w.astype(np.float32), new_b.astype(np.float32)
+        """One SGD step on one sample; return the loss before it.
+
+        Non-finite logits (from a NaN/Inf sample or label, or overflow) and
+        non-finite new weights are refused before the weights change; since
+        the weights are always finite, a non-finite sample always gives
+        non-finite logits, so one check covers both.
+        """
+        self._load_sample(x)
+        try:
+            lr = float(learning_rate)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"learning rate must be a number, got {learning_rate!r}") from None
+        z, delta = self._z, self._delta
+        np.dot(self._x1, self._params, out=z)
+        if self.task == "classification":
+            index = self._class_index(y)
+            np.exp(z, out=z)  # unshifted: exact unless a logit is beyond exp's float32 range (numpy warns; redone below)
+            total = float(np.dot(z, self._ones_out))
+            if not 0.0 < total < math.inf:  # NaN/Inf logits, or exp under/overflow: redo it shifted by the max
+                total = self._shifted_exp(lr)
+            top = z.item(index)
+            loss = -math.log(max(top / total, _MIN_PROBABILITY))
+            z[index] = top - total  # total · (softmax - onehot)
+            self._scale[()] = -lr / total
+        else:
+            if type(y) is not np.ndarray or y.dtype is not _F32 or y.shape != z.shape:
+                y = as_float_array("label y", y, (self.n_outputs,))
+            np.subtract(z, y, out=z)
+            loss = float(np.dot(z, z)) / self.n_outputs
+            if not math.isfinite(loss):
+                if not np.all(np.isfinite(y)):
+                    raise InvalidInputError("label y contains non-finite value(s) (NaN or Inf); step refused")
+                raise self._refuse_sample("loss not finite", lr)
+            self._scale[()] = -2.0 * lr / self.n_outputs
+        np.multiply(z, self._scale, out=delta)
+        spare = self._spare
+        np.dot(self._x1_column, self._delta_row, out=spare)  # outer product x1 ⊗ delta (inner dimension 1: exact)
+        np.add(spare, self._params, out=spare)
+        if not math.isfinite(float(np.vdot(spare, self._ones_params))):
+            # NaN/Inf (or weights so large their sum overflows float32, divergence all the same)
+            raise self._refuse_sample("new weights not finite", lr)
+        self._params, self._spare = spare, self._params
         return loss
 
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -128,16 +245,21 @@ class OnlineHead(Learner):
         return {"head_w": self._w.copy(), "head_b": self._b.copy()}
 
     def _assign_weights(self, weights: dict[str, np.ndarray]) -> None:
-        self._w, self._b = weights["head_w"], weights["head_b"]
+        self._params[: self.n_features] = weights["head_w"]
+        self._params[self.n_features] = weights["head_b"]
 
     def memory_footprint(self) -> MemoryFootprint:
-        n_params = self._w.size + self._b.size
+        """Weights; training = the second weight block the step is written into + the delta row;
+        inference = the augmented input [x, 1] and the logits."""
+        n_params = self._params.size
         return MemoryFootprint(
             weights=n_params * FLOAT_BYTES,
-            training=(n_params + self.n_outputs) * FLOAT_BYTES,  # gradient + dLoss/dlogits
-            inference=(self.n_features + self.n_outputs) * FLOAT_BYTES,
+            training=(n_params + self.n_outputs) * FLOAT_BYTES,
+            inference=(self.n_features + 1 + self.n_outputs) * FLOAT_BYTES,
         )
 
     def compute_cost(self) -> ComputeCost:
+        """Forward pass ``n_features·n_outputs`` MACs; an SGD step is a forward pass plus the rank-1
+        update of the same size (bias MACs and the softmax are not counted)."""
         forward = self.n_features * self.n_outputs
         return ComputeCost(inference_float_macs=forward, training_float_macs=2 * forward)

@@ -93,3 +93,82 @@ def test_bad_weights_are_refused_and_weights_kept(weights, message):
         head.set_weights(weights)
     for name, value in head.get_weights().items():
         np.testing.assert_array_equal(value, before[name])
+
+
+def reference_step(head: OnlineHead, x: np.ndarray, y: object, lr: float) -> tuple[float, dict[str, np.ndarray]]:
+    """The step learn_one must take, from the batch-path gradients (checked against finite differences above)."""
+    loss, grads = head.gradients(x, y)
+    weights = head.get_weights()
+    return loss, {name: weights[name] - np.float32(lr) * grads[name] for name in weights}
+
+
+@pytest.mark.parametrize(
+    "task,n_outputs,label",
+    [("regression", 2, np.array([0.7, -1.2], np.float32)), ("regression", 1, [0.3]), ("classification", 3, 2)],
+)
+def test_learn_one_takes_the_gradient_step_in_place(task, n_outputs, label):
+    rng = np.random.default_rng(2)
+    head = OnlineHead(6, n_outputs, task=task, seed=3)
+    for x in rng.normal(size=(5, 6)).astype(np.float32):
+        want_loss, want = reference_step(head, x, label, 0.05)
+        got_loss = head.learn_one(x, label, 0.05)
+        assert got_loss == pytest.approx(want_loss, rel=1e-5)
+        for name, value in head.get_weights().items():
+            assert value.dtype == np.float32
+            np.testing.assert_allclose(value, want[name], rtol=1e-6, atol=1e-7)
+
+
+def test_large_logits_take_the_stable_softmax_path():
+    # Logits near 1e3 overflow float32's exp; the step must still be the exact softmax gradient step.
+    head = OnlineHead(2, 2, task="classification")
+    head.set_weights({"head_w": np.array([[500.0, 0.0], [0.0, 0.0]], np.float32), "head_b": np.zeros(2, np.float32)})
+    x = np.array([2.0, 1.0], np.float32)
+    want_loss, want = reference_step(head, x, 1, 0.1)
+    with np.errstate(over="ignore"):
+        got_loss = head.learn_one(x, 1, 0.1)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5) and np.isfinite(got_loss)
+    for name, value in head.get_weights().items():
+        np.testing.assert_allclose(value, want[name], rtol=1e-6)
+
+
+def test_samples_of_other_types_are_converted_like_float32_arrays():
+    reference, head = OnlineHead(3, 2, "classification", seed=4), OnlineHead(3, 2, "classification", seed=4)
+    reference.learn_one(np.array([0.5, -1.0, 2.0], np.float32), 1, 0.1)
+    head.learn_one([0.5, -1.0, 2.0], np.int64(1), 0.1)  # a list and a numpy integer label
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, reference.get_weights()[name])
+
+
+@pytest.mark.parametrize("task,label", [("regression", [1.0]), ("classification", 0)])
+def test_refused_steps_leave_the_head_exactly_as_it_was(task, label):
+    # A NaN sample, an Inf sample, a diverging step and a bad learning rate in a row: nothing changes, and the
+    # next good step is the one an untouched twin takes (no scratch buffer leaks into the weights).
+    head, twin = OnlineHead(4, 1, task, seed=5), OnlineHead(4, 1, task, seed=5)
+    good = np.array([0.1, 0.2, -0.3, 0.4], np.float32)
+    bad = [
+        (np.array([0.0, np.nan, 0.0, 0.0], np.float32), 0.1, "non-finite"),
+        (np.array([np.inf, 0.0, 0.0, 0.0], np.float32), 0.1, "non-finite"),
+        (np.full(4, 3e38, np.float32), 3e38, "diverged|non-finite"),
+        (good, "fast", "learning rate"),
+        (good, np.nan, "diverged"),
+    ]
+    for x, lr, message in bad:
+        with pytest.raises(InvalidInputError, match=message), np.errstate(all="ignore"):
+            head.learn_one(x, label, lr)
+        for name, value in head.get_weights().items():
+            np.testing.assert_array_equal(value, twin.get_weights()[name])
+    assert head.learn_one(good, label, 0.1) == twin.learn_one(good, label, 0.1)
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, twin.get_weights()[name])
+
+
+def test_weights_handed_out_are_copies():
+    head = OnlineHead(3, 2, "classification")
+    weights = head.get_weights()
+    weights["head_w"][:] = 7.0
+    head.learn_one(np.ones(3, np.float32), 0, 0.1)
+    assert not np.any(head.get_weights()["head_w"] == 7.0)
+    head.set_weights({"head_w": np.zeros((3, 2), np.float32), "head_b": np.zeros(2, np.float32)})
+    assert head.add_class() == 2 and head.get_weights()["head_w"].shape == (3, 3)
+    head.learn_one(np.ones(3, np.float32), 2, 0.5)
+    assert head.predict(np.ones((1, 3), np.float32)).argmax() == 2
