@@ -187,6 +187,33 @@ def test_int8_features_close_to_float(backbone_models: BackboneModels) -> None:
         int8.features(np.array([[np.nan]]))
 
 
+@pytest.mark.parametrize("kind", ["int8", "float"])
+def test_feature_vector_is_features_of_a_batch_of_one(backbone_models: BackboneModels, kind: str) -> None:
+    # The per-sample device-loop path must give bit-identical features to the batch path, including inputs
+    # that sit exactly halfway between two int8 steps (rounded away from zero) and inputs that saturate.
+    backbone = FrozenBackbone(backbone_models.int8_path if kind == "int8" else backbone_models.float_path)
+    scale = np.float32(backbone._input["quantization"][0]) if backbone.quantized else np.float32(0.01)
+    ties = (np.arange(-140, 140, dtype=np.float32) + np.float32(0.5)) * scale
+    extremes = np.array([0.0, -0.0, 1e30, -1e30, 3e38, -3e38], np.float32)
+    rng = np.random.default_rng(3)
+    x = np.concatenate([ties, extremes, rng.uniform(-6, 6, 200).astype(np.float32)]).reshape(-1, 1)
+    with np.errstate(over="ignore"):
+        batch = backbone.features(x)  # a batch first: the per-sample path must resize back to one
+        one_by_one = np.stack([backbone.feature_vector(sample) for sample in x])
+        assert backbone.features(x[:3]).shape == (3, backbone.n_features)
+        np.testing.assert_array_equal(backbone.feature_vector(x[7]), batch[7])
+    assert one_by_one.dtype == np.float32
+    np.testing.assert_array_equal(one_by_one, batch)
+    np.testing.assert_array_equal(backbone.feature_vector([0.25]), backbone.features([[0.25]])[0])  # a list
+
+
+@pytest.mark.parametrize("bad,message", [([np.nan], "non-finite"), ([-np.inf], "non-finite"), ([1.0, 2.0], "shape"), (["a"], "dtype")])
+def test_feature_vector_refuses_bad_samples(backbone_models: BackboneModels, bad: list, message: str) -> None:
+    backbone = FrozenBackbone(backbone_models.int8_path)
+    with pytest.raises(InvalidInputError, match=message):
+        backbone.feature_vector(np.array(bad) if message != "shape" else np.array(bad, np.float32))
+
+
 def test_backbone_head_learner_learns_a_linear_target(backbone_models: BackboneModels) -> None:
     floating = FrozenBackbone(backbone_models.float_path)
     learner = BackboneHeadLearner(FrozenBackbone(backbone_models.int8_path), seed=1)
