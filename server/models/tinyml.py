@@ -473,6 +473,66 @@ def task_fit(model: TaskModel, n_outputs: int | None = None, profile: DeviceProf
     return fit_report(model.int8_model, model.n_features, n_outputs or model.n_outputs, model.task, profile)
 
 
+HEAD_UPDATE_BUDGET = 0.15
+"""Issue 5's bar: a TinyOL head step may cost at most 15 % on top of one backbone inference."""
+
+
+@dataclass(frozen=True)
+class DeviceUpdateCost:
+    """A head step against a backbone inference on a device profile, from MAC counts and its cycles per MAC.
+
+    ``backbone_int8_macs`` come from the registry's reading of the .tflite
+    file (every layer, as :func:`ontology.tflite_facts.read_facts` counts
+    them); ``head_update_float_macs`` from
+    :meth:`edge.online_head.OnlineHead.compute_cost` (forward + rank-1
+    update; the softmax and bias are not counted). Inference is the backbone
+    alone, so the head's own forward pass is charged to the update.
+    """
+
+    device: str
+    backbone_int8_macs: int
+    head_update_float_macs: int
+    inference_seconds: float
+    head_update_seconds: float
+
+    @property
+    def overhead(self) -> float:
+        return self.head_update_seconds / self.inference_seconds
+
+    @property
+    def within_budget(self) -> bool:
+        return self.overhead <= HEAD_UPDATE_BUDGET
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "device": self.device,
+            "backbone_int8_macs": self.backbone_int8_macs,
+            "head_update_float_macs": self.head_update_float_macs,
+            "inference_s": self.inference_seconds,
+            "head_update_s": self.head_update_seconds,
+            "head_update_over_inference": self.overhead,
+            "within_15_percent": self.within_budget,
+        }
+
+
+def device_update_cost(
+    model: TaskModel, n_outputs: int | None = None, profile: DeviceProfile = NANO_33_BLE_SENSE
+) -> DeviceUpdateCost:
+    """What one head SGD step costs on ``profile`` next to one int8 backbone inference (``n_outputs`` defaults
+    to the initial head's)."""
+    from ontology.tflite_facts import read_facts
+
+    macs = read_facts(model.int8_model).macs
+    head = OnlineHead(model.n_features, n_outputs or model.n_outputs, "classification").compute_cost()
+    return DeviceUpdateCost(
+        device=profile.name,
+        backbone_int8_macs=macs,
+        head_update_float_macs=head.training_float_macs,
+        inference_seconds=profile.compute_seconds(int8_macs=macs),
+        head_update_seconds=profile.compute_seconds(float_macs=head.training_float_macs),
+    )
+
+
 # --- online learning on top of a backbone -------------------------------------------------------
 
 
