@@ -63,7 +63,7 @@ class DemoConfig:
     fedavg_clients_per_round: int = 5
     fedavg_device: DeviceRoundConfig = field(default_factory=lambda: DeviceRoundConfig(stream_samples=32, local_epochs=5))
     layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
-    init_seed: int = 0
+    init_seed: int = 0  # θ0 of both federations and the seed of their device sampling
     random_init_seed: int = 12345
     out_dir: str = "runs/demo"
     resume: bool = False
@@ -80,8 +80,9 @@ def federation_settings(config: DemoConfig, method: str) -> FederationSettings:
         checkpoint_dir=str(Path(config.out_dir) / "checkpoints" / method),
     )
     if method == "tinyreptile":
+        reptile = replace(config.reptile, seed=config.init_seed)  # one seed: θ0 and both federations' sampling
         return FederationSettings(
-            **common, num_rounds=config.reptile_rounds, reptile=config.reptile, device=config.reptile_device
+            **common, num_rounds=config.reptile_rounds, reptile=reptile, device=config.reptile_device
         )
     return FederationSettings(
         **common,

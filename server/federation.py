@@ -9,7 +9,6 @@ its round, with the ε schedule continuing where it stopped.
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -18,13 +17,14 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg, Strategy
+from flwr.serverapp.strategy import Strategy
 
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from server.checkpoint import Checkpointer
-from server.strategies.common import wait_for_nodes
+from server.strategies.common import DeviceOrderedGrid, wait_for_nodes
+from server.strategies.seeded_fedavg import SeededFedAvg
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 
@@ -72,7 +72,7 @@ class FederationSettings:
     strategy: str = "tinyreptile"
     num_rounds: int = 100
     layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
-    init_seed: int = 0
+    init_seed: int = 0  # θ at round 0 and FedAvg's device sampling; TinyReptile/TinyMetaFed sample with their config's seed
     checkpoint_dir: str = "runs/federation"
     reptile: TinyReptileConfig = field(default_factory=TinyReptileConfig)
     metafed: TinyMetaFedConfig = field(default_factory=TinyMetaFedConfig)
@@ -111,7 +111,10 @@ def build_strategy(settings: FederationSettings, round_offset: int) -> Strategy:
     if settings.strategy == "tinymetafed":
         metafed = replace(settings.metafed, total_rounds=settings.num_rounds, node_timeout_s=settings.node_timeout_s)
         return TinyMetaFed(metafed, round_offset=round_offset)
-    return FedAvg(
+    return SeededFedAvg(
+        seed=settings.init_seed,
+        round_offset=round_offset,
+        node_timeout_s=settings.node_timeout_s,
         fraction_train=1e-9,  # i.e. exactly min_train_nodes devices per round
         min_train_nodes=settings.fedavg_clients_per_round,
         min_available_nodes=settings.fedavg_clients_per_round,
@@ -151,10 +154,10 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
         return checkpointer.directory
     if hasattr(grid, "pull_interval"):
         grid.pull_interval = settings.grid_pull_interval_s  # simulation polls every 0.1 s by default
+    if _node_ids_are_random(grid):
+        grid = DeviceOrderedGrid(grid, train_config(settings), settings.node_timeout_s)
     wait_for_nodes(grid, settings.min_nodes, settings.node_timeout_s)
 
-    # Flower's FedAvg samples with the global ``random``; seed it so a baseline run is repeatable.
-    random.seed(settings.init_seed + start_round)
     strategy = build_strategy(settings, round_offset=start_round)
     if resumed is not None and hasattr(strategy, "restore_strategy_state"):
         strategy.restore_strategy_state(resumed.strategy_state)
@@ -200,6 +203,17 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
         evaluate_fn=after_round,
     )
     return checkpointer.directory
+
+
+def _node_ids_are_random(grid: Grid) -> bool:
+    """Whether node ids say nothing about devices (Flower's engines), so sampling must go by device.
+
+    An MQTT grid's node id is a hash of the device id, the same every run;
+    Flower's simulation and SuperLink draw a random id per node per run.
+    """
+    from server.mqtt_grid import MqttGrid
+
+    return not isinstance(grid, MqttGrid)
 
 
 def _reply_device_seeds(replies: list) -> list[int]:

@@ -19,7 +19,6 @@ is what FedAvg converges to).
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -31,7 +30,7 @@ from flwr.serverapp.strategy import Strategy
 from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
-from server.strategies.common import mean_metrics, sample_node_ids, screen_replies
+from server.strategies.common import mean_metrics, round_rng, sample_node_ids, screen_replies
 from server.strategies.schedules import Anneal, annealed_step_size
 
 log = logging.getLogger(__name__)
@@ -71,7 +70,6 @@ class TinyReptile(Strategy):
     def __init__(self, config: TinyReptileConfig = TinyReptileConfig(), round_offset: int = 0) -> None:
         self.config = config
         self.round_offset = round_offset
-        self._rng = random.Random(config.seed + round_offset)
         self._theta: dict[str, np.ndarray] | None = None
         self._momentum: dict[str, np.ndarray] | None = None
 
@@ -98,9 +96,9 @@ class TinyReptile(Strategy):
     def _messages(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid, count: int, kind: str
     ) -> list[Message]:
-        node_ids = sample_node_ids(
-            grid, count, self.config.min_available_nodes, self.config.node_timeout_s, self._rng
-        )
+        # Devices are drawn over the grid's device order with an RNG of (seed, round): see common.py.
+        rng = round_rng(self.config.seed, server_round + self.round_offset, kind)
+        node_ids = sample_node_ids(grid, count, self.config.min_available_nodes, self.config.node_timeout_s, rng)
         sent_config = ConfigRecord(dict(config))  # never mutate the caller's config
         sent_config[keys.SERVER_ROUND] = server_round + self.round_offset
         record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: sent_config})
