@@ -13,7 +13,8 @@ every buffer is allocated once, and the step is computed into a second
 weight block that is swapped in only if it is finite (double buffering: the
 same bytes a gradient buffer would take). Validation is a constant number of
 numpy calls whatever the head's size: one finiteness check that covers the
-sample (through the logits) and one on the new weights. Refused steps raise
+sample (through the logits) and one on the new weights (their squared norm,
+a single dot product). Refused steps raise
 :class:`~edge.validation.InvalidInputError` and leave the weights as they
 were.
 """
@@ -70,7 +71,6 @@ class OnlineHead(Learner):
         self._delta_row = self._delta.reshape(1, -1)
         self._scale = np.empty((), np.float32)  # a 0-d operand: numpy multiplies by it 3x faster than by a float
         self._ones_out = np.ones(n_outputs, np.float32)  # sums as dot products, the cheapest reduction numpy has
-        self._ones_params = np.ones_like(params)
 
     @property
     def _w(self) -> np.ndarray:
@@ -120,6 +120,8 @@ class OnlineHead(Learner):
     def _class_index(self, y: object) -> int:
         """The class label as an index into the outputs, or a refusal that says how to fix it."""
         try:
+            if isinstance(y, (bool, np.bool_)):
+                raise TypeError  # an integer to operator.index, but not a class label
             index = operator.index(y)  # Python and numpy integers, no array round trip
         except TypeError:
             label = np.asarray(y)
@@ -226,8 +228,8 @@ class OnlineHead(Learner):
         spare = self._spare
         np.dot(self._x1_column, self._delta_row, out=spare)  # outer product x1 ⊗ delta (inner dimension 1: exact)
         np.add(spare, self._params, out=spare)
-        if not math.isfinite(float(np.vdot(spare, self._ones_params))):
-            # NaN/Inf (or weights so large their sum overflows float32, divergence all the same)
+        if not math.isfinite(float(np.vdot(spare, spare))):
+            # NaN/Inf, or weights whose squared norm overflows float32 (‖w‖ > 1.8e19): divergence all the same
             raise self._refuse_sample("new weights not finite", lr)
         self._params, self._spare = spare, self._params
         return loss

@@ -77,6 +77,16 @@ def test_unknown_class_label_is_refused_with_hint():
         head.learn_one(np.zeros(3, np.float32), 5, 0.1)
 
 
+@pytest.mark.parametrize("label", [True, 0.5, np.float32(np.nan), "1", [0, 1]])
+def test_labels_that_are_not_one_integer_are_refused(label):
+    head = OnlineHead(3, 2, task="classification")
+    before = head.get_weights()
+    with pytest.raises(InvalidInputError, match="one integer"):
+        head.learn_one(np.zeros(3, np.float32), label, 0.1)
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
 @pytest.mark.parametrize(
     "weights,message",
     [
