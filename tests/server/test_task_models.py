@@ -19,6 +19,7 @@ from server.models import characters, keywords, presence
 from server.models.tinyml import (
     HEAD_UPDATE_BUDGET,
     InputScaler,
+    InterpretedHeadStep,
     TaskModel,
     device_update_cost,
     online_accuracy,
@@ -177,6 +178,31 @@ def test_head_update_costs_at_most_15_percent_of_inference_on_the_nano(task: str
     assert cost.backbone_int8_macs > 0 and cost.inference_seconds > 0
     assert cost.overhead <= HEAD_UPDATE_BUDGET, f"{task}: head step is {cost.overhead:.1%} of an inference"
     assert cost.within_budget
+
+
+def test_head_step_graph_takes_the_step_online_head_takes(presence_model: TaskModel) -> None:
+    # The compiled head step bench/task_models.py times must be the same arithmetic as OnlineHead.learn_one,
+    # and refuse a NaN sample by keeping the weights, in the real interpreter.
+    backbone = FrozenBackbone(presence_model.int8_model, backend="ai_edge_litert")
+    head = presence_model.head()
+    step = InterpretedHeadStep(head.n_features, head.n_outputs)
+    x, y = presence.room_windows(presence.test_rooms(0, 1)[0], 1)
+    lr = float(presence_model.info["head_learning_rate"])
+    for sample, label in zip(presence_model.scaler(x[:20]), y[:20]):
+        features = backbone.feature_vector(sample)
+        step.load(features, int(label), lr, head.get_weights())
+        step.invoke()
+        weights, loss, applied = step.result()
+        assert applied and loss == pytest.approx(head.learn_one(features, int(label), lr), rel=1e-5, abs=1e-6)
+        for name, value in head.get_weights().items():
+            np.testing.assert_allclose(weights[name], value, rtol=1e-5, atol=1e-6)
+    before = head.get_weights()
+    step.load(np.full(head.n_features, np.nan, np.float32), 0, lr, before)
+    step.invoke()
+    weights, _, applied = step.result()
+    assert not applied
+    for name, value in before.items():
+        np.testing.assert_array_equal(weights[name], value)
 
 
 def test_initial_head_is_a_working_online_head(presence_model: TaskModel) -> None:
