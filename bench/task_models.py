@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -265,7 +266,13 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = {
         "size": "small" if args.small else "default",
         "device": NANO_33_BLE_SENSE.name,
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),  # timings are medians, but a shared machine still shows
+        },
         "tasks": {},
     }
     for task in args.task or list(BENCHES):
