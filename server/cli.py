@@ -86,6 +86,81 @@ def demo(
 
 
 @app.command()
+def bench(
+    task: str = typer.Option(..., help="Task family: characters, keywords or presence."),
+    out: Path = typer.Option(Path("runs/bench"), help="Where <task>.json and <task>.png go."),
+    rounds: int = typer.Option(None, help="Rounds of every federated method."),
+    train_devices: int = typer.Option(None, help="Simulated devices in the training fleet."),
+    eval_devices: int = typer.Option(None, help="Unseen devices every method is scored on."),
+    methods: str = typer.Option(",".join(("tinymetafed", "tinyreptile", "fedavg", "local-only", "from-scratch")),
+                                help="Comma-separated methods to run."),
+    drift: bool = typer.Option(True, help="Also run the concept-drift experiment (online vs frozen)."),
+) -> None:
+    """Compare TinyMetaFed, TinyReptile, FedAvg, local-only and from-scratch on one TinyML task."""
+    _quiet_frameworks()
+    from dataclasses import replace
+
+    from server.drift_curves import DriftConfig
+    from firmware_sim.task_families import task_family
+    from server.task_bench import METHODS, TaskBenchConfig
+    from server.task_report import run_task_bench
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    overrides = {"rounds": rounds, "n_train_devices": train_devices, "n_eval_devices": eval_devices}
+    try:
+        config = replace(TaskBenchConfig(task=task, out_dir=str(out)), **{k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(chosen) - set(METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+        task_family(task)  # refuses an unknown task before any work starts
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    drift_config = DriftConfig() if drift and "tinymetafed" in chosen else None
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+    ) as progress:
+        bars: dict[str, int] = {}
+
+        def on_round(method: str, server_round: int, total: int) -> None:
+            if method not in bars:
+                bars[method] = progress.add_task(method, total=total)
+            progress.update(bars[method], completed=server_round)
+
+        report = run_task_bench(config, chosen, drift_config, on_round)
+
+    rows = report["adaptation"]
+    table = Table(title=f"{task}: {rows[0]['metric'].replace('_', ' ')} on {config.n_eval_devices} unseen devices after K shots")
+    table.add_column("method")
+    for k in config.shots:
+        table.add_column(f"K={k}", justify="right")
+    for column in ("bytes up / device-round", "bytes down", "device s / round", "device mJ / round"):
+        table.add_column(column, justify="right")
+    for method in dict.fromkeys(r["method"] for r in rows):
+        values = {r["shots"]: r["value"] for r in rows if r["method"] == method}
+        cost = report["training"].get(method, {}).get("per_device_round")
+        costs = (
+            [f"{cost['bytes_up']:,.0f}", f"{cost['bytes_down']:,.0f}", f"{cost['device_time_s']:.2f}",
+             f"{1000 * cost['device_energy_j']:.1f}"]
+            if cost else ["-"] * 4
+        )  # fmt: skip
+        table.add_row(method, *(f"{values[k]:.3f}" for k in config.shots), *costs)
+    console.print(table)
+    model = report["model"]
+    console.print(
+        f"model {model['layer_sizes']}: training RAM {model['ram_bytes']['total']:,} B of the "
+        f"{model['profile']}'s {model['profile_usable_ram_bytes']:,} B usable"
+    )
+    if "drift" in report:
+        d = report["drift"]
+        console.print(
+            f"drift ({d['drift']}): accuracy after it, online {d['after_drift']['online']:.3f} vs frozen "
+            f"{d['after_drift']['frozen']:.3f} (before: {d['before_drift']['online']:.3f} / {d['before_drift']['frozen']:.3f})"
+        )
+    console.print(f"report: {out / (task + '.json')}   plot: {report['plot']}")
+
+
+@app.command()
 def profiles() -> None:
     """List the simulated device profiles and their limits."""
     from firmware_sim.profiles import PROFILES

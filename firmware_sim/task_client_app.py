@@ -1,0 +1,154 @@
+"""Flower ClientApps for the TinyML applications: a simulated board per node, learning one task family.
+
+The sine ClientApp (:mod:`firmware_sim.client_app`) plays sine devices; this
+one plays writers, speakers or rooms of a :class:`firmware_sim.task_families.TaskFamily`
+with an :class:`edge.mlp_classifier.MLPClassifier` on a Nano 33 BLE Sense
+profile. The round itself is the same code: a request naming private weights
+(TinyMetaFed) goes through :func:`firmware_sim.device_round.run_round`, the
+function MQTT boards and the sine SuperNodes use; any other request (TinyReptile,
+FedAvg) installs θ and adapts online with ``local-epochs`` passes, as
+:func:`firmware_sim.client_app.run_device_round` does. Time and energy come
+from the profile, bytes from the payload sizes.
+
+A family is bound when the app is built (``make_task_client_app("characters")``)
+because Flower's simulation takes an app object; the node's device is picked
+by :func:`firmware_sim.client_app.device_seed_of` as for sine devices.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from edge import record_keys as keys
+from edge.flower_records import from_array_record, to_array_record
+from edge.mlp_classifier import MLPClassifier
+from edge.sparse_records import sparse_to_array_record
+from edge.validation import check_weights
+from edge.wire import encoded_size
+from firmware_sim.client_app import device_seed_of
+from firmware_sim.device import SimulatedDevice
+from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
+from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
+from firmware_sim.task_families import TaskFamily, task_family
+
+
+def firmware_init(family: TaskFamily, device_seed: int) -> dict[str, np.ndarray]:
+    """The weights a device's firmware ships with: the device's own random hidden layers and an empty output layer.
+
+    The output layer starts at zero because it is what a device rebuilds from
+    a handful of samples (TinyMetaFed's private part, or a new device's whole
+    model): at zero logits the cross-entropy gradient of a sample is its
+    features times (one-hot − 1/N), so the first SGD steps imprint class
+    prototypes instead of first unlearning a random projection. Every method
+    that starts from the firmware (from-scratch, TinyMetaFed's private part)
+    starts from this.
+    """
+    weights = local_init(device_seed, family.layer_sizes)
+    for name in family.private_names:
+        weights[name] = np.zeros_like(weights[name])
+    return weights
+
+
+def task_device(family: TaskFamily, device_seed: int, stream_key: int, profile: DeviceProfile = NANO_33_BLE_SENSE) -> SimulatedDevice:
+    """Device ``device_seed`` of ``family``, its stream starting at ``stream_key`` (e.g. the round)."""
+    device = SimulatedDevice(
+        device_id=f"{family.name}-{device_seed}", profile=profile, stream=family.stream(device_seed, stream_key)
+    )
+    device.deploy(MLPClassifier(family.layer_sizes))
+    return device
+
+
+def _metafed_round(family: TaskFamily, message: Message, device_seed: int) -> Message:
+    config = message.content.config_records[keys.CONFIG]
+    evaluate = message.metadata.message_type == MessageType.EVALUATE
+    plan = RoundPlan.from_hyperparameters(config, top_p=kept_fraction(config.get(keys.TOP_P)), evaluate=evaluate)
+    device = task_device(family, device_seed, stream_key=int(config.get(keys.SERVER_ROUND, 0)))
+    firmware = firmware_init(family, device_seed)
+    theta = check_weights(
+        from_array_record(message.content.array_records[keys.ARRAYS]), shared_spec(device.learner, plan.private_names)
+    )
+    outcome = run_round(device, firmware, theta, plan, received_bytes=encoded_size(theta))
+    metrics = MetricRecord(
+        {
+            **outcome.metrics,
+            keys.NUM_EXAMPLES: outcome.num_examples,
+            keys.SAMPLES_USED: outcome.num_examples,
+            keys.BYTES_RECEIVED: outcome.bytes_received,
+            keys.BYTES_SENT: outcome.bytes_sent,
+            keys.DEVICE_SEED: device_seed,
+        }
+    )
+    content = RecordDict({keys.METRICS: metrics})
+    if outcome.sparse is not None:
+        content[keys.SPARSE_DELTA] = sparse_to_array_record(outcome.sparse)
+    elif outcome.dense is not None:
+        content[keys.ARRAYS] = to_array_record({k: theta[k] + outcome.dense[k] for k in theta})
+    return Message(content=content, reply_to=message)
+
+
+def _whole_model_round(family: TaskFamily, message: Message, device_seed: int, send_weights: bool) -> Message:
+    config = message.content.config_records[keys.CONFIG]
+    device = task_device(family, device_seed, stream_key=int(config.get(keys.SERVER_ROUND, 0)))
+    weights = from_array_record(message.content.array_records[keys.ARRAYS])
+    ledger_at_start = copy.copy(device.ledger)
+    device.receive(weights, payload_bytes=encoded_size(weights))
+    report = device.adapt(
+        shots=int(config.get(keys.STREAM_SAMPLES, 10)),
+        learning_rate=float(config.get(keys.INNER_LEARNING_RATE, family.learning_rate)),
+        probe=int(config.get(keys.PROBE_SAMPLES, 0)),
+        epochs=int(config.get(keys.LOCAL_EPOCHS, 1)),
+    )
+    phi = device.learner.get_weights()
+    if send_weights:
+        device.send(encoded_size(phi))
+    cost = device.close_round(ledger_at_start)
+    metrics = {
+        keys.NUM_EXAMPLES: report.samples_used,
+        keys.SAMPLES_USED: report.samples_used,
+        keys.LOSS_BEFORE: report.loss_before,
+        keys.LOSS_AFTER: report.loss_after,
+        keys.PREQUENTIAL_LOSS: report.prequential_loss,
+        keys.BYTES_RECEIVED: device.ledger.bytes_received,
+        keys.BYTES_SENT: device.ledger.bytes_sent,
+        keys.DEVICE_TIME_S: cost.compute_s + cost.radio_s,
+        keys.DEVICE_ENERGY_J: cost.energy_j,
+        keys.DEVICE_SEED: device_seed,
+    }
+    content = RecordDict({keys.METRICS: MetricRecord({k: v for k, v in metrics.items() if v == v})})  # drop NaN probes
+    if send_weights:
+        content[keys.ARRAYS] = to_array_record(phi)
+    return Message(content=content, reply_to=message)
+
+
+def make_task_client_app(task: str) -> ClientApp:
+    """A ClientApp whose nodes are devices of the named task family."""
+    family = task_family(task)
+    app = ClientApp()
+
+    def handle(message: Message, context: Context, send_weights: bool) -> Message:
+        config = message.content.config_records[keys.CONFIG]
+        device_seed = device_seed_of(config, context)
+        if str(config.get(keys.PRIVATE_NAMES, "")).strip():
+            return _metafed_round(family, message, device_seed)
+        return _whole_model_round(family, message, device_seed, send_weights)
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        return handle(message, context, send_weights=True)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        return handle(message, context, send_weights=False)
+
+    @app.query()
+    def query(message: Message, context: Context) -> Message:
+        """Which device this node plays, so the server can sample the same devices every run."""
+        seed = device_seed_of(message.content.config_records[keys.CONFIG], context)
+        return Message(RecordDict({keys.METRICS: MetricRecord({keys.DEVICE_SEED: seed})}), reply_to=message)
+
+    return app

@@ -1,0 +1,252 @@
+"""Every method on one TinyML task: what a new device reaches after K shots, and what training cost.
+
+Methods, all training the same :class:`edge.mlp_classifier.MLPClassifier`
+(see :mod:`firmware_sim.task_families`), all scored on the same unseen
+devices (``TEST_DEVICE_BASE`` onwards) with the same K-shot episodes:
+
+- **tinymetafed** — :class:`server.strategies.tiny_metafed.TinyMetaFed`: the
+  output layer stays on each device; Top-P% sparse uplink. A new device
+  rebuilds its output layer from its firmware init on the K shots (one SGD
+  step per sample, shared part frozen), the very reconstruction of a
+  training round; the shared part then adapts on the same shots if
+  ``metafed_adapt_shared`` is set.
+- **tinyreptile** — :class:`server.strategies.tiny_reptile.TinyReptile`, whole
+  model shared; a new device adapts every weight online on its K shots.
+- **fedavg** — Flower's ``FedAvg`` as practitioners run it (a few devices per
+  round, several local epochs); new devices adapt like TinyReptile's.
+- **local-only** — no federation: one device learns alone on its own stream
+  for as many rounds (TinyReptile's device loop on a fleet of one, no
+  radio), and a new device adapts that model like TinyReptile's.
+- **from-scratch** — the firmware init (:func:`firmware_sim.task_client_app.firmware_init`)
+  adapted online on the K shots: what on-device learning does with no prior.
+
+Every adaptation is online: one SGD step per sample, each sample once.
+
+The three federated methods run through ``Strategy.start`` on
+:class:`server.inprocess_grid.InProcessGrid` with the task's ClientApp
+(:func:`firmware_sim.task_client_app.make_task_client_app`); per-device bytes,
+simulated time and energy per round are read from every reply.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from edge import record_keys as keys
+from edge.mlp_classifier import MLPClassifier
+from edge.reconstruction import split_weights, train_subset
+from firmware_sim.task_client_app import firmware_init, make_task_client_app
+from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, Episode, TaskFamily, task_family
+from server.federation import DeviceRoundConfig, FederationSettings, run_federation
+from server.inprocess_grid import InProcessGrid
+from server.strategies.tiny_metafed import TinyMetaFedConfig
+from server.strategies.tiny_reptile import TinyReptileConfig
+
+FEDERATED = ("tinymetafed", "tinyreptile", "fedavg")
+TRAINED = (*FEDERATED, "local-only")  # methods whose init comes out of a training run
+METHODS = (*FEDERATED, "local-only", "from-scratch")
+ProgressFn = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TaskBenchConfig:
+    task: str = "characters"
+    n_train_devices: int = 100
+    n_eval_devices: int = 50
+    shots: tuple[int, ...] = (1, 5, 10)
+    n_query: int = 5  # per class (presence scores a whole later day instead)
+    rounds: int = 300  # every federated method gets as many rounds
+    meta_clients_per_round: int = 10  # TinyReptile and TinyMetaFed
+    meta_samples_per_round: int = 50  # each seen once
+    meta_step_size: float = 1.0
+    outer_momentum: float = 0.9
+    top_p: float = 0.25
+    reconstruction_samples: int = 25
+    reconstruction_lr: float = 0.1
+    metafed_adapt_shared: bool = False
+    fedavg_clients_per_round: int = 5
+    fedavg_samples: int = 32
+    fedavg_epochs: int = 5
+    seed: int = 0
+    evaluate_on: str = "test"  # "validation" while choosing settings
+    out_dir: str = "runs/bench"
+
+    def __post_init__(self) -> None:
+        if self.evaluate_on not in ("test", "validation"):
+            raise ValueError("evaluate_on is 'test' or 'validation'")
+        if min(self.shots, default=0) < 1:
+            raise ValueError("shots must be >= 1")
+        largest = max(self.meta_clients_per_round, self.fedavg_clients_per_round)
+        if self.n_train_devices < largest:
+            raise ValueError(
+                f"{self.n_train_devices} training devices cannot fill rounds of {largest} devices; "
+                "use more devices or fewer per round"
+            )
+        if self.n_eval_devices < 1 or self.rounds < 1:
+            raise ValueError("need at least one evaluation device and one round")
+
+    @property
+    def eval_device_base(self) -> int:
+        return TEST_DEVICE_BASE if self.evaluate_on == "test" else VALIDATION_DEVICE_BASE
+
+
+def federation_settings(config: TaskBenchConfig, family: TaskFamily, method: str, checkpoint_dir: Path) -> FederationSettings:
+    meta = dict(
+        clients_per_round=config.meta_clients_per_round, meta_step_size=config.meta_step_size,
+        final_meta_step_size=0.0, anneal="cosine", outer_momentum=config.outer_momentum, nesterov=True,
+        seed=config.seed,
+    )  # fmt: skip
+    common = dict(
+        strategy=method,
+        num_rounds=config.rounds,
+        layer_sizes=family.layer_sizes,
+        init_seed=config.seed,
+        checkpoint_dir=str(checkpoint_dir / method),
+        node_timeout_s=10.0,  # the in-process grid has every node from the start
+    )
+    lr = family.learning_rate
+    if method == "fedavg":
+        device = DeviceRoundConfig(inner_learning_rate=lr, stream_samples=config.fedavg_samples, local_epochs=config.fedavg_epochs)
+        return FederationSettings(**common, fedavg_clients_per_round=config.fedavg_clients_per_round, device=device)
+    device = DeviceRoundConfig(inner_learning_rate=lr, stream_samples=config.meta_samples_per_round)
+    if method == "tinyreptile":
+        return FederationSettings(**common, reptile=TinyReptileConfig(**meta), device=device)
+    if method == "local-only":
+        alone = TinyReptileConfig(**{**meta, "clients_per_round": 1})
+        return FederationSettings(**{**common, "strategy": "tinyreptile"}, reptile=alone, device=device)
+    metafed = TinyMetaFedConfig(
+        **meta, private_names=family.private_names, top_p=config.top_p,
+        reconstruction_samples=config.reconstruction_samples, reconstruction_lr=config.reconstruction_lr,
+    )  # fmt: skip
+    # the device's stream covers reconstruction then adaptation: the same samples per round as TinyReptile's
+    device = replace(device, stream_samples=max(1, config.meta_samples_per_round - config.reconstruction_samples))
+    return FederationSettings(**common, metafed=metafed, device=device)
+
+
+@dataclass
+class TrainingRun:
+    weights: dict[str, np.ndarray]
+    wall_s: float
+    rounds: int
+    per_device_round: dict[str, float]  # mean over every device-round: bytes up/down, device time, energy
+    totals: dict[str, float]  # over the run: bytes up/down, device-rounds
+    curve: list[dict[str, float]] = field(default_factory=list)  # prequential loss per round
+
+
+def train_federated(
+    config: TaskBenchConfig, family: TaskFamily, method: str, work_dir: Path, progress: ProgressFn | None = None
+) -> TrainingRun:
+    settings = federation_settings(config, family, method, work_dir / "checkpoints")
+    for stale in Path(settings.checkpoint_dir).glob("*"):  # a benchmark always starts fresh
+        stale.unlink()
+    fleet = 1 if method == "local-only" else config.n_train_devices
+    grid = InProcessGrid(make_task_client_app(family.name), fleet)
+    final: dict[str, np.ndarray] = {}
+    curve: list[dict[str, float]] = []
+
+    def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
+        final.clear()
+        final.update(weights)
+        curve.append({"round": server_round, "prequential_loss": float(metrics.get(keys.PREQUENTIAL_LOSS, float("nan")))})
+        if progress is not None:
+            progress(method, server_round, settings.num_rounds)
+
+    started = time.perf_counter()
+    run_federation(grid, settings, on_round)
+    wall = time.perf_counter() - started
+    log = grid.reply_log
+    columns = {
+        "bytes_up": keys.BYTES_SENT,
+        "bytes_down": keys.BYTES_RECEIVED,
+        "device_time_s": keys.DEVICE_TIME_S,
+        "device_energy_j": keys.DEVICE_ENERGY_J,
+    }
+    per_device = {name: float(np.mean([r.get(key, 0.0) for r in log])) for name, key in columns.items()}
+    if method == "local-only":  # the device never talks to anyone: its loop costs compute only
+        radio = {"bytes_up": 0.0, "bytes_down": 0.0}
+        per_device.update(radio)
+        for r in log:
+            r[keys.BYTES_SENT] = r[keys.BYTES_RECEIVED] = 0.0
+    totals = {
+        "bytes_up": float(sum(r.get(keys.BYTES_SENT, 0.0) for r in log)),
+        "bytes_down": float(sum(r.get(keys.BYTES_RECEIVED, 0.0) for r in log)),
+        "device_rounds": float(len(log)),
+        "device_energy_j": float(sum(r.get(keys.DEVICE_ENERGY_J, 0.0) for r in log)),
+    }
+    return TrainingRun(dict(final), wall, settings.num_rounds, per_device, totals, curve)
+
+
+def score(learner: MLPClassifier, episode: Episode, balanced: bool) -> float:
+    predicted = learner.predict_labels(episode.query_x)
+    truth = episode.query_y
+    if not balanced:
+        return float((predicted == truth).mean())
+    return float(np.mean([(predicted[truth == c] == c).mean() for c in np.unique(truth)]))
+
+
+def adapted_learner(
+    config: TaskBenchConfig, family: TaskFamily, method: str, weights: dict[str, np.ndarray] | None, device: int, episode: Episode
+) -> MLPClassifier:
+    """An unseen device after it installed what ``method`` gives it and learned from the support stream."""
+    learner = MLPClassifier(family.layer_sizes)
+    firmware = firmware_init(family, device)
+    lr = family.learning_rate
+    if method == "tinymetafed":
+        assert weights is not None
+        shared, _ = split_weights(weights, family.private_names)
+        _, private = split_weights(firmware, family.private_names)
+        learner.set_weights({**shared, **private})
+        train_subset(learner, episode.support_stream(), len(episode.support_y), config.reconstruction_lr, trainable=set(private))
+        if config.metafed_adapt_shared:
+            train_subset(learner, episode.support_stream(), len(episode.support_y), lr, trainable=set(shared))
+        return learner
+    if method in ("tinyreptile", "fedavg", "local-only"):
+        assert weights is not None
+        learner.set_weights(weights)
+    elif method == "from-scratch":
+        learner.set_weights(firmware)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for x, y in episode.support_stream():
+        learner.learn_one(x, y, lr)
+    return learner
+
+
+def adapt_and_score(
+    config: TaskBenchConfig, family: TaskFamily, method: str, weights: dict[str, np.ndarray] | None, device: int, episode: Episode
+) -> float:
+    """One unseen device: install what ``method`` gives it, learn from the support stream, score the query."""
+    return score(adapted_learner(config, family, method, weights, device, episode), episode, family.balanced)
+
+
+def evaluate(
+    config: TaskBenchConfig, family: TaskFamily, inits: dict[str, dict[str, np.ndarray] | None]
+) -> list[dict[str, object]]:
+    """Rows ``{method, shots, metric, value, stderr, n_devices}``; every method sees the same episodes."""
+    rows: list[dict[str, object]] = []
+    metric = "balanced_accuracy" if family.balanced else "accuracy"
+    for k in config.shots:
+        episodes = [
+            (config.eval_device_base + j, family.episode(config.eval_device_base + j, k, config.n_query))
+            for j in range(config.n_eval_devices)
+        ]
+        for method, weights in inits.items():
+            values = np.array([adapt_and_score(config, family, method, weights, d, e) for d, e in episodes])
+            rows.append(
+                {
+                    "method": method, "shots": k, "metric": metric, "value": float(values.mean()),
+                    "stderr": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
+                    "n_devices": len(values),
+                }
+            )  # fmt: skip
+    return rows
+
+
+def training_ram(family: TaskFamily) -> dict[str, int]:
+    footprint = MLPClassifier(family.layer_sizes).memory_footprint()
+    return {"weights": footprint.weights, "training": footprint.training, "inference": footprint.inference, "total": footprint.total}

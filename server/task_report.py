@@ -1,0 +1,89 @@
+"""``tinyfleet bench --task``: train every method on one task, score them, measure drift, write JSON and a plot.
+
+The pieces live in :mod:`server.task_bench` (training and K-shot scoring),
+:mod:`server.drift_curves` and :mod:`server.task_plots`; this module runs them
+in order and assembles ``runs/bench/<task>.json``:
+
+- ``adaptation``: rows ``{method, shots, metric, value, stderr, n_devices}``;
+- ``training``: per trained method, rounds, wall time, per device-round bytes
+  up/down, simulated device time and energy (Nano 33 BLE Sense profile), and
+  totals over the run;
+- ``model``: layer sizes and the RAM the on-device training needs, against
+  the profile's usable RAM;
+- ``drift``: the online and frozen accuracy curves;
+- ``config``: every setting, so the run can be repeated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from firmware_sim.profiles import NANO_33_BLE_SENSE
+from firmware_sim.task_families import task_family
+from server.drift_curves import DriftConfig, drift_curves
+from server.task_bench import METHODS, TRAINED, ProgressFn, TaskBenchConfig, TrainingRun, evaluate, train_federated, training_ram
+from server.task_plots import plot_task_report
+
+
+def run_task_bench(
+    config: TaskBenchConfig,
+    methods: Sequence[str] = METHODS,
+    drift: DriftConfig | None = DriftConfig(),
+    progress: ProgressFn | None = None,
+) -> dict[str, object]:
+    """Train every method that trains, evaluate every method, run the drift experiment; write and return the report."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    if drift is not None and drift.method not in methods:
+        raise ValueError(f"the drift experiment uses {drift.method!r}, which is not among the methods run")
+    family = task_family(config.task)
+    out = Path(config.out_dir)
+    training: dict[str, TrainingRun] = {}
+    from flwr.supercore.logger import FLOWER_LOGGER
+
+    level = FLOWER_LOGGER.level
+    FLOWER_LOGGER.setLevel(logging.WARNING)  # a round's INFO lines would drown the progress bars
+    try:
+        for method in methods:
+            if method in TRAINED:
+                training[method] = train_federated(config, family, method, out / f"{config.task}-work", progress)
+    finally:
+        FLOWER_LOGGER.setLevel(level)
+    inits = {m: (training[m].weights if m in training else None) for m in methods}
+    started = time.perf_counter()
+    rows = evaluate(config, family, inits)
+    evaluation_s = time.perf_counter() - started
+    ram = training_ram(family)
+    report: dict[str, object] = {
+        "task": config.task,
+        "model": {
+            "layer_sizes": list(family.layer_sizes),
+            "ram_bytes": ram,
+            "profile": NANO_33_BLE_SENSE.name,
+            "profile_usable_ram_bytes": NANO_33_BLE_SENSE.usable_ram_bytes,
+            "fits": ram["total"] <= NANO_33_BLE_SENSE.usable_ram_bytes,
+        },
+        "adaptation": rows,
+        "training": {
+            m: {"rounds": r.rounds, "wall_s": r.wall_s, "per_device_round": r.per_device_round, "totals": r.totals, "curve": r.curve}
+            for m, r in training.items()
+        },
+        "evaluation_wall_s": evaluation_s,
+        "config": asdict(config),
+    }
+    if drift is not None:
+        if progress is not None:
+            progress("drift", 0, 1)
+        report["drift"] = drift_curves(config, family, inits.get(drift.method), drift)
+        if progress is not None:
+            progress("drift", 1, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    report["plot"] = str(plot_task_report(report, out / f"{config.task}.png"))
+    (out / f"{config.task}.json").write_text(json.dumps(report, indent=2))
+    return report
