@@ -58,14 +58,24 @@ def mlp_gradients(
     batch, out_dim = out.shape
     error = out - y
     loss = float((error * error).sum()) / error.size
-    delta = error * (2.0 / (batch * out_dim))
+    return loss, backpropagate(weights, acts, error * (2.0 / (batch * out_dim)), n_layers)
+
+
+def backpropagate(
+    weights: dict[str, np.ndarray], acts: list[np.ndarray], delta: np.ndarray, n_layers: int
+) -> dict[str, np.ndarray]:
+    """Gradients of every weight from the loss gradient ``delta`` at the (linear) output, through tanh layers.
+
+    Shared by the regressor and :mod:`edge.mlp_classifier`: the losses differ
+    only in the output delta.
+    """
     grads: dict[str, np.ndarray] = {}
     for i in reversed(range(n_layers)):
         grads[f"w{i}"] = acts[i].T @ delta
         grads[f"b{i}"] = delta.sum(axis=0)
         if i > 0:
             delta = (delta @ weights[f"w{i}"].T) * (1.0 - acts[i] ** 2)
-    return loss, grads
+    return grads
 
 
 class NumpyMLP(Learner):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from edge.mlp import NumpyMLP, mlp_forward
+from edge.mlp import NumpyMLP, backpropagate, mlp_forward
 from edge.validation import InvalidInputError, as_float_array
 
 
@@ -41,14 +41,7 @@ def mlp_cross_entropy_gradients(
     loss = float(-np.log(np.maximum(picked, 1e-12)).mean())
     delta = probs.copy()
     delta[np.arange(batch), labels] -= 1.0
-    delta /= batch
-    grads: dict[str, np.ndarray] = {}
-    for i in reversed(range(n_layers)):
-        grads[f"w{i}"] = acts[i].T @ delta
-        grads[f"b{i}"] = delta.sum(axis=0)
-        if i > 0:
-            delta = (delta @ weights[f"w{i}"].T) * (1.0 - acts[i] ** 2)
-    return loss, grads
+    return loss, backpropagate(weights, acts, delta / batch, n_layers)
 
 
 class MLPClassifier(NumpyMLP):

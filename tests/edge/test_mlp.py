@@ -3,6 +3,7 @@ import pytest
 
 from edge.mlp import NumpyMLP, mlp_gradients
 from edge.validation import InvalidInputError
+from gradient_check import assert_gradients_match
 
 
 def test_mlp_gradients_match_finite_differences():
@@ -12,15 +13,7 @@ def test_mlp_gradients_match_finite_differences():
     x = rng.normal(size=(1, 2))
     y = rng.normal(size=(1, 1))
     _, grads = mlp_gradients(weights, x, y, 3)
-    eps = 1e-6
-    for name, value in weights.items():
-        for index in np.ndindex(value.shape):
-            plus = {k: v.copy() for k, v in weights.items()}
-            minus = {k: v.copy() for k, v in weights.items()}
-            plus[name][index] += eps
-            minus[name][index] -= eps
-            numeric = (mlp_gradients(plus, x, y, 3)[0] - mlp_gradients(minus, x, y, 3)[0]) / (2 * eps)
-            assert grads[name][index] == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+    assert_gradients_match(lambda w: mlp_gradients(w, x, y, 3)[0], weights, grads)
 
 
 def test_online_sgd_fits_a_sine():

@@ -4,6 +4,7 @@ import pytest
 from edge.mlp import NumpyMLP
 from edge.mlp_classifier import MLPClassifier, mlp_cross_entropy_gradients
 from edge.validation import InvalidInputError
+from gradient_check import assert_gradients_match
 
 
 def test_cross_entropy_gradients_match_finite_differences():
@@ -13,17 +14,7 @@ def test_cross_entropy_gradients_match_finite_differences():
     x = rng.normal(size=(2, 3))
     labels = np.array([1, 3])
     _, grads = mlp_cross_entropy_gradients(weights, x, labels, 2)
-    eps = 1e-6
-    for name, value in weights.items():
-        for index in np.ndindex(value.shape):
-            plus = {k: v.copy() for k, v in weights.items()}
-            minus = {k: v.copy() for k, v in weights.items()}
-            plus[name][index] += eps
-            minus[name][index] -= eps
-            numeric = (
-                mlp_cross_entropy_gradients(plus, x, labels, 2)[0] - mlp_cross_entropy_gradients(minus, x, labels, 2)[0]
-            ) / (2 * eps)
-            assert grads[name][index] == pytest.approx(numeric, rel=1e-4, abs=1e-7)
+    assert_gradients_match(lambda w: mlp_cross_entropy_gradients(w, x, labels, 2)[0], weights, grads)
 
 
 def test_same_weight_table_as_the_regressor():
