@@ -134,6 +134,7 @@ def parse_param_args(items: list[str]) -> dict[str, str]:
 def run_named_query(store: RegistryStore, name: str, raw: Mapping[str, str], **options: object) -> QueryResult:
     """Run named query ``name`` with parameters ``raw`` against ``store``."""
     query = get_named_query(name)
+    options.setdefault("isolate", False)  # shipped, index-driven plans: no watchdog thread (see RegistryStore.query)
     result = store.query(query.text, bind_params(query, raw), **options)  # type: ignore[arg-type]
     if query.order and result.kind == "SELECT":
         # SPARQL ORDER BY semantics for these columns: unbound first, then by lexical form (IRIs by code point).

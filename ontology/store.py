@@ -43,16 +43,36 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
-from rdflib import Dataset, Graph, URIRef
+from rdflib import Dataset, Graph, Literal, URIRef
 from rdflib.query import Result
 from rdflib.term import Identifier, Node
 
-from ontology.derived import DEVICE_PREDICATES, FACTS_QUERY, DeviceFacts, capability_triples, device_triples, with_derived
-from ontology.vocab import CAPABILITY_GRAPH, ONTOLOGY_GRAPH, bind_prefixes, load_ontology
+from ontology.derived import (
+    DEVICE_PREDICATES,
+    FACTS_QUERY,
+    MODEL_FACTS_QUERY,
+    TASK_FACTS_QUERY,
+    DeviceFacts,
+    ModelFacts,
+    capability_triples,
+    covered_sets,
+    device_triples,
+    lease_bucket,
+    lease_triples,
+    model_triples,
+    requirement_kinds,
+    requirement_triples,
+    sensor_set,
+    sensor_set_triples,
+    task_kinds_in,
+    with_derived,
+)
+from ontology.vocab import CAPABILITY_GRAPH, ONTOLOGY_GRAPH, TF, bind_prefixes, load_ontology
 
 _IRI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+$")
 
@@ -92,6 +112,113 @@ def _release(result: Result) -> None:
     result._genbindings = None  # type: ignore[attr-defined]
 
 
+class _Stop(Protocol):
+    def is_set(self) -> bool: ...
+
+
+class _Deadline:
+    """``is_set()`` once ``timeout_s`` has passed (checked between solutions on the caller's thread)."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.started = time.monotonic()
+        self.deadline = None if timeout_s is None else self.started + timeout_s
+        self.passed = False
+
+    def is_set(self) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.passed = True
+        return self.passed
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def _query_error(exc: Exception) -> Exception:
+    """A parse error of either engine as ValueError (the caller's mistake); anything else unchanged."""
+    if isinstance(exc, SyntaxError) or "ParseException" in type(exc).__name__:
+        return ValueError(f"invalid SPARQL query: {exc}")
+    return exc
+
+
+_XSD = "http://www.w3.org/2001/XMLSchema#"
+_INTEGER, _STRING = URIRef(_XSD + "integer"), URIRef(_XSD + "string")
+
+
+def _plain_literal(lexical: str, datatype: URIRef, value: object) -> Literal:
+    """The Literal that ``Literal(lexical, datatype=datatype)`` builds, without re-parsing the lexical form.
+
+    Why: rdflib's constructor costs ~8 us (cast, well-formedness check, normalisation) and a
+    10,000-row answer holds thousands of distinct integers and names; Oxigraph hands us canonical
+    lexical forms whose value we already know. Used only for xsd:integer / xsd:string and only
+    while :func:`_fast_literals_agree` holds for the installed rdflib.
+    """
+    literal = str.__new__(Literal, lexical)
+    literal._language = None  # type: ignore[attr-defined]
+    literal._datatype = datatype  # type: ignore[attr-defined]
+    literal._value = value  # type: ignore[attr-defined]
+    literal._ill_typed = False  # type: ignore[attr-defined]
+    return literal
+
+
+def _fast_literals_agree() -> bool:
+    """Whether :func:`_plain_literal` builds exactly what rdflib's constructor does (else it is not used)."""
+    try:
+        for lexical, datatype, value in (("12345", _INTEGER, 12345), ("-7", _INTEGER, -7), ("kws-small", _STRING, "kws-small")):
+            fast, slow = _plain_literal(lexical, datatype, value), Literal(lexical, datatype=datatype)
+            same = (fast == slow and hash(fast) == hash(slow) and fast.n3() == slow.n3() and fast.value == slow.value
+                    and fast.datatype == slow.datatype and fast.language == slow.language and fast.ill_typed == slow.ill_typed
+                    and fast.toPython() == slow.toPython() and fast.eq(slow))
+            if not same:
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - any surprise means: use rdflib's constructor
+        return False
+
+
+_FAST_LITERALS = _fast_literals_agree()
+
+
+@lru_cache(maxsize=1)
+def _ox_types() -> tuple[type, type, Callable[[Any], Any]]:
+    """(pyoxigraph.NamedNode, pyoxigraph.Literal, oxrdflib's from_ox), imported once on first use."""
+    import pyoxigraph as ox
+    from oxrdflib._converter import from_ox
+
+    return ox.NamedNode, ox.Literal, from_ox
+
+
+def from_oxigraph(term: Any) -> Any:
+    """rdflib term for a pyoxigraph term (as oxrdflib's ``from_ox``, with a fast path for integers and strings)."""
+    named_node, literal, from_ox = _ox_types()
+    kind = type(term)
+    if kind is named_node:
+        return URIRef(term.value)
+    if _FAST_LITERALS and kind is literal and term.language is None:
+        datatype = term.datatype.value  # a plain str: URIRef.__eq__ would refuse to equal it
+        lexical = term.value
+        if datatype == _XSD + "string":
+            return _plain_literal(lexical, _STRING, lexical)
+        if datatype == _XSD + "integer":
+            try:
+                number = int(lexical)
+            except ValueError:
+                number = None
+            if number is not None and str(number) == lexical:
+                return _plain_literal(lexical, _INTEGER, number)
+    return from_ox(term)
+
+
+class _TermMemo(dict):
+    """pyoxigraph term -> rdflib term, converted on first use (``None``, an unbound cell, stays ``None``)."""
+
+    def __init__(self) -> None:
+        super().__init__({None: None})
+
+    def __missing__(self, key: Any) -> Any:
+        value = self[key] = from_oxigraph(key)
+        return value
+
+
 class RegistryStore:
     """Named graphs of registry descriptions over any rdflib Dataset backend."""
 
@@ -109,21 +236,101 @@ class RegistryStore:
     # -- writing -----------------------------------------------------------------
 
     def put_graph(self, name: str, graph: Graph) -> None:
-        """Replace named graph ``name`` by ``graph`` atomically (register or re-register)."""
+        """Replace named graph ``name`` by ``graph`` atomically (register or re-register).
+
+        The description and its derived facts are one update. If the graph describes tasks (now or
+        before), the sensor sets of the shared requirement nodes of those tasks' models are then
+        refreshed in a second, small update (:meth:`refresh_requirements`).
+        """
         iri = check_iri(name)
-        full, capabilities = with_derived(graph)  # + the derived capability facts of its devices
-        body = full.serialize(format="nt")  # N-Triples is valid INSERT DATA syntax, escaping done by rdflib
-        update = f"DROP SILENT GRAPH <{iri}> ;\nINSERT DATA {{ GRAPH <{iri}> {{\n{body}\n}} }}"
-        if len(capabilities):  # content-addressed nodes: inserting an existing one changes nothing
-            update += f" ;\nINSERT DATA {{ GRAPH <{CAPABILITY_GRAPH}> {{\n{capabilities.serialize(format='nt')}\n}} }}"
-        self.update(update, derive=False)
+        old_tasks = self._tasks_in_graph(str(iri))
+        full, shared = with_derived(graph, self.task_kinds)  # + the derived facts of its devices, models and tasks
+        if self.url == "rdflib-memory:":
+            # rdflib's pure-Python update parser needs ~50 s for the ~2,000 shared triples of a 10-sensor board;
+            # in its own memory the same replace is a few Python calls (this baseline store is not durable anyway).
+            self.dataset.remove_graph(iri)
+            target = self.dataset.graph(iri)
+            for triple in full:
+                target.add(triple)
+            capabilities = self.dataset.graph(URIRef(CAPABILITY_GRAPH))
+            for triple in shared:
+                capabilities.add(triple)
+        else:
+            body = full.serialize(format="nt")  # N-Triples is valid INSERT DATA syntax, escaping done by rdflib
+            update = f"DROP SILENT GRAPH <{iri}> ;\nINSERT DATA {{ GRAPH <{iri}> {{\n{body}\n}} }}"
+            if len(shared):  # content-addressed nodes: inserting an existing one changes nothing
+                update += f" ;\nINSERT DATA {{ GRAPH <{CAPABILITY_GRAPH}> {{\n{shared.serialize(format='nt')}\n}} }}"
+            self.update(update, derive=False)
+        tasks = old_tasks | set(task_kinds_in(full))
+        if tasks:
+            self.refresh_requirements(tasks)
 
     def delete_graph(self, name: str) -> bool:
         """Remove named graph ``name``; False if there was nothing to remove."""
         iri = check_iri(name)
         existed = self.has_graph(name)
+        tasks = self._tasks_in_graph(str(iri))
         self.update(f"DROP SILENT GRAPH <{iri}>", derive=False)  # the device's derived facts go with its graph
+        if tasks:
+            self.refresh_requirements(tasks)
         return existed
+
+    def _tasks_in_graph(self, name: str) -> set[str]:
+        rows = self.query(
+            f"SELECT DISTINCT ?g ?t WHERE {{ GRAPH ?g {{ ?t <{TF.requiresSensorSet}> ?s }} }}", {"g": URIRef(name)}, max_results=None
+        ).rows
+        return {str(t) for (_g, t) in rows if isinstance(t, URIRef)}
+
+    def task_kinds(self, tasks: set[str]) -> dict[str, tuple[str, ...]]:
+        """The sensor kinds each of ``tasks`` needs, as the store describes them now (any graph)."""
+        iris = [check_iri(t) for t in sorted(tasks) if _IRI.match(t)]
+        if not iris:
+            return {}
+        values = " ".join(i.n3() for i in iris)
+        rows = self.query(
+            f"SELECT ?t ?k WHERE {{ VALUES ?t {{ {values} }} ?t <{TF.requiresSensorType}> ?k }}", max_results=None
+        ).rows
+        out: dict[str, set[str]] = {str(i): set() for i in iris}
+        for task, kind in rows:
+            if isinstance(kind, URIRef):
+                out[str(task)].add(str(kind))
+        return {task: tuple(sorted(kinds)) for task, kinds in out.items()}
+
+    def refresh_requirements(self, tasks: set[str]) -> None:
+        """Recompute tf:requirementSensorSet of the requirement nodes that name any of ``tasks``.
+
+        Why: a requirement node (ontology/derived.py) is shared by every model with the same runtimes and
+        tasks, and its sensor set is the union of those tasks' tf:requiresSensorType, which live in the
+        tasks' graphs. Changing or removing a task changes the sets of the few nodes that name it.
+        """
+        iris = [check_iri(t) for t in sorted(tasks) if _IRI.match(t)]
+        if not iris:
+            return
+        values = " ".join(i.n3() for i in iris)
+        rows = self.query(
+            f"SELECT DISTINCT ?r ?t WHERE {{ VALUES ?changed {{ {values} }} GRAPH <{CAPABILITY_GRAPH}> {{"
+            f" ?r <{TF.requirementTask}> ?changed ; <{TF.requirementTask}> ?t }} }}",
+            max_results=None,
+        ).rows
+        if not rows:
+            return
+        req_tasks: dict[str, set[str]] = {}
+        for req, task in rows:
+            req_tasks.setdefault(str(req), set()).add(str(task))
+        kinds = self.task_kinds({t for ts in req_tasks.values() for t in ts})
+        shared = Graph()
+        for req, ts in req_tasks.items():
+            needed = sorted({k for t in ts for k in kinds.get(t, ())})
+            shared.add((URIRef(req), TF.requirementSensorSet, URIRef(sensor_set(needed))))
+            for triple in sensor_set_triples(needed):
+                shared.add(triple)
+        reqs = " ".join(URIRef(r).n3() for r in req_tasks)
+        self.update(
+            f"DELETE {{ GRAPH <{CAPABILITY_GRAPH}> {{ ?r <{TF.requirementSensorSet}> ?s }} }}"
+            f" WHERE {{ VALUES ?r {{ {reqs} }} GRAPH <{CAPABILITY_GRAPH}> {{ ?r <{TF.requirementSensorSet}> ?s }} }} ;\n"
+            f"INSERT DATA {{ GRAPH <{CAPABILITY_GRAPH}> {{\n{shared.serialize(format='nt')}\n}} }}",
+            derive=False,
+        )
 
     def update(self, sparql_update: str, *, derive: bool = True) -> None:
         """Run a SPARQL 1.1 Update (already validated/escaped by the caller).
@@ -168,19 +375,22 @@ class RegistryStore:
     # -- derived capability facts (ontology/derived.py) -----------------------------
 
     def derived_nquads(self) -> tuple[str, int]:
-        """(N-Quads of the derived facts of every device in the store, number of devices) computed afresh."""
+        """(N-Quads of the derived facts of every device and model in the store, number of devices) computed afresh."""
         result = self.query(FACTS_QUERY, timeout_s=None, max_results=None)
         seen: dict[tuple[object, object], dict[str, set]] = {}
-        for g, device, mcu, ram, flash, runtime, kind in result.rows:
-            entry = seen.setdefault((g, device), {"mcu": set(), "ram": set(), "flash": set(), "runtime": set(), "kind": set()})
+        for g, device, mcu, ram, flash, runtime, kind, expires in result.rows:
+            entry = seen.setdefault((g, device), {"mcu": set(), "ram": set(), "flash": set(), "runtime": set(), "kind": set(), "expires": set()})
             entry["mcu"].add(mcu)
             entry["ram"].add(ram)
             entry["flash"].add(flash)
             entry["runtime"].add(str(runtime))
             if isinstance(kind, URIRef):
                 entry["kind"].add(str(kind))
+            if expires is not None:
+                entry["expires"].add(expires)
         lines: list[str] = []
-        capabilities: set[str] = set()
+        shared: set[str] = set()
+        kind_sets: set[tuple[str, ...]] = set()
         count = 0
         for (g, device), entry in seen.items():
             if not isinstance(device, URIRef) or len(entry["mcu"]) != 1 or len(entry["ram"]) != 1 or len(entry["flash"]) != 1:
@@ -188,13 +398,51 @@ class RegistryStore:
             ram, flash = next(iter(entry["ram"])).toPython(), next(iter(entry["flash"])).toPython()
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (ram, flash)):
                 continue
-            facts = DeviceFacts(str(device), tuple(sorted(entry["runtime"])), ram, flash, tuple(sorted(entry["kind"])))
+            facts = DeviceFacts(str(device), tuple(sorted(entry["runtime"])), ram, flash, tuple(sorted(entry["kind"])),
+                                lease_bucket(entry["expires"]))
             count += 1
             graph = g.n3()
             lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in device_triples(facts))
-            if facts.capability not in capabilities:
-                capabilities.add(facts.capability)
-                lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in capability_triples(facts))
+            if facts.capability not in shared:
+                shared.add(facts.capability)
+                for s, p, o in capability_triples(facts):  # resource-profile and offer triples recur across capabilities
+                    line = f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ."
+                    if line not in shared:
+                        shared.add(line)
+                        lines.append(line)
+                kind_sets.update(covered_sets(facts.kinds))
+            elif facts.lease_node not in shared:
+                lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in lease_triples(facts))
+            shared.add(facts.lease_node)
+        sets = kind_sets
+        task_graph_kinds: dict[tuple[object, object], set[str]] = {}
+        for g, task, kind in self.query(TASK_FACTS_QUERY, timeout_s=None, max_results=None).rows:
+            if isinstance(task, URIRef):
+                entry = task_graph_kinds.setdefault((g, task), set())
+                if isinstance(kind, URIRef):
+                    entry.add(str(kind))
+        task_kinds: dict[str, set[str]] = {}
+        for (g, task), kinds in task_graph_kinds.items():
+            task_kinds.setdefault(str(task), set()).update(kinds)
+            lines.append(f"{task.n3()} <{TF.requiresSensorSet}> <{sensor_set(kinds)}> {g.n3()} .")
+            sets.add(tuple(sorted(kinds)))
+        models: dict[tuple[object, object], tuple[set[str], set[str]]] = {}
+        for g, model, runtime, task in self.query(MODEL_FACTS_QUERY, timeout_s=None, max_results=None).rows:
+            if isinstance(model, URIRef) and isinstance(runtime, URIRef):
+                runtimes, tasks = models.setdefault((g, model), (set(), set()))
+                runtimes.add(str(runtime))
+                if isinstance(task, URIRef):
+                    tasks.add(str(task))
+        for (g, model), (runtimes, tasks) in models.items():
+            mfacts = ModelFacts(str(model), tuple(sorted(runtimes)), tuple(sorted(tasks)))
+            graph = g.n3()
+            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in model_triples(mfacts))
+            if mfacts.requirement not in shared:
+                shared.add(mfacts.requirement)
+                lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in requirement_triples(mfacts, task_kinds))
+                sets.add(requirement_kinds(mfacts, task_kinds))
+        for kinds in sets:
+            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in sensor_set_triples(kinds))
         return "\n".join(lines) + "\n", count
 
     def derive_all(self, *, bulk: bool = False) -> int:
@@ -226,10 +474,20 @@ class RegistryStore:
         return count
 
     def prune_capabilities(self) -> None:
-        """Drop capability nodes no device links to any more (after deletions and expiry purges)."""
+        """Drop shared derived nodes nothing links to any more (after deletions and expiry purges).
+
+        In order, one request: capabilities, leases and requirement nodes no description links to;
+        offers no capability links to; resource profiles and sensor sets nothing else links to.
+        """
+        cap = f"<{CAPABILITY_GRAPH}>"
+        tf = "https://w3id.org/tinyfleet#"
+        drop = f"DELETE {{ GRAPH {cap} {{ ?c ?p ?o }} }} WHERE {{ GRAPH {cap} {{ ?c a ?type ; ?p ?o }}"
         self._update(
-            f"DELETE {{ GRAPH <{CAPABILITY_GRAPH}> {{ ?c ?p ?o }} }} WHERE {{ GRAPH <{CAPABILITY_GRAPH}> {{ ?c ?p ?o }}\n"
-            f"  FILTER NOT EXISTS {{ GRAPH ?g {{ ?d <https://w3id.org/tinyfleet#hasCapability> ?c }} }} }}"
+            f"{drop} VALUES ?type {{ <{tf}Capability> <{tf}Lease> <{tf}Requirement> }}\n"
+            f"  FILTER NOT EXISTS {{ GRAPH ?g {{ ?d ?link ?c }} FILTER(?g != {cap}) }} }} ;\n"
+            f"{drop} VALUES ?type {{ <{tf}Offer> }} FILTER NOT EXISTS {{ GRAPH {cap} {{ ?d <{tf}capabilityOffer> ?c }} }} }} ;\n"
+            f"{drop} VALUES ?type {{ <{tf}ResourceProfile> <{tf}SensorSet> }}\n"
+            f"  FILTER NOT EXISTS {{ GRAPH ?g {{ ?d ?link ?c }} FILTER(?d != ?c) }} }}"
         )
 
     def load_ontology(self) -> None:
@@ -267,29 +525,37 @@ class RegistryStore:
         *,
         timeout_s: float | None = 10.0,
         max_results: int | None = 10_000,
+        isolate: bool = True,
     ) -> QueryResult:
         """Run a SPARQL query with pre-bound variables, a deadline and a cap on returned rows/triples.
 
-        ``bindings`` are RDF terms (never text pasted into the query). The
-        query runs on a daemon worker thread; at the deadline the caller gets
-        QueryTimeout and the worker stops at its next solution (a query stuck
-        inside one solution, e.g. a huge ORDER BY, keeps its thread until it
-        finishes: the caller is never blocked, the CPU may be). Rows beyond
-        ``max_results`` are not read and ``truncated`` is set.
+        ``bindings`` are RDF terms (never text pasted into the query). With
+        ``isolate`` (the default, for arbitrary SPARQL) the query runs on a
+        daemon worker thread; at the deadline the caller gets QueryTimeout and
+        the worker stops at its next solution (a query stuck inside one
+        solution, e.g. a huge ORDER BY, keeps its thread until it finishes:
+        the caller is never blocked, the CPU may be). Without ``isolate`` (the
+        shipped named queries, whose plans are index lookups) it runs on the
+        caller's thread and the deadline is checked between solutions: a
+        thread start and two hand-overs cost more than a small named query
+        itself on a loaded machine. Rows beyond ``max_results`` are not read
+        and ``truncated`` is set.
         """
+        if not isolate:
+            stop = _Deadline(timeout_s)
+            try:
+                result = self._run(sparql, bindings, max_results, stop)
+            except Exception as exc:
+                raise _query_error(exc) from None
+            if stop.passed:
+                raise QueryTimeout(f"query exceeded its {timeout_s:g} s limit after {stop.elapsed():.2f} s")
+            return result
         cancel = threading.Event()
         box: dict[str, object] = {}
 
         def run() -> None:
             try:
-                if self.native is not None:
-                    box["result"] = self._native_query(sparql, bindings, max_results, cancel)
-                    return
-                raw = self._raw_query(sparql, bindings)
-                try:
-                    box["result"] = self._materialise(raw, max_results, cancel)
-                finally:
-                    _release(raw)
+                box["result"] = self._run(sparql, bindings, max_results, cancel)
             except BaseException as exc:  # handed to the caller's thread below
                 box["error"] = exc
 
@@ -302,19 +568,24 @@ class RegistryStore:
             raise QueryTimeout(f"query exceeded its {timeout_s:g} s limit after {time.monotonic() - started:.2f} s")
         if "error" in box:
             exc = box["error"]
-            if isinstance(exc, SyntaxError):
-                raise ValueError(f"invalid SPARQL query: {exc}") from None
-            if isinstance(exc, Exception) and "ParseException" in type(exc).__name__:
-                raise ValueError(f"invalid SPARQL query: {exc}") from None
+            if isinstance(exc, Exception):
+                raise _query_error(exc) from None
             raise exc  # type: ignore[misc]
         return box["result"]  # type: ignore[return-value]
 
-    def _native_query(
-        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: threading.Event
-    ) -> QueryResult:
+    def _run(self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop) -> QueryResult:
+        if self.native is not None:
+            return self._native_query(sparql, bindings, cap, cancel)
+        raw = self._raw_query(sparql, bindings)
+        try:
+            return self._materialise(raw, cap, cancel)
+        finally:
+            _release(raw)
+
+    def _native_query(self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop) -> QueryResult:
         """Embedded Oxigraph without the rdflib layer: what oxrdflib does, minus per-cell conversions."""
         import pyoxigraph as ox
-        from oxrdflib._converter import from_ox, to_ox
+        from oxrdflib._converter import to_ox
 
         if self._prefixes is None:  # the dataset's bindings, as rdflib would pass them through oxrdflib
             self._prefixes = {prefix: str(ns) for prefix, ns in self.dataset.namespaces()}
@@ -326,15 +597,7 @@ class RegistryStore:
         )
         if isinstance(result, ox.QueryBoolean):
             return QueryResult(kind="ASK", boolean=bool(result))
-        memo: dict[Any, Any] = {}
-
-        def term(value: Any) -> Any:
-            if value is None:
-                return None
-            found = memo.get(value)
-            if found is None:
-                found = memo[value] = from_ox(value)
-            return found
+        term = _TermMemo().__getitem__  # C-level lookup per cell; a miss converts once (a 10,000-row answer repeats terms)
 
         truncated = False
         if isinstance(result, ox.QueryTriples):
@@ -365,7 +628,7 @@ class RegistryStore:
         return self.dataset.query(sparql, initBindings=dict(bindings or {}))
 
     @staticmethod
-    def _materialise(result: Result, cap: int | None, cancel: threading.Event) -> QueryResult:
+    def _materialise(result: Result, cap: int | None, cancel: _Stop) -> QueryResult:
         if result.type == "ASK":
             return QueryResult(kind="ASK", boolean=bool(result.askAnswer))
         if result.type in ("CONSTRUCT", "DESCRIBE"):
