@@ -12,7 +12,12 @@ tested without a broker, and so the refusal rules live in one place:
   Top-P (TinyMetaFed applies it sparsely), otherwise φ = θ + δ in ``arrays``
   (what a Flower ClientApp sends, so TinyReptile runs unchanged);
 - bytes are counted from the actual payloads: ``bytes-received`` is the MODEL
-  payload plus the task JSON the device got, ``bytes-sent`` the UPDATE.
+  payload plus the task JSON the device got, ``bytes-sent`` the UPDATE;
+- every reply names the device it came from (:data:`PARTICIPANT` config
+  record), taken from the topic the broker authenticated, not from the
+  payload, so a round's PROV-O provenance can list its participants
+  (:func:`server.registry_link.participants_of`). Flower-path replies name
+  theirs with the ``device-seed`` metric instead.
 """
 
 from __future__ import annotations
@@ -34,6 +39,9 @@ from edge.wire.control import MAX_HYPERPARAMETERS, MAX_STRING_LEN
 log = logging.getLogger(__name__)
 
 MESSAGE_TYPE = keys.MESSAGE_TYPE  # task hyperparameter: "train" or "evaluate"
+#: Config record of a reply naming the device that sent it, under :data:`DEVICE_ID`.
+PARTICIPANT = "participant"
+DEVICE_ID = "device-id"
 
 
 def node_id_of(device_id: str) -> int:
@@ -114,7 +122,7 @@ def reply_from_update(request: WireRequest, payload: bytes, max_size: int = DEFA
     metrics[keys.NUM_EXAMPLES] = update.num_examples
     metrics[keys.BYTES_RECEIVED] = len(request.model) + len(request.task)
     metrics[keys.BYTES_SENT] = len(payload)
-    content = RecordDict({keys.METRICS: metrics})
+    content = RecordDict({keys.METRICS: metrics, PARTICIPANT: ConfigRecord({DEVICE_ID: request.device_id})})
     if not request.evaluate:
         sparse = {
             name: value if isinstance(value, SparseTensor) else _all_entries(value)
@@ -127,9 +135,18 @@ def reply_from_update(request: WireRequest, payload: bytes, max_size: int = DEFA
     return Message(content=content, reply_to=request.message)
 
 
+def reply_device_id(message: Message) -> str | None:
+    """The device an MQTT-path reply came from (see :data:`PARTICIPANT`); None for other replies."""
+    if message.has_error():
+        return None
+    record = message.content.config_records.get(PARTICIPANT)
+    value = record.get(DEVICE_ID) if record is not None else None
+    return value if isinstance(value, str) and value else None
+
+
 def _all_entries(array: np.ndarray) -> SparseTensor:
     flat = np.asarray(array).reshape(-1)
     return SparseTensor(array.shape, np.arange(flat.size, dtype=np.uint32), flat.copy())
 
 
-__all__ = ["MESSAGE_TYPE", "WireRequest", "node_id_of", "reply_from_update", "to_wire"]
+__all__ = ["DEVICE_ID", "MESSAGE_TYPE", "PARTICIPANT", "WireRequest", "node_id_of", "reply_device_id", "reply_from_update", "to_wire"]
