@@ -137,6 +137,7 @@ def run_named_query(store: RegistryStore, name: str, raw: Mapping[str, str], **o
     """Run named query ``name`` with parameters ``raw`` against ``store``."""
     query = get_named_query(name)
     options.setdefault("isolate", False)  # shipped, index-driven plans: no watchdog thread (see RegistryStore.query)
+    options.setdefault("self_contained", True)  # every shipped query declares its prefixes (tested)
     result = store.query(query.text, bind_params(query, raw), **options)  # type: ignore[arg-type]
     if query.order and result.kind == "SELECT":
         _sort(result.rows, [result.variables.index(column) for column in query.order])

@@ -544,6 +544,7 @@ class RegistryStore:
         timeout_s: float | None = 10.0,
         max_results: int | None = 10_000,
         isolate: bool = True,
+        self_contained: bool = False,
     ) -> QueryResult:
         """Run a SPARQL query with pre-bound variables, a deadline and a cap on returned rows/triples.
 
@@ -557,12 +558,14 @@ class RegistryStore:
         caller's thread and the deadline is checked between solutions: a
         thread start and two hand-overs cost more than a small named query
         itself on a loaded machine. Rows beyond ``max_results`` are not read
-        and ``truncated`` is set.
+        and ``truncated`` is set. ``self_contained`` says the text declares
+        every prefix it uses, so the store's own prefix table is not handed to
+        the parser (the shipped named queries; a test checks they parse alone).
         """
         if not isolate:
             stop = _Deadline(timeout_s)
             try:
-                result = self._run(sparql, bindings, max_results, stop)
+                result = self._run(sparql, bindings, max_results, stop, self_contained)
             except Exception as exc:
                 raise _query_error(exc) from None
             if stop.passed:
@@ -573,7 +576,7 @@ class RegistryStore:
 
         def run() -> None:
             try:
-                box["result"] = self._run(sparql, bindings, max_results, cancel)
+                box["result"] = self._run(sparql, bindings, max_results, cancel, self_contained)
             except BaseException as exc:  # handed to the caller's thread below
                 box["error"] = exc
 
@@ -591,16 +594,20 @@ class RegistryStore:
             raise exc  # type: ignore[misc]
         return box["result"]  # type: ignore[return-value]
 
-    def _run(self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop) -> QueryResult:
+    def _run(
+        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False
+    ) -> QueryResult:
         if self.native is not None:
-            return self._native_query(sparql, bindings, cap, cancel)
+            return self._native_query(sparql, bindings, cap, cancel, self_contained)
         raw = self._raw_query(sparql, bindings)
         try:
             return self._materialise(raw, cap, cancel)
         finally:
             _release(raw)
 
-    def _native_query(self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop) -> QueryResult:
+    def _native_query(
+        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False
+    ) -> QueryResult:
         """Embedded Oxigraph without the rdflib layer: what oxrdflib does, minus per-cell conversions."""
         import pyoxigraph as ox
         from oxrdflib._converter import to_ox
@@ -610,7 +617,7 @@ class RegistryStore:
         result = self.native.query(
             sparql,
             use_default_graph_as_union=True,
-            prefixes=self._prefixes,
+            prefixes=None if self_contained else self._prefixes,
             substitutions={ox.Variable(k): to_ox(v) for k, v in (bindings or {}).items()},
         )
         if isinstance(result, ox.QueryBoolean):

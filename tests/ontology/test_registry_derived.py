@@ -276,3 +276,14 @@ def test_a_task_needing_more_sensor_kinds_than_the_registry_matches_is_refused()
     four = Graph().parse(data=f"@prefix tf: <https://w3id.org/tinyfleet#> . <{ID}task/four> a tf:Task ; tf:requiresSensorType {kinds.rsplit(',', 1)[0]} .",
                          format="turtle")
     assert check_description(four) is four
+
+
+def test_every_shipped_query_declares_its_prefixes() -> None:
+    """run_named_query does not hand the store's prefix table to Oxigraph, so each .rq must parse on its own."""
+    import pyoxigraph as ox
+
+    from ontology.named_queries import named_queries
+
+    store = ox.Store()
+    for query in named_queries().values():
+        store.query(query.text)  # raises SyntaxError on an undeclared prefix
