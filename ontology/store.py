@@ -499,14 +499,17 @@ class RegistryStore:
         """
         cap = f"<{CAPABILITY_GRAPH}>"
         tf = "https://w3id.org/tinyfleet#"
-        drop = f"DELETE {{ GRAPH {cap} {{ ?c ?p ?o }} }} WHERE {{ GRAPH {cap} {{ ?c a ?type ; ?p ?o }}"
-        self._update(
-            f"{drop} VALUES ?type {{ <{tf}Capability> <{tf}Lease> <{tf}Requirement> }}\n"
-            f"  FILTER NOT EXISTS {{ GRAPH ?g {{ ?d ?link ?c }} FILTER(?g != {cap}) }} }} ;\n"
-            f"{drop} VALUES ?type {{ <{tf}Offer> }} FILTER NOT EXISTS {{ GRAPH {cap} {{ ?d <{tf}capabilityOffer> ?c }} }} }} ;\n"
-            f"{drop} VALUES ?type {{ <{tf}ResourceProfile> <{tf}SensorSet> }}\n"
-            f"  FILTER NOT EXISTS {{ GRAPH ?g {{ ?d ?link ?c }} FILTER(?d != ?c) }} }}"
-        )
+
+        def drop(types: str, unused: str) -> str:  # the link test runs once per node, not once per triple
+            return (f"DELETE {{ GRAPH {cap} {{ ?c ?p ?o }} }} WHERE {{\n"
+                    f"  {{ SELECT ?c WHERE {{ VALUES ?type {{ {types} }} GRAPH {cap} {{ ?c a ?type }} FILTER NOT EXISTS {{ {unused} }} }} }}\n"
+                    f"  GRAPH {cap} {{ ?c ?p ?o }} }}")
+
+        self._update(" ;\n".join([
+            drop(f"<{tf}Capability> <{tf}Lease> <{tf}Requirement>", f"GRAPH ?g {{ ?d ?link ?c }} FILTER(?g != {cap})"),
+            drop(f"<{tf}Offer>", f"GRAPH {cap} {{ ?d <{tf}capabilityOffer> ?c }}"),
+            drop(f"<{tf}ResourceProfile> <{tf}SensorSet>", "GRAPH ?g { ?d ?link ?c } FILTER(?d != ?c)"),
+        ]))
 
     def load_ontology(self) -> None:
         """(Re)load the TinyFleet ontology into its own named graph, so queries can use subclass axioms."""
