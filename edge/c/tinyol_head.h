@@ -1,0 +1,55 @@
+/* TinyOL head update as firmware C: one SGD step of a dense float32 head per labelled sample.
+ *
+ * The same math as edge/online_head.py (OnlineHead.learn_one): the weights and bias live in one
+ * row-major float32 block P = [W; b] of shape (n_features + 1, n_outputs), multiplied by the
+ * augmented input [x, 1]. A step is written into a second block of the same size and swapped in
+ * only if it is finite (double buffering), so a bad sample or a diverging step never touches the
+ * weights a device has learned. Plain C99, no allocation, no global state: the caller owns every
+ * buffer (on a microcontroller, static arrays next to the TFLite Micro tensor arena).
+ */
+#ifndef TINYOL_HEAD_H
+#define TINYOL_HEAD_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    TINYOL_OK = 0,
+    TINYOL_BAD_ARGUMENT = 1,     /* null buffer, zero size, label out of range, non-finite learning rate */
+    TINYOL_NONFINITE_SAMPLE = 2, /* the feature vector holds NaN/Inf */
+    TINYOL_NONFINITE_LABEL = 3,  /* regression target holds NaN/Inf */
+    TINYOL_DIVERGED = 4          /* logits or new weights not finite (or their squared norm overflows float32) */
+} tinyol_status_t;
+
+typedef enum { TINYOL_CLASSIFICATION = 0, TINYOL_REGRESSION = 1 } tinyol_task_t;
+
+typedef struct {
+    uint32_t n_features;
+    uint32_t n_outputs;
+    int32_t task;   /* tinyol_task_t */
+    float *params;  /* active weights, (n_features + 1) * n_outputs floats; the last row is the bias */
+    float *spare;   /* same size: the step is computed here and swapped with params if finite */
+    float *scratch; /* n_outputs floats: logits, then exp / residuals, then the delta row */
+} tinyol_head_t;
+
+/* One SGD step on one sample; on success swaps h->params and h->spare and writes the loss before the
+ * step to *loss (if loss is not NULL). Classification: softmax cross-entropy (probability clipped at
+ * 1e-12 in the loss), label = class index, target ignored. Regression: mean squared error over the
+ * outputs, target = n_outputs floats, label ignored. On any error the weights are unchanged. */
+tinyol_status_t tinyol_learn_one(tinyol_head_t *h, const float *x, int32_t label, const float *target,
+                                 float learning_rate, float *loss);
+
+/* Benchmark helper: `steps` classification steps cycling through `n_samples` feature vectors
+ * (row-major, n_samples * n_features) and their labels, timed with clock_gettime(CLOCK_MONOTONIC)
+ * around the loop. Writes the elapsed nanoseconds; returns the first non-OK status (and stops). */
+tinyol_status_t tinyol_time_steps(tinyol_head_t *h, const float *xs, const int32_t *labels, uint32_t n_samples,
+                                  uint32_t steps, float learning_rate, uint64_t *elapsed_ns);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TINYOL_HEAD_H */
