@@ -18,21 +18,31 @@ presence), built at its default size (or ``--small``), this measures:
 * the TinyOL head's SGD step against a backbone inference, the bar being
   "at most 15 % on top of inference" (``HEAD_UPDATE_BUDGET``), two ways:
 
-  - **this machine**, ai_edge_litert, one thread, one sample at a time, the
-    calls a device loop makes, interleaved in one loop so both see the same
-    machine load: inference = ``FrozenBackbone.feature_vector`` (quantise,
-    invoke, dequantise); head update = ``OnlineHead.learn_one`` on those
-    features (validation included); the interpreter's bare ``invoke()`` on
-    the same input; and the same head step compiled, a TFLite graph of
-    builtin ops (:func:`server.models.tinyml.export_head_step`) invoked in
-    the same way, so both sides pay the same per-call overhead. Medians of
-    each; ratios numpy step / inference, numpy step / invoke and graph step /
-    invoke;
+  - **this machine**, ai_edge_litert, one thread, one sample at a time,
+    interleaved in one loop so every side sees the same machine load. The
+    **like-for-like ratio is C step / bare invoke**: a board runs the TinyOL
+    update as compiled C next to TFLite Micro, so the head step is the
+    firmware's C code (``edge/c/tinyol_head.c`` via :mod:`edge.c_head`,
+    ``cc -O2``), timed by ``clock_gettime`` around a C loop of
+    ``C_STEPS_PER_CALL`` steps over the task's feature vectors, against the
+    interpreter's bare ``invoke()`` on the int8 backbone (timed with a
+    ``perf_counter`` pair as before; it still carries ai_edge_litert's
+    Python-side check and pybind call, which TFLite Micro does not have). A
+    stricter reading, C step / (pybind ``Invoke`` − clock-pair overhead),
+    is reported next to it. For reference, not like-for-like: the numpy
+    ``OnlineHead.learn_one`` (validation included; a dozen numpy calls, each ~0.5 µs here)
+    against ``FrozenBackbone.feature_vector`` (quantise, invoke, dequantise)
+    and against the bare invoke; and the head step as a TFLite graph of
+    builtin ops (:func:`server.models.tinyml.export_head_step`) invoked like
+    the backbone, which pays the interpreter's per-invoke overhead twice
+    (a large share of a small backbone's invoke).
+    ``timing.what_each_side_includes`` in the JSON spells each figure out;
   - **the device profile** (Nano 33 BLE Sense), from MACs:
     :func:`server.models.tinyml.device_update_cost`.
 
-  ``summary`` at the top of the JSON lists, per task, both ratios, whether
-  each is within 15 %, and whether the model fits the Nano per the registry.
+  ``summary`` at the top of the JSON lists, per task, every ratio (the
+  like-for-like one first), whether each is within 15 %, and whether the
+  model fits the Nano per the registry.
 
 Usage::
 
@@ -52,6 +62,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.c_head import CHead
 from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone
 from firmware_sim.profiles import NANO_33_BLE_SENSE
 from firmware_sim.tasks.keywords import EXTRA_WORDS, KEYWORDS, KeywordCorpus
@@ -80,8 +91,12 @@ def feature_error(model: TaskModel, x: np.ndarray) -> dict[str, float]:
     }
 
 
+C_STEPS_PER_CALL = 64  # C steps per timed C loop: ~10-60 µs, short enough to dodge most preemptions on a shared machine
+
+
 def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3000) -> dict[str, object]:
-    """Median seconds per sample on this machine: backbone inference, bare invoke and one head SGD step."""
+    """Median seconds per sample on this machine: backbone inference, bare invoke and one head SGD step
+    (numpy, as a TFLite graph, and as the firmware's C code)."""
     backbone = FrozenBackbone(model.int8_model, backend="ai_edge_litert", num_threads=1)
     head = model.head()
     lr = float(model.info["head_learning_rate"])
@@ -95,7 +110,13 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
     compiled.load(backbone.feature_vector(xs[0]), targets[0], lr, head.get_weights())
     for _ in range(50):
         compiled.invoke()
-    infer, invoke, update, compiled_update, batch_api = [], [], [], [], []
+    # the step as the firmware's C code, from the same shipped head, over the same features; timed by
+    # clock_gettime around a C loop of C_STEPS_PER_CALL steps, so no Python or ctypes cost is inside
+    c_head = CHead.from_head(model.head())
+    c_features = np.stack([backbone.feature_vector(xs[j]) for j in range(len(xs))])
+    c_labels = np.asarray(targets, np.int32)
+    c_head.time_steps(c_features, c_labels, 50 * C_STEPS_PER_CALL, lr)
+    infer, invoke, update, compiled_update, batch_api, c_update, native, empty = [], [], [], [], [], [], [], []
     clock = time.perf_counter
     for i in range(repeats):
         j = i % len(xs)
@@ -112,11 +133,22 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
         update.append(t2 - t1)
         invoke.append(t3 - t2)
         compiled_update.append(t4 - t3)
+        c_update.append(c_head.time_steps(c_features, c_labels, C_STEPS_PER_CALL, lr) * 1e-9 / C_STEPS_PER_CALL)
+        t5 = clock()
+        interpreter._interpreter.Invoke()  # the pybind call invoke() makes after its Python-side check (no
+        t6 = clock()  # reference to it may be held: the check counts references to the wrapper)
+        t7 = clock()
+        native.append(t6 - t5)
+        empty.append(t7 - t6)
         if i % 10 == 0:  # the general batch API on a batch of one, for reference (what was timed before)
-            t5 = clock()
+            t8 = clock()
             backbone.features(xs[j : j + 1])
-            batch_api.append(clock() - t5)
+            batch_api.append(clock() - t8)
     inference_s, invoke_s, update_s, compiled_s = (float(np.median(v)) for v in (infer, invoke, update, compiled_update))
+    c_s, native_s, clock_s = (float(np.median(v)) for v in (c_update, native, empty))
+    # the invoke with every Python-side cost we can strip taken out (its wrapper's check, the clock pair):
+    # a lower bound on the C++ invoke, so C step / this is an upper bound on the like-for-like ratio
+    native_net_s = max(native_s - clock_s, 1e-12)
     return {
         "backend": backbone.backend,
         "samples_timed": repeats,
@@ -128,6 +160,26 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
         "head_update_over_inference": update_s / inference_s,
         "head_update_over_invoke": update_s / invoke_s,
         "interpreted_head_update_over_invoke": compiled_s / invoke_s,
+        "c_head_update_s": c_s,
+        "native_invoke_s": native_s,
+        "clock_pair_overhead_s": clock_s,
+        "c_steps_per_timed_call": C_STEPS_PER_CALL,
+        "c_head_update_over_invoke": c_s / invoke_s,
+        "c_head_update_over_native_invoke_net": c_s / native_net_s,
+        "c_within_15_percent_of_invoke": c_s / invoke_s <= HEAD_UPDATE_BUDGET,
+        "c_within_15_percent_of_native_invoke_net": c_s / native_net_s <= HEAD_UPDATE_BUDGET,
+        "what_each_side_includes": {
+            "c_head_update_s": "edge/c/tinyol_head.c tinyol_learn_one (cc -O2): logits, stable softmax, loss, "
+            "rank-1 update into the spare block, squared-norm finiteness check, swap; clock_gettime(CLOCK_MONOTONIC) "
+            f"around a C loop of {C_STEPS_PER_CALL} steps over the task's feature vectors, divided by the steps",
+            "invoke_only_s": "ai_edge_litert Interpreter.invoke() on the int8 backbone, input already set: its "
+            "Python-side safety check + the pybind call + the C++ invoke, plus one perf_counter pair",
+            "native_invoke_s": "the pybind Invoke() that invoke() calls, without the Python-side check (two attribute "
+            "lookups remain); plus one perf_counter pair (clock_pair_overhead_s, subtracted for c_head_update_over_native_invoke_net)",
+            "head_update_s": "OnlineHead.learn_one (numpy) incl. validation, one perf_counter pair",
+            "interpreted_head_update_s": "the head step as a TFLite graph (export_head_step) invoke(), one perf_counter pair",
+            "inference_s": "FrozenBackbone.feature_vector: quantise, invoke, dequantise",
+        },
         "within_15_percent_of_inference": update_s / inference_s <= HEAD_UPDATE_BUDGET,
         "within_15_percent_of_invoke": update_s / invoke_s <= HEAD_UPDATE_BUDGET,
         "interpreted_within_15_percent_of_invoke": compiled_s / invoke_s <= HEAD_UPDATE_BUDGET,
@@ -212,17 +264,23 @@ def _result(model: TaskModel, accuracy: dict[str, object], x: np.ndarray, y: np.
 
 
 def summary(tasks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
-    """Per task: head update / inference on this machine (vs feature_vector and vs bare invoke) and on the
-    device profile, whether each is within 15 %, and whether the model fits the Nano per the registry."""
+    """Per task: head update / inference on this machine (the C step vs the bare invoke, the like-for-like
+    one; then the numpy and TFLite-graph steps) and on the device profile, whether each is within 15 %, and
+    whether the model fits the Nano per the registry."""
     rows = {}
     for task, result in tasks.items():
         machine, device, fit = result["timing"], result["device_profile"], result["fit"]  # type: ignore[index]
         rows[task] = {
+            "like_for_like": "this_machine_c_update_over_invoke",
+            "this_machine_c_update_over_invoke": machine["c_head_update_over_invoke"],
+            "this_machine_c_update_over_native_invoke_net": machine["c_head_update_over_native_invoke_net"],
             "this_machine_update_over_inference": machine["head_update_over_inference"],
             "this_machine_update_over_invoke": machine["head_update_over_invoke"],
             "this_machine_interpreted_update_over_invoke": machine["interpreted_head_update_over_invoke"],
             "device_update_over_inference": device["head_update_over_inference"],
             "within_15_percent": {
+                "this_machine_c_vs_invoke": machine["c_within_15_percent_of_invoke"],
+                "this_machine_c_vs_native_invoke_net": machine["c_within_15_percent_of_native_invoke_net"],
                 "this_machine_vs_inference": machine["within_15_percent_of_inference"],
                 "this_machine_vs_invoke": machine["within_15_percent_of_invoke"],
                 "this_machine_interpreted_vs_invoke": machine["interpreted_within_15_percent_of_invoke"],
@@ -236,9 +294,12 @@ def summary(tasks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]
 def format_summary(rows: dict[str, dict[str, object]]) -> str:
     lines = [
         "head update / inference (≤ 15 % is the bar)",
-        "this machine (ai_edge_litert, 1 thread): numpy step / (quantise+invoke+dequantise), numpy step / invoke,",
-        "  the step as a TFLite graph / invoke; device: Nano 33 BLE Sense profile from MACs",
-        f"{'task':<11} {'numpy/infer':>12} {'numpy/invoke':>13} {'graph/invoke':>13} {'device':>8}  fits nano",
+        "this machine (ai_edge_litert, 1 thread). Like-for-like: C/invoke = the firmware's C step (C-timed loop)",
+        "  / the interpreter's bare invoke(); C/Invoke-net = C step / (pybind Invoke − clock overhead), stricter.",
+        "  Reference only: numpy step / (quantise+invoke+dequantise), numpy step / invoke, TFLite-graph step / invoke.",
+        "device: Nano 33 BLE Sense profile from MACs",
+        f"{'task':<11} {'C/invoke':>9} {'C/Invoke-net':>13} {'numpy/infer':>12} {'numpy/invoke':>13} "
+        f"{'graph/invoke':>13} {'device':>8}  fits nano",
     ]
     for task, row in rows.items():
         def mark(value: float, ok: bool) -> str:
@@ -246,7 +307,9 @@ def format_summary(rows: dict[str, dict[str, object]]) -> str:
 
         ok = row["within_15_percent"]
         lines.append(
-            f"{task:<11} {mark(row['this_machine_update_over_inference'], ok['this_machine_vs_inference']):>12} "
+            f"{task:<11} {mark(row['this_machine_c_update_over_invoke'], ok['this_machine_c_vs_invoke']):>9} "
+            f"{mark(row['this_machine_c_update_over_native_invoke_net'], ok['this_machine_c_vs_native_invoke_net']):>13} "
+            f"{mark(row['this_machine_update_over_inference'], ok['this_machine_vs_inference']):>12} "
             f"{mark(row['this_machine_update_over_invoke'], ok['this_machine_vs_invoke']):>13} "
             f"{mark(row['this_machine_interpreted_update_over_invoke'], ok['this_machine_interpreted_vs_invoke']):>13} "
             f"{mark(row['device_update_over_inference'], ok['device_profile']):>8}  {row['fits_nano']}"
