@@ -23,7 +23,7 @@ checks that this grid and Flower's simulation engine give the same θ.
 
 Usage::
 
-    python bench/sine_meta.py                       # 10 seeds (about 2 min each on this machine)
+    python bench/sine_meta.py                       # 10 seeds (about 3 min each on this shared machine)
     python bench/sine_meta.py --seeds 3 --first-seed 10
     python bench/sine_meta.py --quick               # 2 seeds, 100/30 rounds: a smoke run, not a result
     python bench/sine_meta.py --reptile meta_step_size=0.6 --out runs/bench/candidate.json   # a tuning candidate
