@@ -127,19 +127,18 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
         t2 = clock()
         interpreter.invoke()
         t3 = clock()
+        interpreter._interpreter.Invoke()  # the pybind call invoke() makes after its Python-side check (no
+        t4 = clock()  # reference to it may be held: the check counts references to the wrapper); right after
+        t5 = clock()  # the bare invoke, with the interpreter's data hottest in cache: its lowest figure
         compiled.invoke()
-        t4 = clock()
+        t6 = clock()
         infer.append(t1 - t0)
         update.append(t2 - t1)
         invoke.append(t3 - t2)
-        compiled_update.append(t4 - t3)
+        native.append(t4 - t3)
+        empty.append(t5 - t4)
+        compiled_update.append(t6 - t5)
         c_update.append(c_head.time_steps(c_features, c_labels, C_STEPS_PER_CALL, lr) * 1e-9 / C_STEPS_PER_CALL)
-        t5 = clock()
-        interpreter._interpreter.Invoke()  # the pybind call invoke() makes after its Python-side check (no
-        t6 = clock()  # reference to it may be held: the check counts references to the wrapper)
-        t7 = clock()
-        native.append(t6 - t5)
-        empty.append(t7 - t6)
         if i % 10 == 0:  # the general batch API on a batch of one, for reference (what was timed before)
             t8 = clock()
             backbone.features(xs[j : j + 1])

@@ -71,6 +71,11 @@ def build_library(cache_dir: Path | None = None) -> Path:
     and concurrent builds (several engineers, several test workers) never load a half-written file: each
     compiles to a private temporary name and renames it into place.
     """
+    if not (SOURCE.is_file() and HEADER.is_file()):
+        raise FileNotFoundError(
+            f"the C head's source is not installed next to {__file__} (expected {SOURCE} and {HEADER}); "
+            "install from a checkout, or ship edge/c/*.c and *.h as package data"
+        )
     cc = find_c_compiler()
     if cc is None:
         raise CCompilerNotFoundError(
