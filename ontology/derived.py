@@ -80,6 +80,9 @@ LEASE_BUCKET = timedelta(hours=1)
 CHECK_ALWAYS = (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 0, tzinfo=UTC))
 #: Bucket of registrations that never lapse: it starts after any NOW() the registry will see.
 NEVER = (datetime(9999, 12, 31, 23, 0, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
+#: Version of the derived facts' design. A store whose capability graph carries another (or none, i.e.
+#: written before leases, offers and requirement nodes existed) is re-derived when opened.
+DERIVATION_VERSION = 2
 #: The predicates this module writes into device, model and task graphs (removed before re-deriving).
 DEVICE_PREDICATES = (TF.hasSensorKind, TF.hasCapability, TF.hasLease, TF.matchRequirement, TF.requiresSensorSet)
 
@@ -364,7 +367,7 @@ SELECT DISTINCT ?g ?model ?runtime ?task WHERE {
   }
 }"""
 
-__all__ = ["CAPABILITY_BASE", "CAPABILITY_GRAPH", "DEVICE_PREDICATES", "LEASE_BUCKET", "MAX_SET_KINDS", "DeviceFacts",
+__all__ = ["CAPABILITY_BASE", "CAPABILITY_GRAPH", "DERIVATION_VERSION", "DEVICE_PREDICATES", "LEASE_BUCKET", "MAX_SET_KINDS", "DeviceFacts",
            "FACTS_QUERY", "MODEL_FACTS_QUERY", "ModelFacts", "TASK_FACTS_QUERY", "capability_triples", "covered_sets",
            "device_facts", "device_triples", "lease_bucket", "lease_triples", "model_facts", "model_triples",
            "requirement_kinds", "requirement_triples", "sensor_set", "sensor_set_triples", "task_kinds_in", "with_derived"]

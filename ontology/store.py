@@ -53,6 +53,7 @@ from rdflib.query import Result
 from rdflib.term import Identifier, Node
 
 from ontology.derived import (
+    DERIVATION_VERSION,
     DEVICE_PREDICATES,
     FACTS_QUERY,
     MODEL_FACTS_QUERY,
@@ -142,6 +143,7 @@ def _query_error(exc: Exception) -> Exception:
 
 _XSD = "http://www.w3.org/2001/XMLSchema#"
 _INTEGER, _STRING = URIRef(_XSD + "integer"), URIRef(_XSD + "string")
+XSD_INTEGER = _INTEGER
 
 
 def _plain_literal(lexical: str, datatype: URIRef, value: object) -> Literal:
@@ -263,6 +265,8 @@ class RegistryStore:
         iri = check_iri(name)
         old_tasks = self._tasks_in_graph(str(iri))
         full, shared = with_derived(graph, self.task_kinds)  # + the derived facts of its devices, models and tasks
+        if len(shared):  # written by this design of the derived facts (see ensure_derived)
+            shared.add((URIRef(CAPABILITY_GRAPH), TF.derivationVersion, Literal(DERIVATION_VERSION, datatype=XSD_INTEGER)))
         if self.url == "rdflib-memory:":
             # rdflib's pure-Python update parser needs ~50 s for the ~2,000 shared triples of a 10-sensor board;
             # in its own memory the same replace is a few Python calls (this baseline store is not durable anyway).
@@ -461,6 +465,9 @@ class RegistryStore:
                 sets.add(requirement_kinds(mfacts, task_kinds))
         for kinds in sets:
             lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in sensor_set_triples(kinds))
+        if lines:  # an empty registry stays empty (no capability graph)
+            version = Literal(DERIVATION_VERSION, datatype=XSD_INTEGER).n3()
+            lines.append(f"<{CAPABILITY_GRAPH}> <{TF.derivationVersion}> {version} <{CAPABILITY_GRAPH}> .")
         return "\n".join(lines) + "\n", count
 
     def derive_all(self, *, bulk: bool = False) -> int:
@@ -490,6 +497,22 @@ class RegistryStore:
             if nquads.strip():
                 self.dataset.parse(data=nquads, format="nquads")
         return count
+
+    def ensure_derived(self) -> bool:
+        """Re-derive every device's, model's and task's facts if the store's were made by another design.
+
+        A registry written before the current derived facts existed (no or another tf:derivationVersion
+        in the capability graph) would answer the named queries wrongly; opening it fixes that once.
+        Returns whether it re-derived.
+        """
+        current = self.query(
+            f"ASK {{ GRAPH <{CAPABILITY_GRAPH}> {{ <{CAPABILITY_GRAPH}> <{TF.derivationVersion}> {DERIVATION_VERSION} }} }}",
+            timeout_s=None,
+        )
+        if current.boolean:
+            return False
+        self.derive_all()
+        return True
 
     def prune_capabilities(self) -> None:
         """Drop shared derived nodes nothing links to any more (after deletions and expiry purges).
@@ -740,7 +763,10 @@ BACKENDS: dict[str, Callable[[str], RegistryStore]] = {
 
 
 def open_store(url: str, *, update_url: str | None = None, load_ontology: bool = True) -> RegistryStore:
-    """Open the registry at ``url`` (see the module table); the ontology graph is (re)loaded unless told not to."""
+    """Open the registry at ``url`` (see the module table); the ontology graph is (re)loaded unless told not to.
+
+    A store whose derived facts predate the current design is re-derived here (:meth:`RegistryStore.ensure_derived`).
+    """
     if url.startswith(("sparql+http://", "sparql+https://")):
         store = _sparql_endpoint(url[len("sparql+") :], update_url)
     else:
@@ -753,4 +779,5 @@ def open_store(url: str, *, update_url: str | None = None, load_ontology: bool =
             store = _oxigraph(url)
     if load_ontology:
         store.load_ontology()
+    store.ensure_derived()
     return store

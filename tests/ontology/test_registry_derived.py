@@ -287,3 +287,21 @@ def test_every_shipped_query_declares_its_prefixes() -> None:
     store = ox.Store()
     for query in named_queries().values():
         store.query(query.text)  # raises SyntaxError on an undeclared prefix
+
+
+def test_a_registry_written_before_the_current_derived_facts_is_re_derived_on_open(tmp_path: Path) -> None:
+    location = f"oxigraph:{tmp_path / 'old'}"
+    params = {"model": f"{ID}model/kws-small", "task": f"{ID}task/kws"}
+    with open_store(location) as store:
+        fill(store)
+        expected = _fast(store, "eligible-devices", params)
+        assert expected
+        # what an older registry held: no leases, offers, sets, requirement nodes, version marker
+        store.native.update(
+            PREFIX + " ;\n".join(f"DELETE WHERE {{ GRAPH ?g {{ ?s tf:{p} ?o }} }}" for p in ("hasLease", "matchRequirement", "requiresSensorSet"))
+            + " ;\nDROP GRAPH <https://w3id.org/tinyfleet/graph/capabilities>"
+        )
+        assert _fast(store, "eligible-devices", params) == []
+    with open_store(location) as store:
+        assert _fast(store, "eligible-devices", params) == expected
+        assert store.ensure_derived() is False  # once is enough
