@@ -16,7 +16,7 @@ How it trains: the very ServerApp code of the demo
 (:func:`server.federation.run_federation`: the ``TinyReptile`` and
 ``SeededFedAvg`` strategies, checkpointing, device-ordered sampling) and the
 very ClientApp (:mod:`firmware_sim.client_app`), joined by
-:class:`firmware_sim.client_app.InProcessGrid` instead of Flower's Ray
+:class:`server.inprocess_grid.InProcessGrid` instead of Flower's Ray
 simulation engine, which costs ~0.1 s per round by itself. Node ids are drawn
 at random every run, as Flower does; ``tests/server/test_simulation_reproducible.py``
 checks that this grid and Flower's simulation engine give the same θ.
@@ -27,6 +27,14 @@ Usage::
     python bench/sine_meta.py --seeds 3 --first-seed 10
     python bench/sine_meta.py --quick               # 2 seeds, 100/30 rounds: a smoke run, not a result
     python bench/sine_meta.py --reptile meta_step_size=0.6 --out runs/bench/candidate.json   # a tuning candidate
+    python bench/sine_meta.py --select-lr --out runs/bench/sine_meta_lr.json   # each init its own adaptation rate
+
+With ``--select-lr`` each initialisation (per seed) gets its own adaptation
+learning rate: the rate of ``--lr-grid`` with the lowest 5-shot MSE on the
+first ``--select-devices`` validation devices, as a deployment would tune it.
+Every figure is then scored on the next ``--score-devices`` validation devices
+(disjoint from those that chose the rate), with the chosen rate and, for the
+before/after comparison, with the demo's fixed rate on the same devices.
 """
 
 from __future__ import annotations
@@ -51,9 +59,11 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 import numpy as np  # noqa: E402
 
-from edge.mlp import init_mlp_weights  # noqa: E402
-from firmware_sim.client_app import InProcessGrid  # noqa: E402
-from firmware_sim.fleet import UNSEEN_SEED_BASE  # noqa: E402
+from edge.adaptation import adapt_online  # noqa: E402
+from edge.mlp import NumpyMLP, init_mlp_weights  # noqa: E402
+from firmware_sim.client_app import app as client_app  # noqa: E402
+from server.inprocess_grid import InProcessGrid  # noqa: E402
+from firmware_sim.fleet import UNSEEN_SEED_BASE, sine_device  # noqa: E402
 from firmware_sim.meta_eval import unseen_device_mse  # noqa: E402
 from server.checkpoint import Checkpointer  # noqa: E402
 from server.demo import DemoConfig, federation_settings  # noqa: E402
@@ -63,6 +73,7 @@ METHODS = ("tinyreptile", "fedavg")
 HEADLINE_SHOTS = 5
 BAR_FEDAVG = 0.5  # issue 2: TinyReptile's 5-shot MSE at most half of FedAvg's ...
 BAR_RANDOM = 1 / 3  # ... and at most a third of the random init's
+LR_GRID = (0.005, 0.01, 0.015, 0.02, 0.03, 0.04)  # per-sample SGD diverges from 0.05 on this task
 
 
 def settings_key(settings: FederationSettings) -> str:
@@ -91,7 +102,7 @@ def train(
             weights = {k: stored[k] for k in stored.files if k != "__train_s"}
             return weights, float(stored["__train_s"]), True
     started = time.perf_counter()
-    run_federation(InProcessGrid(len(fleet)), settings)
+    run_federation(InProcessGrid(client_app, len(fleet)), settings)
     elapsed = time.perf_counter() - started
     checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
     if checkpoint is None or checkpoint.server_round != settings.num_rounds:
@@ -100,6 +111,78 @@ def train(
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, **checkpoint.weights, __train_s=np.float64(elapsed))
     return checkpoint.weights, elapsed, False
+
+
+def validation_mse(
+    theta: dict[str, np.ndarray], layer_sizes: tuple[int, ...], *, first: int, n_devices: int, shots: int,
+    learning_rate: float,
+) -> float:
+    """Mean grid MSE of validation devices ``UNSEEN_SEED_BASE + first`` … after ``shots`` online SGD steps.
+
+    The same protocol as :func:`firmware_sim.meta_eval.unseen_device_mse` (which
+    always starts at the first validation device), on any slice of them.
+    """
+    errors = []
+    for j in range(first, first + n_devices):
+        device = sine_device(UNSEEN_SEED_BASE + j, stream_key=0)
+        learner = NumpyMLP(layer_sizes)
+        learner.set_weights(theta)
+        adapt_online(learner, device.stream, shots=shots, learning_rate=learning_rate)
+        x, y = device.stream.task.evaluation_grid()
+        errors.append(learner.loss(x, y))
+    return float(np.mean(errors))
+
+
+def select_learning_rate(
+    theta: dict[str, np.ndarray], layer_sizes: tuple[int, ...], grid: tuple[float, ...], *, n_devices: int,
+    shots: int = HEADLINE_SHOTS,
+) -> tuple[float, dict[str, float]]:
+    """The rate of ``grid`` with the lowest ``shots``-shot MSE on the first ``n_devices`` validation devices."""
+    scores = {str(lr): validation_mse(theta, layer_sizes, first=0, n_devices=n_devices, shots=shots, learning_rate=lr)
+              for lr in grid}  # fmt: skip
+    best = min(grid, key=lambda lr: scores[str(lr)])
+    return best, scores
+
+
+def run_seed_selected(
+    config: DemoConfig, seed: int, grid: tuple[float, ...], n_select: int, n_score: int, workdir: Path,
+    cache: Path | None,
+) -> dict[str, Any]:
+    """Like :func:`run_seed`, but each init adapts with its own rate, chosen on devices it is not scored on."""
+    inits: dict[str, dict[str, np.ndarray]] = {}
+    train_s: dict[str, float] = {}
+    from_cache: list[str] = []
+    for method in METHODS:
+        inits[method], train_s[method], hit = train(config, method, seed, workdir, cache)
+        if hit:
+            from_cache.append(method)
+    inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed + seed)
+    rates: dict[str, float] = {}
+    selection: dict[str, dict[str, float]] = {}
+    for method, theta in inits.items():
+        rates[method], selection[method] = select_learning_rate(theta, config.layer_sizes, grid, n_devices=n_select)
+
+    def score(method: str, lr: float) -> dict[str, float]:
+        return {str(k): validation_mse(inits[method], config.layer_sizes, first=n_select, n_devices=n_score,
+                                       shots=k, learning_rate=lr) for k in config.shots}  # fmt: skip
+
+    mse = {method: score(method, rates[method]) for method in inits}
+    fixed = {method: score(method, config.adaptation_learning_rate) for method in inits}
+    k = str(HEADLINE_SHOTS)
+    return {
+        "seed": seed,
+        "fleet": [seed * config.n_train_devices, (seed + 1) * config.n_train_devices - 1],
+        "learning_rates": rates,
+        "selection_mse": selection,
+        "mse": mse,
+        "mse_fixed_lr": fixed,
+        "ratio_tinyreptile_over_fedavg": mse["tinyreptile"][k] / mse["fedavg"][k],
+        "ratio_tinyreptile_over_random": mse["tinyreptile"][k] / mse["random"][k],
+        "ratio_fixed_lr_tinyreptile_over_fedavg": fixed["tinyreptile"][k] / fixed["fedavg"][k],
+        "ratio_fixed_lr_tinyreptile_over_random": fixed["tinyreptile"][k] / fixed["random"][k],
+        "train_s": train_s,
+        "theta_from_cache": from_cache,
+    }
 
 
 def run_seed(config: DemoConfig, seed: int, n_val: int, workdir: Path, cache: Path | None) -> dict[str, Any]:
@@ -144,6 +227,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "bar": bar,
             "holds_on_every_seed": max(values) <= bar,
         }
+        if all(f"ratio_fixed_lr_{name}" in r for r in rows):  # --select-lr: the same devices at the fixed rate
+            fixed = [r[f"ratio_fixed_lr_{name}"] for r in rows]
+            out[f"fixed_lr_{name}"] = {"median": statistics.median(fixed), "worst": max(fixed),
+                                       "worst_seed": rows[int(np.argmax(fixed))]["seed"]}  # fmt: skip
     k = str(HEADLINE_SHOTS)
     # Stricter than per-seed pairs: TinyReptile's worst seed against FedAvg's luckiest one.
     out["worst_tinyreptile_over_best_fedavg"] = max(r["mse"]["tinyreptile"][k] for r in rows) / min(
@@ -182,6 +269,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="TinyReptileConfig overrides, e.g. meta_step_size=0.6 (tuning candidates)")
     parser.add_argument("--reptile-device", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="DeviceRoundConfig overrides of TinyReptile's device round, e.g. stream_samples=40")
+    parser.add_argument("--select-lr", action="store_true",
+                        help="each init adapts with its own rate from --lr-grid, chosen on other validation devices")
+    parser.add_argument("--lr-grid", type=lambda text: tuple(float(v) for v in text.split(",")), default=LR_GRID,
+                        help=f"candidate adaptation rates (default {','.join(map(str, LR_GRID))})")
+    parser.add_argument("--select-devices", type=int, default=50, help="validation devices 0… that choose the rate")
+    parser.add_argument("--score-devices", type=int, default=50, help="the next validation devices, scored")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 100/30 rounds: checks the plumbing only")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/sine_meta.json"))
     parser.add_argument("--cache", type=Path, default=Path("runs/bench/sine_meta_cache"),
@@ -211,8 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "command": " ".join(["python bench/sine_meta.py", *(argv if argv is not None else sys.argv[1:])]),
-        "trained_through": "run_federation over firmware_sim.client_app.InProcessGrid (no Ray)",
-        "evaluated_on": f"{args.val_devices} validation devices from seed {UNSEEN_SEED_BASE}",
+        "trained_through": "run_federation over server.inprocess_grid.InProcessGrid (no Ray)",
+        "evaluated_on": (
+            f"rate chosen from {list(args.lr_grid)} per init on validation devices {UNSEEN_SEED_BASE} + "
+            f"[0, {args.select_devices}), scored on + [{args.select_devices}, {args.select_devices + args.score_devices})"
+            if args.select_lr else f"{args.val_devices} validation devices from seed {UNSEEN_SEED_BASE}"
+        ),
         "config": asdict(config),
         "per_seed": [],
     }
@@ -220,7 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sine-meta-") as tmp:
         for seed in seeds:
-            row = run_seed(config, seed, args.val_devices, Path(tmp), args.cache if str(args.cache) else None)
+            cache = args.cache if str(args.cache) else None
+            if args.select_lr:
+                row = run_seed_selected(config, seed, args.lr_grid, args.select_devices, args.score_devices, Path(tmp),
+                                        cache)  # fmt: skip
+            else:
+                row = run_seed(config, seed, args.val_devices, Path(tmp), cache)
             result["per_seed"].append(row)
             result["summary"] = summarise(result["per_seed"])
             result["wall_s"] = time.perf_counter() - started
@@ -232,11 +334,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"ratio/random {row['ratio_tinyreptile_over_random']:.3f} "
                   f"({row['train_s']['tinyreptile']:.0f}+{row['train_s']['fedavg']:.0f} s"
                   f"{', cached: ' + '+'.join(row['theta_from_cache']) if row['theta_from_cache'] else ''})", flush=True)  # fmt: skip
+            if args.select_lr:
+                print(f"  rates {row['learning_rates']}; at the fixed rate {config.adaptation_learning_rate} on the "
+                      f"same devices: ratio/fedavg {row['ratio_fixed_lr_tinyreptile_over_fedavg']:.3f} "
+                      f"ratio/random {row['ratio_fixed_lr_tinyreptile_over_random']:.3f}", flush=True)  # fmt: skip
     summary = result["summary"]
     for name in ("tinyreptile_over_fedavg", "tinyreptile_over_random"):
         s = summary[name]
         print(f"{name}: median {s['median']:.3f}, worst {s['worst']:.3f} (seed {s['worst_seed']}), "
               f"bar {s['bar']:.3f} {'holds on every seed' if s['holds_on_every_seed'] else 'does NOT hold on every seed'}")  # fmt: skip
+        if f"fixed_lr_{name}" in summary:
+            f = summary[f"fixed_lr_{name}"]
+            print(f"  same devices, fixed rate: median {f['median']:.3f}, worst {f['worst']:.3f} (seed {f['worst_seed']})")
     print(f"worst TinyReptile seed / best FedAvg seed: {summary['worst_tinyreptile_over_best_fedavg']:.3f}")
     print(f"-> {args.out} ({result['wall_s']:.0f} s)")
     return 0
