@@ -22,16 +22,9 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-import random
-import uuid
-from collections.abc import Iterable
 
-from flwr.app import ConfigRecord, Context, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from edge import record_keys as keys
 from edge import weights as W
@@ -194,69 +187,3 @@ def query(message: Message, context: Context) -> Message:
     """
     config = message.content.config_records[keys.CONFIG]
     return Message(RecordDict({keys.METRICS: MetricRecord({keys.DEVICE_SEED: device_seed_of(config, context)})}), reply_to=message)
-
-
-class InProcessGrid(Grid):
-    """Flower's ``Grid`` served by this module's ClientApp in the calling process: no Ray, no SuperLink.
-
-    Why: a benchmark that trains many federations cannot afford the
-    simulation engine's per-round cost, but must run the very code the demo
-    runs. The server side (``run_federation``, the strategies) and the device
-    side (this ClientApp, unchanged) are the same; only the transport differs,
-    as with the MQTT grid. Like Flower's simulation, node ids are random 63-bit
-    numbers (drawn from ``node_id_seed``; None draws fresh ones) and node i has
-    ``partition-id`` i, so this grid also exercises sampling that must not
-    depend on node ids. A device's exception becomes an error reply, as in
-    Flower.
-    """
-
-    def __init__(self, n_nodes: int, *, node_id_seed: int | None = None, run_id: int = 1) -> None:
-        rng = random.Random(node_id_seed) if node_id_seed is not None else random.SystemRandom()
-        ids = rng.sample(range(2, 2**63), n_nodes)
-        self._contexts = {
-            node_id: Context(run_id, node_id, {"partition-id": i, "num-partitions": n_nodes}, RecordDict(), {})
-            for i, node_id in enumerate(ids)
-        }
-        self._run = Run.create_empty(run_id)
-        self._replies: dict[str, Message] = {}
-        for name, value in (("run_id", run_id), ("node_id", SUPERLINK_NODE_ID), ("task_id", 1)):
-            if getattr(TaskIdentity, f"_{name}") is None:  # this process is the ServerApp's runtime
-                setattr(TaskIdentity, name, value)
-
-    def set_run(self, run: Run) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        return self._run
-
-    def create_message(  # type: ignore[no-untyped-def]
-        self, content, message_type, dst_node_id, group_id, ttl=None
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
-
-    def get_node_ids(self) -> list[int]:
-        return list(self._contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        """Run each message's node now; its reply waits for :meth:`pull_messages`."""
-        ids = []
-        for message in messages:
-            message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
-            context = self._contexts.get(message.metadata.dst_node_id)
-            if context is None:
-                log.warning("node %s does not exist; message not sent", message.metadata.dst_node_id)
-                continue
-            try:
-                reply = app(message, context)
-            except Exception as exc:  # noqa: BLE001 - a device failing is a reply, as in Flower
-                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
-            self._replies[message.metadata.message_id] = reply
-            ids.append(message.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return [self._replies.pop(i) for i in message_ids if i in self._replies]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
-        return self.pull_messages(self.push_messages(messages))

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from flwr.simulation import run_simulation
 
-from firmware_sim.client_app import InProcessGrid
 from firmware_sim.client_app import app as client_app
 from server.checkpoint import Checkpointer
 from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, make_server_app, run_federation
+from server.inprocess_grid import InProcessGrid
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 REPTILE = FederationSettings(
@@ -41,7 +41,7 @@ def in_process(settings: FederationSettings, node_id_seed: int) -> tuple[dict, l
     with tempfile.TemporaryDirectory() as directory:
         rounds: list[list[int]] = []
         run_settings = replace(settings, checkpoint_dir=directory)
-        run_federation(InProcessGrid(6, node_id_seed=node_id_seed), run_settings, lambda _r, _w, m: rounds.append(m[PARTICIPANTS]))
+        run_federation(InProcessGrid(client_app, 6, node_id_seed=node_id_seed), run_settings, lambda _r, _w, m: rounds.append(m[PARTICIPANTS]))
         return Checkpointer(directory).load_latest().weights, rounds
 
 
@@ -82,8 +82,8 @@ def test_a_resumed_run_samples_what_an_uninterrupted_one_does():
     with tempfile.TemporaryDirectory() as directory:
         rounds: list[list[int]] = []
         first = replace(REPTILE, checkpoint_dir=directory, num_rounds=2)
-        run_federation(InProcessGrid(6, node_id_seed=5), first, lambda _r, _w, m: rounds.append(m[PARTICIPANTS]))
-        run_federation(InProcessGrid(6, node_id_seed=6), replace(first, num_rounds=3),
+        run_federation(InProcessGrid(client_app, 6, node_id_seed=5), first, lambda _r, _w, m: rounds.append(m[PARTICIPANTS]))
+        run_federation(InProcessGrid(client_app, 6, node_id_seed=6), replace(first, num_rounds=3),
                        lambda _r, _w, m: rounds.append(m[PARTICIPANTS]))  # fmt: skip
         resumed_theta = Checkpointer(directory).load_latest().weights
     assert rounds == whole_rounds
