@@ -151,7 +151,11 @@ class TinyMetaFed(TinyReptile):
             return None, None
         epsilon = self.epsilon(server_round)
         total = sum_sparse([delta for _, delta, _ in accepted])
-        shared = apply_sparse(shared, total, epsilon / len(accepted))
+        if self.config.outer_momentum > 0.0:  # the momentum buffer is dense: it remembers every entry ever sent
+            direction = apply_sparse({k: np.zeros_like(v) for k, v in shared.items()}, total, 1.0 / len(accepted))
+            shared = W.add(shared, W.scale(self.momentum_step(direction), epsilon))
+        else:
+            shared = apply_sparse(shared, total, epsilon / len(accepted))
         self._theta = {name: (shared[name] if name in shared else private[name]) for name in self._theta}
         self.traffic[absolute] = {
             node: {k: float(m[k]) for k in (keys.BYTES_RECEIVED, keys.BYTES_SENT) if k in m} for node, _, m in accepted

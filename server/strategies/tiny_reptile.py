@@ -122,18 +122,24 @@ class TinyReptile(Strategy):
         phi = W.mean([weights for _, weights, _ in accepted])
         epsilon = self.epsilon(server_round)
         if self.config.outer_momentum > 0.0:
-            direction = W.subtract(phi, self._theta)
-            previous = self._momentum or {k: np.zeros_like(v) for k, v in direction.items()}
-            mu = self.config.outer_momentum
-            self._momentum = W.add(W.scale(previous, mu), direction)
-            step = W.add(direction, W.scale(self._momentum, mu)) if self.config.nesterov else self._momentum
-            self._theta = W.add(self._theta, W.scale(step, epsilon))
+            self._theta = W.add(self._theta, W.scale(self.momentum_step(W.subtract(phi, self._theta)), epsilon))
         else:
             self._theta = W.interpolate(self._theta, phi, epsilon)
         metrics = mean_metrics([m for _, _, m in accepted])
         metrics[META_STEP_SIZE] = epsilon
         metrics[CLIENTS] = len(accepted)
         return to_array_record(self._theta), MetricRecord(metrics)
+
+    def momentum_step(self, direction: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The step to scale by ε for this round's Reptile direction, with (Nesterov) outer momentum.
+
+        m ← μ·m + d; the step is m, or d + μ·m with Nesterov's look-ahead. The
+        buffer covers exactly the names in ``direction`` (TinyMetaFed: the shared part).
+        """
+        previous = self._momentum or {k: np.zeros_like(v) for k, v in direction.items()}
+        mu = self.config.outer_momentum
+        self._momentum = W.add(W.scale(previous, mu), direction)
+        return W.add(direction, W.scale(self._momentum, mu)) if self.config.nesterov else self._momentum
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -130,3 +130,20 @@ def test_cosine_is_the_default_schedule_and_config_is_checked():
     assert strategy.epsilon(1) == 1.0 and strategy.epsilon(6) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="did you mean|kept fraction"):
         TinyMetaFedConfig(top_p=10)
+
+
+def test_outer_momentum_applies_to_the_shared_part_as_in_tinyreptile():
+    """μ > 0 is not silently ignored: the same replies twice give d, then d + μ·(μ·d + d) with Nesterov."""
+    strategy = TinyMetaFed(TinyMetaFedConfig(**{**CONFIG, "outer_momentum": 0.5, "nesterov": True, "top_p": 1.0}))
+    d = {"w0": np.array([[1, 0, 0], [0, 0, -4]], np.float32), "b0": np.array([0, 2, 0], np.float32)}
+    dense = top_p_sparsify(d, 1.0)
+    sent = configured(strategy, THETA)
+    first = from_array_record(strategy.aggregate_train(1, [sparse_reply(sent[0], dense), sparse_reply(sent[1], dense)])[0])
+    # round 1: m = d; Nesterov step d + μ·m = 1.5·d, scaled by ε = 0.5
+    np.testing.assert_allclose(first["w0"], 0.75 * d["w0"])
+    sent = configured(strategy, first)
+    second = from_array_record(strategy.aggregate_train(2, [sparse_reply(sent[0], dense), sparse_reply(sent[1], dense)])[0])
+    # round 2: m = μ·d + d = 1.5·d; step d + μ·m = 1.75·d
+    np.testing.assert_allclose(second["w0"], first["w0"] + 0.5 * 1.75 * d["w0"], rtol=1e-6)
+    np.testing.assert_array_equal(second["w1"], THETA["w1"])  # the private head is outside the buffer
+    assert sorted(strategy.strategy_state()) == ["momentum/b0", "momentum/w0"]
