@@ -33,7 +33,7 @@ from edge.learner import Learner
 from edge.sparse_records import sparse_to_array_record
 from edge.validation import check_weights
 from edge.wire import encoded_size
-from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
+from firmware_sim.device_round import RoundOutcome, RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from firmware_sim.fleet import mlp_learner_for, sine_device
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,11 @@ def run_metafed_round(message: Message, context: Context) -> Message:
     )
     device.deploy(learner, flash_bytes)
     outcome = run_round(device, firmware_init, theta, plan, received_bytes=encoded_size(theta))
+    return metafed_reply(message, outcome, theta, device_seed)
+
+
+def metafed_reply(message: Message, outcome: RoundOutcome, theta: dict, device_seed: int) -> Message:
+    """A TinyMetaFed round's reply as Flower carries it: metrics, and the sparse delta (or dense φ)."""
     metrics = MetricRecord(
         {
             **outcome.metrics,

@@ -27,10 +27,9 @@ from flwr.clientapp import ClientApp
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp_classifier import MLPClassifier
-from edge.sparse_records import sparse_to_array_record
 from edge.validation import check_weights
 from edge.wire import encoded_size
-from firmware_sim.client_app import device_seed_of
+from firmware_sim.client_app import device_seed_of, metafed_reply
 from firmware_sim.device import SimulatedDevice
 from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
@@ -73,22 +72,7 @@ def _metafed_round(family: TaskFamily, message: Message, device_seed: int) -> Me
         from_array_record(message.content.array_records[keys.ARRAYS]), shared_spec(device.learner, plan.private_names)
     )
     outcome = run_round(device, firmware, theta, plan, received_bytes=encoded_size(theta))
-    metrics = MetricRecord(
-        {
-            **outcome.metrics,
-            keys.NUM_EXAMPLES: outcome.num_examples,
-            keys.SAMPLES_USED: outcome.num_examples,
-            keys.BYTES_RECEIVED: outcome.bytes_received,
-            keys.BYTES_SENT: outcome.bytes_sent,
-            keys.DEVICE_SEED: device_seed,
-        }
-    )
-    content = RecordDict({keys.METRICS: metrics})
-    if outcome.sparse is not None:
-        content[keys.SPARSE_DELTA] = sparse_to_array_record(outcome.sparse)
-    elif outcome.dense is not None:
-        content[keys.ARRAYS] = to_array_record({k: theta[k] + outcome.dense[k] for k in theta})
-    return Message(content=content, reply_to=message)
+    return metafed_reply(message, outcome, theta, device_seed)
 
 
 def _whole_model_round(family: TaskFamily, message: Message, device_seed: int, send_weights: bool) -> Message:
