@@ -22,6 +22,9 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from collections.abc import Callable
+
+import numpy as np
 
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -34,6 +37,7 @@ from edge.sparse_records import sparse_to_array_record
 from edge.validation import check_weights
 from edge.wire import encoded_size
 from firmware_sim.device_round import RoundOutcome, RoundPlan, kept_fraction, local_init, run_round, shared_spec
+from firmware_sim.device import SimulatedDevice
 from firmware_sim.fleet import mlp_learner_for, sine_device
 
 log = logging.getLogger(__name__)
@@ -140,33 +144,49 @@ def run_device_round(message: Message, context: Context, send_weights: bool) -> 
     )
     learner, flash_bytes = make_learner(config, weights)
     device.deploy(learner, flash_bytes)
+    return adapt_and_reply(message, device, weights, device_seed, send_weights, 0.02, W.nbytes)
+
+
+def adapt_and_reply(
+    message: Message,
+    device: SimulatedDevice,
+    weights: dict[str, np.ndarray],
+    device_seed: int,
+    send_weights: bool,
+    default_learning_rate: float,
+    payload_size: Callable[[dict[str, np.ndarray]], int],
+) -> Message:
+    """A whole-model round (TinyReptile, FedAvg) on a deployed device: install θ, adapt online, reply φ and costs.
+
+    ``payload_size`` says what the model costs on the radio (raw arrays, or the
+    wire codec's payload); probe losses that were not measured are left out.
+    """
+    config = message.content.config_records[keys.CONFIG]
     ledger_at_start = copy.copy(device.ledger)
-    device.receive(weights, payload_bytes=W.nbytes(weights))
+    device.receive(weights, payload_bytes=payload_size(weights))
     report = device.adapt(
         shots=int(config.get(keys.STREAM_SAMPLES, 10)),
-        learning_rate=float(config.get(keys.INNER_LEARNING_RATE, 0.02)),
+        learning_rate=float(config.get(keys.INNER_LEARNING_RATE, default_learning_rate)),
         probe=int(config.get(keys.PROBE_SAMPLES, 0)),
         epochs=int(config.get(keys.LOCAL_EPOCHS, 1)),
     )
-    phi = learner.get_weights()
+    phi = device.learner.get_weights()
     if send_weights:
-        device.send(W.nbytes(phi))
+        device.send(payload_size(phi))
     cost = device.close_round(ledger_at_start)
-    metrics = MetricRecord(
-        {
-            keys.NUM_EXAMPLES: report.samples_used,
-            keys.SAMPLES_USED: report.samples_used,
-            keys.LOSS_BEFORE: report.loss_before,
-            keys.LOSS_AFTER: report.loss_after,
-            keys.PREQUENTIAL_LOSS: report.prequential_loss,
-            keys.BYTES_RECEIVED: device.ledger.bytes_received,
-            keys.BYTES_SENT: device.ledger.bytes_sent,
-            keys.DEVICE_TIME_S: cost.compute_s + cost.radio_s,
-            keys.DEVICE_ENERGY_J: cost.energy_j,
-            keys.DEVICE_SEED: device_seed,
-        }
-    )
-    content = RecordDict({keys.METRICS: metrics})
+    metrics = {
+        keys.NUM_EXAMPLES: report.samples_used,
+        keys.SAMPLES_USED: report.samples_used,
+        keys.LOSS_BEFORE: report.loss_before,
+        keys.LOSS_AFTER: report.loss_after,
+        keys.PREQUENTIAL_LOSS: report.prequential_loss,
+        keys.BYTES_RECEIVED: device.ledger.bytes_received,
+        keys.BYTES_SENT: device.ledger.bytes_sent,
+        keys.DEVICE_TIME_S: cost.compute_s + cost.radio_s,
+        keys.DEVICE_ENERGY_J: cost.energy_j,
+        keys.DEVICE_SEED: device_seed,
+    }
+    content = RecordDict({keys.METRICS: MetricRecord({k: v for k, v in metrics.items() if v == v})})  # NaN: no probe
     if send_weights:
         content[keys.ARRAYS] = to_array_record(phi)
     return Message(content=content, reply_to=message)

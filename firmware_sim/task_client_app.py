@@ -17,19 +17,17 @@ by :func:`firmware_sim.client_app.device_seed_of` as for sine devices.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
-from edge.flower_records import from_array_record, to_array_record
+from edge.flower_records import from_array_record
 from edge.mlp_classifier import MLPClassifier
 from edge.validation import check_weights
 from edge.wire import encoded_size
-from firmware_sim.client_app import device_seed_of, metafed_reply
+from firmware_sim.client_app import adapt_and_reply, device_seed_of, metafed_reply
 from firmware_sim.device import SimulatedDevice
 from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
@@ -79,34 +77,7 @@ def _whole_model_round(family: TaskFamily, message: Message, device_seed: int, s
     config = message.content.config_records[keys.CONFIG]
     device = task_device(family, device_seed, stream_key=int(config.get(keys.SERVER_ROUND, 0)))
     weights = from_array_record(message.content.array_records[keys.ARRAYS])
-    ledger_at_start = copy.copy(device.ledger)
-    device.receive(weights, payload_bytes=encoded_size(weights))
-    report = device.adapt(
-        shots=int(config.get(keys.STREAM_SAMPLES, 10)),
-        learning_rate=float(config.get(keys.INNER_LEARNING_RATE, family.learning_rate)),
-        probe=int(config.get(keys.PROBE_SAMPLES, 0)),
-        epochs=int(config.get(keys.LOCAL_EPOCHS, 1)),
-    )
-    phi = device.learner.get_weights()
-    if send_weights:
-        device.send(encoded_size(phi))
-    cost = device.close_round(ledger_at_start)
-    metrics = {
-        keys.NUM_EXAMPLES: report.samples_used,
-        keys.SAMPLES_USED: report.samples_used,
-        keys.LOSS_BEFORE: report.loss_before,
-        keys.LOSS_AFTER: report.loss_after,
-        keys.PREQUENTIAL_LOSS: report.prequential_loss,
-        keys.BYTES_RECEIVED: device.ledger.bytes_received,
-        keys.BYTES_SENT: device.ledger.bytes_sent,
-        keys.DEVICE_TIME_S: cost.compute_s + cost.radio_s,
-        keys.DEVICE_ENERGY_J: cost.energy_j,
-        keys.DEVICE_SEED: device_seed,
-    }
-    content = RecordDict({keys.METRICS: MetricRecord({k: v for k, v in metrics.items() if v == v})})  # drop NaN probes
-    if send_weights:
-        content[keys.ARRAYS] = to_array_record(phi)
-    return Message(content=content, reply_to=message)
+    return adapt_and_reply(message, device, weights, device_seed, send_weights, family.learning_rate, encoded_size)
 
 
 def make_task_client_app(task: str) -> ClientApp:
