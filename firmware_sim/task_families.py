@@ -309,17 +309,16 @@ def _presence_episode(device: int, k_shot: int, n_query: int) -> Episode:
 
 PRESENCE_DRIFT_CO2_PPM = 250.0  # a CO2 sensor whose baseline shifted (NDIR ageing, or a recalibration gone wrong)
 PRESENCE_DRIFT_LIGHT_GAIN = 0.4  # the node moved away from the window / its lens dusted over
-PRESENCE_DRIFT_COLUMNS = tuple(pres.FEATURES.index(n) for n in ("co2_mean",)), tuple(
-    pres.FEATURES.index(n) for n in ("light_mean", "light_range")
-)
+PRESENCE_DRIFT_PIR_SEEN = 0.0  # a cabinet now hides the desks from the PIR: it no longer sees anyone
+_COLUMN = {name: i for i, name in enumerate(pres.FEATURES)}
 
 
 def _presence_drifting(device: int, start: int) -> Iterator[Sample]:
-    """The unseen room's windows, shuffled per day, with its CO2 baseline and light reading drifting from ``start``."""
+    """The unseen room's windows, shuffled per day; from ``start`` its sensors drift (see ``presence().drift``)."""
     mean, spread = _presence_scaler()
     task = pres.sample_task(DATASET_SEED, device)
     rng = np.random.default_rng([device, 7])
-    co2, light = PRESENCE_DRIFT_COLUMNS
+    light = [_COLUMN["light_mean"], _COLUMN["light_range"]]
     i = 0
     for day in itertools.count():
         x, y = pres.window_features(pres.simulate_day(task, day, pres.initial_state(task)))
@@ -327,8 +326,9 @@ def _presence_drifting(device: int, start: int) -> Iterator[Sample]:
         for row, label in zip(x, y):
             strength = drift_strength(i, start)
             row = row.copy()
-            row[list(co2)] += PRESENCE_DRIFT_CO2_PPM * strength
-            row[list(light)] *= 1.0 - (1.0 - PRESENCE_DRIFT_LIGHT_GAIN) * strength
+            row[_COLUMN["co2_mean"]] += PRESENCE_DRIFT_CO2_PPM * strength
+            row[light] *= 1.0 - (1.0 - PRESENCE_DRIFT_LIGHT_GAIN) * strength
+            row[_COLUMN["pir_count"]] *= 1.0 - (1.0 - PRESENCE_DRIFT_PIR_SEEN) * strength
             row[list(PRESENCE_LOG_COLUMNS)] = np.log1p(np.maximum(row[list(PRESENCE_LOG_COLUMNS)], 0.0))
             yield ((row - mean) / spread).astype(np.float32), np.int64(label)
             i += 1
@@ -340,7 +340,10 @@ def presence() -> TaskFamily:
         stream=_presence_stream,
         episode=lambda device, k, q: _presence_episode(device, k, q),
         drifting=_presence_drifting,
-        drift=f"the CO2 baseline rises {PRESENCE_DRIFT_CO2_PPM:g} ppm and light reads x{PRESENCE_DRIFT_LIGHT_GAIN:g}",
+        drift=(
+            f"the PIR is blocked, the CO2 baseline rises {PRESENCE_DRIFT_CO2_PPM:g} ppm, "
+            f"light reads x{PRESENCE_DRIFT_LIGHT_GAIN:g}"
+        ),
     )  # fmt: skip
 
 

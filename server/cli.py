@@ -95,6 +95,7 @@ def bench(
     methods: str = typer.Option(",".join(("tinymetafed", "tinyreptile", "fedavg", "local-only", "from-scratch")),
                                 help="Comma-separated methods to run."),
     drift: bool = typer.Option(True, help="Also run the concept-drift experiment (online vs frozen)."),
+    reuse_training: bool = typer.Option(False, help="Reuse finished training runs of identical settings in OUT."),
 ) -> None:
     """Compare TinyMetaFed, TinyReptile, FedAvg, local-only and from-scratch on one TinyML task."""
     _quiet_frameworks()
@@ -106,9 +107,12 @@ def bench(
     from server.task_report import run_task_bench
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
-    overrides = {"rounds": rounds, "n_train_devices": train_devices, "n_eval_devices": eval_devices}
+    overrides = {
+        "rounds": rounds, "n_train_devices": train_devices, "n_eval_devices": eval_devices,
+        "reuse_training": reuse_training or None,
+    }  # fmt: skip
     try:
-        config = replace(TaskBenchConfig(task=task, out_dir=str(out)), **{k: v for k, v in overrides.items() if v is not None})
+        config = TaskBenchConfig.for_task(task, out_dir=str(out), **{k: v for k, v in overrides.items() if v is not None})
         unknown = sorted(set(chosen) - set(METHODS))
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -116,7 +120,7 @@ def bench(
     except ValueError as exc:
         _fail(str(exc))
         return
-    drift_config = DriftConfig() if drift and "tinymetafed" in chosen else None
+    drift_config = DriftConfig.for_task(task) if drift and "tinymetafed" in chosen else None
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
     ) as progress:
@@ -131,11 +135,11 @@ def bench(
 
     rows = report["adaptation"]
     table = Table(title=f"{task}: {rows[0]['metric'].replace('_', ' ')} on {config.n_eval_devices} unseen devices after K shots")
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     for k in config.shots:
         table.add_column(f"K={k}", justify="right")
-    for column in ("bytes up / device-round", "bytes down", "device s / round", "device mJ / round"):
-        table.add_column(column, justify="right")
+    for column in ("up B", "down B", "device s", "device mJ"):  # per device and round
+        table.add_column(column, justify="right", no_wrap=True)
     for method in dict.fromkeys(r["method"] for r in rows):
         values = {r["shots"]: r["value"] for r in rows if r["method"] == method}
         cost = report["training"].get(method, {}).get("per_device_round")
@@ -146,6 +150,7 @@ def bench(
         )  # fmt: skip
         table.add_row(method, *(f"{values[k]:.3f}" for k in config.shots), *costs)
     console.print(table)
+    console.print("up/down B, device s and mJ: per device and round (simulated on the profile below)")
     model = report["model"]
     console.print(
         f"model {model['layer_sizes']}: training RAM {model['ram_bytes']['total']:,} B of the "

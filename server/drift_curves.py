@@ -30,6 +30,15 @@ class DriftConfig:
     drift_start: int = 200
     window: int = 50
 
+    @classmethod
+    def for_task(cls, task: str, **overrides: object) -> DriftConfig:
+        return cls(**{**DRIFT_PRESETS.get(task, {}), **overrides})  # type: ignore[arg-type]
+
+
+DRIFT_PRESETS: dict[str, dict[str, object]] = {
+    "keywords": dict(n_devices=10, samples=400, drift_start=150),  # ~15-35 ms a clip: see server.task_bench.TASK_PRESETS
+}
+
 
 def _copy(learner: MLPClassifier, family: TaskFamily) -> MLPClassifier:
     twin = MLPClassifier(family.layer_sizes)

@@ -30,6 +30,7 @@ simulated time and energy per round are read from every reply.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,12 +43,14 @@ from edge.mlp_classifier import MLPClassifier
 from edge.reconstruction import split_weights, train_subset
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
 from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, Episode, TaskFamily, task_family
+from server.checkpoint import Checkpointer
 from server.federation import DeviceRoundConfig, FederationSettings, run_federation
 from server.inprocess_grid import InProcessGrid
 from server.strategies.tiny_metafed import TinyMetaFedConfig
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 FEDERATED = ("tinymetafed", "tinyreptile", "fedavg")
+TRAINING_SUMMARY = "training.json"  # next to a method's checkpoints: its settings and measured costs
 TRAINED = (*FEDERATED, "local-only")  # methods whose init comes out of a training run
 METHODS = (*FEDERATED, "local-only", "from-scratch")
 ProgressFn = Callable[[str, int, int], None]
@@ -61,14 +64,23 @@ class TaskBenchConfig:
     shots: tuple[int, ...] = (1, 5, 10)
     n_query: int = 5  # per class (presence scores a whole later day instead)
     rounds: int = 300  # every federated method gets as many rounds
-    meta_clients_per_round: int = 10  # TinyReptile and TinyMetaFed
+    meta_clients_per_round: int = 5  # TinyReptile and TinyMetaFed
     meta_samples_per_round: int = 50  # each seen once
     meta_step_size: float = 1.0
-    outer_momentum: float = 0.9
+    outer_momentum: float = 0.0
     top_p: float = 0.25
     reconstruction_samples: int = 25
     reconstruction_lr: float = 0.1
     metafed_adapt_shared: bool = False
+    # A new device's learning rate per method (TinyMetaFed: for rebuilding its output layer), chosen on
+    # validation devices; methods not listed use the family's rate (TinyMetaFed: reconstruction_lr).
+    adaptation_lr: tuple[tuple[str, float], ...] = ()
+    # Use a finished training run of identical settings from out_dir instead of training again
+    # (e.g. to re-score with other adaptation rates); its costs are the ones measured when it ran.
+    reuse_training: bool = False
+    # Choose every method's adaptation_lr on validation devices first (select_adaptation_lr);
+    # off, adaptation_lr (or the defaults) is used as given.
+    select_lr: bool = True
     fedavg_clients_per_round: int = 5
     fedavg_samples: int = 32
     fedavg_epochs: int = 5
@@ -79,6 +91,9 @@ class TaskBenchConfig:
     def __post_init__(self) -> None:
         if self.evaluate_on not in ("test", "validation"):
             raise ValueError("evaluate_on is 'test' or 'validation'")
+        for method, rate in self.adaptation_lr:
+            if method not in METHODS or not 0.0 < rate <= 10.0:
+                raise ValueError(f"adaptation_lr: {method!r} -> {rate!r} is not a method and a rate in (0, 10]")
         if min(self.shots, default=0) < 1:
             raise ValueError("shots must be >= 1")
         largest = max(self.meta_clients_per_round, self.fedavg_clients_per_round)
@@ -90,9 +105,28 @@ class TaskBenchConfig:
         if self.n_eval_devices < 1 or self.rounds < 1:
             raise ValueError("need at least one evaluation device and one round")
 
+    @classmethod
+    def for_task(cls, task: str, **overrides: object) -> TaskBenchConfig:
+        """The benchmark's settings for ``task`` (see :data:`TASK_PRESETS`), with ``overrides``."""
+        return cls(**{"task": task, **TASK_PRESETS.get(task, {}), **overrides})  # type: ignore[arg-type]
+
+    def adaptation_lr_of(self, method: str, family: TaskFamily) -> float:
+        default = self.reconstruction_lr if method == "tinymetafed" else family.learning_rate
+        return dict(self.adaptation_lr).get(method, default)
+
     @property
     def eval_device_base(self) -> int:
         return TEST_DEVICE_BASE if self.evaluate_on == "test" else VALIDATION_DEVICE_BASE
+
+
+# Keywords cost ~15-35 ms a sample (room reverberation and the MFCC front end, both FFTs), a
+# hundred times a character: fewer rounds, devices and samples keep its run near the others'.
+TASK_PRESETS: dict[str, dict[str, object]] = {
+    "keywords": dict(
+        rounds=100, meta_clients_per_round=5, meta_samples_per_round=24, reconstruction_samples=8,
+        fedavg_samples=16, n_eval_devices=30,
+    ),
+}  # fmt: skip
 
 
 def federation_settings(config: TaskBenchConfig, family: TaskFamily, method: str, checkpoint_dir: Path) -> FederationSettings:
@@ -142,7 +176,12 @@ def train_federated(
     config: TaskBenchConfig, family: TaskFamily, method: str, work_dir: Path, progress: ProgressFn | None = None
 ) -> TrainingRun:
     settings = federation_settings(config, family, method, work_dir / "checkpoints")
-    for stale in Path(settings.checkpoint_dir).glob("*"):  # a benchmark always starts fresh
+    summary_path = Path(settings.checkpoint_dir) / TRAINING_SUMMARY
+    if config.reuse_training:
+        reused = _reuse(summary_path, settings)
+        if reused is not None:
+            return reused
+    for stale in Path(settings.checkpoint_dir).glob("*"):  # a benchmark otherwise always starts fresh
         stale.unlink()
     fleet = 1 if method == "local-only" else config.n_train_devices
     grid = InProcessGrid(make_task_client_app(family.name), fleet)
@@ -178,7 +217,26 @@ def train_federated(
         "device_rounds": float(len(log)),
         "device_energy_j": float(sum(r.get(keys.DEVICE_ENERGY_J, 0.0) for r in log)),
     }
-    return TrainingRun(dict(final), wall, settings.num_rounds, per_device, totals, curve)
+    run = TrainingRun(dict(final), wall, settings.num_rounds, per_device, totals, curve)
+    summary = {"settings": settings.as_dict(), "wall_s": wall, "per_device_round": per_device, "totals": totals, "curve": curve}
+    summary_path.write_text(json.dumps(summary))
+    return run
+
+
+def _reuse(summary_path: Path, settings: FederationSettings) -> TrainingRun | None:
+    """The finished run of exactly these settings, from its checkpoint and summary; None if there is none."""
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    # the settings as JSON would see them (tuples become lists) must match exactly
+    if summary["settings"] != json.loads(json.dumps(settings.as_dict())):
+        return None
+    checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
+    if checkpoint is None or checkpoint.server_round != settings.num_rounds:
+        return None
+    return TrainingRun(
+        checkpoint.weights, summary["wall_s"], settings.num_rounds, summary["per_device_round"], summary["totals"], summary["curve"]
+    )
 
 
 def score(learner: MLPClassifier, episode: Episode, balanced: bool) -> float:
@@ -195,15 +253,15 @@ def adapted_learner(
     """An unseen device after it installed what ``method`` gives it and learned from the support stream."""
     learner = MLPClassifier(family.layer_sizes)
     firmware = firmware_init(family, device)
-    lr = family.learning_rate
+    lr = config.adaptation_lr_of(method, family)
     if method == "tinymetafed":
         assert weights is not None
         shared, _ = split_weights(weights, family.private_names)
         _, private = split_weights(firmware, family.private_names)
         learner.set_weights({**shared, **private})
-        train_subset(learner, episode.support_stream(), len(episode.support_y), config.reconstruction_lr, trainable=set(private))
+        train_subset(learner, episode.support_stream(), len(episode.support_y), lr, trainable=set(private))
         if config.metafed_adapt_shared:
-            train_subset(learner, episode.support_stream(), len(episode.support_y), lr, trainable=set(shared))
+            train_subset(learner, episode.support_stream(), len(episode.support_y), family.learning_rate, trainable=set(shared))
         return learner
     if method in ("tinyreptile", "fedavg", "local-only"):
         assert weights is not None
@@ -245,6 +303,38 @@ def evaluate(
                 }
             )  # fmt: skip
     return rows
+
+
+LR_GRID = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+SELECTION_SHOTS = 5
+
+
+def select_adaptation_lr(
+    config: TaskBenchConfig, family: TaskFamily, inits: dict[str, dict[str, np.ndarray] | None], grid: Sequence[float] = LR_GRID
+) -> tuple[tuple[tuple[str, float], ...], list[dict[str, object]]]:
+    """Each method's best new-device learning rate at K = 5 on *validation* devices, and every score seen.
+
+    A rate good for one initialisation can ruin another (a meta-learned model
+    may want a small step, an empty output layer imprints best with a tiny
+    one), so each method gets its own, chosen where the reported test devices
+    play no part. Episodes are drawn once and shared by every (method, rate).
+    """
+    validation = replace(config, evaluate_on="validation")
+    base = validation.eval_device_base
+    episodes = [(base + j, family.episode(base + j, SELECTION_SHOTS, config.n_query)) for j in range(config.n_eval_devices)]
+    scores: list[dict[str, object]] = []
+    chosen: list[tuple[str, float]] = []
+    for method, weights in inits.items():
+        best: tuple[float, float] | None = None
+        for rate in grid:
+            trial = replace(validation, adaptation_lr=((method, rate),))
+            value = float(np.mean([adapt_and_score(trial, family, method, weights, d, e) for d, e in episodes]))
+            scores.append({"method": method, "learning_rate": rate, "shots": SELECTION_SHOTS, "value": value})
+            if best is None or value > best[0]:
+                best = (value, rate)
+        assert best is not None
+        chosen.append((method, best[1]))
+    return tuple(chosen), scores
 
 
 def training_ram(family: TaskFamily) -> dict[str, int]:

@@ -20,23 +20,33 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from firmware_sim.profiles import NANO_33_BLE_SENSE
 from firmware_sim.task_families import task_family
 from server.drift_curves import DriftConfig, drift_curves
-from server.task_bench import METHODS, TRAINED, ProgressFn, TaskBenchConfig, TrainingRun, evaluate, train_federated, training_ram
+from server.task_bench import (
+    METHODS,
+    TRAINED,
+    ProgressFn,
+    TaskBenchConfig,
+    TrainingRun,
+    evaluate,
+    select_adaptation_lr,
+    train_federated,
+    training_ram,
+)
 from server.task_plots import plot_task_report
 
 
 def run_task_bench(
     config: TaskBenchConfig,
     methods: Sequence[str] = METHODS,
-    drift: DriftConfig | None = DriftConfig(),
+    drift: DriftConfig | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, object]:
-    """Train every method that trains, evaluate every method, run the drift experiment; write and return the report."""
+    """Train every method that trains, evaluate every method, run the drift experiment if asked; write the report."""
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ValueError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
@@ -57,6 +67,10 @@ def run_task_bench(
         FLOWER_LOGGER.setLevel(level)
     inits = {m: (training[m].weights if m in training else None) for m in methods}
     started = time.perf_counter()
+    selection: list[dict[str, object]] = []
+    if config.select_lr:
+        chosen, selection = select_adaptation_lr(config, family, inits)
+        config = replace(config, adaptation_lr=chosen)
     rows = evaluate(config, family, inits)
     evaluation_s = time.perf_counter() - started
     ram = training_ram(family)
@@ -70,6 +84,8 @@ def run_task_bench(
             "fits": ram["total"] <= NANO_33_BLE_SENSE.usable_ram_bytes,
         },
         "adaptation": rows,
+        "adaptation_lr": {m: config.adaptation_lr_of(m, family) for m in methods},
+        "adaptation_lr_selection": selection,
         "training": {
             m: {"rounds": r.rounds, "wall_s": r.wall_s, "per_device_round": r.per_device_round, "totals": r.totals, "curve": r.curve}
             for m, r in training.items()

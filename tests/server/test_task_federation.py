@@ -59,6 +59,10 @@ def test_every_method_runs_end_to_end_and_the_report_says_what_it_cost(task, tmp
 def test_the_benchmark_refuses_settings_it_cannot_run(tmp_path):
     with pytest.raises(ValueError, match="cannot fill rounds"):
         TaskBenchConfig(task="presence", n_train_devices=3, meta_clients_per_round=5)
+    with pytest.raises(ValueError, match="is not a method and a rate"):
+        TaskBenchConfig(task="presence", adaptation_lr=(("magic", 0.1),))
+    with pytest.raises(ValueError, match="is not a method and a rate"):
+        TaskBenchConfig(task="presence", adaptation_lr=(("fedavg", 0.0),))
     with pytest.raises(ValueError, match="unknown methods"):
         run_task_bench(TaskBenchConfig(task="presence", out_dir=str(tmp_path), **TINY), methods=["tinymetafed", "magic"])
     with pytest.raises(ValueError, match="unknown task"):
