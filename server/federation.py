@@ -23,6 +23,7 @@ from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from server.checkpoint import Checkpointer
+from server.registry_link import PARTICIPANT_DEVICES, participants_of
 from server.strategies.common import DeviceOrderedGrid, wait_for_nodes
 from server.strategies.seeded_fedavg import SeededFedAvg
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 STRATEGIES = ("tinyreptile", "tinymetafed", "fedavg")
 RoundCallback = Callable[[int, dict[str, np.ndarray], dict[str, Any]], None]
 PARTICIPANTS = "participants"  # key of the device seeds of a round in the metrics passed to on_round
+# PARTICIPANT_DEVICES (server.registry_link): key of the device IRIs of a round that aggregated a new θ,
+# from the broker-authenticated id of an MQTT reply or the device-seed metric of a Flower reply
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,8 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
                 k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != keys.DEVICE_SEED
             }
             result_metrics[server_round][PARTICIPANTS] = sorted(_reply_device_seeds(replies))
+        if arrays is not None:  # a new θ: which devices made it, by IRI, over either transport
+            result_metrics.setdefault(server_round, {})[PARTICIPANT_DEVICES] = participants_of(replies)
         return arrays, metrics
 
     strategy.aggregate_train = aggregate_and_remember  # type: ignore[method-assign]

@@ -14,12 +14,16 @@ came: an MQTT reply names its device (``server.mqtt_rounds.PARTICIPANT``, from
 the broker-authenticated topic), a Flower-path reply its simulated device's
 seed (``device-seed`` metric). :class:`RoundProvenance` wraps any Strategy so
 every round it aggregates is registered with them, over any grid.
+:class:`RunVersions` does the same from :func:`server.federation.run_federation`'s per-round callback
+(``tinyfleet server --registry``), whose metrics carry the round's participants under
+:data:`PARTICIPANT_DEVICES` (read with :func:`participants_of`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +48,12 @@ from ontology.vocab import RESOURCE_BASE, SCHEMA, TF
 from server.mqtt_rounds import reply_device_id
 
 log = logging.getLogger(__name__)
+
+#: Key of a round's participants (device IRIs, :func:`participants_of`) in the metrics that
+#: :func:`server.federation.run_federation` hands its ``on_round`` callback. Present only for a round
+#: whose aggregation produced a new θ.
+PARTICIPANT_DEVICES = "participant-devices"
+_FEDERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 @dataclass
@@ -234,6 +244,66 @@ class RoundProvenance:
 
         strategy.aggregate_train = aggregate_and_register  # type: ignore[method-assign]
         return strategy
+
+
+class RunVersions:
+    """Registers the versions a :func:`server.federation.run_federation` run reports through ``on_round``.
+
+    Why beside :class:`RoundProvenance`: ``run_federation`` builds its strategy itself (and checkpoints
+    and resumes it), so a caller of it sees each round only through ``on_round``, after the checkpoint
+    of that round is written. Version ``r`` is what round ``r`` aggregated, with the devices whose
+    replies made it (:data:`PARTICIPANT_DEVICES`) and the round's numeric metrics. A round that
+    aggregated nothing (no usable reply) registers nothing, as in :class:`RoundProvenance`. The θ a
+    fresh run starts from (``initial``, version 0) is registered with the first round's version, so a
+    run that never got to train (no broker, no devices) leaves nothing in the registry.
+    """
+
+    def __init__(self, registry: FederationRegistry, model: str, initial: Mapping[str, np.ndarray] | None = None) -> None:
+        self.registry = registry
+        self.model = model
+        self.initial = initial
+        self.versions: list[str] = []
+
+    def on_round(self, server_round: int, weights: Mapping[str, np.ndarray], metrics: Mapping[str, object]) -> None:
+        if PARTICIPANT_DEVICES not in metrics:
+            return
+        if self.initial is not None:
+            self.versions.append(self.registry.register_version(0, self.model, self.initial))
+            self.initial = None
+        participants = [str(device) for device in metrics[PARTICIPANT_DEVICES]]  # type: ignore[attr-defined]
+        numeric = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != keys.DEVICE_SEED}
+        self.versions.append(self.registry.register_version(server_round, self.model, weights, participants, numeric))
+
+
+def open_run_versions(
+    store: RegistryStore, federation_id: str, model_name: str, start_round: int, initial: Mapping[str, np.ndarray]
+) -> RunVersions:
+    """Declare a server's federation in the registry and what registers its versions; refuse clashes.
+
+    The model is named ``model/<model_name>`` and the task ``task/sine`` (the demo's task). A fresh run
+    (``start_round`` 0) registers ``initial`` as version 0 and is refused if the federation already has one, so
+    versions of an earlier run are never overwritten; a resumed run continues the federation's versions
+    (if the registry lacks the version it resumes from, that is logged and the lineage stops there).
+    """
+    if not _FEDERATION_ID.fullmatch(federation_id):
+        raise ValueError(f"federation id {federation_id!r}: use letters, digits, '.', '_' or '-' (at most 100)")
+    registry = FederationRegistry(store, federation_id)
+    model = f"{RESOURCE_BASE}model/{model_name}"
+    first = URIRef(registry.version_iri(start_round))
+    exists = store.query("ASK { ?v ?p ?o }", {"v": first}).boolean
+    if start_round == 0 and exists:
+        raise ValueError(
+            f"the registry already holds version 0 of federation {federation_id!r} (from an earlier run); "
+            "give another federation id or registry, or resume that run from its checkpoint"
+        )
+    task = registry.register_task("sine", "sine-wave regression")
+    registry.link_federation(model, task)
+    versions = RunVersions(registry, model, initial if start_round == 0 else None)
+    if start_round > 0 and not exists:
+        log.warning("resuming at round %d, but the registry has no version %d of federation %r: "
+                    "the lineage of the versions registered now will stop there", start_round, start_round, federation_id)
+    return versions
 
 
 def wait_until_expired(registered_at: float, ttl_s: float) -> None:

@@ -54,3 +54,35 @@ def test_selection_excludes_lapsed_and_too_small_devices_and_versions_have_linea
         assert len(FederationRegistry(reopened, "sine-test").lineage(registry.version_iri(2))) == 3
     finally:
         reopened.close()
+
+
+def test_run_versions_register_what_run_federation_reports_and_refuse_clashes(tmp_path, caplog):
+    """`tinyfleet server --registry`: versions from on_round, version 0 only once a round trained, no overwrites."""
+    from server.registry_link import PARTICIPANT_DEVICES, open_run_versions
+
+    theta0 = init_mlp_weights((1, 40, 40, 1), 0)
+    theta1 = {k: v + 0.1 for k, v in theta0.items()}
+    with open_store(f"oxigraph:{tmp_path / 'registry'}") as store:
+        for bad in ("", "a b", "x/../y", "é"):
+            with pytest.raises(ValueError, match="federation id"):
+                open_run_versions(store, bad, "sine-mlp", 0, theta0)
+        versions = open_run_versions(store, "srv", "sine-mlp", 0, theta0)
+        versions.on_round(1, theta0, {"clients": 0.0})  # aggregated nothing: no version, not even θ0
+        assert versions.versions == []
+        versions.on_round(1, theta1, {"clients": 2.0, "participants": [3, 4],
+                                      PARTICIPANT_DEVICES: [device_iri("sine-3"), device_iri("sine-4")]})
+        registry = versions.registry
+        assert versions.versions == [registry.version_iri(0), registry.version_iri(1)]
+        lineage = registry.lineage(registry.version_iri(1))
+        assert [row["number"] for row in lineage] == ["1", "0"]
+        assert sorted(lineage[0]["devices"].split()) == [device_iri("sine-3"), device_iri("sine-4")]
+        assert "clients=" in lineage[0]["metrics"] and "participants" not in lineage[0]["metrics"]
+        assert lineage[1]["devices"] == "" and lineage[1]["metrics"] == ""
+
+        with pytest.raises(ValueError, match="already holds version 0 of federation 'srv'"):
+            open_run_versions(store, "srv", "sine-mlp", 0, theta0)  # a fresh run would overwrite it
+        resumed = open_run_versions(store, "srv", "sine-mlp", 1, theta1)  # resuming continues the versions
+        resumed.on_round(2, theta1, {PARTICIPANT_DEVICES: [device_iri("sine-5")]})
+        assert [row["number"] for row in registry.lineage(registry.version_iri(2))] == ["2", "1", "0"]
+        open_run_versions(store, "srv", "sine-mlp", 7, theta1)  # resumed from a round the registry never saw
+        assert "no version 7 of federation 'srv'" in caplog.text
