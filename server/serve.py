@@ -13,6 +13,11 @@ both end in :func:`server.federation.run_federation` with the same strategy.
 - MQTT mode drives devices through :class:`server.mqtt_grid.MqttGrid`, on an
   external broker or on a :class:`server.broker.LocalBroker` it starts with
   accounts for the fleet (written to ``accounts.json`` for the devices).
+  With a registry (``--registry DIR``, an Oxigraph store directory as
+  ``tinyfleet registry --store`` takes), every round's meta-model version is
+  registered with its provenance (round, participating devices, metrics;
+  :class:`server.registry_link.RunVersions`); the registry is opened before
+  anything starts, so a bad one starts nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.broker import SERVER_USER, BrokerAccounts, LocalBroker
 from server.checkpoint import Checkpointer
@@ -37,6 +43,13 @@ from server.flower_deploy import (
 )
 from server.process_signals import stop_on_sigterm
 from server.run_config import known_keys, settings_from_run_config
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ontology.store import RegistryStore
+    from server.federation import FederationSettings
+    from server.registry_link import RunVersions
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +88,15 @@ class FlowerServerOptions:
     root_certificates: str | None = None  # CA of an attached TLS SuperLink
     run_timeout_s: float = 3600.0
     startup_timeout_s: float = 30.0
+    registry: str | None = None  # refused: see serve_flower
 
 
 def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object], say: Say = print) -> str:
     """Submit the TinyFleet Flower App and wait for it; the run's final status."""
     settings_from_run_config(run_config)  # refuse bad settings here, not inside the SuperLink
+    if options.registry:
+        raise ValueError("--registry works with MQTT devices (--local-broker or --mqtt) only: a Flower deployment's "
+                         "ServerApp runs in the SuperLink's own process, which does not take a registry yet")
     flwr_home = options.flwr_home or options.workdir / "flwr"
     env = flower_env(flwr_home)
     superlink: FlowerProcess | None = None
@@ -116,6 +133,8 @@ class MqttServerOptions:
     fleet: int = 0  # accounts sine-0 .. sine-(fleet-1) on the local broker
     round_timeout_s: float = 30.0
     quorum: float = 1.0
+    registry: str | None = None  # Oxigraph store directory (or an open_store URL): register every version
+    federation: str | None = None  # its id in the registry; default mqtt-<strategy>
 
 
 def write_accounts(path: Path, broker: LocalBroker) -> None:
@@ -125,19 +144,56 @@ def write_accounts(path: Path, broker: LocalBroker) -> None:
 
 
 def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say: Say = print) -> Path:
-    """Run the federation over MQTT; the checkpoint directory."""
-    from server.federation import run_federation
-    from server.mqtt_grid import MqttGrid, MqttGridConfig
-
+    """Run the federation over MQTT; the checkpoint directory. Bad options or registry: ValueError, nothing started."""
     settings = settings_from_run_config(run_config)
     if options.local_broker == (options.broker is not None):
         raise ValueError("give exactly one of --mqtt HOST:PORT (an external broker) or --local-broker")
+    if options.local_broker and options.fleet < 1:
+        raise ValueError("--local-broker needs --fleet N (accounts for devices sine-0 .. sine-N-1)")
+    if options.broker is not None:
+        parse_address(options.broker)
+    if options.federation and not options.registry:
+        raise ValueError("--federation names the federation in a registry: give --registry too")
+    store = open_registry(options.registry) if options.registry else None
+    try:
+        versions = None
+        if store is not None:
+            versions = _run_versions(store, options.federation or f"mqtt-{settings.strategy}", settings)
+            say(f"registry {store.url}: versions of federation {versions.registry.federation}")
+        stop_on_sigterm()
+        return _serve_mqtt(options, settings, versions, say)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def open_registry(location: str) -> RegistryStore:
+    """The registry store at ``location`` (a directory = Oxigraph), or a ValueError saying why not."""
+    from ontology.store import StoreError, open_store
+
+    try:
+        return open_store(location)
+    except (StoreError, OSError) as exc:
+        raise ValueError(f"--registry {location}: {exc}") from exc
+
+
+def _run_versions(store: RegistryStore, federation_id: str, settings: FederationSettings) -> RunVersions:
+    from server.federation import initial_weights
+    from server.registry_link import open_run_versions
+
+    latest = Checkpointer(settings.checkpoint_dir).load_latest()
+    start_round = latest.server_round if latest is not None else 0
+    model = "sine-mlp-" + "-".join(str(n) for n in settings.layer_sizes)
+    return open_run_versions(store, federation_id, model, start_round, initial_weights(settings))
+
+
+def _serve_mqtt(options: MqttServerOptions, settings: FederationSettings, versions: RunVersions | None, say: Say) -> Path:
+    from server.federation import run_federation
+    from server.mqtt_grid import MqttGrid, MqttGridConfig
+
     broker: LocalBroker | None = None
-    stop_on_sigterm()
     try:
         if options.local_broker:
-            if options.fleet < 1:
-                raise ValueError("--local-broker needs --fleet N (accounts for devices sine-0 .. sine-N-1)")
             accounts = BrokerAccounts()
             accounts.add_devices(f"sine-{i}" for i in range(options.fleet))
             broker = LocalBroker(options.workdir / "broker", accounts)
@@ -153,9 +209,11 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
             round_timeout_s=options.round_timeout_s, quorum=options.quorum,
         )  # fmt: skip
 
-        def on_round(server_round: int, _weights: object, metrics: dict[str, object]) -> None:
+        def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict[str, object]) -> None:
             shown = {k: round(v, 4) for k, v in metrics.items() if k in ("clients", "loss-after", "bytes-sent")}
             say(f"round {server_round}/{settings.num_rounds}: {shown}")
+            if versions is not None:
+                versions.on_round(server_round, weights, metrics)
 
         with MqttGrid(config) as grid:
             say(f"waiting up to {settings.node_timeout_s:.0f} s for {settings.min_nodes} device(s)")
