@@ -50,3 +50,29 @@ def test_demo_writes_report_and_plot(tmp_path):
     newest = registry["lineage"]["tinyreptile"]["lineage_newest_first"]
     assert [row["number"] for row in newest] == ["2", "1", "0"]
     assert "sine-" in newest[0]["devices"] and "loss-after=" in newest[0]["metrics"]
+
+
+def test_sine_meta_bench_selects_the_adaptation_rate_on_validation_devices_only():
+    """bench/sine_meta.py --select-lr: the rate of the grid with the lowest MSE on validation devices 0…n-1."""
+    import importlib.util
+    from pathlib import Path
+
+    from edge.mlp import init_mlp_weights
+    from firmware_sim.meta_eval import unseen_device_mse
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "sine_meta.py"
+    spec = importlib.util.spec_from_file_location("sine_meta_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    sizes = (1, 8, 8, 1)
+    theta = init_mlp_weights(sizes, 3)
+    # the slice scorer is the shared unseen-device scorer when it starts at the first validation device
+    assert bench.validation_mse(theta, sizes, first=0, n_devices=3, shots=2, learning_rate=0.01) == pytest.approx(
+        unseen_device_mse(theta, sizes, shots=2, learning_rate=0.01, n_devices=3)
+    )
+    grid = (0.001, 0.01, 0.03)
+    rate, scores = bench.select_learning_rate(theta, sizes, grid, n_devices=3)
+    assert set(scores) == {str(lr) for lr in grid}
+    assert scores == {str(lr): bench.validation_mse(theta, sizes, first=0, n_devices=3, shots=5, learning_rate=lr) for lr in grid}
+    assert rate == min(grid, key=lambda lr: scores[str(lr)])
