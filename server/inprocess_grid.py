@@ -28,46 +28,28 @@ from collections.abc import Iterable
 
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
 from edge import record_keys as keys
+from server.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
 
 
-class InProcessGrid(Grid):
+class InProcessGrid(OwnGrid):
     """``n_nodes`` nodes, node i playing partition i; a message is handled when it is pushed."""
 
     def __init__(self, client_app: ClientApp, n_nodes: int, *, node_id_seed: int | None = None, run_id: int = 1) -> None:
         if n_nodes < 1:
             raise ValueError("an in-process grid needs at least one node")
+        super().__init__(run_id)
         rng = random.Random(node_id_seed) if node_id_seed is not None else random.SystemRandom()
         self._client_app = client_app
         self._contexts = {
             node_id: Context(run_id, node_id, {"partition-id": i, "num-partitions": n_nodes}, RecordDict(), {})
             for i, node_id in enumerate(rng.sample(range(2, 2**63), n_nodes))
         }
-        self._run = Run.create_empty(run_id)
-        for name, value in (("run_id", run_id), ("node_id", SUPERLINK_NODE_ID), ("task_id", 1)):
-            if getattr(TaskIdentity, f"_{name}") is None:  # this process is the ServerApp's runtime
-                setattr(TaskIdentity, name, value)
         self._replies: dict[str, Message] = {}
         self.reply_log: list[dict[str, float]] = []  # one entry per train/evaluate reply: its metrics and the node
-
-    def set_run(self, run: Run) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        return self._run
-
-    def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> list[int]:
         return list(self._contexts)

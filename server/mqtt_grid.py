@@ -31,17 +31,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from flwr.app import Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
-from flwr.serverapp import Grid
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Message
 
 from edge.wire import Channel, WireFormatError, parse_announce, parse_device_topic, parse_status, parse_telemetry
 from edge.wire import read_header, server_subscriptions
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD
 from edge.wire.topics import QOS, SERVER_STATUS, STATUS_ONLINE, device_topic, server_last_will
 from server.mqtt_rounds import WireRequest, node_id_of, reply_from_update, to_wire
+from server.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +72,12 @@ class _Device:
     telemetry: dict | None = None
 
 
-class MqttGrid(Grid):
+class MqttGrid(OwnGrid):
     """A Flower Grid whose nodes are MQTT devices speaking the TinyFleet wire protocol."""
 
     def __init__(self, config: MqttGridConfig, run_id: int = 1) -> None:
+        super().__init__(run_id)
         self.config = config
-        self._run = Run.create_empty(run_id)
-        for name, value in (("run_id", run_id), ("node_id", SUPERLINK_NODE_ID), ("task_id", 1)):
-            if getattr(TaskIdentity, f"_{name}") is None:  # this process is the ServerApp's runtime
-                setattr(TaskIdentity, name, value)
         self._lock = threading.Condition()
         self._devices: dict[str, _Device] = {}
         self._pending: dict[tuple[str, int], WireRequest] = {}  # (device, round) -> request
@@ -188,18 +182,6 @@ class MqttGrid(Grid):
             self._lock.notify_all()
 
     # ------------------------------------------------------------ Grid interface
-
-    def set_run(self, run: Run) -> None:
-        self._run = run
-
-    @property
-    def run(self) -> Run:
-        return self._run
-
-    def create_message(
-        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
-    ) -> Message:
-        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def _device_of(self, node_id: int) -> str | None:
         with self._lock:
