@@ -291,8 +291,9 @@ def select_devices_from_registry(store, config: DemoConfig, out: Path) -> Regist
     active = range(config.n_train_devices)
     lapsed = range(config.n_train_devices, config.n_train_devices + config.lapsed_devices)
     registry.register_devices(((device_id_of(s), profile_for(s)) for s in active), ttl_s=24 * 3600)
-    registered = time.monotonic()
     registry.register_devices(((device_id_of(s), profile_for(s)) for s in lapsed), ttl_s=1)
+    # every lapsing lease started before this moment, however long registering them took
+    registered = time.monotonic()
     task = registry.register_task("sine", "sine-wave regression")
     model_file = export_training_model(out / "models" / "sine_mlp_train.tflite", config.layer_sizes,
                                        init_mlp_weights(config.layer_sizes, config.init_seed))
