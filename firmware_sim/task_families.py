@@ -41,23 +41,11 @@ from edge.features import FrontEnd
 from firmware_sim.tasks import characters as chars
 from firmware_sim.tasks import keywords as kws
 from firmware_sim.tasks import presence as pres
+from firmware_sim.tasks.episodes import Episode, episode_of, shuffled_support
 
 DATASET_SEED = 0  # which generated world (glyphs, alphabets, buildings); devices are drawn inside it
 VALIDATION_DEVICE_BASE = 1_000_000  # unseen devices used to choose settings
 TEST_DEVICE_BASE = 2_000_000  # unseen devices reported on, never used for any choice
-
-
-@dataclass(frozen=True, eq=False)
-class Episode:
-    """An unseen device's K-shot support (in stream order) and its query set."""
-
-    support_x: np.ndarray
-    support_y: np.ndarray
-    query_x: np.ndarray
-    query_y: np.ndarray
-
-    def support_stream(self) -> Iterator[Sample]:
-        return iter(zip(self.support_x, self.support_y))
 
 
 @dataclass(frozen=True)
@@ -126,15 +114,12 @@ def _character_stream(device: int, stream_key: int, n_way: int) -> Iterator[Samp
 def _character_episode(device: int, k_shot: int, n_query: int, n_way: int) -> Episode:
     world, split = _character_world()
     task = chars.sample_task(DATASET_SEED, device, split.meta_test, n_way)
+
+    def draw(class_id: int, count: int, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([character_features(chars.render(world.glyph(class_id), task.style, rng)) for _ in range(count)])
+
     rng = np.random.default_rng([device, k_shot, n_query, 1])
-    support, query = [], []
-    for label, class_id in enumerate(task.classes):
-        images = [chars.render(world.glyph(class_id), task.style, rng) for _ in range(k_shot + n_query)]
-        feats = np.stack([character_features(i) for i in images])
-        support.append((feats[:k_shot], np.full(k_shot, label)))
-        query.append((feats[k_shot:], np.full(n_query, label)))
-    sx, sy = _shuffled(np.concatenate([s[0] for s in support]), np.concatenate([s[1] for s in support]), rng)
-    return Episode(sx, sy, np.concatenate([q[0] for q in query]), np.concatenate([q[1] for q in query]))
+    return shuffled_support(episode_of(draw, task.classes, k_shot, n_query, rng), rng)
 
 
 CHARACTER_DRIFT_SLANT = 0.8  # shear added to the writer's hand: an upright writer ends up writing in italics
@@ -212,13 +197,12 @@ def _keyword_stream(device: int, stream_key: int, n_way: int) -> Iterator[Sample
 def _keyword_episode(device: int, k_shot: int, n_query: int, n_way: int) -> Episode:
     corpus, _ = _keyword_world()
     task = kws.sample_task(DATASET_SEED, device, _keyword_words(device, kws.EXTRA_WORDS, n_way))
+
+    def draw(label: int, count: int, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([keyword_features(corpus.clip(task, task.words[label], rng)) for _ in range(count)])
+
     rng = np.random.default_rng([device, k_shot, n_query, 2])
-    xs, ys = [], []
-    for label, word in enumerate(task.words):
-        xs.append(np.stack([keyword_features(corpus.clip(task, word, rng)) for _ in range(k_shot + n_query)]))
-        ys.append(np.full(k_shot + n_query, label))
-    sx, sy = _shuffled(np.concatenate([x[:k_shot] for x in xs]), np.concatenate([y[:k_shot] for y in ys]), rng)
-    return Episode(sx, sy, np.concatenate([x[k_shot:] for x in xs]), np.concatenate([y[k_shot:] for y in ys]))
+    return shuffled_support(episode_of(draw, range(n_way), k_shot, n_query, rng), rng)
 
 
 KEYWORD_DRIFT_DB = 15.0  # the room gets this much noisier (speech-to-noise ratio falls)
@@ -304,7 +288,7 @@ def _presence_episode(device: int, k_shot: int, n_query: int) -> Episode:
     )
     sx, sy = _shuffled(x0[picks], y0[picks], rng)
     qx, qy = days[both[1]]
-    return Episode(sx, sy, qx, qy)
+    return Episode(sx, sy, qx, qy, classes=(0, 1))
 
 
 PRESENCE_DRIFT_CO2_PPM = 250.0  # a CO2 sensor whose baseline shifted (NDIR ageing, or a recalibration gone wrong)

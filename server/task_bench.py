@@ -42,7 +42,8 @@ from edge import record_keys as keys
 from edge.mlp_classifier import MLPClassifier
 from edge.reconstruction import split_weights, train_subset
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
-from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, Episode, TaskFamily, task_family
+from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, TaskFamily, task_family
+from firmware_sim.tasks.episodes import Episode
 from server.checkpoint import Checkpointer
 from server.federation import DeviceRoundConfig, FederationSettings, run_federation
 from server.inprocess_grid import InProcessGrid
@@ -171,6 +172,11 @@ class TrainingRun:
     totals: dict[str, float]  # over the run: bytes up/down, device-rounds
     curve: list[dict[str, float]] = field(default_factory=list)  # prequential loss per round
 
+    def summary(self) -> dict[str, object]:
+        """Everything but the weights (those are in the checkpoint): what reports and training.json hold."""
+        return {"rounds": self.rounds, "wall_s": self.wall_s, "per_device_round": self.per_device_round,
+                "totals": self.totals, "curve": self.curve}  # fmt: skip
+
 
 def train_federated(
     config: TaskBenchConfig, family: TaskFamily, method: str, work_dir: Path, progress: ProgressFn | None = None
@@ -185,12 +191,9 @@ def train_federated(
         stale.unlink()
     fleet = 1 if method == "local-only" else config.n_train_devices
     grid = InProcessGrid(make_task_client_app(family.name), fleet)
-    final: dict[str, np.ndarray] = {}
     curve: list[dict[str, float]] = []
 
-    def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
-        final.clear()
-        final.update(weights)
+    def on_round(server_round: int, _weights: dict[str, np.ndarray], metrics: dict) -> None:
         curve.append({"round": server_round, "prequential_loss": float(metrics.get(keys.PREQUENTIAL_LOSS, float("nan")))})
         if progress is not None:
             progress(method, server_round, settings.num_rounds)
@@ -199,6 +202,9 @@ def train_federated(
     run_federation(grid, settings, on_round)
     wall = time.perf_counter() - started
     log = grid.reply_log
+    if method == "local-only":  # the device never talks to anyone: its loop costs no radio bytes
+        for r in log:
+            r[keys.BYTES_SENT] = r[keys.BYTES_RECEIVED] = 0.0
     columns = {
         "bytes_up": keys.BYTES_SENT,
         "bytes_down": keys.BYTES_RECEIVED,
@@ -206,20 +212,17 @@ def train_federated(
         "device_energy_j": keys.DEVICE_ENERGY_J,
     }
     per_device = {name: float(np.mean([r.get(key, 0.0) for r in log])) for name, key in columns.items()}
-    if method == "local-only":  # the device never talks to anyone: its loop costs compute only
-        radio = {"bytes_up": 0.0, "bytes_down": 0.0}
-        per_device.update(radio)
-        for r in log:
-            r[keys.BYTES_SENT] = r[keys.BYTES_RECEIVED] = 0.0
     totals = {
         "bytes_up": float(sum(r.get(keys.BYTES_SENT, 0.0) for r in log)),
         "bytes_down": float(sum(r.get(keys.BYTES_RECEIVED, 0.0) for r in log)),
         "device_rounds": float(len(log)),
         "device_energy_j": float(sum(r.get(keys.DEVICE_ENERGY_J, 0.0) for r in log)),
     }
-    run = TrainingRun(dict(final), wall, settings.num_rounds, per_device, totals, curve)
-    summary = {"settings": settings.as_dict(), "wall_s": wall, "per_device_round": per_device, "totals": totals, "curve": curve}
-    summary_path.write_text(json.dumps(summary))
+    final = Checkpointer(settings.checkpoint_dir).load_latest()
+    if final is None or final.server_round != settings.num_rounds:
+        raise RuntimeError(f"{method}: the federation stopped before round {settings.num_rounds}")
+    run = TrainingRun(final.weights, wall, settings.num_rounds, per_device, totals, curve)
+    summary_path.write_text(json.dumps({"settings": settings.as_dict(), **run.summary()}))
     return run
 
 
@@ -235,7 +238,8 @@ def _reuse(summary_path: Path, settings: FederationSettings) -> TrainingRun | No
     if checkpoint is None or checkpoint.server_round != settings.num_rounds:
         return None
     return TrainingRun(
-        checkpoint.weights, summary["wall_s"], settings.num_rounds, summary["per_device_round"], summary["totals"], summary["curve"]
+        checkpoint.weights, summary["wall_s"], settings.num_rounds, summary["per_device_round"], summary["totals"],
+        summary["curve"],
     )
 
 

@@ -86,10 +86,7 @@ def run_task_bench(
         "adaptation": rows,
         "adaptation_lr": {m: config.adaptation_lr_of(m, family) for m in methods},
         "adaptation_lr_selection": selection,
-        "training": {
-            m: {"rounds": r.rounds, "wall_s": r.wall_s, "per_device_round": r.per_device_round, "totals": r.totals, "curve": r.curve}
-            for m, r in training.items()
-        },
+        "training": {m: run.summary() for m, run in training.items()},
         "evaluation_wall_s": evaluation_s,
         "config": asdict(config),
     }
