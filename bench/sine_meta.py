@@ -144,11 +144,10 @@ def select_learning_rate(
     return best, scores
 
 
-def run_seed_selected(
-    config: DemoConfig, seed: int, grid: tuple[float, ...], n_select: int, n_score: int, workdir: Path,
-    cache: Path | None,
-) -> dict[str, Any]:
-    """Like :func:`run_seed`, but each init adapts with its own rate, chosen on devices it is not scored on."""
+def train_inits(
+    config: DemoConfig, seed: int, workdir: Path, cache: Path | None
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float], list[str]]:
+    """Every method's θ for this seed (trained or from the cache) and the seed's random init; train seconds; cache hits."""
     inits: dict[str, dict[str, np.ndarray]] = {}
     train_s: dict[str, float] = {}
     from_cache: list[str] = []
@@ -157,6 +156,15 @@ def run_seed_selected(
         if hit:
             from_cache.append(method)
     inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed + seed)
+    return inits, train_s, from_cache
+
+
+def run_seed_selected(
+    config: DemoConfig, seed: int, grid: tuple[float, ...], n_select: int, n_score: int, workdir: Path,
+    cache: Path | None,
+) -> dict[str, Any]:
+    """Like :func:`run_seed`, but each init adapts with its own rate, chosen on devices it is not scored on."""
+    inits, train_s, from_cache = train_inits(config, seed, workdir, cache)
     rates: dict[str, float] = {}
     selection: dict[str, dict[str, float]] = {}
     for method, theta in inits.items():
@@ -186,14 +194,7 @@ def run_seed_selected(
 
 
 def run_seed(config: DemoConfig, seed: int, n_val: int, workdir: Path, cache: Path | None) -> dict[str, Any]:
-    inits: dict[str, dict[str, np.ndarray]] = {}
-    train_s: dict[str, float] = {}
-    from_cache: list[str] = []
-    for method in METHODS:
-        inits[method], train_s[method], hit = train(config, method, seed, workdir, cache)
-        if hit:
-            from_cache.append(method)
-    inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed + seed)
+    inits, train_s, from_cache = train_inits(config, seed, workdir, cache)
     mse = {
         method: {
             str(k): unseen_device_mse(theta, config.layer_sizes, shots=k, learning_rate=config.adaptation_learning_rate,
