@@ -203,7 +203,7 @@ def evaluate(message: Message, context: Context) -> Message:
 
 
 @app.query()
-def query(message: Message, context: Context) -> Message:
+def identify_device(message: Message, context: Context) -> Message:
     """Which device this node plays, resolved from the same config a training request carries.
 
     The server asks once per node (:class:`server.strategies.common.DeviceOrderedGrid`):

@@ -18,8 +18,7 @@ by :func:`firmware_sim.client_app.device_seed_of` as for sine devices.
 from __future__ import annotations
 
 import numpy as np
-
-from flwr.app import Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Context, Message, MessageType
 from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
@@ -27,7 +26,7 @@ from edge.flower_records import from_array_record
 from edge.mlp_classifier import MLPClassifier
 from edge.validation import check_weights
 from edge.wire import encoded_size
-from firmware_sim.client_app import adapt_and_reply, device_seed_of, metafed_reply
+from firmware_sim.client_app import adapt_and_reply, device_seed_of, identify_device, metafed_reply
 from firmware_sim.device import SimulatedDevice
 from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
@@ -100,10 +99,5 @@ def make_task_client_app(task: str) -> ClientApp:
     def evaluate(message: Message, context: Context) -> Message:
         return handle(message, context, send_weights=False)
 
-    @app.query()
-    def query(message: Message, context: Context) -> Message:
-        """Which device this node plays, so the server can sample the same devices every run."""
-        seed = device_seed_of(message.content.config_records[keys.CONFIG], context)
-        return Message(RecordDict({keys.METRICS: MetricRecord({keys.DEVICE_SEED: seed})}), reply_to=message)
-
+    app.query()(identify_device)  # which device this node plays: the same answer as a sine node's
     return app
