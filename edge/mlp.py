@@ -10,11 +10,12 @@ no TFLite interpreter can run this one.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from edge.learner import ComputeCost, Learner, MemoryFootprint
+from edge.step_sizes import check_scales
 from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
 
 FLOAT_BYTES = 4
@@ -78,6 +79,17 @@ def backpropagate(
     return grads
 
 
+def regression_gradients(layer_sizes: Sequence[int]) -> Callable[..., tuple[float, dict[str, np.ndarray]]]:
+    """``(weights, x, y) -> (loss, gradients)`` at any weights, not only a learner's own: what a hypergradient needs."""
+    n_in, n_out, n_layers = layer_sizes[0], layer_sizes[-1], len(layer_sizes) - 1
+
+    def gradient(weights: Mapping[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        xb = np.asarray(x, dtype=np.float32).reshape(-1, n_in)
+        return mlp_gradients(dict(weights), xb, np.asarray(y, dtype=np.float32).reshape(len(xb), n_out), n_layers)
+
+    return gradient
+
+
 class NumpyMLP(Learner):
     """Whole-model online regressor: every weight trains on the device."""
 
@@ -87,6 +99,16 @@ class NumpyMLP(Learner):
         self.layer_sizes = tuple(int(s) for s in layer_sizes)
         self.n_layers = len(self.layer_sizes) - 1
         self._weights = init_mlp_weights(self.layer_sizes, seed)
+        self._step_scales: dict[str, np.ndarray] | None = None
+
+    def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
+        """Per-weight multipliers of the learning rate (meta-learned, :mod:`edge.step_sizes`); None: one shared rate."""
+        self._step_scales = None if scales is None else check_scales(scales, self._weights)
+
+    @property
+    def step_sizes(self) -> dict[str, np.ndarray] | None:
+        return None if self._step_scales is None else {k: v.copy() for k, v in self._step_scales.items()}
+
 
     @property
     def weight_spec(self) -> WeightSpec:
@@ -114,7 +136,10 @@ class NumpyMLP(Learner):
         ys = as_float_array("label y", y, (self.layer_sizes[-1],)).reshape(1, -1)
         loss, grads = mlp_gradients(self._weights, xs, ys, self.n_layers)
         step = np.float32(learning_rate)
-        updated = {k: w - step * grads[k] for k, w in self._weights.items()}
+        if self._step_scales is None:
+            updated = {k: w - step * grads[k] for k, w in self._weights.items()}
+        else:
+            updated = {k: w - step * self._step_scales[k] * grads[k] for k, w in self._weights.items()}
         # One reduction per array: a NaN or Inf anywhere makes its sum non-finite.
         if not math.isfinite(sum(float(w.sum()) for w in updated.values())):
             bad = next(k for k, w in updated.items() if not np.all(np.isfinite(w)))
@@ -131,9 +156,10 @@ class NumpyMLP(Learner):
     def memory_footprint(self) -> MemoryFootprint:
         n_params = sum(v.size for v in self._weights.values())
         activations = sum(self.layer_sizes)  # batch of one, every layer kept for backprop
+        scales = n_params if self._step_scales is not None else 0
         return MemoryFootprint(
             weights=n_params * FLOAT_BYTES,
-            training=(n_params + 2 * max(self.layer_sizes)) * FLOAT_BYTES,  # gradients + two deltas
+            training=(n_params + scales + 2 * max(self.layer_sizes)) * FLOAT_BYTES,  # gradients (+ step sizes) + two deltas
             inference=activations * FLOAT_BYTES,
         )
 

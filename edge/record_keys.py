@@ -43,3 +43,11 @@ LAYER_SIZES = "layer-sizes"  # "1,40,40,1": the model a device builds its privat
 MESSAGE_TYPE = "message-type"  # task hyperparameter over MQTT: "train" or "evaluate"
 DEVICE_SEEDS = "device-seeds"  # config: the Flower node with partition-id i plays device DEVICE_SEEDS[i]
 DEVICE_SEED = "device-seed"  # metric: which device replied (for provenance); never averaged
+
+# Meta-learned per-weight step sizes (TinyReptile with ``step_size_learning_rate`` > 0; see edge/step_sizes.py)
+STEP_SIZES = "step-sizes"  # ArrayRecord sent with θ: per-weight multipliers of the adaptation rate
+STEP_SIZE_GRADIENT = "step-size-gradient"  # ArrayRecord in the reply: d(query loss)/d(log step size)
+STEP_SIZE_BASE_RATE = "step-size-base-rate"  # config: the shared rate the step sizes multiply
+STEP_SIZE_SHOTS = "step-size-shots"  # config: online steps the hypergradient differentiates through
+STEP_SIZE_QUERY = "step-size-query"  # config: samples the adapted model is scored on
+STEP_SIZE_QUERY_LOSS = "step-size-query-loss"  # metric: that score

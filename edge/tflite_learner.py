@@ -17,6 +17,7 @@ mix them freely.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 
 from edge.learner import ComputeCost, Learner, MemoryFootprint
 from edge.online_head import OnlineHead, Task
+from edge.step_sizes import check_scales, unit_scales
 from edge.tflite_layout import LayoutError, ModelLayout, read_layout
 from edge.tflite_runtime import ModelLoadError, interpreter_backend, load_interpreter, read_model
 from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
@@ -126,7 +128,10 @@ class TFLiteTrainer(Learner):
             problems.append("'set_weights' inputs differ from 'get_weights' outputs")
         if problems:
             raise ModelLoadError(f"{where} is not a training model: " + "; ".join(problems))
-        return {key: self._interpreter.get_signature_runner(key) for key in TRAINING_SIGNATURES}
+        runners = {key: self._interpreter.get_signature_runner(key) for key in TRAINING_SIGNATURES}
+        if "set_step_sizes" in signatures:  # optional: models exported before step sizes existed lack it
+            runners["set_step_sizes"] = self._interpreter.get_signature_runner("set_step_sizes")
+        return runners
 
     @property
     def weight_spec(self) -> WeightSpec:
@@ -156,6 +161,14 @@ class TFLiteTrainer(Learner):
 
     def _assign_weights(self, weights: dict[str, np.ndarray]) -> None:
         self._runners["set_weights"](**weights)
+
+    def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
+        """Per-weight multipliers of the learning rate (:mod:`edge.step_sizes`); None restores a plain SGD step."""
+        if "set_step_sizes" not in self._runners:
+            raise InvalidInputError("this training model has no 'set_step_sizes' signature (exported without step sizes)")
+        weights = {name: np.zeros(shape, dtype) for name, (shape, dtype) in self._spec.items()}
+        checked = unit_scales(weights) if scales is None else check_scales(scales, weights)
+        self._runners["set_step_sizes"](**checked)
 
     def memory_footprint(self) -> MemoryFootprint:
         """Weights in the resource variables plus static upper bounds on the TFLite arenas.

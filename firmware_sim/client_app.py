@@ -33,6 +33,9 @@ from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
 from edge.learner import Learner
+from edge.mlp import NumpyMLP, regression_gradients
+from edge.mlp_classifier import MLPClassifier
+from edge.step_sizes import check_scales, log_scale_hypergradient
 from edge.sparse_records import sparse_to_array_record
 from edge.validation import check_weights
 from edge.wire import encoded_size
@@ -171,6 +174,7 @@ def adapt_and_reply(
         epochs=int(config.get(keys.LOCAL_EPOCHS, 1)),
     )
     phi = device.learner.get_weights()
+    step_size_reply = measure_step_sizes(message, device, weights, payload_size) if send_weights else None
     if send_weights:
         device.send(payload_size(phi))
     cost = device.close_round(ledger_at_start)
@@ -189,7 +193,44 @@ def adapt_and_reply(
     content = RecordDict({keys.METRICS: MetricRecord({k: v for k, v in metrics.items() if v == v})})  # NaN: no probe
     if send_weights:
         content[keys.ARRAYS] = to_array_record(phi)
+    if step_size_reply is not None:
+        hypergradient, query_loss = step_size_reply
+        content[keys.STEP_SIZE_GRADIENT] = to_array_record(hypergradient)
+        content.metric_records[keys.METRICS][keys.STEP_SIZE_QUERY_LOSS] = query_loss
     return Message(content=content, reply_to=message)
+
+
+def measure_step_sizes(
+    message: Message,
+    device: SimulatedDevice,
+    theta: dict[str, np.ndarray],
+    payload_size: Callable[[dict[str, np.ndarray]], int],
+) -> tuple[dict[str, np.ndarray], float] | None:
+    """If the server sent step sizes: the hypergradient of K-shot adaptation from θ, on fresh stream samples.
+
+    The samples come after those the round adapted on, so θ's update and the
+    step sizes' never see the same sample. Booked on the device's ledger: the
+    step sizes received, 3·K + 1 gradients, the hypergradient sent.
+    """
+    if keys.STEP_SIZES not in message.content.array_records:
+        return None
+    config = message.content.config_records[keys.CONFIG]
+    learner = device.learner
+    if not isinstance(learner, NumpyMLP) or isinstance(learner, MLPClassifier):
+        raise ValueError(f"learner {type(learner).__name__} cannot measure step-size hypergradients (needs the numpy regressor)")
+    scales = check_scales(from_array_record(message.content.array_records[keys.STEP_SIZES]), theta)
+    device.ledger.bytes_received += payload_size(scales)
+    shots, query = int(config[keys.STEP_SIZE_SHOTS]), int(config[keys.STEP_SIZE_QUERY])
+    support = [next(device.stream) for _ in range(shots)]
+    query_samples = [next(device.stream) for _ in range(query)]
+    query_batch = (np.concatenate([x for x, _ in query_samples]), np.concatenate([y for _, y in query_samples]))
+    hypergradient, query_loss = log_scale_hypergradient(
+        theta, scales, float(config[keys.STEP_SIZE_BASE_RATE]), support, query_batch,
+        regression_gradients(learner.layer_sizes),
+    )  # fmt: skip
+    device.charge_compute(steps=3 * shots + query, evaluations=0, samples=shots + query)
+    device.send(payload_size(hypergradient))
+    return hypergradient, query_loss
 
 
 @app.train()

@@ -27,14 +27,21 @@ def unseen_device_mse(
     shots: int = 10,
     learning_rate: float = 0.02,
     n_devices: int = 30,
+    step_sizes: dict[str, np.ndarray] | None = None,
 ) -> float:
-    """Mean grid MSE over ``n_devices`` unseen sine devices after reconstruction + online adaptation."""
+    """Mean grid MSE over ``n_devices`` unseen sine devices after reconstruction + online adaptation.
+
+    ``step_sizes`` (meta-learned per-weight multipliers of ``learning_rate``) need the whole model: no private names.
+    """
+    if step_sizes is not None and private_names:
+        raise ValueError("per-weight step sizes cover the whole model; they cannot be combined with private names")
     shared, _ = split_weights(theta, private_names)
     errors = []
     for j in range(n_devices):
         seed = UNSEEN_SEED_BASE + j
         device = sine_device(seed, stream_key=0)
         learner = NumpyMLP(layer_sizes)
+        learner.set_step_sizes(step_sizes)
         _, private = split_weights(local_init(seed, layer_sizes), private_names)
         reconstruct_and_adapt(
             learner, shared, private, device.stream,

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.adaptation import adapt_online
 from edge.learner import Learner
-from edge.mlp import init_mlp_weights
+from edge.mlp import NumpyMLP, init_mlp_weights
 from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sine_device
 from firmware_sim.mqtt_fleet import device_id_of
 from server.checkpoint import Checkpointer
@@ -50,11 +50,13 @@ class DemoConfig:
     # TinyReptile: 20 devices a round, each streams 50 fresh samples once; the
     # outer step uses Nesterov momentum 0.95 with ε cosine-annealed from 0.8
     # (chosen on devices disjoint from the unseen ones; see docs/tuning.md).
+    # The same devices also measure how per-weight step sizes should change
+    # (on 5 + 20 further samples); the server learns them by Adam at 0.01.
     reptile_rounds: int = 1000
     reptile: TinyReptileConfig = field(
         default_factory=lambda: TinyReptileConfig(
             clients_per_round=20, meta_step_size=0.8, final_meta_step_size=0.0, anneal="cosine",
-            outer_momentum=0.95, nesterov=True,
+            outer_momentum=0.95, nesterov=True, step_size_learning_rate=0.01,
         )
     )
     reptile_device: DeviceRoundConfig = field(default_factory=lambda: DeviceRoundConfig(stream_samples=50))
@@ -72,6 +74,9 @@ class DemoConfig:
     lapsed_devices: int = 10
 
 
+THETA_ONLY = "tinyreptile-theta-only"  # TinyReptile's θ adapted at the shared rate, without its step sizes
+
+
 def federation_settings(config: DemoConfig, method: str) -> FederationSettings:
     common = dict(
         strategy=method,
@@ -80,7 +85,8 @@ def federation_settings(config: DemoConfig, method: str) -> FederationSettings:
         checkpoint_dir=str(Path(config.out_dir) / "checkpoints" / method),
     )
     if method == "tinyreptile":
-        reptile = replace(config.reptile, seed=config.init_seed)  # one seed: θ0 and both federations' sampling
+        # one seed: θ0 and both federations' sampling; step sizes multiply the rate devices adapt with
+        reptile = replace(config.reptile, seed=config.init_seed, step_size_base_rate=config.adaptation_learning_rate)
         return FederationSettings(
             **common, num_rounds=config.reptile_rounds, reptile=reptile, device=config.reptile_device
         )
@@ -123,6 +129,32 @@ def train_in_simulation(
     return checkpoint.weights
 
 
+def learned_step_sizes(settings: FederationSettings) -> dict[str, np.ndarray] | None:
+    """The per-weight step sizes a finished federation learned (None if it learned none)."""
+    from server.strategies.step_size_learning import step_sizes_from_state
+
+    checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
+    return step_sizes_from_state(checkpoint.strategy_state) if checkpoint is not None else None
+
+
+def step_size_summary(step_sizes: dict[str, np.ndarray] | None, path: Path) -> dict | None:
+    """Save the learned step sizes beside the models; their spread per weight array (multipliers of the shared rate)."""
+    if step_sizes is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **step_sizes)
+    return {"file": str(path), "multiplier_quantiles_5_50_95": {
+        name: [float(q) for q in np.quantile(values, [0.05, 0.5, 0.95])] for name, values in step_sizes.items()
+    }}  # fmt: skip
+
+
+def learner_with(weights: dict[str, np.ndarray], step_sizes: dict[str, np.ndarray] | None = None) -> NumpyMLP:
+    """A numpy MLP shaped like ``weights`` that adapts with ``step_sizes`` (or the shared rate)."""
+    learner = mlp_learner_for(weights)
+    learner.set_step_sizes(step_sizes)
+    return learner
+
+
 def evaluate_learner(
     learner: Learner, weights: dict[str, np.ndarray], shots: int, n_devices: int, learning_rate: float
 ) -> list[float]:
@@ -156,14 +188,16 @@ def adaptation_rows(candidates: dict[str, tuple[Learner, dict[str, np.ndarray]]]
     return rows
 
 
-def plot_adaptation(rows: list[dict], inits: dict[str, dict[str, np.ndarray]], config: DemoConfig, path: Path) -> None:
+def plot_adaptation(
+    rows: list[dict], candidates: dict[str, tuple[Learner, dict[str, np.ndarray]]], config: DemoConfig, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for method in inits:
+    for method in candidates:
         points = [(r["shots"], r["value"]) for r in rows if r["method"] == method]
         left.plot(*zip(*points), marker="o", label=method)
     left.set(xlabel="shots K (online, one SGD step each)", ylabel="MSE on unseen devices", yscale="log",
@@ -173,8 +207,7 @@ def plot_adaptation(rows: list[dict], inits: dict[str, dict[str, np.ndarray]], c
     x, y = device.stream.task.evaluation_grid(200)
     right.plot(x, y, "k--", label="device's true curve")
     shots = 5 if 5 in config.shots else config.shots[0]
-    for method, weights in inits.items():
-        learner = mlp_learner_for(weights)
+    for method, (learner, weights) in candidates.items():
         learner.set_weights(weights)
         stream = sine_device(TEST_SEED_BASE, stream_key=0).stream
         adapt_online(learner, stream, shots=shots, learning_rate=config.adaptation_learning_rate)
@@ -186,11 +219,15 @@ def plot_adaptation(rows: list[dict], inits: dict[str, dict[str, np.ndarray]], c
     plt.close(fig)
 
 
-def export_device_models(theta: dict[str, np.ndarray], config: DemoConfig, directory: Path) -> dict:
+def export_device_models(
+    theta: dict[str, np.ndarray], config: DemoConfig, directory: Path, step_sizes: dict[str, np.ndarray] | None = None
+) -> dict:
     """Ship the meta-model the two ways a device can run it, and check each profile can hold it.
 
     (a) the whole MLP as a TFLite training graph (every weight trains on the
-    device); (b) TinyOL: an int8 backbone in flash + a float head in RAM.
+    device, each with its learned step size); (b) TinyOL: an int8 backbone in
+    flash + a float head in RAM (the head steps at the shared rate: the
+    in-place head update has no per-weight step sizes).
     """
     from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone, TFLiteTrainer
     from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
@@ -200,7 +237,8 @@ def export_device_models(theta: dict[str, np.ndarray], config: DemoConfig, direc
     from server.models.sine_mlp import export_training_model
 
     n_layers = len(config.layer_sizes) - 1
-    trainer_path = export_training_model(directory / "sine_mlp_train.tflite", config.layer_sizes, theta)
+    trainer_path = export_training_model(directory / "sine_mlp_train.tflite", config.layer_sizes, theta,
+                                         step_sizes=step_sizes)  # fmt: skip
     calibration = np.linspace(*X_RANGE, 256, dtype=np.float32).reshape(-1, 1)
     backbone_path = export_int8_backbone(theta, directory / "sine_backbone_int8.tflite", calibration, n_layers)
     _, head = split_backbone_head(theta, n_layers)
@@ -339,14 +377,22 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     finally:
         store.close()
     inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed)
+    step_sizes = learned_step_sizes(federation_settings(config, "tinyreptile"))
+    candidates: dict[str, tuple[Learner, dict[str, np.ndarray]]] = {
+        "tinyreptile": (learner_with(inits["tinyreptile"], step_sizes), inits["tinyreptile"]),
+        "fedavg": (learner_with(inits["fedavg"]), inits["fedavg"]),
+        "random": (learner_with(inits["random"]), inits["random"]),
+    }
+    if step_sizes is not None:  # what θ alone does, at the shared rate: the step sizes' share of the gain
+        candidates[THETA_ONLY] = (learner_with(inits["tinyreptile"]), inits["tinyreptile"])
     started = time.perf_counter()
-    rows = adaptation_rows({m: (mlp_learner_for(w), w) for m, w in inits.items()}, config)
+    rows = adaptation_rows(candidates, config)
     timings["evaluate_s"] = time.perf_counter() - started
     plot_path = out / "adaptation.png"
-    plot_adaptation(rows, inits, config, plot_path)
+    plot_adaptation(rows, candidates, config, plot_path)
 
     started = time.perf_counter()
-    exported = export_device_models(inits["tinyreptile"], config, out / "models")
+    exported = export_device_models(inits["tinyreptile"], config, out / "models", step_sizes)
     timings["export_s"] = time.perf_counter() - started
     started = time.perf_counter()
     head = exported["learners"]["int8-backbone+head"].get_weights()
@@ -355,11 +401,14 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
         "tinyreptile/int8-backbone+head": (exported["learners"]["int8-backbone+head"], head),
     }
     device_rows = adaptation_rows(on_device, config)
+    for row in device_rows:  # which on-device learner adapts with the learned step sizes
+        row["step_sizes"] = step_sizes is not None and row["method"].endswith("tflite-trainer")
     timings["evaluate_on_device_learners_s"] = time.perf_counter() - started
     report = {
         "adaptation": rows,
         "adaptation_on_device_learners": device_rows,
         "device_models": exported["models"],
+        "step_sizes": step_size_summary(step_sizes, out / "models" / "step_sizes.npz"),
         "registry": registry_report,
         "config": asdict(config),
         "timings": timings,

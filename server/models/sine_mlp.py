@@ -18,6 +18,10 @@ Signatures (names are the contract with :class:`edge.tflite_learner.TFLiteTraine
 * ``infer(x[None,in]) -> {"y"}``: forward pass; the batch dimension is dynamic.
 * ``get_weights() -> {w0, b0, ...}`` and ``set_weights(w0, b0, ...) -> {w0, b0, ...}``
   (the latter returns the weights read back after assignment).
+* ``set_step_sizes(w0, b0, ...) -> {w0, b0, ...}``: per-weight multipliers of
+  ``lr`` (meta-learned, :mod:`edge.step_sizes`); ``train`` steps each weight by
+  ``lr · step size · gradient``. They start at one (a plain SGD step) unless
+  the export says otherwise.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ import numpy as np
 import tensorflow as tf
 
 from edge.mlp import init_mlp_weights, mlp_weight_names
+from edge.step_sizes import check_scales
 from edge.validation import check_weights
 
 DEFAULT_LAYER_SIZES: tuple[int, ...] = (1, 40, 40, 1)
-SIGNATURES = ("train", "infer", "get_weights", "set_weights")
+SIGNATURES = ("train", "infer", "get_weights", "set_weights", "set_step_sizes")
 # Largest finite float32: |w| <= this is a finiteness test made of builtin ops only
 # (ABS, LESS_EQUAL), since TFLite has no IS_FINITE builtin. NaN compares False.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -54,12 +59,17 @@ class MLPTrainingModule(tf.Module):
     operation for operation, so results agree with NumpyMLP to float32 rounding.
     """
 
-    def __init__(self, layer_sizes: Sequence[int], weights: Mapping[str, np.ndarray]) -> None:
+    def __init__(
+        self, layer_sizes: Sequence[int], weights: Mapping[str, np.ndarray],
+        step_sizes: Mapping[str, np.ndarray] | None = None,
+    ) -> None:  # fmt: skip
         super().__init__(name="mlp_training")
         self.layer_sizes = tuple(int(s) for s in layer_sizes)
         self.n_layers = len(self.layer_sizes) - 1
         self.names = mlp_weight_names(self.n_layers)
         self.vars = [tf.Variable(weights[name], dtype=tf.float32, name=name) for name in self.names]
+        steps = step_sizes or {name: np.ones_like(weights[name], dtype=np.float32) for name in self.names}
+        self.step_vars = [tf.Variable(steps[name], dtype=tf.float32, name=f"step_{name}") for name in self.names]
         n_in, n_out = self.layer_sizes[0], self.layer_sizes[-1]
 
         self.train = tf.function(
@@ -74,6 +84,10 @@ class MLPTrainingModule(tf.Module):
         self.get_weights = tf.function(self._get_weights, input_signature=[])
         self.set_weights = tf.function(
             self._set_weights,
+            input_signature=[tf.TensorSpec(v.shape, tf.float32, name=n) for n, v in zip(self.names, self.vars)],
+        )
+        self.set_step_sizes = tf.function(
+            self._set_step_sizes,
             input_signature=[tf.TensorSpec(v.shape, tf.float32, name=n) for n, v in zip(self.names, self.vars)],
         )
 
@@ -98,7 +112,7 @@ class MLPTrainingModule(tf.Module):
             grads[2 * i + 1] = tf.reduce_sum(delta, axis=0)
             if i > 0:
                 delta = tf.matmul(delta, params[2 * i], transpose_b=True) * (1.0 - tf.square(acts[i]))
-        updated = [p - lr * g for p, g in zip(params, grads)]
+        updated = [p - lr * s.read_value() * g for p, s, g in zip(params, self.step_vars, grads)]
         applied = tf.constant(True)
         for u in updated:
             applied = tf.logical_and(applied, tf.reduce_all(tf.abs(u) <= _FLOAT32_MAX))
@@ -117,18 +131,25 @@ class MLPTrainingModule(tf.Module):
             v.assign(value)
         return {n: v.read_value() for n, v in zip(self.names, self.vars)}
 
+    def _set_step_sizes(self, *values: tf.Tensor) -> dict[str, tf.Tensor]:
+        for v, value in zip(self.step_vars, values):
+            v.assign(value)
+        return {n: v.read_value() for n, v in zip(self.names, self.step_vars)}
+
 
 def build_training_module(
     layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
     weights: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
+    step_sizes: Mapping[str, np.ndarray] | None = None,
 ) -> MLPTrainingModule:
-    """The module with validated initial weights (Glorot from ``seed`` when None)."""
+    """The module with validated initial weights (Glorot from ``seed`` when None) and step sizes (ones when None)."""
     sizes = tuple(int(s) for s in layer_sizes)
     if len(sizes) < 2 or any(s <= 0 for s in sizes):
         raise ValueError(f"layer_sizes must be >= 2 positive ints, got {list(layer_sizes)}")
     initial = init_mlp_weights(sizes, seed) if weights is None else check_weights(weights, _weight_spec(sizes))
-    return MLPTrainingModule(sizes, initial)
+    steps = None if step_sizes is None else check_scales(step_sizes, initial)
+    return MLPTrainingModule(sizes, initial, steps)
 
 
 def convert_training_module(module: MLPTrainingModule) -> bytes:
@@ -151,9 +172,10 @@ def export_training_model(
     layer_sizes: Sequence[int] = DEFAULT_LAYER_SIZES,
     weights: Mapping[str, np.ndarray] | None = None,
     seed: int = 0,
+    step_sizes: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
     """Write the training .tflite to ``path``; initial weights from ``edge.mlp.init_mlp_weights`` when None."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(convert_training_module(build_training_module(layer_sizes, weights, seed)))
+    out.write_bytes(convert_training_module(build_training_module(layer_sizes, weights, seed, step_sizes)))
     return out

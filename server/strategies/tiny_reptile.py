@@ -32,11 +32,13 @@ from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
 from server.strategies.common import mean_metrics, round_rng, sample_node_ids, screen_replies
 from server.strategies.schedules import Anneal, annealed_step_size
+from server.strategies.step_size_learning import StepSizeLearning
 
 log = logging.getLogger(__name__)
 
 META_STEP_SIZE = "meta-step-size"
 CLIENTS = "clients"
+STEP_SIZE_CLIENTS = "step-size-clients"
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class TinyReptileConfig:
     nesterov: bool = False  # look-ahead momentum: step along d + μ·m instead of m
     total_rounds: int = 1000  # the schedule's length, fixed across resumes
     evaluate_clients: int = 0  # devices asked for a federated evaluation each round
+    # Meta-learned per-weight step sizes (Meta-SGD, edge/step_sizes.py): Adam rate on their log; 0 = off.
+    step_size_learning_rate: float = 0.0
+    step_size_base_rate: float = 0.02  # the devices' shared adaptation rate, which the step sizes multiply
+    step_size_shots: int = 5  # online steps a device differentiates through (the K it will adapt with)
+    step_size_query: int = 20  # fresh samples the adapted model is then scored on
     min_available_nodes: int = 1
     node_timeout_s: float = 120.0
     seed: int = 0
@@ -62,6 +69,8 @@ class TinyReptileConfig:
             raise ValueError("meta step sizes must lie in (0, 1] (final: [0, 1])")
         if not 0.0 <= self.outer_momentum < 1.0:
             raise ValueError("outer_momentum must lie in [0, 1)")
+        if self.step_size_learning_rate < 0.0:
+            raise ValueError("step_size_learning_rate must be >= 0 (0 turns step-size learning off)")
 
 
 class TinyReptile(Strategy):
@@ -72,14 +81,22 @@ class TinyReptile(Strategy):
         self.round_offset = round_offset
         self._theta: dict[str, np.ndarray] | None = None
         self._momentum: dict[str, np.ndarray] | None = None
+        self.step_sizes: StepSizeLearning | None = None
+        if config.step_size_learning_rate > 0.0:
+            self.step_sizes = StepSizeLearning(
+                config.step_size_learning_rate, config.step_size_base_rate, config.step_size_shots, config.step_size_query
+            )
 
     def strategy_state(self) -> dict[str, np.ndarray]:
         """What a checkpoint must hold besides θ for a resumed run to continue identically."""
-        return {f"momentum/{k}": v for k, v in (self._momentum or {}).items()}
+        state = {f"momentum/{k}": v for k, v in (self._momentum or {}).items()}
+        return state | (self.step_sizes.state() if self.step_sizes else {})
 
     def restore_strategy_state(self, state: dict[str, np.ndarray]) -> None:
         momentum = {k.removeprefix("momentum/"): v for k, v in state.items() if k.startswith("momentum/")}
         self._momentum = momentum or None
+        if self.step_sizes:
+            self.step_sizes.restore(state)
 
     def epsilon(self, server_round: int) -> float:
         return annealed_step_size(
@@ -102,6 +119,8 @@ class TinyReptile(Strategy):
         sent_config = ConfigRecord(dict(config))  # never mutate the caller's config
         sent_config[keys.SERVER_ROUND] = server_round + self.round_offset
         record = RecordDict({keys.ARRAYS: arrays, keys.CONFIG: sent_config})
+        if self.step_sizes and kind == MessageType.TRAIN and self._theta is not None:
+            self.step_sizes.attach(record, sent_config, self._theta)
         return [Message(content=record, message_type=kind, dst_node_id=node) for node in node_ids]
 
     def configure_train(
@@ -115,10 +134,12 @@ class TinyReptile(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._theta is None:
             raise RuntimeError("aggregate_train called before configure_train")
+        replies = list(replies)
         accepted = screen_replies(replies, self._theta)
         if not accepted:
             log.warning("round %d: no usable reply; θ unchanged", server_round + self.round_offset)
             return None, None
+        hypergradients = self.step_sizes.update(replies, {n for n, _, _ in accepted}, self._theta) if self.step_sizes else 0
         phi = W.mean([weights for _, weights, _ in accepted])
         epsilon = self.epsilon(server_round)
         if self.config.outer_momentum > 0.0:
@@ -128,6 +149,8 @@ class TinyReptile(Strategy):
         metrics = mean_metrics([m for _, _, m in accepted])
         metrics[META_STEP_SIZE] = epsilon
         metrics[CLIENTS] = len(accepted)
+        if self.step_sizes:
+            metrics[STEP_SIZE_CLIENTS] = hypergradients
         return to_array_record(self._theta), MetricRecord(metrics)
 
     def momentum_step(self, direction: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

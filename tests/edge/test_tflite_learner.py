@@ -63,6 +63,30 @@ def test_many_steps_stay_close_to_numpy(trainer: TFLiteTrainer) -> None:
     assert_weights_close(trainer.get_weights(), reference.get_weights(), tol=1e-4)
 
 
+def test_step_sizes_in_the_graph_match_numpy(trainer: TFLiteTrainer) -> None:
+    """Per-weight step sizes set on the interpreter give NumpyMLP's scaled step; None restores plain SGD."""
+    reference = NumpyMLP(LAYER_SIZES, seed=SEED)
+    rng = np.random.default_rng(7)
+    scales = {k: np.exp(rng.normal(0, 0.7, v.shape)).astype(np.float32) for k, v in reference.get_weights().items()}
+    trainer.set_step_sizes(scales)
+    reference.set_step_sizes(scales)
+    for x, y in SineStream(sample_task(4), seed=4).take(20):
+        reference.set_weights(trainer.get_weights())
+        assert trainer.learn_one(x, y, 0.02) == pytest.approx(reference.learn_one(x, y, 0.02), rel=TOL, abs=TOL)
+        assert_weights_close(trainer.get_weights(), reference.get_weights())
+    trainer.set_step_sizes(None)
+    reference.set_step_sizes(None)
+    x, y = next(SineStream(sample_task(5), seed=5))
+    reference.set_weights(trainer.get_weights())
+    trainer.learn_one(x, y, 0.02)
+    reference.learn_one(x, y, 0.02)
+    assert_weights_close(trainer.get_weights(), reference.get_weights())
+    bad = {k: v.copy() for k, v in scales.items()}
+    bad["b0"][0] = np.inf
+    with pytest.raises(InvalidInputError, match="step sizes 'b0' must be finite and positive"):
+        trainer.set_step_sizes(bad)
+
+
 def test_infer_and_loss_match_numpy(trainer: TFLiteTrainer) -> None:
     reference = NumpyMLP(LAYER_SIZES, seed=SEED)
     x = np.linspace(-5, 5, 64, dtype=np.float32).reshape(-1, 1)
