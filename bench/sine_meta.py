@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-devices", type=int, default=50, help="the next validation devices, scored")
     parser.add_argument("--quick", action="store_true", help="2 seeds, 100/30 rounds: checks the plumbing only")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/sine_meta.json"))
-    parser.add_argument("--cache", type=Path, default=Path("runs/bench/sine_meta_cache"),
+    parser.add_argument("--cache", type=lambda text: Path(text) if text else None, default=Path("runs/bench/sine_meta_cache"),
                         help="trained θ by settings digest, reused by later runs ('' to disable)")
     args = parser.parse_args(argv)
     logging.getLogger("flwr").setLevel(logging.ERROR)  # Flower logs every round; the JSON has the numbers
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sine-meta-") as tmp:
         for seed in seeds:
-            cache = args.cache if str(args.cache) else None
+            cache = args.cache  # None: '--cache ""' (Path("") would be the working directory)
             if args.select_lr:
                 row = run_seed_selected(config, seed, args.lr_grid, args.select_devices, args.score_devices, Path(tmp),
                                         cache)  # fmt: skip
