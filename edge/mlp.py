@@ -103,6 +103,8 @@ class NumpyMLP(Learner):
 
     def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
         """Per-weight multipliers of the learning rate (meta-learned, :mod:`edge.step_sizes`); None: one shared rate."""
+        if scales is not None and type(self).learn_one is not NumpyMLP.learn_one:
+            raise NotImplementedError(f"{type(self).__name__} has its own SGD step, which does not apply step sizes")
         self._step_scales = None if scales is None else check_scales(scales, self._weights)
 
     @property

@@ -100,6 +100,14 @@ def test_bad_step_sizes_are_refused_and_the_old_ones_kept(change, message):
         check_scales(bad, learner.get_weights())
 
 
+def test_a_learner_with_its_own_step_refuses_step_sizes_rather_than_ignore_them():
+    from edge.mlp_classifier import MLPClassifier
+
+    classifier = MLPClassifier((4, 3, 2))
+    with pytest.raises(NotImplementedError, match="does not apply step sizes"):
+        classifier.set_step_sizes(unit_scales(classifier.get_weights()))
+
+
 def test_adam_state_round_trips_and_log_scales_stay_bounded():
     weights = {"w": np.zeros(3, np.float32)}
     adam = LogScaleAdam(0.5)
