@@ -44,6 +44,7 @@ class StepSizeLearning:
             raise ValueError("the base adaptation rate must be positive")
         self.adam = LogScaleAdam(learning_rate)
         self.base_rate, self.shots, self.query = base_rate, shots, query
+        self._warned = False
 
     def scales(self) -> dict[str, np.ndarray]:
         return self.adam.scales()
@@ -71,6 +72,10 @@ class StepSizeLearning:
         if gradients:
             self.adam.start(theta)
             self.adam.step({k: np.mean([g[k] for g in gradients], axis=0) for k in spec})
+        elif accepted_nodes and not self._warned:
+            log.warning("no device sent a step-size hypergradient (e.g. MQTT firmware without the feature); "
+                        "step sizes stay as they are until one does")  # fmt: skip
+            self._warned = True
         return len(gradients)
 
     def state(self) -> dict[str, np.ndarray]:

@@ -148,3 +148,15 @@ def test_the_device_refuses_bad_step_sizes_with_a_clear_error():
     bad["w1"][0, 0] = -1.0
     with pytest.raises(Exception, match="step sizes 'w1' must be finite and positive"):
         flower_device(request(bad))
+
+
+def test_replies_without_hypergradients_leave_step_sizes_alone_and_say_so_once(caplog):
+    strategy = TinyReptile(TinyReptileConfig(clients_per_round=2, meta_step_size=0.5, anneal="constant",
+                                             step_size_learning_rate=0.1))  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        for server_round in (1, 2):
+            sent = configured(strategy, {"w": np.zeros(2, np.float32)})
+            _, metrics = strategy.aggregate_train(server_round, [device_reply(m, None) for m in sent])
+            assert metrics["step-size-clients"] == 0
+    assert caplog.text.count("no device sent a step-size hypergradient") == 1
+    np.testing.assert_array_equal(strategy.step_sizes.scales()["w"], [1.0, 1.0])
