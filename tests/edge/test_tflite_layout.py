@@ -40,7 +40,7 @@ def test_training_model_layout(training_model: Path) -> None:
     interpreter = load_interpreter(training_model)
     wrapper = interpreter._interpreter  # the runner's own signature -> subgraph map
     assert layout.signatures == {key: wrapper.GetSubgraphIndexFromSignature(key) for key in layout.signatures}
-    assert set(layout.signatures) == {"train", "infer", "get_weights", "set_weights"}
+    assert set(layout.signatures) == {"train", "infer", "get_weights", "set_weights", "set_step_sizes"}
     assert all(0 < peak <= total for peak, total in zip(layout.peak_bytes, layout.tensor_bytes) if total)
     # get_weights returns every weight at once: nothing can be reused there.
     assert layout.signature_bytes("get_weights") == layout.peak_bytes[layout.signatures["get_weights"]] == 1761 * 4
