@@ -26,6 +26,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
@@ -44,6 +46,13 @@ def headline(report: dict, shots: int = 5) -> dict[str, object]:
     if {"tinymetafed", "fedavg", "from-scratch"} <= set(values):
         out["tinymetafed_minus_fedavg_points"] = 100 * (values["tinymetafed"] - values["fedavg"])
         out["tinymetafed_minus_from_scratch_points"] = 100 * (values["tinymetafed"] - values["from-scratch"])
+    if {"tinymetafed", "fedavg-rebuilt-head"} <= set(values):  # the margin left once FedAvg's device rebuilds its head too
+        per_device = {r["method"]: np.array(r["per_device"]) for r in report["adaptation"] if r["shots"] == shots}
+        difference = 100 * (per_device["tinymetafed"] - per_device["fedavg-rebuilt-head"])  # same devices, same order
+        out["tinymetafed_minus_fedavg_rebuilt_head_points"] = float(difference.mean())
+        out["tinymetafed_minus_fedavg_rebuilt_head_paired_stderr_points"] = (
+            float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0
+        )
     training = report["training"]
     out["bytes_up_per_device_round"] = {m: t["per_device_round"]["bytes_up"] for m, t in training.items()}
     out["device_energy_mj_per_round"] = {m: 1000 * t["per_device_round"]["device_energy_j"] for m, t in training.items()}

@@ -20,6 +20,15 @@ devices (``TEST_DEVICE_BASE`` onwards) with the same K-shot episodes:
 - **from-scratch** — the firmware init (:func:`firmware_sim.task_client_app.firmware_init`)
   adapted online on the K shots: what on-device learning does with no prior.
 
+Control rows (:data:`CONTROLS`) reuse a trained method's θ with another
+new-device rule; they train nothing and cost nothing of their own:
+
+- **fedavg-rebuilt-head** — FedAvg's θ with its output layer replaced by the
+  device firmware's (zero) one, rebuilt on the K shots exactly as
+  TinyMetaFed's new device does (same code, rate chosen the same way). It
+  separates what TinyMetaFed's training gives from what its new-device rule
+  gives.
+
 Every adaptation is online: one SGD step per sample, each sample once.
 
 The three federated methods run through ``Strategy.start`` on
@@ -54,6 +63,11 @@ FEDERATED = ("tinymetafed", "tinyreptile", "fedavg")
 TRAINING_SUMMARY = "training.json"  # next to a method's checkpoints: its settings and measured costs
 TRAINED = (*FEDERATED, "local-only")  # methods whose init comes out of a training run
 METHODS = (*FEDERATED, "local-only", "from-scratch")
+# Control rows: a trained method's θ under another new-device rule (no training of their own) -> that method.
+CONTROLS: dict[str, str] = {"fedavg-rebuilt-head": "fedavg"}
+SCORED = (*METHODS, *CONTROLS)  # every row the benchmark can score
+# A new device installs the shared part of θ and rebuilds the output layer from its firmware on the K shots.
+REBUILDS_OUTPUT_LAYER = ("tinymetafed", "fedavg-rebuilt-head")
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -82,6 +96,8 @@ class TaskBenchConfig:
     # Choose every method's adaptation_lr on validation devices first (select_adaptation_lr);
     # off, adaptation_lr (or the defaults) is used as given.
     select_lr: bool = True
+    # Score the control rows (CONTROLS) of every method run whose θ they reuse.
+    controls: bool = True
     fedavg_clients_per_round: int = 5
     fedavg_samples: int = 32
     fedavg_epochs: int = 5
@@ -93,7 +109,7 @@ class TaskBenchConfig:
         if self.evaluate_on not in ("test", "validation"):
             raise ValueError("evaluate_on is 'test' or 'validation'")
         for method, rate in self.adaptation_lr:
-            if method not in METHODS or not 0.0 < rate <= 10.0:
+            if method not in SCORED or not 0.0 < rate <= 10.0:
                 raise ValueError(f"adaptation_lr: {method!r} -> {rate!r} is not a method and a rate in (0, 10]")
         if min(self.shots, default=0) < 1:
             raise ValueError("shots must be >= 1")
@@ -112,7 +128,7 @@ class TaskBenchConfig:
         return cls(**{"task": task, **TASK_PRESETS.get(task, {}), **overrides})  # type: ignore[arg-type]
 
     def adaptation_lr_of(self, method: str, family: TaskFamily) -> float:
-        default = self.reconstruction_lr if method == "tinymetafed" else family.learning_rate
+        default = self.reconstruction_lr if method in REBUILDS_OUTPUT_LAYER else family.learning_rate
         return dict(self.adaptation_lr).get(method, default)
 
     @property
@@ -226,13 +242,31 @@ def train_federated(
     return run
 
 
+STEP_SIZE_FIELDS = ("step_size_learning_rate", "step_size_base_rate", "step_size_shots", "step_size_query")
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings with the fields that cannot change a run left out: the Meta-SGD step-size fields when it is off.
+
+    With ``step_size_learning_rate`` 0 (or absent: runs recorded before those
+    fields existed) no step size is sent or learned and θ's update is the same
+    bit for bit, so such a run is the run of the current settings.
+    """
+    out = dict(settings)
+    for name in ("reptile", "metafed"):
+        strategy = out.get(name)
+        if isinstance(strategy, dict) and not strategy.get("step_size_learning_rate", 0.0):
+            out[name] = {k: v for k, v in strategy.items() if k not in STEP_SIZE_FIELDS}
+    return out
+
+
 def _reuse(summary_path: Path, settings: FederationSettings) -> TrainingRun | None:
     """The finished run of exactly these settings, from its checkpoint and summary; None if there is none."""
     if not summary_path.exists():
         return None
     summary = json.loads(summary_path.read_text())
     # the settings as JSON would see them (tuples become lists) must match exactly
-    if summary["settings"] != json.loads(json.dumps(settings.as_dict())):
+    if _comparable(summary["settings"]) != _comparable(json.loads(json.dumps(settings.as_dict()))):
         return None
     checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
     if checkpoint is None or checkpoint.server_round != settings.num_rounds:
@@ -241,6 +275,16 @@ def _reuse(summary_path: Path, settings: FederationSettings) -> TrainingRun | No
         checkpoint.weights, summary["wall_s"], settings.num_rounds, summary["per_device_round"], summary["totals"],
         summary["curve"],
     )
+
+
+def with_controls(
+    config: TaskBenchConfig, inits: dict[str, dict[str, np.ndarray] | None]
+) -> dict[str, dict[str, np.ndarray] | None]:
+    """``inits`` plus every control row (:data:`CONTROLS`) whose method is among them, on that method's very θ."""
+    out = dict(inits)
+    if config.controls:
+        out.update({control: inits[source] for control, source in CONTROLS.items() if inits.get(source) is not None})
+    return out
 
 
 def score(learner: MLPClassifier, episode: Episode, balanced: bool) -> float:
@@ -258,7 +302,7 @@ def adapted_learner(
     learner = MLPClassifier(family.layer_sizes)
     firmware = firmware_init(family, device)
     lr = config.adaptation_lr_of(method, family)
-    if method == "tinymetafed":
+    if method in REBUILDS_OUTPUT_LAYER:  # whatever output layer θ holds is discarded
         assert weights is not None
         shared, _ = split_weights(weights, family.private_names)
         _, private = split_weights(firmware, family.private_names)
@@ -273,7 +317,7 @@ def adapted_learner(
     elif method == "from-scratch":
         learner.set_weights(firmware)
     else:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SCORED)}")
     for x, y in episode.support_stream():
         learner.learn_one(x, y, lr)
     return learner
@@ -289,7 +333,11 @@ def adapt_and_score(
 def evaluate(
     config: TaskBenchConfig, family: TaskFamily, inits: dict[str, dict[str, np.ndarray] | None]
 ) -> list[dict[str, object]]:
-    """Rows ``{method, shots, metric, value, stderr, n_devices}``; every method sees the same episodes."""
+    """Rows ``{method, shots, metric, value, stderr, n_devices, per_device}``; every method sees the same episodes.
+
+    ``per_device`` lists each device's score in the same device order for every
+    method, so two methods can be compared device by device (paired).
+    """
     rows: list[dict[str, object]] = []
     metric = "balanced_accuracy" if family.balanced else "accuracy"
     for k in config.shots:
@@ -303,7 +351,7 @@ def evaluate(
                 {
                     "method": method, "shots": k, "metric": metric, "value": float(values.mean()),
                     "stderr": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0,
-                    "n_devices": len(values),
+                    "n_devices": len(values), "per_device": values.tolist(),
                 }
             )  # fmt: skip
     return rows

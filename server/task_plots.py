@@ -20,7 +20,7 @@ def plot_task_report(report: dict, path: Path) -> Path:
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["shots"])
         ax.errorbar(
             [r["shots"] for r in mine], [r["value"] for r in mine], yerr=[r["stderr"] for r in mine],
-            marker="o", capsize=3, label=method,
+            marker="o", capsize=3, label=method, linestyle="--" if method in report.get("controls", {}) else "-",
         )  # fmt: skip
     ax.set_xlabel("K (shots per class, one SGD step each)")
     ax.set_ylabel(rows[0]["metric"].replace("_", " "))

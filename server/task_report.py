@@ -4,7 +4,10 @@ The pieces live in :mod:`server.task_bench` (training and K-shot scoring),
 :mod:`server.drift_curves` and :mod:`server.task_plots`; this module runs them
 in order and assembles ``runs/bench/<task>.json``:
 
-- ``adaptation``: rows ``{method, shots, metric, value, stderr, n_devices}``;
+- ``adaptation``: rows ``{method, shots, metric, value, stderr, n_devices, per_device}``,
+  the control rows (:data:`server.task_bench.CONTROLS`) among them;
+- ``controls``: per control row, the method whose training it reuses and a
+  note (it has no training costs of its own: they are that method's);
 - ``training``: per trained method, rounds, wall time, per device-round bytes
   up/down, simulated device time and energy (Nano 33 BLE Sense profile), and
   totals over the run;
@@ -27,6 +30,7 @@ from firmware_sim.profiles import NANO_33_BLE_SENSE
 from firmware_sim.task_families import task_family
 from server.drift_curves import DriftConfig, drift_curves
 from server.task_bench import (
+    CONTROLS,
     METHODS,
     TRAINED,
     ProgressFn,
@@ -36,6 +40,7 @@ from server.task_bench import (
     select_adaptation_lr,
     train_federated,
     training_ram,
+    with_controls,
 )
 from server.task_plots import plot_task_report
 
@@ -65,7 +70,7 @@ def run_task_bench(
                 training[method] = train_federated(config, family, method, out / f"{config.task}-work", progress)
     finally:
         FLOWER_LOGGER.setLevel(level)
-    inits = {m: (training[m].weights if m in training else None) for m in methods}
+    inits = with_controls(config, {m: (training[m].weights if m in training else None) for m in methods})
     started = time.perf_counter()
     selection: list[dict[str, object]] = []
     if config.select_lr:
@@ -84,9 +89,19 @@ def run_task_bench(
             "fits": ram["total"] <= NANO_33_BLE_SENSE.usable_ram_bytes,
         },
         "adaptation": rows,
-        "adaptation_lr": {m: config.adaptation_lr_of(m, family) for m in methods},
+        "adaptation_lr": {m: config.adaptation_lr_of(m, family) for m in inits},
         "adaptation_lr_selection": selection,
         "training": {m: run.summary() for m, run in training.items()},
+        "controls": {
+            c: {
+                "weights_from": CONTROLS[c],
+                "note": f"{CONTROLS[c]}'s trained θ, no training of its own (its costs are {CONTROLS[c]}'s); a new "
+                "device replaces θ's output layer by its firmware's zero one and rebuilds it on the K shots with "
+                "the rest frozen, as TinyMetaFed's new device does, at a rate chosen on validation devices",
+            }
+            for c in inits
+            if c in CONTROLS
+        },
         "evaluation_wall_s": evaluation_s,
         "config": asdict(config),
     }

@@ -20,7 +20,20 @@ from firmware_sim.tasks.espeak import espeak_available
 from server.drift_curves import DriftConfig
 from server.federation import run_federation
 from server.inprocess_grid import InProcessGrid
-from server.task_bench import METHODS, TaskBenchConfig, federation_settings
+from server.checkpoint import Checkpointer
+from server.task_bench import (
+    CONTROLS,
+    LR_GRID,
+    METHODS,
+    STEP_SIZE_FIELDS,
+    TRAINING_SUMMARY,
+    TaskBenchConfig,
+    _comparable,
+    adapted_learner,
+    evaluate,
+    federation_settings,
+    train_federated,
+)
 from server.task_report import run_task_bench
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (apt-get install espeak-ng)")
@@ -39,8 +52,9 @@ def test_every_method_runs_end_to_end_and_the_report_says_what_it_cost(task, tmp
     written = json.loads((tmp_path / f"{task}.json").read_text())
     assert written["task"] == task and (tmp_path / f"{task}.png").stat().st_size > 0
     rows = written["adaptation"]
-    assert {(r["method"], r["shots"]) for r in rows} == {(m, k) for m in METHODS for k in (1, 2)}
+    assert {(r["method"], r["shots"]) for r in rows} == {(m, k) for m in (*METHODS, *CONTROLS) for k in (1, 2)}
     assert all(0.0 <= r["value"] <= 1.0 and r["n_devices"] == 2 for r in rows)
+    assert all(len(r["per_device"]) == 2 and np.isclose(np.mean(r["per_device"]), r["value"]) for r in rows)
     training = written["training"]
     assert set(training) == {"tinymetafed", "tinyreptile", "fedavg", "local-only"}
     metafed, reptile = training["tinymetafed"]["per_device_round"], training["tinyreptile"]["per_device_round"]
@@ -54,6 +68,84 @@ def test_every_method_runs_end_to_end_and_the_report_says_what_it_cost(task, tmp
     drift = written["drift"]
     assert len(drift["online"]) == len(drift["frozen"]) == 4 and drift["window_end"][-1] == 40
     assert report["adaptation"] == rows
+
+
+def test_fedavg_rebuilt_head_is_fedavgs_theta_with_the_firmware_output_layer_rebuilt_as_metafed_does(tmp_path):
+    config = TaskBenchConfig(task="characters", out_dir=str(tmp_path), **TINY)
+    family = task_family("characters")
+    control = "fedavg-rebuilt-head"
+    report = run_task_bench(config, methods=("tinymetafed", "fedavg"))
+
+    rows = {(r["method"], r["shots"]): r for r in report["adaptation"]}
+    assert {m for m, _ in rows} == {"tinymetafed", "fedavg", control}
+    for k in config.shots:  # scored on the same devices as the others
+        assert rows[(control, k)]["n_devices"] == rows[("fedavg", k)]["n_devices"] == config.n_eval_devices
+    # no training of its own: the JSON points at FedAvg's instead of repeating its costs
+    assert set(report["training"]) == {"tinymetafed", "fedavg"}
+    assert report["controls"] == {control: {"weights_from": "fedavg", "note": report["controls"][control]["note"]}}
+    assert "no training of its own" in report["controls"][control]["note"]
+    # its rate is the best of the whole grid on validation devices, as for every method
+    tried = {r["learning_rate"]: r["value"] for r in report["adaptation_lr_selection"] if r["method"] == control}
+    assert list(tried) == list(LR_GRID)
+    rate = report["adaptation_lr"][control]
+    assert tried[rate] == max(tried.values())
+
+    fedavg_theta = Checkpointer(tmp_path / "characters-work" / "checkpoints" / "fedavg").load_latest().weights
+    # every value is TinyMetaFed's new-device rule applied to FedAvg's θ on the very same episodes
+    as_metafed = replace(config, adaptation_lr=(("tinymetafed", rate),))
+    for expected in evaluate(as_metafed, family, {"tinymetafed": fedavg_theta}):
+        assert rows[(control, expected["shots"])]["per_device"] == expected["per_device"]
+
+    device = config.eval_device_base
+    episode = family.episode(device, 2, config.n_query)
+    scored = replace(config, adaptation_lr=((control, rate),))
+    adapted = adapted_learner(scored, family, control, fedavg_theta, device, episode).get_weights()
+    for name, value in fedavg_theta.items():
+        if name in family.private_names:
+            assert not np.array_equal(adapted[name], value)  # rebuilt on the shots
+        else:
+            np.testing.assert_array_equal(adapted[name], value)  # FedAvg's hidden layers, frozen
+    # FedAvg's output layer plays no part ...
+    scrambled = {**fedavg_theta, **{name: fedavg_theta[name] + 1.0 for name in family.private_names}}
+    again = adapted_learner(scored, family, control, scrambled, device, episode).get_weights()
+    for name, value in adapted.items():
+        np.testing.assert_array_equal(again[name], value)
+    # ... the device starts from its firmware's zero output layer (a vanishing rate leaves it there)
+    frozen = replace(config, adaptation_lr=((control, 1e-30),))
+    start = adapted_learner(frozen, family, control, fedavg_theta, device, episode).get_weights()
+    for name in family.private_names:
+        assert np.abs(start[name]).max() < 1e-20 and np.abs(fedavg_theta[name]).max() > 1e-3
+
+
+def test_controls_can_be_left_out(tmp_path):
+    config = TaskBenchConfig(task="presence", out_dir=str(tmp_path), controls=False, select_lr=False, **TINY)
+    report = run_task_bench(config, methods=("fedavg",))
+    assert {r["method"] for r in report["adaptation"]} == {"fedavg"} and report["controls"] == {}
+
+
+def test_a_run_recorded_before_the_step_size_fields_existed_is_reused_while_step_sizes_are_off(tmp_path):
+    config = TaskBenchConfig(task="presence", out_dir=str(tmp_path), **TINY)
+    family = task_family("presence")
+    first = train_federated(config, family, "tinyreptile", tmp_path / "w")
+    summary_path = tmp_path / "w" / "checkpoints" / "tinyreptile" / TRAINING_SUMMARY
+    summary = json.loads(summary_path.read_text())
+    assert summary["settings"]["reptile"]["step_size_learning_rate"] == 0.0
+    for name in STEP_SIZE_FIELDS:  # as a run before Meta-SGD recorded it
+        del summary["settings"]["reptile"][name]
+    summary["wall_s"] = 12345.0  # marks the recorded run
+    summary_path.write_text(json.dumps(summary))
+
+    reused = train_federated(replace(config, reuse_training=True), family, "tinyreptile", tmp_path / "w")
+    assert reused.wall_s == 12345.0
+    for name, value in first.weights.items():
+        np.testing.assert_array_equal(reused.weights[name], value)
+    # with step-size learning on, the fields matter and such a run is not the same run
+    learning = {**summary["settings"], "reptile": {**summary["settings"]["reptile"], "step_size_learning_rate": 0.01}}
+    learning["reptile"].update({name: 1 for name in STEP_SIZE_FIELDS[1:]})
+    assert _comparable(learning) != _comparable(summary["settings"])
+    # and any other change of settings trains again
+    other = train_federated(replace(config, reuse_training=True, meta_samples_per_round=9), family, "tinyreptile", tmp_path / "w")
+    assert other.wall_s != 12345.0
 
 
 def test_the_benchmark_refuses_settings_it_cannot_run(tmp_path):
