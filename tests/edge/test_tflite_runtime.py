@@ -91,7 +91,7 @@ def test_truncated_model_is_an_error_not_a_crash(backend: str, truncated_model: 
 def test_auto_prefers_ai_edge_litert(training_model: Path) -> None:
     interpreter = load_interpreter(training_model)
     assert interpreter_backend(interpreter) == "ai_edge_litert"
-    assert set(interpreter.get_signature_list()) == {"train", "infer", "get_weights", "set_weights"}
+    assert set(interpreter.get_signature_list()) == {"train", "infer", "get_weights", "set_weights", "set_step_sizes"}
     assert interpreter_backend(load_interpreter(training_model.read_bytes())) == "ai_edge_litert"
     with pytest.raises(ValueError):
         interpreter_backend(object())
