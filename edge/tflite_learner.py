@@ -91,7 +91,9 @@ class TFLiteTrainer(Learner):
 
     The model must have the signatures ``train(x, y, lr) -> {loss, applied}``,
     ``infer(x) -> {y}``, ``get_weights() -> {name: array}`` and
-    ``set_weights(**weights)``. A diverged step (any updated weight NaN/Inf) is
+    ``set_weights(**weights)``, and may have ``set_step_sizes(**scales)`` (per-weight
+    multipliers of ``lr``; models exported before step sizes lack it and then
+    refuse :meth:`set_step_sizes`). A diverged step (any updated weight NaN/Inf) is
     refused *inside* the graph (``applied`` is False, weights kept), and this
     class then raises :class:`InvalidInputError`, the same contract as
     :class:`edge.mlp.NumpyMLP`.
