@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
 from server.demo import DemoConfig, run_demo
@@ -17,7 +18,8 @@ def test_demo_writes_report_and_plot(tmp_path):
         n_train_devices=3,
         n_unseen_devices=4,
         reptile_rounds=2,
-        reptile=TinyReptileConfig(clients_per_round=2, anneal="cosine", outer_momentum=0.9, nesterov=True),
+        reptile=TinyReptileConfig(clients_per_round=2, anneal="cosine", outer_momentum=0.9, nesterov=True,
+                                  step_size_learning_rate=0.05, step_size_shots=2, step_size_query=3),
         reptile_device=DeviceRoundConfig(stream_samples=5, probe_samples=2),
         fedavg_rounds=2,
         fedavg_clients_per_round=2,
@@ -32,14 +34,21 @@ def test_demo_writes_report_and_plot(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     rows = report["adaptation"]
     assert {(r["method"], r["shots"]) for r in rows} == {
-        (m, k) for m in ("tinyreptile", "fedavg", "random") for k in (1, 2, 5, 10, 20)
+        (m, k) for m in ("tinyreptile", "fedavg", "random", "tinyreptile-theta-only") for k in (1, 2, 5, 10, 20)
     }
     assert all(r["metric"] == "mse" and r["n_devices"] == 4 and math.isfinite(r["value"]) and r["value"] > 0 for r in rows)
     assert report["config"]["reptile_rounds"] == 2
-    # the interpreter-run learner reproduces the numpy one on the same devices
+    # the interpreter-run learner, with the learned step sizes inside the graph, reproduces the numpy one
     numpy_rows = {r["shots"]: r["value"] for r in rows if r["method"] == "tinyreptile"}
     tflite_rows = {r["shots"]: r["value"] for r in report["adaptation_on_device_learners"] if r["method"] == "tinyreptile/tflite-trainer"}
     assert tflite_rows == pytest.approx(numpy_rows, rel=1e-3)
+    assert {r["method"]: r["step_sizes"] for r in report["adaptation_on_device_learners"]} == {
+        "tinyreptile/tflite-trainer": True, "tinyreptile/int8-backbone+head": False}
+    theta_only = {r["shots"]: r["value"] for r in rows if r["method"] == "tinyreptile-theta-only"}
+    assert theta_only != numpy_rows  # two Adam steps moved the step sizes off one
+    with np.load(report["step_sizes"]["file"]) as stored:
+        assert set(stored.files) == {"w0", "b0", "w1", "b1", "w2", "b2"}
+        assert all(np.all(stored[k] > 0) for k in stored.files)
     assert report["device_models"]["int8-backbone+head"]["fits"]["nano33ble"] == "fits"
     assert (tmp_path / "adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
