@@ -16,6 +16,7 @@ STREAM_SAMPLES = "stream-samples"
 PROBE_SAMPLES = "probe-samples"
 LOCAL_EPOCHS = "local-epochs"
 DEVICE_SEED_BASE = "device-seed-base"
+RADIO = "radio"  # config: False for a device that learns alone (local-only): it neither receives nor sends a model
 
 # metrics returned by a device
 NUM_EXAMPLES = "num-examples"  # Flower's FedAvg weights by this key

@@ -165,6 +165,8 @@ def adapt_and_reply(
     wire codec's payload); probe losses that were not measured are left out.
     """
     config = message.content.config_records[keys.CONFIG]
+    if not bool(config.get(keys.RADIO, True)):  # a device learning alone: the model never crosses the radio
+        payload_size = _no_radio
     ledger_at_start = copy.copy(device.ledger)
     device.receive(weights, payload_bytes=payload_size(weights))
     report = device.adapt(
@@ -198,6 +200,10 @@ def adapt_and_reply(
         content[keys.STEP_SIZE_GRADIENT] = to_array_record(hypergradient)
         content.metric_records[keys.METRICS][keys.STEP_SIZE_QUERY_LOSS] = query_loss
     return Message(content=content, reply_to=message)
+
+
+def _no_radio(_weights: dict[str, np.ndarray]) -> int:
+    return 0
 
 
 def measure_step_sizes(

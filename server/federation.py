@@ -51,6 +51,7 @@ class DeviceRoundConfig:
     learner: str = "numpy"
     model_path: str = ""
     device_seeds: tuple[int, ...] = ()  # which devices the nodes play (e.g. chosen by a registry query)
+    radio: bool = True  # False: the device learns alone (local-only baseline); its rounds book no radio bytes
 
     def as_config_record(self) -> ConfigRecord:
         record = ConfigRecord(
@@ -67,6 +68,8 @@ class DeviceRoundConfig:
         )
         if self.device_seeds:
             record[keys.DEVICE_SEEDS] = [int(seed) for seed in self.device_seeds]
+        if not self.radio:
+            record[keys.RADIO] = False
         return record
 
 

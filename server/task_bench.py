@@ -167,9 +167,9 @@ def federation_settings(config: TaskBenchConfig, family: TaskFamily, method: str
     device = DeviceRoundConfig(inner_learning_rate=lr, stream_samples=config.meta_samples_per_round)
     if method == "tinyreptile":
         return FederationSettings(**common, reptile=TinyReptileConfig(**meta), device=device)
-    if method == "local-only":
+    if method == "local-only":  # a fleet of one that never talks to anyone: no radio bytes, time or energy
         alone = TinyReptileConfig(**{**meta, "clients_per_round": 1})
-        return FederationSettings(**{**common, "strategy": "tinyreptile"}, reptile=alone, device=device)
+        return FederationSettings(**{**common, "strategy": "tinyreptile"}, reptile=alone, device=replace(device, radio=False))
     metafed = TinyMetaFedConfig(
         **meta, private_names=family.private_names, top_p=config.top_p,
         reconstruction_samples=config.reconstruction_samples, reconstruction_lr=config.reconstruction_lr,
@@ -218,9 +218,6 @@ def train_federated(
     run_federation(grid, settings, on_round)
     wall = time.perf_counter() - started
     log = grid.reply_log
-    if method == "local-only":  # the device never talks to anyone: its loop costs no radio bytes
-        for r in log:
-            r[keys.BYTES_SENT] = r[keys.BYTES_RECEIVED] = 0.0
     columns = {
         "bytes_up": keys.BYTES_SENT,
         "bytes_down": keys.BYTES_RECEIVED,
@@ -246,13 +243,18 @@ STEP_SIZE_FIELDS = ("step_size_learning_rate", "step_size_base_rate", "step_size
 
 
 def _comparable(settings: dict) -> dict:
-    """Settings with the fields that cannot change a run left out: the Meta-SGD step-size fields when it is off.
+    """Settings with the fields that cannot change a run left out: the Meta-SGD step-size fields when it is off,
+    and the device's ``radio`` flag when it is on.
 
     With ``step_size_learning_rate`` 0 (or absent: runs recorded before those
     fields existed) no step size is sent or learned and θ's update is the same
-    bit for bit, so such a run is the run of the current settings.
+    bit for bit, so such a run is the run of the current settings. Likewise a
+    run recorded before ``radio`` existed had the radio on.
     """
     out = dict(settings)
+    device = out.get("device")
+    if isinstance(device, dict) and device.get("radio", True):  # absent in runs recorded before the field existed
+        out["device"] = {k: v for k, v in device.items() if k != "radio"}
     for name in ("reptile", "metafed"):
         strategy = out.get(name)
         if isinstance(strategy, dict) and not strategy.get("step_size_learning_rate", 0.0):
