@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 
 from edge.learner import ComputeCost, Learner, MemoryFootprint
+from edge.step_sizes import check_scales
 from edge.validation import InvalidInputError, WeightSpec, as_float_array, check_finite
 
 Task = Literal["regression", "classification"]
@@ -56,7 +58,26 @@ class OnlineHead(Learner):
         limit = np.sqrt(6.0 / (n_features + n_outputs))
         params = np.zeros((n_features + 1, n_outputs), np.float32)
         params[:n_features] = rng.uniform(-limit, limit, size=(n_features, n_outputs))
+        self._step_scales: np.ndarray | None = None  # per-weight multipliers of the rate, stacked like params
         self._allocate(params)
+
+    def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
+        """Per-weight multipliers of the learning rate (meta-learned, :mod:`edge.step_sizes`); None: one shared rate.
+
+        Applied to the rank-1 update in place, so a step costs one more
+        elementwise multiply and the scales one more weight-sized block of RAM.
+        """
+        if scales is None:
+            self._step_scales = None
+            return
+        checked = check_scales(scales, self.get_weights())
+        self._step_scales = np.vstack([checked["head_w"], checked["head_b"][None, :]]).astype(np.float32)
+
+    @property
+    def step_sizes(self) -> dict[str, np.ndarray] | None:
+        if self._step_scales is None:
+            return None
+        return {"head_w": self._step_scales[: self.n_features].copy(), "head_b": self._step_scales[self.n_features].copy()}
 
     def _allocate(self, params: np.ndarray) -> None:
         """Take ``params`` (n_features + 1, n_outputs) float32 as the weights and allocate every step buffer once."""
@@ -98,6 +119,8 @@ class OnlineHead(Learner):
         grown = np.zeros((self.n_features + 1, self.n_outputs + 1), np.float32)
         grown[:, :-1] = self._params
         grown[-1, -1] = self._b.min()
+        if self._step_scales is not None:  # a new class starts at the shared rate
+            self._step_scales = np.hstack([self._step_scales, np.ones((self.n_features + 1, 1), np.float32)])
         self._allocate(grown)
         return self.n_outputs - 1
 
@@ -227,6 +250,8 @@ class OnlineHead(Learner):
         np.multiply(z, self._scale, out=delta)
         spare = self._spare
         np.dot(self._x1_column, self._delta_row, out=spare)  # outer product x1 ⊗ delta (inner dimension 1: exact)
+        if self._step_scales is not None:
+            np.multiply(spare, self._step_scales, out=spare)
         np.add(spare, self._params, out=spare)
         if not math.isfinite(float(np.vdot(spare, spare))):
             # NaN/Inf, or weights whose squared norm overflows float32 (‖w‖ > 1.8e19): divergence all the same
@@ -254,9 +279,10 @@ class OnlineHead(Learner):
         """Weights; training = the second weight block the step is written into + the delta row;
         inference = the augmented input [x, 1] and the logits."""
         n_params = self._params.size
+        scales = n_params if self._step_scales is not None else 0
         return MemoryFootprint(
             weights=n_params * FLOAT_BYTES,
-            training=(n_params + self.n_outputs) * FLOAT_BYTES,
+            training=(n_params + scales + self.n_outputs) * FLOAT_BYTES,
             inference=(self.n_features + 1 + self.n_outputs) * FLOAT_BYTES,
         )
 

@@ -351,6 +351,10 @@ class BackboneHeadLearner(Learner):
     def learn_one(self, x: np.ndarray, y: object, learning_rate: float) -> float:
         return self.head.learn_one(self.backbone.feature_vector(x), y, learning_rate)
 
+    def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
+        """Per-weight step sizes of the head (``head_w``, ``head_b``); the frozen backbone has none."""
+        self.head.set_step_sizes(scales)
+
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         return self.head.loss(self.backbone.features(x), y)
 

@@ -226,8 +226,7 @@ def export_device_models(
 
     (a) the whole MLP as a TFLite training graph (every weight trains on the
     device, each with its learned step size); (b) TinyOL: an int8 backbone in
-    flash + a float head in RAM (the head steps at the shared rate: the
-    in-place head update has no per-weight step sizes).
+    flash + a float head in RAM, stepping with the last layer's step sizes.
     """
     from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone, TFLiteTrainer
     from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
@@ -252,6 +251,8 @@ def export_device_models(
     for name, (learner, path) in learners.items():
         if name == "int8-backbone+head":
             learner.set_weights(head)
+            if step_sizes is not None:  # the head's share of the meta-learned step sizes (last layer's)
+                learner.set_step_sizes(split_backbone_head(step_sizes, n_layers)[1])
         fits = {}
         for profile in PROFILES.values():
             try:
@@ -401,8 +402,8 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
         "tinyreptile/int8-backbone+head": (exported["learners"]["int8-backbone+head"], head),
     }
     device_rows = adaptation_rows(on_device, config)
-    for row in device_rows:  # which on-device learner adapts with the learned step sizes
-        row["step_sizes"] = step_sizes is not None and row["method"].endswith("tflite-trainer")
+    for row in device_rows:  # both on-device learners adapt with the learned step sizes (the head: its own)
+        row["step_sizes"] = step_sizes is not None
     timings["evaluate_on_device_learners_s"] = time.perf_counter() - started
     report = {
         "adaptation": rows,

@@ -122,3 +122,33 @@ def test_adam_state_round_trips_and_log_scales_stay_bounded():
     restored.step({"w": np.array([0.3, 0.2, -0.1])})
     np.testing.assert_array_equal(restored.log_scales["w"], adam.log_scales["w"])
     assert restored.steps == adam.steps == 41
+
+
+def test_the_tinyol_head_applies_step_sizes_and_keeps_them_when_a_class_is_added():
+    from edge.online_head import OnlineHead
+
+    rng = np.random.default_rng(8)
+    samples_ = [(rng.normal(size=6).astype(np.float32), rng.normal(size=2).astype(np.float32)) for _ in range(5)]
+    plain, unit, doubled, fast = (OnlineHead(6, 2, seed=3) for _ in range(4))
+    unit.set_step_sizes(unit_scales(unit.get_weights()))
+    doubled.set_step_sizes({k: np.full_like(v, 2.0) for k, v in doubled.get_weights().items()})
+    for x, y in samples_:
+        plain.learn_one(x, y, 0.01)
+        unit.learn_one(x, y, 0.01)
+        doubled.learn_one(x, y, 0.01)
+        fast.learn_one(x, y, 0.02)
+    for name in plain.get_weights():
+        np.testing.assert_array_equal(unit.get_weights()[name], plain.get_weights()[name])
+        np.testing.assert_allclose(doubled.get_weights()[name], fast.get_weights()[name], rtol=1e-5, atol=1e-6)
+    assert doubled.memory_footprint().training == plain.memory_footprint().training + 14 * 4
+
+    classifier = OnlineHead(4, 2, task="classification")
+    scales = {"head_w": np.full((4, 2), 0.5, np.float32), "head_b": np.full(2, 0.25, np.float32)}
+    classifier.set_step_sizes(scales)
+    classifier.add_class()
+    grown = classifier.step_sizes
+    np.testing.assert_array_equal(grown["head_w"], np.hstack([scales["head_w"], np.ones((4, 1), np.float32)]))
+    np.testing.assert_array_equal(grown["head_b"], [0.25, 0.25, 1.0])
+    with pytest.raises(InvalidInputError, match="step sizes 'head_b' have shape"):
+        classifier.set_step_sizes({"head_w": np.ones((4, 3), np.float32), "head_b": np.ones(2, np.float32)})
+    np.testing.assert_array_equal(classifier.step_sizes["head_b"], [0.25, 0.25, 1.0])  # refused: kept
