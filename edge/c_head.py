@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.online_head import OnlineHead, Task
+from edge.step_sizes import check_scales
 from edge.validation import InvalidInputError, as_float_array
 
 SOURCE_DIR = Path(__file__).resolve().parent / "c"
@@ -113,6 +114,7 @@ class _Head(ctypes.Structure):
         ("params", ctypes.POINTER(ctypes.c_float)),
         ("spare", ctypes.POINTER(ctypes.c_float)),
         ("scratch", ctypes.POINTER(ctypes.c_float)),
+        ("step_sizes", ctypes.POINTER(ctypes.c_float)),  # NULL: the shared rate
     ]
 
 
@@ -156,6 +158,7 @@ class CHead:
         self._head = _Head(self.n_features, self.n_outputs, _TASK_CODES[task], _float_pointer(self._blocks[0]),
                            _float_pointer(self._blocks[1]), _float_pointer(self._scratch))  # fmt: skip
         self._loss = ctypes.c_float()
+        self._step_sizes: np.ndarray | None = None
         if weights is not None:
             self.set_weights(weights)
 
@@ -183,6 +186,16 @@ class CHead:
         params = self.params
         params[: self.n_features] = w
         params[self.n_features] = b
+
+    def set_step_sizes(self, scales: dict[str, np.ndarray] | None) -> None:
+        """Per-weight multipliers of the rate, laid out like the weights; None: the shared rate (a NULL pointer)."""
+        if scales is None:
+            self._step_sizes = None
+            self._head.step_sizes = ctypes.POINTER(ctypes.c_float)()
+            return
+        checked = check_scales(scales, self.get_weights())
+        self._step_sizes = np.ascontiguousarray(np.vstack([checked["head_w"], checked["head_b"][None, :]]), _F32)
+        self._head.step_sizes = _float_pointer(self._step_sizes)  # the array is kept alive by self
 
     def learn_one(self, x: object, y: object, learning_rate: float) -> float:
         """One SGD step in C; return the loss before it. Refusals raise :class:`CHeadError`, weights unchanged."""

@@ -94,14 +94,25 @@ tinyol_status_t tinyol_learn_one(tinyol_head_t *h, const float *x, int32_t label
     /* new weights P + [x, 1] ⊗ delta into the spare block, then its squared norm in float32 as the finiteness
      * check (as in online_head.py: NaN, Inf, or weights beyond ~1.8e19 all count as divergence) */
     float *q = h->spare;
+    const float *s = h->step_sizes;
     for (uint32_t i = 0; i < nf; ++i) {
         const float xi = x[i];
         const float *row = p + (size_t)i * no;
         float *out = q + (size_t)i * no;
-        for (uint32_t j = 0; j < no; ++j) out[j] = row[j] + xi * z[j];
+        if (s) {
+            const float *si = s + (size_t)i * no;
+            for (uint32_t j = 0; j < no; ++j) out[j] = row[j] + (xi * z[j]) * si[j];
+        } else {
+            for (uint32_t j = 0; j < no; ++j) out[j] = row[j] + xi * z[j];
+        }
     }
     float *out_bias = q + (size_t)nf * no;
-    for (uint32_t j = 0; j < no; ++j) out_bias[j] = bias[j] + z[j];
+    if (s) {
+        const float *sb = s + (size_t)nf * no;
+        for (uint32_t j = 0; j < no; ++j) out_bias[j] = bias[j] + z[j] * sb[j];
+    } else {
+        for (uint32_t j = 0; j < no; ++j) out_bias[j] = bias[j] + z[j];
+    }
     if (!isfinite(squared_norm(q, (nf + 1) * no))) return all_finite(x, nf) ? TINYOL_DIVERGED : TINYOL_NONFINITE_SAMPLE;
 
     h->spare = h->params;

@@ -33,6 +33,8 @@ typedef struct {
     float *params;  /* active weights, (n_features + 1) * n_outputs floats; the last row is the bias */
     float *spare;   /* same size: the step is computed here and swapped with params if finite */
     float *scratch; /* n_outputs floats: logits, then exp / residuals, then the delta row */
+    const float *step_sizes; /* NULL, or (n_features + 1) * n_outputs per-weight multipliers of the learning
+                              * rate laid out like params (meta-learned, edge/step_sizes.py) */
 } tinyol_head_t;
 
 /* One SGD step on one sample; on success swaps h->params and h->spare and writes the loss before the

@@ -82,6 +82,34 @@ def test_regression_stream_matches_online_head(shape: tuple[int, int]) -> None:
     assert_same_weights(c, reference)
 
 
+@needs_cc
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_step_sizes_in_c_match_online_head(task: str) -> None:
+    """Per-weight step sizes (meta-learned, edge/step_sizes.py) scale the C step exactly as OnlineHead's."""
+    n_features, n_outputs = 9, 3
+    reference = OnlineHead(n_features, n_outputs, task, seed=5)
+    c = CHead.from_head(reference)
+    rng = np.random.default_rng(6)
+    scales = {"head_w": np.exp(rng.normal(0, 0.8, (n_features, n_outputs))).astype(np.float32),
+              "head_b": np.exp(rng.normal(0, 0.8, n_outputs)).astype(np.float32)}  # fmt: skip
+    reference.set_step_sizes(scales)
+    c.set_step_sizes(scales)
+    for _ in range(100):
+        x = rng.normal(size=n_features).astype(np.float32)
+        y = int(rng.integers(0, n_outputs)) if task == "classification" else rng.normal(size=n_outputs).astype(np.float32)
+        assert c.learn_one(x, y, 0.02) == pytest.approx(reference.learn_one(x, y, 0.02), rel=1e-4, abs=1e-6)
+    assert_same_weights(c, reference)
+    c.set_step_sizes(None)  # back to the shared rate: a NULL pointer
+    reference.set_step_sizes(None)
+    x = rng.normal(size=n_features).astype(np.float32)
+    y = 1 if task == "classification" else rng.normal(size=n_outputs).astype(np.float32)
+    c.learn_one(x, y, 0.02)
+    reference.learn_one(x, y, 0.02)
+    assert_same_weights(c, reference)
+    with pytest.raises(InvalidInputError, match="step sizes 'head_w' must be finite and positive"):
+        c.set_step_sizes({"head_w": -np.ones((n_features, n_outputs), np.float32), "head_b": np.ones(n_outputs, np.float32)})
+
+
 def _refused_by_both(c: CHead, reference: OnlineHead, x: object, y: object, lr: float, status: int) -> None:
     before_c, before_ref = c.get_weights(), reference.get_weights()
     with pytest.raises(InvalidInputError):
