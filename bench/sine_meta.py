@@ -71,7 +71,7 @@ from server.federation import FederationSettings, run_federation  # noqa: E402
 from server.strategies.common import round_rng  # noqa: E402
 from server.strategies.step_size_learning import StepSizeLearning, step_sizes_from_state  # noqa: E402
 from edge.mlp import regression_gradients  # noqa: E402
-from edge.step_sizes import log_scale_hypergradient  # noqa: E402
+from edge.step_sizes import stream_hypergradient  # noqa: E402
 
 METHODS = ("tinyreptile", "fedavg")
 HEADLINE_SHOTS = 5
@@ -179,11 +179,8 @@ def learn_step_sizes_on(theta: dict[str, np.ndarray], config: DemoConfig, seed: 
         hypergradients = []
         for device_seed in devices:
             stream = sine_device(device_seed, stream_key=server_round).stream
-            support = stream.take(reptile.step_size_shots)
-            query = stream.take(reptile.step_size_query)
-            batch = (np.concatenate([x for x, _ in query]), np.concatenate([y for _, y in query]))
-            hyper, _ = log_scale_hypergradient(theta, learning.scales(), reptile.step_size_base_rate, support, batch,
-                                               gradient)  # fmt: skip
+            hyper, _ = stream_hypergradient(theta, learning.scales(), reptile.step_size_base_rate, stream,
+                                            reptile.step_size_shots, reptile.step_size_query, gradient)  # fmt: skip
             hypergradients.append(hyper)
         learning.adam.step({k: np.mean([h[k] for h in hypergradients], axis=0) for k in theta})
     return learning.scales()
@@ -220,6 +217,22 @@ def ratios(mse: dict[str, dict[str, float]], prefix: str = "ratio_") -> dict[str
             for other in mse if other != "tinyreptile"}  # fmt: skip
 
 
+def seed_row(
+    config: DemoConfig, seed: int, mse: dict[str, dict[str, float]], train_s: dict[str, float], from_cache: list[str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """One seed's result: its fleet, every candidate's MSE per K and TinyReptile's ratios to each, plus ``extra``."""
+    return {
+        "seed": seed,
+        "fleet": [seed * config.n_train_devices, (seed + 1) * config.n_train_devices - 1],
+        "mse": mse,
+        **ratios(mse),
+        **extra,
+        "train_s": train_s,
+        "theta_from_cache": from_cache,
+    }
+
+
 def run_seed_selected(
     config: DemoConfig, seed: int, grid: tuple[float, ...], n_select: int, n_score: int, workdir: Path,
     cache: Path | None,
@@ -239,18 +252,8 @@ def run_seed_selected(
 
     mse = {method: score(method, rates[method]) for method in candidates}
     fixed = {method: score(method, config.adaptation_learning_rate) for method in candidates}
-    return {
-        "seed": seed,
-        "fleet": [seed * config.n_train_devices, (seed + 1) * config.n_train_devices - 1],
-        "learning_rates": rates,
-        "selection_mse": selection,
-        "mse": mse,
-        "mse_fixed_lr": fixed,
-        **ratios(mse),
-        **ratios(fixed, "ratio_fixed_lr_"),
-        "train_s": train_s,
-        "theta_from_cache": from_cache,
-    }
+    return seed_row(config, seed, mse, train_s, from_cache, learning_rates=rates, selection_mse=selection,
+                    mse_fixed_lr=fixed, **ratios(fixed, "ratio_fixed_lr_"))  # fmt: skip
 
 
 def run_seed(config: DemoConfig, seed: int, n_val: int, workdir: Path, cache: Path | None) -> dict[str, Any]:
@@ -263,14 +266,7 @@ def run_seed(config: DemoConfig, seed: int, n_val: int, workdir: Path, cache: Pa
         }
         for method, (theta, steps) in candidates.items()
     }  # fmt: skip
-    return {
-        "seed": seed,
-        "fleet": [seed * config.n_train_devices, (seed + 1) * config.n_train_devices - 1],
-        "mse": mse,
-        **ratios(mse),
-        "train_s": train_s,
-        "theta_from_cache": from_cache,
-    }
+    return seed_row(config, seed, mse, train_s, from_cache)
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ evaluations in all, and the K intermediate weight sets in RAM.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -97,6 +97,22 @@ def log_scale_hypergradient(
         _, minus = gradient(_axpy(-h, probe, phis[t]), x, y)
         v = {k: v[k] - (plus[k] - minus[k]) / np.float32(2 * h) for k in v}
     return hyper, float(query_loss)
+
+
+def stream_hypergradient(
+    theta: Mapping[str, np.ndarray],
+    scales: Mapping[str, np.ndarray],
+    base_rate: float,
+    stream: Iterator[tuple[np.ndarray, np.ndarray]],
+    shots: int,
+    query: int,
+    gradient: GradientFn,
+) -> tuple[Weights, float]:
+    """:func:`log_scale_hypergradient` on a device's next ``shots`` samples (support) and the ``query`` after them."""
+    support = [next(stream) for _ in range(shots)]
+    queried = [next(stream) for _ in range(query)]
+    batch = (np.concatenate([x for x, _ in queried]), np.concatenate([y for _, y in queried]))
+    return log_scale_hypergradient(theta, scales, base_rate, support, batch, gradient)
 
 
 class LogScaleAdam:

@@ -35,7 +35,7 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.learner import Learner
 from edge.mlp import NumpyMLP, regression_gradients
 from edge.mlp_classifier import MLPClassifier
-from edge.step_sizes import check_scales, log_scale_hypergradient
+from edge.step_sizes import check_scales, stream_hypergradient
 from edge.sparse_records import sparse_to_array_record
 from edge.validation import check_weights
 from edge.wire import encoded_size
@@ -227,11 +227,8 @@ def measure_step_sizes(
     scales = check_scales(from_array_record(message.content.array_records[keys.STEP_SIZES]), theta)
     device.ledger.bytes_received += payload_size(scales)
     shots, query = int(config[keys.STEP_SIZE_SHOTS]), int(config[keys.STEP_SIZE_QUERY])
-    support = [next(device.stream) for _ in range(shots)]
-    query_samples = [next(device.stream) for _ in range(query)]
-    query_batch = (np.concatenate([x for x, _ in query_samples]), np.concatenate([y for _, y in query_samples]))
-    hypergradient, query_loss = log_scale_hypergradient(
-        theta, scales, float(config[keys.STEP_SIZE_BASE_RATE]), support, query_batch,
+    hypergradient, query_loss = stream_hypergradient(
+        theta, scales, float(config[keys.STEP_SIZE_BASE_RATE]), device.stream, shots, query,
         regression_gradients(learner.layer_sizes),
     )  # fmt: skip
     device.charge_compute(steps=3 * shots + query, evaluations=0, samples=shots + query)
