@@ -24,10 +24,11 @@ from edge.learner import Learner
 from edge.mlp import NumpyMLP, init_mlp_weights
 from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sine_device
 from firmware_sim.mqtt_fleet import device_id_of
-from server.checkpoint import Checkpointer
+from server.checkpoint import Checkpoint, Checkpointer
 from ontology.thing_description import device_iri
 from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, initial_weights
 from server.registry_link import FederationRegistry
+from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ def train_in_simulation(
     n_devices: int,
     progress: ProgressFn | None,
     on_version: Callable[[int, dict[str, np.ndarray], dict], None] | None = None,
-) -> dict[str, np.ndarray]:
-    """One Flower simulation run; returns the final meta-model from the checkpoint."""
+) -> Checkpoint:
+    """One Flower simulation run; returns its final checkpoint (θ, and what the strategy learned besides)."""
     from flwr.simulation import run_simulation
 
     from firmware_sim.client_app import app as client_app
@@ -126,15 +127,7 @@ def train_in_simulation(
     if checkpoint is None or checkpoint.server_round < settings.num_rounds:
         reached = checkpoint.server_round if checkpoint else 0
         raise RuntimeError(f"{settings.strategy} stopped at round {reached} of {settings.num_rounds}; see the log above")
-    return checkpoint.weights
-
-
-def learned_step_sizes(settings: FederationSettings) -> dict[str, np.ndarray] | None:
-    """The per-weight step sizes a finished federation learned (None if it learned none)."""
-    from server.strategies.step_size_learning import step_sizes_from_state
-
-    checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
-    return step_sizes_from_state(checkpoint.strategy_state) if checkpoint is not None else None
+    return checkpoint
 
 
 def step_size_summary(step_sizes: dict[str, np.ndarray] | None, path: Path) -> dict | None:
@@ -357,6 +350,7 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     inits: dict[str, dict[str, np.ndarray]] = {}
+    step_sizes: dict[str, np.ndarray] | None = None
     from ontology.store import open_store
 
     if not config.resume and (out / "registry").exists():
@@ -371,14 +365,16 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
             settings = federation_settings(config, method)
             settings = replace(settings, device=replace(settings.device, device_seeds=tuple(selection.seeds)))
             record = selection.for_method(store, method, settings)
-            inits[method] = train_in_simulation(settings, len(selection.seeds), progress, record.on_round)
+            final = train_in_simulation(settings, len(selection.seeds), progress, record.on_round)
+            inits[method] = final.weights
+            if method == "tinyreptile":
+                step_sizes = step_sizes_from_state(final.strategy_state)
             timings[f"train_{method}_s"] = time.perf_counter() - started
             selection.records[method] = record
         registry_report = selection.report()
     finally:
         store.close()
     inits["random"] = init_mlp_weights(config.layer_sizes, config.random_init_seed)
-    step_sizes = learned_step_sizes(federation_settings(config, "tinyreptile"))
     candidates: dict[str, tuple[Learner, dict[str, np.ndarray]]] = {
         "tinyreptile": (learner_with(inits["tinyreptile"], step_sizes), inits["tinyreptile"]),
         "fedavg": (learner_with(inits["fedavg"]), inits["fedavg"]),
