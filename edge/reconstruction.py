@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.adaptation import Sample, _probe_loss
+from edge.imprinting import check_imprintable, imprint_output_layer
 from edge.learner import Learner
+
+# How the private part is rebuilt: SGD from the local init, or (a classifier's output layer) imprinted
+# from class means (edge.imprinting).
+RECONSTRUCTION_RULES = ("sgd", "imprint")
 
 
 def split_weights(
@@ -75,22 +80,32 @@ def reconstruct_and_adapt(
     shots: int,
     learning_rate: float,
     probe: int = 0,
+    rule: str = "sgd",
 ) -> tuple[dict[str, np.ndarray], ReconstructionReport]:
     """Install θ (shared) + the local init (private), rebuild the private part, adapt the shared part.
 
     The stream is consumed in this order: ``probe`` held-back samples (scored,
     never trained on), ``reconstruction_samples`` for the private part, then
     ``shots`` for the shared part. Returns φ (shared part only) and a report.
+    ``rule`` "imprint" writes the private output layer from class means
+    instead of SGD (``reconstruction_lr`` is then unused).
     """
     if min(reconstruction_samples, shots, probe) < 0:
         raise ValueError("sample counts must be >= 0")
+    if rule not in RECONSTRUCTION_RULES:
+        raise ValueError(f"reconstruction rule {rule!r} is not one of {RECONSTRUCTION_RULES}")
     overlap = sorted(set(theta_shared) & set(private_init))
     if overlap:
         raise ValueError(f"names both shared and private: {overlap}")
+    if rule == "imprint":
+        check_imprintable(learner, private_init)
     learner.set_weights({**theta_shared, **private_init})
     iterator = iter(stream)
     probe_samples = [next(iterator) for _ in range(probe)]
-    recon = train_subset(learner, iterator, reconstruction_samples, reconstruction_lr, trainable=set(private_init))
+    if rule == "imprint":
+        recon = imprint_output_layer(learner, iterator, reconstruction_samples, names=set(private_init))
+    else:
+        recon = train_subset(learner, iterator, reconstruction_samples, reconstruction_lr, trainable=set(private_init))
     before = _probe_loss(learner, probe_samples)
     adapt = train_subset(learner, iterator, shots, learning_rate, trainable=set(theta_shared))
     after = _probe_loss(learner, probe_samples)

@@ -39,6 +39,7 @@ TOP_P = "top-p"  # kept fraction of the update entries, (0, 1]; 1.0 = dense
 PRIVATE_NAMES = "private-names"  # comma-separated weight names rebuilt on the device, never sent
 RECONSTRUCTION_SAMPLES = "reconstruction-samples"
 RECONSTRUCTION_LR = "reconstruction-lr"
+RECONSTRUCTION_RULE = "reconstruction-rule"  # "sgd" (absent) or "imprint": how the private part is rebuilt
 RECONSTRUCTION_LOSS = "reconstruction-loss"
 LAYER_SIZES = "layer-sizes"  # "1,40,40,1": the model a device builds its private part for
 MESSAGE_TYPE = "message-type"  # task hyperparameter over MQTT: "train" or "evaluate"

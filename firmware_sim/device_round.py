@@ -25,7 +25,8 @@ import numpy as np
 from edge import record_keys as keys
 from edge.learner import Learner
 from edge.mlp import init_mlp_weights
-from edge.reconstruction import parse_private_names, reconstruct_and_adapt, split_weights
+from edge.imprinting import check_imprintable
+from edge.reconstruction import RECONSTRUCTION_RULES, parse_private_names, reconstruct_and_adapt, split_weights
 from edge.validation import WeightSpec
 from edge.wire import SparseTensor, WireFormatError, encoded_size, top_p_sparsify
 from firmware_sim.device import Ledger, SimulatedDevice
@@ -73,6 +74,7 @@ class RoundPlan:
     reconstruction_samples: int = 0
     learning_rate: float = 0.02
     reconstruction_lr: float = 0.02
+    reconstruction_rule: str = "sgd"  # or "imprint" (a classifier's output layer from class means)
     top_p: float | None = None  # kept fraction for a sparse update; None = dense
     evaluate: bool = False
 
@@ -83,6 +85,11 @@ class RoundPlan:
         if not isinstance(names, str):
             raise WireFormatError(WireFormatError.BAD_FIELD, f"{keys.PRIVATE_NAMES} must be a string, got {names!r}")
         private = parse_private_names(names)
+        rule = values.get(keys.RECONSTRUCTION_RULE, "sgd")
+        if rule not in RECONSTRUCTION_RULES:
+            raise WireFormatError(
+                WireFormatError.BAD_FIELD, f"{keys.RECONSTRUCTION_RULE} = {rule!r} is not one of {RECONSTRUCTION_RULES}"
+            )
         return cls(
             private_names=private,
             shots=_count(values, keys.STREAM_SAMPLES, 10),
@@ -90,6 +97,7 @@ class RoundPlan:
             reconstruction_samples=_count(values, keys.RECONSTRUCTION_SAMPLES, 0) if private else 0,
             learning_rate=_rate(values, keys.INNER_LEARNING_RATE, 0.02),
             reconstruction_lr=_rate(values, keys.RECONSTRUCTION_LR, 0.02),
+            reconstruction_rule=str(rule),
             top_p=top_p,
             evaluate=evaluate,
         )
@@ -132,6 +140,11 @@ def run_round(
     learner = device.learner
     if learner is None:
         raise RuntimeError(f"device {device.device_id} has no model deployed")
+    if plan.reconstruction_rule == "imprint":
+        try:
+            check_imprintable(learner, plan.private_names)
+        except ValueError as exc:
+            raise WireFormatError(WireFormatError.BAD_FIELD, str(exc)) from exc
     at_start = Ledger(**vars(device.ledger))
     device.ledger.bytes_received += received_bytes
     _, private = split_weights(private_init, plan.private_names) if plan.private_names else ({}, {})
@@ -139,7 +152,7 @@ def run_round(
     phi, report = reconstruct_and_adapt(
         learner, theta, private, device.stream,
         reconstruction_samples=plan.reconstruction_samples, reconstruction_lr=plan.reconstruction_lr,
-        shots=plan.shots, learning_rate=plan.learning_rate, probe=plan.probe,
+        shots=plan.shots, learning_rate=plan.learning_rate, probe=plan.probe, rule=plan.reconstruction_rule,
     )  # fmt: skip
     steps = plan.reconstruction_samples + plan.shots
     device.charge_compute(steps=steps, evaluations=2 * plan.probe, samples=steps + plan.probe)

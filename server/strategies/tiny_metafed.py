@@ -37,7 +37,7 @@ from flwr.serverapp import Grid
 from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
-from edge.reconstruction import split_weights
+from edge.reconstruction import RECONSTRUCTION_RULES, split_weights
 from edge.sparse_records import sparse_from_array_record
 from edge.validation import InvalidInputError, check_weights
 from edge.wire.sparse import SparseTensor, apply_sparse, sum_sparse, top_p_sparsify
@@ -59,6 +59,9 @@ class TinyMetaFedConfig(TinyReptileConfig):
     top_p: float = 0.1  # kept fraction of update entries; 1.0 = dense updates
     reconstruction_samples: int = 5
     reconstruction_lr: float = 0.02
+    # "sgd": the private part by SGD from the device's init; "imprint": a classifier's private output layer
+    # written from class means (edge.imprinting), no rate.
+    reconstruction_rule: str = "sgd"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -66,6 +69,8 @@ class TinyMetaFedConfig(TinyReptileConfig):
             raise ValueError(f"top_p is the kept fraction in (0, 1], e.g. 0.1 for Top-10%; got {self.top_p}")
         if self.reconstruction_samples < 0 or self.reconstruction_lr < 0:
             raise ValueError("reconstruction_samples and reconstruction_lr must be >= 0")
+        if self.reconstruction_rule not in RECONSTRUCTION_RULES:
+            raise ValueError(f"reconstruction_rule {self.reconstruction_rule!r} is not one of {RECONSTRUCTION_RULES}")
         if any("," in name for name in self.private_names):
             raise ValueError("private weight names must not contain ','")
 
@@ -90,6 +95,8 @@ class TinyMetaFed(TinyReptile):
         sent[keys.PRIVATE_NAMES] = ",".join(self.config.private_names)
         sent[keys.RECONSTRUCTION_SAMPLES] = self.config.reconstruction_samples
         sent[keys.RECONSTRUCTION_LR] = self.config.reconstruction_lr
+        if self.config.reconstruction_rule != "sgd":  # absent means SGD: older firmware sees the frames it knows
+            sent[keys.RECONSTRUCTION_RULE] = self.config.reconstruction_rule
         return to_array_record(shared), sent
 
     def configure_train(

@@ -38,7 +38,16 @@ def test_private_part_is_never_sent_and_devices_are_told_how_to_rebuild_it():
         sent = message.content[keys.CONFIG]
         assert sent[keys.PRIVATE_NAMES] == "w1,b1" and sent[keys.TOP_P] == 0.25
         assert sent[keys.RECONSTRUCTION_SAMPLES] == 5
+        assert keys.RECONSTRUCTION_RULE not in sent  # SGD, the default, goes as the frames older firmware knows
     assert keys.TOP_P not in config  # caller's config untouched
+
+
+def test_the_imprint_rule_is_sent_and_an_unknown_rule_is_refused():
+    strategy = TinyMetaFed(TinyMetaFedConfig(**CONFIG, reconstruction_rule="imprint"))
+    messages = list(strategy.configure_train(1, to_array_record(THETA), ConfigRecord({}), FixedGrid([1, 2])))
+    assert [m.content[keys.CONFIG][keys.RECONSTRUCTION_RULE] for m in messages] == ["imprint", "imprint"]
+    with pytest.raises(ValueError, match="reconstruction_rule 'mean' is not one of"):
+        TinyMetaFedConfig(**CONFIG, reconstruction_rule="mean")
 
 
 def test_sparse_updates_are_summed_and_applied_with_epsilon_over_n():
