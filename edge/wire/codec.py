@@ -56,6 +56,8 @@ MESSAGE_FLAGS = 0x00  # no message flags defined in v1
 class MessageKind(IntEnum):
     MODEL = 1  # absolute weights, server -> device (task/model download)
     UPDATE = 2  # delta (phi - theta of round_id), device -> server; may be sparse
+    STEP_SIZES = 3  # per-weight step sizes for round_id, server -> device after its MODEL; dense float32, > 0
+    HYPERGRADIENT = 4  # d(query loss)/d(log step size), device -> server before its UPDATE; dense float32
 
 
 class DType(IntEnum):
@@ -348,6 +350,50 @@ def encode_model(weights: Mapping[str, np.ndarray], *, round_id: int, **kwargs: 
     return encode_weights(weights, round_id=round_id, kind=MessageKind.MODEL, **kwargs)  # type: ignore[arg-type]
 
 
+def encode_step_sizes(scales: Mapping[str, np.ndarray], *, round_id: int, max_size: int = DEFAULT_MAX_PAYLOAD) -> bytes:
+    """A STEP_SIZES message: one positive float32 multiplier of the adaptation rate per weight of round ``round_id``'s MODEL."""
+    return encode_weights(
+        _dense_float32(scales, "step sizes", positive=True), round_id=round_id, kind=MessageKind.STEP_SIZES, max_size=max_size
+    )
+
+
+def encode_hypergradient(
+    hypergradient: Mapping[str, np.ndarray],
+    *,
+    round_id: int,
+    device_id: str,
+    num_examples: int,
+    metrics: Mapping[str, float] | None = None,
+    max_size: int = DEFAULT_MAX_PAYLOAD,
+) -> bytes:
+    """A HYPERGRADIENT message: d(query loss)/d(log step size) per weight, measured on ``num_examples`` samples."""
+    if not device_id:
+        raise WireFormatError(WireFormatError.BAD_DEVICE_ID, "a HYPERGRADIENT must name the device that measured it")
+    return encode_weights(
+        _dense_float32(hypergradient, "hypergradient"), round_id=round_id, kind=MessageKind.HYPERGRADIENT,
+        device_id=device_id, num_examples=num_examples, metrics=metrics, max_size=max_size,
+    )  # fmt: skip
+
+
+def _dense_float32(tensors: Mapping[str, object], what: str, positive: bool = False) -> dict[str, np.ndarray]:
+    """``tensors`` as dense float32 arrays (what STEP_SIZES and HYPERGRADIENT carry); refused otherwise."""
+    out = {}
+    for name, value in tensors.items():
+        if isinstance(value, SparseTensor):
+            raise WireFormatError(WireFormatError.BAD_FLAGS, f"{what} {name!r} is sparse; {what} are sent dense")
+        array = np.asarray(value)
+        if array.dtype != np.float32:
+            raise WireFormatError(WireFormatError.SPEC_MISMATCH, f"{what} {name!r} have dtype {array.dtype}; expected float32")
+        _check_finite_values(name, array)
+        if positive and np.any(array <= 0):
+            at = int(np.argmax(array.reshape(-1) <= 0))
+            raise WireFormatError(
+                WireFormatError.NON_POSITIVE, f"{what} {name!r} value #{at} is {float(array.reshape(-1)[at])}; step sizes must be > 0"
+            )
+        out[name] = array
+    return out
+
+
 # ---------------------------------------------------------------- decoding
 
 
@@ -611,3 +657,42 @@ def check_spec(
             raise _fail(WireFormatError.SPEC_MISMATCH, f"tensor {name!r} has shape {tuple(value.shape)}; expected {tuple(shape)}")
         if np.dtype(value.dtype) != np.dtype(dtype):
             raise _fail(WireFormatError.SPEC_MISMATCH, f"tensor {name!r} has dtype {value.dtype}; expected {np.dtype(dtype)}")
+
+
+def decode_step_sizes(
+    payload: bytes | bytearray | memoryview,
+    expected_spec: Mapping[str, tuple[tuple[int, ...], object]],
+    *,
+    expected_round_id: int | None = None,
+    max_size: int = DEFAULT_MAX_PAYLOAD,
+) -> dict[str, np.ndarray]:
+    """The step sizes of a STEP_SIZES payload: exactly the names and shapes of ``expected_spec`` (the model's
+    weights), dense float32, finite and > 0; :class:`WireFormatError` otherwise (``spec-mismatch``,
+    ``bad-flags`` for a sparse tensor, ``non-finite``, ``non-positive``)."""
+    message = decode_weights(
+        payload, _float32_spec(expected_spec), expected_kind=MessageKind.STEP_SIZES, expected_round_id=expected_round_id,
+        max_size=max_size,
+    )  # fmt: skip
+    return _dense_float32(message.tensors, "step sizes", positive=True)
+
+
+def decode_hypergradient(
+    payload: bytes | bytearray | memoryview,
+    expected_spec: Mapping[str, tuple[tuple[int, ...], object]],
+    *,
+    expected_round_id: int | None = None,
+    expected_device_id: str | None = None,
+    max_size: int = DEFAULT_MAX_PAYLOAD,
+) -> DecodedMessage:
+    """A HYPERGRADIENT payload checked like :func:`decode_step_sizes` (any sign allowed) and for the sender's id."""
+    message = decode_weights(
+        payload, _float32_spec(expected_spec), expected_kind=MessageKind.HYPERGRADIENT,
+        expected_round_id=expected_round_id, expected_device_id=expected_device_id, max_size=max_size,
+    )  # fmt: skip
+    _dense_float32(message.tensors, "hypergradient")
+    return message
+
+
+def _float32_spec(spec: Mapping[str, tuple[tuple[int, ...], object]]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """The model's names and shapes with float32 values: step sizes and hypergradients are float32 whatever θ is."""
+    return {name: (tuple(shape), np.dtype(np.float32)) for name, (shape, _dtype) in spec.items()}

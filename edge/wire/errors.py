@@ -30,6 +30,7 @@ class WireFormatError(ValueError):
     BAD_PADDING = "bad-padding"
     BAD_INDICES = "bad-indices"
     NON_FINITE = "non-finite"
+    NON_POSITIVE = "non-positive"  # a step size <= 0 in a STEP_SIZES payload
     TOO_MANY = "too-many"
     SPEC_MISMATCH = "spec-mismatch"
     FOREIGN_DEVICE = "foreign-device"

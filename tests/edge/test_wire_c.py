@@ -36,13 +36,19 @@ def example_payload() -> bytes:
     )
 
 
-def test_doc_hexdump_is_the_encoder_output() -> None:
+def doc_hexdump(marker: str) -> bytes:
+    """The bytes of the ``hexdump -C`` block after ``marker``, its offsets checked."""
     data = bytearray()
-    for line in doc_block("example-hexdump").splitlines():
+    for line in doc_block(marker).splitlines():
         fields = line.split("|")[0].split()
         if len(fields) > 1:
             assert int(fields[0], 16) == len(data)
             data += bytes(int(b, 16) for b in fields[1:])
+    return bytes(data)
+
+
+def test_doc_hexdump_is_the_encoder_output() -> None:
+    data = doc_hexdump("example-hexdump")
     payload = example_payload()
     assert bytes(data) == payload
     message = decode_weights(bytes(data))

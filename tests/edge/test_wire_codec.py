@@ -278,7 +278,7 @@ def test_crc_is_standard_crc32_over_everything_but_the_trailer(mlp_weights) -> N
 
 def test_refuses_header_fields(mlp_weights) -> None:
     payload = encode_weights(mlp_weights, round_id=0)
-    refusal(refit(payload, kind=3), WireFormatError.BAD_KIND, "unknown message kind 3")
+    refusal(refit(payload, kind=5), WireFormatError.BAD_KIND, "unknown message kind 5")
     refusal(refit(payload, flags=0x80), WireFormatError.BAD_FLAGS, "0x80")
     refusal(refit(payload, reserved=1), WireFormatError.BAD_FIELD, "reserved")
     refusal(refit(payload, tensors=MAX_TENSORS + 1), WireFormatError.TOO_MANY, "65 tensors")
