@@ -33,15 +33,14 @@ from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
 from edge.learner import Learner
-from edge.mlp import NumpyMLP, regression_gradients
-from edge.mlp_classifier import MLPClassifier
-from edge.step_sizes import check_scales, stream_hypergradient
+from edge.step_sizes import check_scales
 from edge.sparse_records import sparse_to_array_record
 from edge.validation import check_weights
 from edge.wire import encoded_size
 from firmware_sim.device_round import RoundOutcome, RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from firmware_sim.device import SimulatedDevice
 from firmware_sim.fleet import mlp_learner_for, sine_device
+from firmware_sim.mqtt_round import StepSizePlan, measure_hypergradient
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +166,7 @@ def adapt_and_reply(
     config = message.content.config_records[keys.CONFIG]
     if not bool(config.get(keys.RADIO, True)):  # a device learning alone: the model never crosses the radio
         payload_size = _no_radio
+    step_sizes = requested_step_sizes(message, device, weights) if send_weights else None  # refused before the round
     ledger_at_start = copy.copy(device.ledger)
     device.receive(weights, payload_bytes=payload_size(weights))
     report = device.adapt(
@@ -176,7 +176,7 @@ def adapt_and_reply(
         epochs=int(config.get(keys.LOCAL_EPOCHS, 1)),
     )
     phi = device.learner.get_weights()
-    step_size_reply = measure_step_sizes(message, device, weights, payload_size) if send_weights else None
+    step_size_reply = measure_step_sizes(device, weights, step_sizes, payload_size) if step_sizes else None
     if send_weights:
         device.send(payload_size(phi))
     cost = device.close_round(ledger_at_start)
@@ -206,32 +206,36 @@ def _no_radio(_weights: dict[str, np.ndarray]) -> int:
     return 0
 
 
-def measure_step_sizes(
-    message: Message,
-    device: SimulatedDevice,
-    theta: dict[str, np.ndarray],
-    payload_size: Callable[[dict[str, np.ndarray]], int],
-) -> tuple[dict[str, np.ndarray], float] | None:
-    """If the server sent step sizes: the hypergradient of K-shot adaptation from θ, on fresh stream samples.
+def requested_step_sizes(
+    message: Message, device: SimulatedDevice, theta: dict[str, np.ndarray]
+) -> tuple[StepSizePlan, dict[str, np.ndarray]] | None:
+    """The step sizes the server sent with θ and what to measure with them, checked before the round starts.
 
-    The samples come after those the round adapted on, so θ's update and the
-    step sizes' never see the same sample. Booked on the device's ledger: the
-    step sizes received, 3·K + 1 gradients, the hypergradient sent.
+    None if the request carries no step sizes. A refusal (names, shapes,
+    dtype, NaN or non-positive step sizes, a plan the learner cannot carry out)
+    raises before the device's learner, stream or ledger is touched.
     """
     if keys.STEP_SIZES not in message.content.array_records:
         return None
-    config = message.content.config_records[keys.CONFIG]
-    learner = device.learner
-    if not isinstance(learner, NumpyMLP) or isinstance(learner, MLPClassifier):
-        raise ValueError(f"learner {type(learner).__name__} cannot measure step-size hypergradients (needs the numpy regressor)")
-    scales = check_scales(from_array_record(message.content.array_records[keys.STEP_SIZES]), theta)
+    plan = StepSizePlan.from_hyperparameters(message.content.config_records[keys.CONFIG], device.learner)
+    return plan, check_scales(from_array_record(message.content.array_records[keys.STEP_SIZES]), theta)
+
+
+def measure_step_sizes(
+    device: SimulatedDevice,
+    theta: dict[str, np.ndarray],
+    step_sizes: tuple[StepSizePlan, dict[str, np.ndarray]],
+    payload_size: Callable[[dict[str, np.ndarray]], int],
+) -> tuple[dict[str, np.ndarray], float]:
+    """The hypergradient of K-shot adaptation from θ on the samples after the round's, as the MQTT firmware measures it.
+
+    :func:`firmware_sim.mqtt_round.measure_hypergradient` does the work and
+    books the compute; here the Flower transport books its bytes: the step
+    sizes received and the hypergradient sent.
+    """
+    plan, scales = step_sizes
     device.ledger.bytes_received += payload_size(scales)
-    shots, query = int(config[keys.STEP_SIZE_SHOTS]), int(config[keys.STEP_SIZE_QUERY])
-    hypergradient, query_loss = stream_hypergradient(
-        theta, scales, float(config[keys.STEP_SIZE_BASE_RATE]), device.stream, shots, query,
-        regression_gradients(learner.layer_sizes),
-    )  # fmt: skip
-    device.charge_compute(steps=3 * shots + query, evaluations=0, samples=shots + query)
+    hypergradient, query_loss = measure_hypergradient(device, theta, scales, plan)
     device.send(payload_size(hypergradient))
     return hypergradient, query_loss
 

@@ -3,8 +3,10 @@
 Every :class:`MqttDevice` is an independent paho client with its own
 credentials and Last Will, speaking only the wire protocol: it announces its
 Thing Description and ``online`` (both retained), waits for a MODEL and a
-task with the same ``round_id``, runs :func:`firmware_sim.mqtt_round.run_task`
-and publishes its UPDATE and telemetry. Training runs on a shared worker
+task with the same ``round_id`` (and, when the task asks for a step-size
+measurement, the round's STEP_SIZES payload), runs
+:func:`firmware_sim.mqtt_round.run_task` and publishes its HYPERGRADIENT (if
+any), UPDATE and telemetry. Training runs on a shared worker
 pool so a device's network thread stays responsive (keepalive, Last Will).
 
 :meth:`MqttDevice.crash` drops the TCP connection without a DISCONNECT, which
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 
+from edge import record_keys as keys
 from edge.mlp import NumpyMLP
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
@@ -33,7 +36,7 @@ from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
 from edge.wire.topics import QOS, STATUS_OFFLINE, STATUS_ONLINE
 from firmware_sim.device_round import local_init
 from firmware_sim.fleet import sine_device
-from firmware_sim.mqtt_round import RoundResult, run_task
+from firmware_sim.mqtt_round import RoundResult, expects_step_sizes, run_task
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,11 @@ class FleetConfig:
     keepalive_s: int = 10
     workers: int = 8
     max_payload: int = DEFAULT_MAX_PAYLOAD  # the firmware's receive buffer
+    step_sizes: bool = True  # firmware measures step-size hypergradients; False: firmware from before (drops STEP_SIZES)
+    # False: one stream for the device's life, each sample seen once. True: each round draws from the stream keyed
+    # by the task's server-round, as a Flower node does (firmware_sim.client_app), so the two transports see the same
+    # samples and what a device spends on step sizes never shifts the samples of its later rounds.
+    stream_per_round: bool = False
 
 
 def device_id_of(seed: int) -> str:
@@ -70,7 +78,8 @@ class MqttDevice:
         self._lock = threading.Lock()  # pending models/tasks (network thread)
         self._train_lock = threading.Lock()  # the learner and stream (worker pool)
         self._models: dict[int, bytes] = {}
-        self._tasks: dict[int, bytes] = {}
+        self._step_sizes: dict[int, bytes] = {}
+        self._tasks: dict[int, tuple[bytes, TaskAssignment]] = {}
         self._dead = False
         self.connected = threading.Event()
         self.client = self._make_client(password)
@@ -110,31 +119,52 @@ class MqttDevice:
             return
         try:
             if msg.topic.endswith("/model"):
-                round_id = read_header(msg.payload, max_size=self.config.max_payload, expected_kind=MessageKind.MODEL).round_id
-                with self._lock:
-                    self._models = {round_id: msg.payload}  # a newer model replaces an older one
+                round_id = self._store_model(msg.payload)
             else:
-                round_id = TaskAssignment.from_json(msg.payload).round_id
+                task = TaskAssignment.from_json(msg.payload)
+                round_id = task.round_id
                 with self._lock:
-                    self._tasks = {round_id: msg.payload}
+                    self._tasks = {round_id: (msg.payload, task)}
         except WireFormatError as exc:
             self._refuse(exc)
             return
         with self._lock:
             if round_id not in self._models or round_id not in self._tasks:
                 return  # wait for the other half
-            model, task = self._models.pop(round_id), self._tasks.pop(round_id)
-        self._pool.submit(self._work, task, model)
+            task_json, task = self._tasks[round_id]
+            wants_step_sizes = self.config.step_sizes and expects_step_sizes(task)
+            if wants_step_sizes and round_id not in self._step_sizes:
+                return  # and for the step sizes
+            model, step_sizes = self._models.pop(round_id), self._step_sizes.pop(round_id, None)
+            del self._tasks[round_id]
+        self._pool.submit(self._work, task_json, model, step_sizes if wants_step_sizes else None)
+
+    def _store_model(self, payload: bytes) -> int:
+        """Keep a MODEL (or, with the feature, STEP_SIZES) payload for its round; its round id."""
+        kinds = (MessageKind.MODEL, MessageKind.STEP_SIZES) if self.config.step_sizes else (MessageKind.MODEL,)
+        header = read_header(payload, max_size=self.config.max_payload)
+        if header.kind not in kinds:
+            raise WireFormatError(WireFormatError.BAD_KIND, f"a {header.kind.name} payload on the model topic is not for this firmware")
+        with self._lock:  # a newer payload replaces an older one
+            if header.kind is MessageKind.MODEL:
+                self._models = {header.round_id: payload}
+            else:
+                self._step_sizes = {header.round_id: payload}
+        return header.round_id
 
     def _refuse(self, exc: WireFormatError) -> None:
         self.refused.append(exc.code)
         log.warning("%s refused a message: %s", self.device_id, exc)
         self.client.publish(device_topic(self.device_id, Channel.TELEMETRY), encode_telemetry({"error": exc.code}), qos=0)
 
-    def _work(self, task: bytes, model: bytes) -> None:
+    def _work(self, task: bytes, model: bytes, step_sizes: bytes | None) -> None:
         try:
             with self._train_lock:  # one round at a time per device: the learner and the stream are not shared
-                result = run_task(self.device, self.private_init, task, model)
+                if self.config.stream_per_round:
+                    self.device.stream = sine_device(self.seed, stream_key=_server_round(task)).stream
+                result = run_task(
+                    self.device, self.private_init, task, model, step_sizes, measures_step_sizes=self.config.step_sizes
+                )
         except WireFormatError as exc:
             self._refuse(exc)
             return
@@ -149,6 +179,8 @@ class MqttDevice:
     def _publish(self, result: RoundResult) -> None:
         if self._dead:
             return
+        if result.hypergradient is not None:  # before the UPDATE: the server files it under the round the UPDATE closes
+            self.client.publish(device_topic(self.device_id, Channel.UPDATE), result.hypergradient, qos=QOS[Channel.UPDATE])
         self.client.publish(device_topic(self.device_id, Channel.UPDATE), result.update, qos=QOS[Channel.UPDATE])
         self.client.publish(device_topic(self.device_id, Channel.TELEMETRY), encode_telemetry(result.telemetry), qos=0)
         self.rounds_done += 1
@@ -179,6 +211,14 @@ class MqttDevice:
                 pass
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def _server_round(task_json: bytes) -> int:
+    """The server round a task names (what keys a Flower node's stream); WireFormatError if it names none."""
+    value = TaskAssignment.from_json(task_json).hyperparameters.get(keys.SERVER_ROUND)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WireFormatError(WireFormatError.BAD_FIELD, f"{keys.SERVER_ROUND} = {value!r} is not a round number")
+    return value
 
 
 class MqttFleet:

@@ -14,7 +14,16 @@ and counted in :attr:`MqttGrid.drops` (``late``, ``duplicate``,
 
 ``send_and_receive`` closes a round when every live device asked has replied,
 or ``grace_s`` after a quorum has, or at the round deadline; devices that go
-offline mid-round are not waited for. Every wait has a deadline.
+offline mid-round are not waited for. Every wait has a deadline. Its replies
+come in node-id order, not arrival order, so an average over them adds the
+same numbers in the same order every run.
+
+Meta-learned step sizes: a message with a ``step-sizes`` record is published
+as MODEL, STEP_SIZES and task; the device answers HYPERGRADIENT, then UPDATE,
+on its update topic. The hypergradient is checked on its own and kept until
+the UPDATE of the same device and round arrives, which carries it into the
+reply; a refused one is dropped with its reason like a bad UPDATE, and the
+UPDATE still counts (θ is updated, the step sizes just miss that device).
 """
 
 from __future__ import annotations
@@ -35,9 +44,10 @@ from flwr.app import Message
 
 from edge.wire import Channel, WireFormatError, parse_announce, parse_device_topic, parse_status, parse_telemetry
 from edge.wire import read_header, server_subscriptions
-from edge.wire.codec import DEFAULT_MAX_PAYLOAD
+from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
 from edge.wire.topics import QOS, SERVER_STATUS, STATUS_ONLINE, device_topic, server_last_will
-from server.mqtt_rounds import WireRequest, node_id_of, reply_from_update, to_wire
+from server.mqtt_rounds import Hypergradient, WireRequest, hypergradient_from_payload, node_id_of, reply_from_update
+from server.mqtt_rounds import to_wire
 from server.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
@@ -85,6 +95,7 @@ class MqttGrid(OwnGrid):
         self._replies: dict[str, Message] = {}
         self._answered: set[tuple[str, int]] = set()  # a second reply is a duplicate
         self._expired: set[tuple[str, int]] = set()  # closed without a reply: a later one is late
+        self._hypergradients: dict[tuple[str, int], Hypergradient] = {}  # waiting for the UPDATE of that round
         self._next_round = secrets.randbits(31)
         self.drops: collections.Counter[str] = collections.Counter()
         self.round_log: list[dict] = []  # one entry per closed round: asked, replied, why closed
@@ -162,14 +173,20 @@ class MqttGrid(OwnGrid):
             self._drop(device_id, "update", exc.code, exc.reason)
             return
         key = (device_id, header.round_id)
+        channel = "hypergradient" if header.kind is MessageKind.HYPERGRADIENT else "update"
         with self._lock:
             request = self._pending.get(key)
             if request is None:
                 code = "duplicate" if key in self._answered else "late" if key in self._expired else "unsolicited"
-                self._drop(device_id, "update", code, f"no open request for round {header.round_id}")
+                self._drop(device_id, channel, code, f"no open request for round {header.round_id}")
                 return
+        if header.kind is MessageKind.HYPERGRADIENT:
+            self._on_hypergradient(device_id, key, request, payload)
+            return
         try:
-            reply = reply_from_update(request, payload, self.config.max_payload)
+            with self._lock:
+                hypergradient = self._hypergradients.get(key)
+            reply = reply_from_update(request, payload, self.config.max_payload, hypergradient)
         except WireFormatError as exc:
             self._drop(device_id, "update", exc.code, exc.reason)
             return
@@ -177,9 +194,24 @@ class MqttGrid(OwnGrid):
             if self._pending.pop(key, None) is None:  # answered meanwhile by a twin payload
                 self._drop(device_id, "update", "duplicate", f"round {header.round_id} already answered")
                 return
+            self._hypergradients.pop(key, None)
             self._answered.add(key)
             self._replies[request.message.metadata.message_id] = reply
             self._lock.notify_all()
+
+    def _on_hypergradient(self, device_id: str, key: tuple[str, int], request: WireRequest, payload: bytes) -> None:
+        """Keep a checked HYPERGRADIENT for the UPDATE of its round; a refused one is dropped alone."""
+        try:
+            hypergradient = hypergradient_from_payload(request, payload, self.config.max_payload)
+        except WireFormatError as exc:
+            self._drop(device_id, "hypergradient", exc.code, f"{exc.reason}; its UPDATE still counts")
+            return
+        with self._lock:
+            if key in self._hypergradients:
+                self._drop(device_id, "hypergradient", "duplicate", f"round {key[1]} already has a hypergradient")
+                return
+            if key in self._pending:
+                self._hypergradients[key] = hypergradient
 
     # ------------------------------------------------------------ Grid interface
 
@@ -220,6 +252,8 @@ class MqttGrid(OwnGrid):
                 self._pending[(device_id, round_id)] = request
                 self._by_message[message.metadata.message_id] = (device_id, round_id)
             self._client.publish(device_topic(device_id, Channel.MODEL), request.model, qos=QOS[Channel.MODEL])
+            if request.step_sizes is not None:  # same topic and QoS: the device gets it after the MODEL
+                self._client.publish(device_topic(device_id, Channel.MODEL), request.step_sizes, qos=QOS[Channel.MODEL])
             self._client.publish(device_topic(device_id, Channel.TASK), request.task, qos=QOS[Channel.TASK])
             ids.append(message.metadata.message_id)
         return ids
@@ -235,6 +269,8 @@ class MqttGrid(OwnGrid):
                 key = self._by_message.pop(message_id, None)
                 if key is not None and self._pending.pop(key, None) is not None:
                     self._expired.add(key)
+                if key is not None:
+                    self._hypergradients.pop(key, None)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         ids = self.push_messages(messages)
@@ -270,6 +306,7 @@ class MqttGrid(OwnGrid):
                 wake = deadline if quorum_at is None else min(deadline, quorum_at + self.config.grace_s)
                 self._lock.wait(max(0.0, min(wake - now, 0.5)))
         self._expire(ids)
+        replies.sort(key=lambda reply: reply.metadata.src_node_id)  # arrival order varies from run to run
         if len(replies) < need:
             log.warning("round closed at the deadline with %d of %d replies (quorum %d)", len(replies), len(ids), need)
         self.round_log.append({"asked": len(ids), "replied": len(replies), "closed": reason})

@@ -13,6 +13,13 @@ tested without a broker, and so the refusal rules live in one place:
   (what a Flower ClientApp sends, so TinyReptile runs unchanged);
 - bytes are counted from the actual payloads: ``bytes-received`` is the MODEL
   payload plus the task JSON the device got, ``bytes-sent`` the UPDATE;
+- meta-learned step sizes (a ``step-sizes`` record in the message) travel as a
+  STEP_SIZES payload after the MODEL; the device's HYPERGRADIENT payload,
+  checked on its own by :func:`hypergradient_from_payload`, becomes the
+  reply's ``step-size-gradient`` record and ``step-size-query-loss`` metric
+  (what a Flower ClientApp sends), its bytes counted in ``bytes-sent`` and the
+  STEP_SIZES payload's in ``bytes-received``. A refused hypergradient never
+  costs the UPDATE it came with;
 - every reply names the device it came from (:data:`PARTICIPANT` config
   record), taken from the topic the broker authenticated, not from the
   payload, so a round's PROV-O provenance can list its participants
@@ -32,8 +39,8 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_to_array_record
-from edge.wire import DEFAULT_MAX_PAYLOAD, MessageKind, SparseTensor, TaskAssignment
-from edge.wire import apply_sparse, check_spec, decode_weights, encode_model
+from edge.wire import DEFAULT_MAX_PAYLOAD, MessageKind, SparseTensor, TaskAssignment, WireFormatError
+from edge.wire import apply_sparse, check_spec, decode_hypergradient, decode_weights, encode_model, encode_step_sizes
 from edge.wire.control import MAX_HYPERPARAMETERS, MAX_STRING_LEN
 
 log = logging.getLogger(__name__)
@@ -62,6 +69,21 @@ class WireRequest:
     theta: dict[str, np.ndarray]
     sparse_reply: bool  # the task asked for Top-P; keep the reply sparse
     evaluate: bool
+    step_sizes: bytes | None = None  # STEP_SIZES payload published after the MODEL, if the strategy sent step sizes
+
+    @property
+    def bytes_received(self) -> int:
+        """What the device's radio received for this request."""
+        return len(self.model) + len(self.task) + len(self.step_sizes or b"")
+
+
+@dataclass(frozen=True)
+class Hypergradient:
+    """A device's checked HYPERGRADIENT payload, waiting for the UPDATE of the same round."""
+
+    arrays: dict[str, np.ndarray]
+    query_loss: float | None
+    nbytes: int
 
 
 def _hyperparameters(config: ConfigRecord, message_type: str) -> dict[str, int | float | bool | str]:
@@ -104,11 +126,43 @@ def to_wire(
         theta=theta,
         sparse_reply=top_p is not None,
         evaluate=evaluate,
+        step_sizes=_step_sizes_payload(content, theta, round_id, max_size),
     )
 
 
-def reply_from_update(request: WireRequest, payload: bytes, max_size: int = DEFAULT_MAX_PAYLOAD) -> Message:
-    """The Flower reply for a device's UPDATE payload; raises ``WireFormatError`` (drop it, log the code)."""
+def _step_sizes_payload(content: RecordDict, theta: dict[str, np.ndarray], round_id: int, max_size: int) -> bytes | None:
+    """The STEP_SIZES payload of a request carrying step sizes (None without); refused unless they fit θ."""
+    if keys.STEP_SIZES not in content.array_records:
+        return None
+    scales = from_array_record(content.array_records[keys.STEP_SIZES])
+    check_spec(scales, _float32_spec(theta))
+    return encode_step_sizes(scales, round_id=round_id, max_size=max_size)
+
+
+def _float32_spec(theta: dict[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    return {k: (v.shape, np.dtype(np.float32)) for k, v in theta.items()}
+
+
+def hypergradient_from_payload(request: WireRequest, payload: bytes, max_size: int = DEFAULT_MAX_PAYLOAD) -> Hypergradient:
+    """A device's HYPERGRADIENT for ``request``; raises ``WireFormatError`` (drop it alone, log the code).
+
+    Refused unless the request sent step sizes, and unless it is dense,
+    finite float32 with exactly θ's names and shapes, from the asked device, for its round.
+    """
+    if request.step_sizes is None:
+        raise WireFormatError(WireFormatError.BAD_KIND, f"round {request.round_id} sent no step sizes; no hypergradient expected")
+    message = decode_hypergradient(
+        payload, _float32_spec(request.theta), expected_round_id=request.round_id,
+        expected_device_id=request.device_id, max_size=max_size,
+    )  # fmt: skip
+    return Hypergradient(dict(message.dense), message.metrics.get(keys.STEP_SIZE_QUERY_LOSS), len(payload))
+
+
+def reply_from_update(
+    request: WireRequest, payload: bytes, max_size: int = DEFAULT_MAX_PAYLOAD, hypergradient: Hypergradient | None = None
+) -> Message:
+    """The Flower reply for a device's UPDATE payload (and the HYPERGRADIENT it sent before, if any);
+    raises ``WireFormatError`` (drop it, log the code)."""
     update = decode_weights(
         payload,
         expected_kind=MessageKind.UPDATE,
@@ -120,8 +174,8 @@ def reply_from_update(request: WireRequest, payload: bytes, max_size: int = DEFA
     check_spec(update.tensors, spec)
     metrics = MetricRecord({name: float(value) for name, value in update.metrics.items()})
     metrics[keys.NUM_EXAMPLES] = update.num_examples
-    metrics[keys.BYTES_RECEIVED] = len(request.model) + len(request.task)
-    metrics[keys.BYTES_SENT] = len(payload)
+    metrics[keys.BYTES_RECEIVED] = request.bytes_received
+    metrics[keys.BYTES_SENT] = len(payload) + (hypergradient.nbytes if hypergradient else 0)
     content = RecordDict({keys.METRICS: metrics, PARTICIPANT: ConfigRecord({DEVICE_ID: request.device_id})})
     if not request.evaluate:
         sparse = {
@@ -132,6 +186,10 @@ def reply_from_update(request: WireRequest, payload: bytes, max_size: int = DEFA
             content[keys.SPARSE_DELTA] = sparse_to_array_record(sparse)
         else:
             content[keys.ARRAYS] = to_array_record(apply_sparse(request.theta, sparse, 1.0))
+        if hypergradient is not None:
+            content[keys.STEP_SIZE_GRADIENT] = to_array_record(hypergradient.arrays)
+            if hypergradient.query_loss is not None:
+                metrics[keys.STEP_SIZE_QUERY_LOSS] = hypergradient.query_loss
     return Message(content=content, reply_to=request.message)
 
 
@@ -149,4 +207,7 @@ def _all_entries(array: np.ndarray) -> SparseTensor:
     return SparseTensor(array.shape, np.arange(flat.size, dtype=np.uint32), flat.copy())
 
 
-__all__ = ["DEVICE_ID", "MESSAGE_TYPE", "PARTICIPANT", "WireRequest", "node_id_of", "reply_device_id", "reply_from_update", "to_wire"]
+__all__ = [
+    "DEVICE_ID", "MESSAGE_TYPE", "PARTICIPANT", "Hypergradient", "WireRequest", "hypergradient_from_payload", "node_id_of",
+    "reply_device_id", "reply_from_update", "to_wire",
+]
