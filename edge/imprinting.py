@@ -54,12 +54,25 @@ def check_imprintable(learner: Learner, names: Collection[str]) -> MLPClassifier
 
 
 class Imprinter:
-    """The running class means behind one imprinted output layer, updated one labelled sample at a time."""
+    """The running class means behind one imprinted output layer, updated one labelled sample at a time.
 
-    def __init__(self, learner: MLPClassifier) -> None:
+    A class's mean moves by ``(h − μ_c) · max(1/n_c, min_rate)``: with
+    ``min_rate`` 0 it is the exact mean of the ``n_c`` samples seen; with a
+    floor it becomes an exponential moving average once ``n_c > 1/min_rate``,
+    so the prototypes follow a drifting stream. Either way it is one SGD step
+    on ``½‖μ_c − h‖²``. ``counts`` resumes a layer already imprinted on that
+    many samples per class.
+    """
+
+    def __init__(self, learner: MLPClassifier, counts: np.ndarray | None = None, min_rate: float = 0.0) -> None:
+        if not 0.0 <= min_rate <= 1.0:
+            raise ValueError(f"min_rate is a step in [0, 1], got {min_rate}")
         self.learner = learner
         self.w_name, self.b_name = output_layer_names(learner)
-        self.counts = np.zeros(learner.n_classes, dtype=np.int64)
+        self.counts = np.zeros(learner.n_classes, dtype=np.int64) if counts is None else np.array(counts, dtype=np.int64)
+        if self.counts.shape != (learner.n_classes,) or self.counts.min() < 0:
+            raise ValueError(f"counts must be {learner.n_classes} non-negative class counts, got {counts!r}")
+        self.min_rate = min_rate
 
     def learn_one(self, x: np.ndarray, y: object) -> float:
         """Fold one sample into its class's mean and rewrite that class's column; the loss before the update."""
@@ -72,7 +85,7 @@ class Imprinter:
         self.counts[label] += 1
         w, b = weights[self.w_name], weights[self.b_name]
         mean = w[:, label] if self.counts[label] > 1 else np.zeros_like(features)
-        mean = mean + (features - mean) / self.counts[label]
+        mean = mean + (features - mean) * max(1.0 / self.counts[label], self.min_rate)
         w[:, label] = mean
         b[label] = -0.5 * float(mean @ mean)
         self.learner.set_weights({**weights, self.w_name: w, self.b_name: b})

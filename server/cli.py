@@ -136,6 +136,7 @@ def bench(
     rows = report["adaptation"]
     table = Table(title=f"{task}: {rows[0]['metric'].replace('_', ' ')} on {config.n_eval_devices} unseen devices after K shots")
     table.add_column("method", no_wrap=True)
+    table.add_column("new device", no_wrap=True)  # its rule, chosen on validation devices
     for k in config.shots:
         table.add_column(f"K={k}", justify="right")
     for column in ("up B", "down B", "device s", "device mJ"):  # per device and round
@@ -148,7 +149,9 @@ def bench(
              f"{1000 * cost['device_energy_j']:.1f}"]
             if cost else ["-"] * 4
         )  # fmt: skip
-        table.add_row(method, *(f"{values[k]:.3f}" for k in config.shots), *costs)
+        rule = report["adaptation_lr"].get(method)
+        rule_text = "imprint" if rule == "imprint" else f"SGD {rule:g}" if isinstance(rule, (int, float)) else "-"
+        table.add_row(method, rule_text, *(f"{values[k]:.3f}" for k in config.shots), *costs)
     console.print(table)
     console.print("up/down B, device s and mJ: per device and round (simulated on the profile below)")
     model = report["model"]

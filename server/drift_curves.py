@@ -6,18 +6,26 @@ copies of it face the same stream of its classes, which starts drifting at
 sample ``drift_start`` (the family's ``drifting`` stream: a writer's slant, a
 room's noise, a room's sensors). Both predict each sample before its label is
 used (prequential, test-then-train); the *online* copy then takes one SGD
-step on it, the *frozen* copy never learns again. The curves are the mean
+step on it, the *frozen* copy never learns again. The online step is the one
+the device's output layer was built with: cross-entropy SGD on every weight
+at the family's rate, or, for an imprinted output layer, the class means
+tracked with a step of at least the family's rate (hidden layers frozen;
+cross-entropy SGD at that rate through an imprinted layer's large logits
+diverges). The curves are the mean
 accuracy over devices in consecutive windows of the stream.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from edge.imprinting import Imprinter
 from edge.mlp_classifier import MLPClassifier
 from firmware_sim.task_families import TaskFamily
+from firmware_sim.tasks.episodes import Episode
 from server.task_bench import TaskBenchConfig, adapted_learner
 
 
@@ -46,6 +54,16 @@ def _copy(learner: MLPClassifier, family: TaskFamily) -> MLPClassifier:
     return twin
 
 
+def online_step(
+    config: TaskBenchConfig, family: TaskFamily, method: str, learner: MLPClassifier, episode: Episode
+) -> Callable[[np.ndarray, object], float]:
+    """How ``learner``, adapted on ``episode`` by ``method``'s new-device rule, keeps learning from one more sample."""
+    if method in config.imprinting:
+        counts = np.bincount(episode.support_y, minlength=learner.n_classes)
+        return Imprinter(learner, counts, min_rate=family.learning_rate).learn_one
+    return lambda x, y: learner.learn_one(x, y, family.learning_rate)
+
+
 def drift_curves(
     config: TaskBenchConfig, family: TaskFamily, weights: dict[str, np.ndarray] | None, drift: DriftConfig
 ) -> dict[str, object]:
@@ -58,13 +76,14 @@ def drift_curves(
         episode = family.episode(device, drift.shots, config.n_query)
         online = adapted_learner(config, family, drift.method, weights, device, episode)
         frozen = _copy(online, family)
+        learn = online_step(config, family, drift.method, online, episode)
         stream = family.drifting(device, drift.drift_start)
         for i in range(drift.samples):
             x, y = next(stream)
             batch = x.reshape(1, -1)
             hits["online"][j, i] = online.predict_labels(batch)[0] == y
             hits["frozen"][j, i] = frozen.predict_labels(batch)[0] == y
-            online.learn_one(x, y, family.learning_rate)
+            learn(x, y)
     windows = drift.samples // drift.window
     curves = {name: h.reshape(drift.n_devices, windows, drift.window).mean(axis=(0, 2)).tolist() for name, h in hits.items()}
     after = slice(drift.drift_start // drift.window + 2, windows)  # once the drift has fully set in

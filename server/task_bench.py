@@ -6,9 +6,10 @@ devices (``TEST_DEVICE_BASE`` onwards) with the same K-shot episodes:
 
 - **tinymetafed** — :class:`server.strategies.tiny_metafed.TinyMetaFed`: the
   output layer stays on each device; Top-P% sparse uplink. A new device
-  rebuilds its output layer from its firmware init on the K shots (one SGD
-  step per sample, shared part frozen), the very reconstruction of a
-  training round; the shared part then adapts on the same shots if
+  rebuilds its output layer from its firmware init on the K shots (shared
+  part frozen), by SGD at a rate as in a training round or by imprinting
+  it from class means (:mod:`edge.imprinting`), whichever scores better on
+  validation devices; the shared part then adapts on the same shots if
   ``metafed_adapt_shared`` is set.
 - **tinyreptile** — :class:`server.strategies.tiny_reptile.TinyReptile`, whole
   model shared; a new device adapts every weight online on its K shots.
@@ -19,17 +20,23 @@ devices (``TEST_DEVICE_BASE`` onwards) with the same K-shot episodes:
   radio), and a new device adapts that model like TinyReptile's.
 - **from-scratch** — the firmware init (:func:`firmware_sim.task_client_app.firmware_init`)
   adapted online on the K shots: what on-device learning does with no prior.
+  Its output layer starts empty like TinyMetaFed's, so it gets the same
+  choice: SGD on every weight, or the output layer imprinted on the random
+  hidden layers.
 
-Control rows (:data:`CONTROLS`) reuse a trained method's θ with another
-new-device rule; they train nothing and cost nothing of their own:
+Control rows (:data:`CONTROLS`) reuse a method's θ with another new-device
+rule; they train nothing and cost nothing of their own:
 
 - **fedavg-rebuilt-head** — FedAvg's θ with its output layer replaced by the
   device firmware's (zero) one, rebuilt on the K shots exactly as
   TinyMetaFed's new device does (same code, rate chosen the same way). It
   separates what TinyMetaFed's training gives from what its new-device rule
   gives.
+- **from-scratch-sgd** — from-scratch without the imprinting choice: every
+  weight trained by SGD on the shots, the classical baseline.
 
-Every adaptation is online: one SGD step per sample, each sample once.
+Every adaptation is online, each sample seen once: one SGD step per sample,
+or one running-mean update of its class for an imprinted output layer.
 
 The three federated methods run through ``Strategy.start`` on
 :class:`server.inprocess_grid.InProcessGrid` with the task's ClientApp
@@ -49,7 +56,8 @@ import numpy as np
 
 from edge import record_keys as keys
 from edge.mlp_classifier import MLPClassifier
-from edge.reconstruction import split_weights, train_subset
+from edge.imprinting import imprint_output_layer
+from edge.reconstruction import RECONSTRUCTION_RULES, split_weights, train_subset
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
 from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, TaskFamily, task_family
 from firmware_sim.tasks.episodes import Episode
@@ -64,10 +72,21 @@ TRAINING_SUMMARY = "training.json"  # next to a method's checkpoints: its settin
 TRAINED = (*FEDERATED, "local-only")  # methods whose init comes out of a training run
 METHODS = (*FEDERATED, "local-only", "from-scratch")
 # Control rows: a trained method's θ under another new-device rule (no training of their own) -> that method.
-CONTROLS: dict[str, str] = {"fedavg-rebuilt-head": "fedavg"}
+CONTROLS: dict[str, str] = {"fedavg-rebuilt-head": "fedavg", "from-scratch-sgd": "from-scratch"}
+CONTROL_NOTES: dict[str, str] = {
+    "fedavg-rebuilt-head": "fedavg's trained θ, no training of its own (its costs are fedavg's); a new device replaces "
+    "θ's output layer by its firmware's zero one and rebuilds it on the K shots with the rest frozen, as TinyMetaFed's "
+    "new device does, by the rule (a rate, or imprinting) chosen on validation devices",
+    "from-scratch-sgd": "from-scratch restricted to SGD: the firmware init with every weight trained online on the K "
+    "shots at a rate chosen on validation devices, never imprinted (the classical train-from-scratch baseline)",
+}
 SCORED = (*METHODS, *CONTROLS)  # every row the benchmark can score
 # A new device installs the shared part of θ and rebuilds the output layer from its firmware on the K shots.
 REBUILDS_OUTPUT_LAYER = ("tinymetafed", "fedavg-rebuilt-head")
+# A new device of these starts an output layer from its firmware's zero one, which it can learn by SGD at a
+# rate or imprint from class means (edge.imprinting); select_adaptation_lr picks per method on validation devices.
+STARTS_OUTPUT_LAYER = (*REBUILDS_OUTPUT_LAYER, "from-scratch")
+IMPRINT = "imprint"  # the new-device rule that needs no rate, beside the rates of LR_GRID
 ProgressFn = Callable[[str, int, int], None]
 
 
@@ -75,7 +94,9 @@ ProgressFn = Callable[[str, int, int], None]
 class TaskBenchConfig:
     task: str = "characters"
     n_train_devices: int = 100
-    n_eval_devices: int = 50
+    # four times the 50 devices of earlier runs halve every standard error (FedAvg's on characters was ±1.8
+    # points at 50), so a margin near 10 points is measured to about a point
+    n_eval_devices: int = 200
     shots: tuple[int, ...] = (1, 5, 10)
     n_query: int = 5  # per class (presence scores a whole later day instead)
     rounds: int = 300  # every federated method gets as many rounds
@@ -86,10 +107,14 @@ class TaskBenchConfig:
     top_p: float = 0.25
     reconstruction_samples: int = 25
     reconstruction_lr: float = 0.1
+    reconstruction_rule: str = "sgd"  # how TinyMetaFed's training rounds rebuild the private output layer
     metafed_adapt_shared: bool = False
     # A new device's learning rate per method (TinyMetaFed: for rebuilding its output layer), chosen on
     # validation devices; methods not listed use the family's rate (TinyMetaFed: reconstruction_lr).
     adaptation_lr: tuple[tuple[str, float], ...] = ()
+    # Methods (of STARTS_OUTPUT_LAYER) whose new device imprints its output layer instead of SGD at a rate;
+    # chosen on validation devices with the rates.
+    imprinting: tuple[str, ...] = ()
     # Use a finished training run of identical settings from out_dir instead of training again
     # (e.g. to re-score with other adaptation rates); its costs are the ones measured when it ran.
     reuse_training: bool = False
@@ -111,6 +136,11 @@ class TaskBenchConfig:
         for method, rate in self.adaptation_lr:
             if method not in SCORED or not 0.0 < rate <= 10.0:
                 raise ValueError(f"adaptation_lr: {method!r} -> {rate!r} is not a method and a rate in (0, 10]")
+        odd = sorted(set(self.imprinting) - set(STARTS_OUTPUT_LAYER))
+        if odd:
+            raise ValueError(f"imprinting: {odd} do not start an output layer on a new device ({STARTS_OUTPUT_LAYER} do)")
+        if self.reconstruction_rule not in RECONSTRUCTION_RULES:
+            raise ValueError(f"reconstruction_rule {self.reconstruction_rule!r} is not one of {RECONSTRUCTION_RULES}")
         if min(self.shots, default=0) < 1:
             raise ValueError("shots must be >= 1")
         largest = max(self.meta_clients_per_round, self.fedavg_clients_per_round)
@@ -141,7 +171,7 @@ class TaskBenchConfig:
 TASK_PRESETS: dict[str, dict[str, object]] = {
     "keywords": dict(
         rounds=100, meta_clients_per_round=5, meta_samples_per_round=24, reconstruction_samples=8,
-        fedavg_samples=16, n_eval_devices=30,
+        fedavg_samples=16, n_eval_devices=60,
     ),
 }  # fmt: skip
 
@@ -173,6 +203,7 @@ def federation_settings(config: TaskBenchConfig, family: TaskFamily, method: str
     metafed = TinyMetaFedConfig(
         **meta, private_names=family.private_names, top_p=config.top_p,
         reconstruction_samples=config.reconstruction_samples, reconstruction_lr=config.reconstruction_lr,
+        reconstruction_rule=config.reconstruction_rule,
     )  # fmt: skip
     # the device's stream covers reconstruction then adaptation: the same samples per round as TinyReptile's
     device = replace(device, stream_samples=max(1, config.meta_samples_per_round - config.reconstruction_samples))
@@ -252,6 +283,9 @@ def _comparable(settings: dict) -> dict:
     run recorded before ``radio`` existed had the radio on.
     """
     out = dict(settings)
+    metafed = out.get("metafed")
+    if isinstance(metafed, dict) and metafed.get("reconstruction_rule", "sgd") == "sgd":  # absent before it existed
+        out["metafed"] = {k: v for k, v in metafed.items() if k != "reconstruction_rule"}
     device = out.get("device")
     if isinstance(device, dict) and device.get("radio", True):  # absent in runs recorded before the field existed
         out["device"] = {k: v for k, v in device.items() if k != "radio"}
@@ -285,7 +319,7 @@ def with_controls(
     """``inits`` plus every control row (:data:`CONTROLS`) whose method is among them, on that method's very θ."""
     out = dict(inits)
     if config.controls:
-        out.update({control: inits[source] for control, source in CONTROLS.items() if inits.get(source) is not None})
+        out.update({control: inits[source] for control, source in CONTROLS.items() if source in inits})
     return out
 
 
@@ -304,19 +338,24 @@ def adapted_learner(
     learner = MLPClassifier(family.layer_sizes)
     firmware = firmware_init(family, device)
     lr = config.adaptation_lr_of(method, family)
-    if method in REBUILDS_OUTPUT_LAYER:  # whatever output layer θ holds is discarded
-        assert weights is not None
-        shared, _ = split_weights(weights, family.private_names)
+    shots = len(episode.support_y)
+    if method in REBUILDS_OUTPUT_LAYER or method in config.imprinting:  # the output layer starts from the firmware's
+        base = firmware if method == "from-scratch" else weights  # θ's own output layer, if any, is discarded
+        assert base is not None
+        shared, _ = split_weights(base, family.private_names)
         _, private = split_weights(firmware, family.private_names)
         learner.set_weights({**shared, **private})
-        train_subset(learner, episode.support_stream(), len(episode.support_y), lr, trainable=set(private))
-        if config.metafed_adapt_shared:
-            train_subset(learner, episode.support_stream(), len(episode.support_y), family.learning_rate, trainable=set(shared))
+        if method in config.imprinting:  # no rate: class means
+            imprint_output_layer(learner, episode.support_stream(), shots, names=set(private))
+        else:
+            train_subset(learner, episode.support_stream(), shots, lr, trainable=set(private))
+        if config.metafed_adapt_shared and method in REBUILDS_OUTPUT_LAYER:
+            train_subset(learner, episode.support_stream(), shots, family.learning_rate, trainable=set(shared))
         return learner
     if method in ("tinyreptile", "fedavg", "local-only"):
         assert weights is not None
         learner.set_weights(weights)
-    elif method == "from-scratch":
+    elif method in ("from-scratch", "from-scratch-sgd"):
         learner.set_weights(firmware)
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SCORED)}")
@@ -365,30 +404,47 @@ SELECTION_SHOTS = 5
 
 def select_adaptation_lr(
     config: TaskBenchConfig, family: TaskFamily, inits: dict[str, dict[str, np.ndarray] | None], grid: Sequence[float] = LR_GRID
-) -> tuple[tuple[tuple[str, float], ...], list[dict[str, object]]]:
-    """Each method's best new-device learning rate at K = 5 on *validation* devices, and every score seen.
+) -> tuple[TaskBenchConfig, list[dict[str, object]]]:
+    """``config`` with each method's best new-device rule at K = 5 on *validation* devices, and every score seen.
 
     A rate good for one initialisation can ruin another (a meta-learned model
     may want a small step, an empty output layer imprints best with a tiny
     one), so each method gets its own, chosen where the reported test devices
-    play no part. Episodes are drawn once and shared by every (method, rate).
+    play no part. A method that starts an output layer on the device
+    (:data:`STARTS_OUTPUT_LAYER`) also tries imprinting it (no rate), which it
+    keeps only if it scores strictly better than every rate. Episodes are
+    drawn once and shared by every (method, rule).
     """
-    validation = replace(config, evaluate_on="validation")
+    validation = replace(config, evaluate_on="validation", imprinting=())
     base = validation.eval_device_base
     episodes = [(base + j, family.episode(base + j, SELECTION_SHOTS, config.n_query)) for j in range(config.n_eval_devices)]
     scores: list[dict[str, object]] = []
-    chosen: list[tuple[str, float]] = []
+    rates: list[tuple[str, float]] = []
+    imprinting: list[str] = []
     for method, weights in inits.items():
-        best: tuple[float, float] | None = None
-        for rate in grid:
-            trial = replace(validation, adaptation_lr=((method, rate),))
+        candidates: list[float | str] = [*grid, *([IMPRINT] if method in STARTS_OUTPUT_LAYER else [])]
+        best: tuple[float, float | str] | None = None
+        for candidate in candidates:
+            if candidate == IMPRINT:
+                trial = replace(validation, imprinting=(method,))
+            else:
+                trial = replace(validation, adaptation_lr=((method, float(candidate)),))
             value = float(np.mean([adapt_and_score(trial, family, method, weights, d, e) for d, e in episodes]))
-            scores.append({"method": method, "learning_rate": rate, "shots": SELECTION_SHOTS, "value": value})
+            rule = {"rule": "imprint", "learning_rate": None} if candidate == IMPRINT else {"rule": "sgd", "learning_rate": candidate}
+            scores.append({"method": method, **rule, "shots": SELECTION_SHOTS, "value": value})
             if best is None or value > best[0]:
-                best = (value, rate)
+                best = (value, candidate)
         assert best is not None
-        chosen.append((method, best[1]))
-    return tuple(chosen), scores
+        if best[1] == IMPRINT:
+            imprinting.append(method)
+        else:
+            rates.append((method, float(best[1])))
+    return replace(config, adaptation_lr=tuple(rates), imprinting=tuple(imprinting)), scores
+
+
+def new_device_rules(config: TaskBenchConfig, family: TaskFamily, methods: Sequence[str]) -> dict[str, float | str]:
+    """Per method, the rate its new device adapts at, or "imprint"."""
+    return {m: IMPRINT if m in config.imprinting else config.adaptation_lr_of(m, family) for m in methods}
 
 
 def training_ram(family: TaskFamily) -> dict[str, int]:

@@ -23,13 +23,14 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from firmware_sim.profiles import NANO_33_BLE_SENSE
 from firmware_sim.task_families import task_family
 from server.drift_curves import DriftConfig, drift_curves
 from server.task_bench import (
+    CONTROL_NOTES,
     CONTROLS,
     METHODS,
     TRAINED,
@@ -37,6 +38,7 @@ from server.task_bench import (
     TaskBenchConfig,
     TrainingRun,
     evaluate,
+    new_device_rules,
     select_adaptation_lr,
     train_federated,
     training_ram,
@@ -74,8 +76,7 @@ def run_task_bench(
     started = time.perf_counter()
     selection: list[dict[str, object]] = []
     if config.select_lr:
-        chosen, selection = select_adaptation_lr(config, family, inits)
-        config = replace(config, adaptation_lr=chosen)
+        config, selection = select_adaptation_lr(config, family, inits)
     rows = evaluate(config, family, inits)
     evaluation_s = time.perf_counter() - started
     ram = training_ram(family)
@@ -89,19 +90,10 @@ def run_task_bench(
             "fits": ram["total"] <= NANO_33_BLE_SENSE.usable_ram_bytes,
         },
         "adaptation": rows,
-        "adaptation_lr": {m: config.adaptation_lr_of(m, family) for m in inits},
+        "adaptation_lr": new_device_rules(config, family, list(inits)),
         "adaptation_lr_selection": selection,
         "training": {m: run.summary() for m, run in training.items()},
-        "controls": {
-            c: {
-                "weights_from": CONTROLS[c],
-                "note": f"{CONTROLS[c]}'s trained θ, no training of its own (its costs are {CONTROLS[c]}'s); a new "
-                "device replaces θ's output layer by its firmware's zero one and rebuilds it on the K shots with "
-                "the rest frozen, as TinyMetaFed's new device does, at a rate chosen on validation devices",
-            }
-            for c in inits
-            if c in CONTROLS
-        },
+        "controls": {c: {"weights_from": CONTROLS[c], "note": CONTROL_NOTES[c]} for c in inits if c in CONTROLS},
         "evaluation_wall_s": evaluation_s,
         "config": asdict(config),
     }

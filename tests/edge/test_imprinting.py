@@ -97,3 +97,24 @@ def test_reconstruction_can_imprint_the_private_head_and_refuses_an_unknown_rule
     with pytest.raises(ValueError, match="not one of"):
         reconstruct_and_adapt(learner, shared, private, iter(samples), reconstruction_samples=1,
                               reconstruction_lr=0.1, shots=0, learning_rate=0.1, rule="closed-form")  # fmt: skip
+
+
+def test_a_rate_floor_turns_the_mean_into_a_moving_average_that_follows_drift():
+    learner = MLPClassifier(SIZES, seed=9)
+    samples = _samples(10, 12, classes=1)  # all class 0
+    imprint_output_layer(learner, iter(samples[:2]), 2, HEAD)
+    resumed = Imprinter(learner, counts=[2, 0, 0, 0], min_rate=0.25)
+    before = learner.get_weights()["w1"][:, 0].copy()
+    x, y = samples[2]
+    resumed.learn_one(x, y)
+    h = _hidden(learner, x)[0]
+    # n = 3 gives 1/3 > 0.25: still the exact mean of three samples
+    np.testing.assert_allclose(learner.get_weights()["w1"][:, 0], before + (h - before) / 3, atol=1e-6)
+    for x, y in samples[3:]:
+        before = learner.get_weights()["w1"][:, 0].copy()
+        resumed.learn_one(x, y)
+    np.testing.assert_allclose(learner.get_weights()["w1"][:, 0], before + 0.25 * (_hidden(learner, x)[0] - before), atol=1e-6)
+    with pytest.raises(ValueError, match="min_rate"):
+        Imprinter(learner, min_rate=2.0)
+    with pytest.raises(ValueError, match="4 non-negative class counts"):
+        Imprinter(learner, counts=[1, 2])

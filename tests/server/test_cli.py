@@ -15,3 +15,23 @@ def test_registry_is_mounted_under_tinyfleet():
     result = CliRunner().invoke(app, ["registry", "list-queries"])
     assert result.exit_code == 0, result.output
     assert "models-for-device" in result.output
+
+
+def test_bench_runs_a_tiny_task_and_prints_each_methods_new_device_rule(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli.console, "width", 200)
+    result = CliRunner().invoke(app, [
+        "bench", "--task", "presence", "--out", str(tmp_path), "--rounds", "1", "--train-devices", "5",
+        "--eval-devices", "2", "--methods", "fedavg,from-scratch", "--no-drift",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "new device" in result.output and "SGD " in result.output  # FedAvg adapts at its chosen rate
+    lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ")}
+    assert {"fedavg", "from-scratch", "fedavg-rebuilt-head", "from-scratch-sgd"} <= set(lines)
+    assert (tmp_path / "presence.json").exists()
+
+
+def test_bench_refuses_an_unknown_task_or_method_before_any_work(tmp_path):
+    for args, reason in ((["--task", "poetry"], "unknown task 'poetry'"),
+                         (["--task", "presence", "--methods", "fedavg,magic"], "unknown methods ['magic']")):  # fmt: skip
+        result = CliRunner().invoke(app, ["bench", *args, "--out", str(tmp_path)])
+        assert result.exit_code == 2 and reason in result.output and not any(tmp_path.iterdir())

@@ -17,7 +17,7 @@ from edge import record_keys as keys
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
 from firmware_sim.task_families import task_family
 from firmware_sim.tasks.espeak import espeak_available
-from server.drift_curves import DriftConfig
+from server.drift_curves import DriftConfig, online_step
 from server.federation import run_federation
 from server.inprocess_grid import InProcessGrid
 from server.checkpoint import Checkpointer
@@ -87,18 +87,24 @@ def test_fedavg_rebuilt_head_is_fedavgs_theta_with_the_firmware_output_layer_reb
     assert set(report["training"]) == {"tinymetafed", "fedavg"}
     assert report["controls"] == {control: {"weights_from": "fedavg", "note": report["controls"][control]["note"]}}
     assert "no training of its own" in report["controls"][control]["note"]
-    # its rate is the best of the whole grid on validation devices, as for every method
-    tried = {r["learning_rate"]: r["value"] for r in report["adaptation_lr_selection"] if r["method"] == control}
-    assert list(tried) == list(LR_GRID)
-    rate = report["adaptation_lr"][control]
-    assert tried[rate] == max(tried.values())
+    # its rule is the best of the whole grid, or imprinting, on validation devices, as for every method
+    selection = report["adaptation_lr_selection"]
+    tried = {(r["rule"], r["learning_rate"]): r["value"] for r in selection if r["method"] == control}
+    assert list(tried) == [*(("sgd", rate) for rate in LR_GRID), ("imprint", None)]
+    assert {r["rule"] for r in selection if r["method"] == "fedavg"} == {"sgd"}  # FedAvg's device keeps its layer
+    chosen = report["adaptation_lr"][control]
+    assert tried[("imprint", None) if chosen == "imprint" else ("sgd", chosen)] == max(tried.values())
 
     fedavg_theta = Checkpointer(tmp_path / "characters-work" / "checkpoints" / "fedavg").load_latest().weights
     # every value is TinyMetaFed's new-device rule applied to FedAvg's θ on the very same episodes
-    as_metafed = replace(config, adaptation_lr=(("tinymetafed", rate),))
+    if chosen == "imprint":
+        as_metafed = replace(config, imprinting=("tinymetafed",))
+    else:
+        as_metafed = replace(config, adaptation_lr=(("tinymetafed", chosen),))
     for expected in evaluate(as_metafed, family, {"tinymetafed": fedavg_theta}):
         assert rows[(control, expected["shots"])]["per_device"] == expected["per_device"]
 
+    rate = 0.01  # the SGD rule, whichever was chosen above
     device = config.eval_device_base
     episode = family.episode(device, 2, config.n_query)
     scored = replace(config, adaptation_lr=((control, rate),))
@@ -118,6 +124,26 @@ def test_fedavg_rebuilt_head_is_fedavgs_theta_with_the_firmware_output_layer_reb
     start = adapted_learner(frozen, family, control, fedavg_theta, device, episode).get_weights()
     for name in family.private_names:
         assert np.abs(start[name]).max() < 1e-20 and np.abs(fedavg_theta[name]).max() > 1e-3
+
+
+def test_imprinting_writes_the_output_layer_from_class_means_on_the_installed_hidden_layers():
+    config = TaskBenchConfig(task="characters", **TINY)
+    family = task_family("characters")
+    device = config.eval_device_base
+    episode = family.episode(device, 3, config.n_query)
+    theta = {k: v + 0.01 for k, v in firmware_init(family, 7).items()}  # any trained θ
+    firmware = firmware_init(family, device)
+    for method, hidden_from in (("fedavg-rebuilt-head", theta), ("from-scratch", firmware)):
+        imprinting = replace(config, imprinting=(method,))
+        adapted = adapted_learner(imprinting, family, method, theta, device, episode).get_weights()
+        for name, value in hidden_from.items():
+            if name not in family.private_names:
+                np.testing.assert_array_equal(adapted[name], value)
+        w, b = (adapted[name] for name in family.private_names)
+        np.testing.assert_allclose(b, -0.5 * (w**2).sum(axis=0), rtol=1e-5)  # w_c = μ_c, b_c = −½‖μ_c‖²
+        assert np.abs(w).sum() > 0
+    with pytest.raises(ValueError, match="do not start an output layer"):
+        replace(config, imprinting=("fedavg",))
 
 
 def test_controls_can_be_left_out(tmp_path):
@@ -198,3 +224,27 @@ def test_flower_simulation_and_the_in_process_grid_learn_the_same_meta_model(tmp
     assert a.meta["metrics"][keys.SAMPLES_USED] == b.meta["metrics"][keys.SAMPLES_USED] > 0
     for name in a.weights:
         np.testing.assert_array_equal(a.weights[name], b.weights[name])
+
+
+def test_an_imprinted_device_keeps_learning_by_moving_its_class_means_and_freezes_its_hidden_layers():
+    config = TaskBenchConfig(task="presence", **TINY)
+    family = task_family("presence")
+    device = config.eval_device_base
+    episode = family.episode(device, 3, config.n_query)
+    theta = firmware_init(family, 11)
+    imprinting = replace(config, imprinting=("fedavg-rebuilt-head",))
+    learner = adapted_learner(imprinting, family, "fedavg-rebuilt-head", theta, device, episode)
+    before = learner.get_weights()
+    x, y = next(family.drifting(device, 0))
+    online_step(imprinting, family, "fedavg-rebuilt-head", learner, episode)(x, y)
+    after = learner.get_weights()
+    w = family.private_names[0]
+    moved = [c for c in range(family.n_way) if not np.array_equal(after[w][:, c], before[w][:, c])]
+    assert moved == [int(y)]  # only the sample's class column, by the family's rate (3 shots: 1/4 > 0.05)
+    for name, value in before.items():
+        if name not in family.private_names:
+            np.testing.assert_array_equal(after[name], value)
+    sgd = adapted_learner(config, family, "fedavg", theta, device, episode)
+    weights = sgd.get_weights()
+    online_step(config, family, "fedavg", sgd, episode)(x, y)
+    assert not np.array_equal(sgd.get_weights()["w0"], weights["w0"])  # every weight, by cross-entropy SGD
