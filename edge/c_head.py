@@ -3,7 +3,8 @@
 A board runs the head update as compiled C next to TFLite Micro, so this is
 what "the head's update costs at most 15 % on top of inference" has to be
 measured with on a development machine: the C step against the interpreter's
-invoke. The Python :class:`~edge.online_head.OnlineHead` is the reference
+invoke. The C code also imprints (``tinyol_imprint_one``, as
+:meth:`OnlineHead.imprint_one`). The Python :class:`~edge.online_head.OnlineHead` is the reference
 (tests hold the two equal); this module only builds and drives the C code.
 
 The C file is compiled on first use (``cc -O2 -shared -fPIC``) into a cache
@@ -130,6 +131,14 @@ def load_library() -> ctypes.CDLL:
         ctypes.c_float, ctypes.POINTER(ctypes.c_uint64),
     ]  # fmt: skip
     lib.tinyol_time_steps.restype = ctypes.c_int
+    uint32_p = ctypes.POINTER(ctypes.c_uint32)
+    lib.tinyol_imprint_one.argtypes = [ctypes.POINTER(_Head), uint32_p, float_p, ctypes.c_int32, ctypes.c_float, float_p]
+    lib.tinyol_imprint_one.restype = ctypes.c_int
+    lib.tinyol_time_imprints.argtypes = [
+        ctypes.POINTER(_Head), uint32_p, float_p, ctypes.POINTER(ctypes.c_int32), ctypes.c_uint32, ctypes.c_uint32,
+        ctypes.c_float, ctypes.POINTER(ctypes.c_uint64),
+    ]  # fmt: skip
+    lib.tinyol_time_imprints.restype = ctypes.c_int
     return lib
 
 
@@ -140,8 +149,9 @@ def _float_pointer(array: np.ndarray) -> ctypes._Pointer:
 class CHead:
     """A dense TinyOL head whose SGD step runs in the C code; same weights layout as :class:`OnlineHead`.
 
-    It owns the buffers the firmware would hold statically: two weight blocks (active and spare) and one
-    ``n_outputs`` scratch row. Build it from an ``OnlineHead`` to continue from that head's weights.
+    It owns the buffers the firmware would hold statically: two weight blocks (active and spare), one
+    ``n_outputs`` scratch row and ``n_outputs`` uint32 imprint counters. Build it from an ``OnlineHead``
+    to continue from that head's weights (and imprint counts).
     """
 
     def __init__(self, n_features: int, n_outputs: int, task: Task = "classification",
@@ -152,20 +162,49 @@ class CHead:
             raise ValueError("n_features and n_outputs must be positive")
         self._lib = load_library()
         self.task: Task = task
-        self.n_features, self.n_outputs = int(n_features), int(n_outputs)
-        self._blocks = (np.zeros((n_features + 1, n_outputs), _F32), np.zeros((n_features + 1, n_outputs), _F32))
-        self._scratch = np.zeros(n_outputs, _F32)
-        self._head = _Head(self.n_features, self.n_outputs, _TASK_CODES[task], _float_pointer(self._blocks[0]),
-                           _float_pointer(self._blocks[1]), _float_pointer(self._scratch))  # fmt: skip
+        self.n_features = int(n_features)
         self._loss = ctypes.c_float()
         self._step_sizes: np.ndarray | None = None
+        self._allocate(np.zeros((n_features + 1, n_outputs), _F32), np.zeros(n_outputs, np.uint32))
         if weights is not None:
             self.set_weights(weights)
 
+    def _allocate(self, params: np.ndarray, counts: np.ndarray) -> None:
+        """Take ``params`` as the active block and ``counts`` as the imprint counters; allocate the rest."""
+        self.n_outputs = int(params.shape[1])
+        self._blocks = (params, np.zeros_like(params))
+        self._scratch = np.zeros(self.n_outputs, _F32)
+        self._counts = counts
+        step_sizes = ctypes.POINTER(ctypes.c_float)() if self._step_sizes is None else _float_pointer(self._step_sizes)
+        self._head = _Head(self.n_features, self.n_outputs, _TASK_CODES[self.task], _float_pointer(self._blocks[0]),
+                           _float_pointer(self._blocks[1]), _float_pointer(self._scratch), step_sizes)  # fmt: skip
+
     @classmethod
     def from_head(cls, head: OnlineHead) -> CHead:
-        """A C head with ``head``'s shape, task and current weights."""
-        return cls(head.n_features, head.n_outputs, head.task, head.get_weights())
+        """A C head with ``head``'s shape, task, current weights and imprint counts."""
+        c = cls(head.n_features, head.n_outputs, head.task, head.get_weights())
+        c._counts[...] = head.imprint_counts
+        return c
+
+    @property
+    def imprint_counts(self) -> np.ndarray:
+        """Samples imprinted per class so far (a copy of the counters the C code updates)."""
+        return self._counts.copy()
+
+    def add_class(self) -> int:
+        """Grow one output class as :meth:`OnlineHead.add_class` does (zero column, bias the smallest one, step
+        size 1, imprint count 0); return its index. The C code has no such call: the row-major block is
+        re-laid out here (a firmware would reserve its largest class count and re-stride in place)."""
+        if self.task != "classification":
+            raise ValueError("only a classification head can grow classes")
+        params = self.params
+        grown = np.zeros((self.n_features + 1, self.n_outputs + 1), _F32)
+        grown[:, :-1] = params
+        grown[-1, -1] = params[self.n_features].min()
+        if self._step_sizes is not None:
+            self._step_sizes = np.ascontiguousarray(np.hstack([self._step_sizes, np.ones((self.n_features + 1, 1), _F32)]))
+        self._allocate(grown, np.append(self._counts, np.uint32(0)))
+        return self.n_outputs - 1
 
     @property
     def params(self) -> np.ndarray:
@@ -186,6 +225,7 @@ class CHead:
         params = self.params
         params[: self.n_features] = w
         params[self.n_features] = b
+        self._counts[...] = 0  # as OnlineHead: installed weights are nobody's imprints
 
     def set_step_sizes(self, scales: dict[str, np.ndarray] | None) -> None:
         """Per-weight multipliers of the rate, laid out like the weights; None: the shared rate (a NULL pointer)."""
@@ -211,17 +251,27 @@ class CHead:
             raise CHeadError(status, _refusal(status, label, self.n_outputs, learning_rate))
         return float(self._loss.value)
 
+    def imprint_one(self, x: object, y: object, min_rate: float = 0.0) -> float:
+        """One imprint in C (``tinyol_imprint_one``, the rule of :meth:`OnlineHead.imprint_one`); the loss before
+        it. A regression head: ValueError; refusals raise :class:`CHeadError`, weights and counts unchanged."""
+        if self.task != "classification":
+            raise ValueError("imprinting writes class means into a classification head; this head is a regressor")
+        sample = _vector("sample x", x, self.n_features)
+        label = _class_label(y)
+        status = self._lib.tinyol_imprint_one(
+            ctypes.byref(self._head), self._counts.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+            _float_pointer(sample), label, float(min_rate), ctypes.byref(self._loss),
+        )  # fmt: skip
+        if status != OK:
+            raise CHeadError(status, _imprint_refusal(status, label, self.n_outputs, min_rate))
+        return float(self._loss.value)
+
     def time_steps(self, xs: np.ndarray, labels: np.ndarray, steps: int, learning_rate: float) -> int:
         """Nanoseconds for ``steps`` classification steps over ``xs`` (cycled), timed in C around the C loop.
 
         No Python, ctypes or conversion cost is inside the interval: what a firmware loop would pay.
         """
-        if self.task != "classification":
-            raise ValueError("time_steps runs classification steps")
-        xs = np.ascontiguousarray(xs, _F32)
-        labels = np.ascontiguousarray(labels, np.int32)
-        if xs.ndim != 2 or xs.shape[1] != self.n_features or labels.shape != (len(xs),) or len(xs) == 0:
-            raise InvalidInputError(f"xs must be (n, {self.n_features}) with n labels; got {xs.shape} and {labels.shape}")
+        xs, labels = self._timing_samples(xs, labels)
         elapsed = ctypes.c_uint64()
         status = self._lib.tinyol_time_steps(
             ctypes.byref(self._head), _float_pointer(xs), labels.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)),
@@ -230,6 +280,30 @@ class CHead:
         if status != OK:
             raise CHeadError(status, _refusal(status, -1, self.n_outputs, learning_rate))
         return int(elapsed.value)
+
+    def time_imprints(self, xs: np.ndarray, labels: np.ndarray, steps: int, min_rate: float = 0.0) -> int:
+        """Nanoseconds for ``steps`` imprints over ``xs`` (cycled), timed in C as :meth:`time_steps`.
+        They update this head's weights and counts."""
+        xs, labels = self._timing_samples(xs, labels)
+        elapsed = ctypes.c_uint64()
+        status = self._lib.tinyol_time_imprints(
+            ctypes.byref(self._head), self._counts.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)), _float_pointer(xs),
+            labels.ctypes.data_as(ctypes.POINTER(ctypes.c_int32)), len(xs), int(steps), float(min_rate),
+            ctypes.byref(elapsed),
+        )  # fmt: skip
+        if status != OK:
+            raise CHeadError(status, _imprint_refusal(status, -1, self.n_outputs, min_rate))
+        return int(elapsed.value)
+
+    def _timing_samples(self, xs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``xs`` and ``labels`` as the C timing loops read them, or a refusal (classification heads only)."""
+        if self.task != "classification":
+            raise ValueError("the C timing loops run classification steps")
+        xs = np.ascontiguousarray(xs, _F32)
+        labels = np.ascontiguousarray(labels, np.int32)
+        if xs.ndim != 2 or xs.shape[1] != self.n_features or labels.shape != (len(xs),) or len(xs) == 0:
+            raise InvalidInputError(f"xs must be (n, {self.n_features}) with n labels; got {xs.shape} and {labels.shape}")
+        return xs, labels
 
 
 def _vector(name: str, value: object, size: int) -> np.ndarray:
@@ -266,3 +340,11 @@ def _refusal(status: int, label: int, n_outputs: int, learning_rate: float) -> s
         NONFINITE_LABEL: "label y contains non-finite value(s) (NaN or Inf); step refused",
         DIVERGED: f"SGD step diverged (learning rate {learning_rate}); step refused",
     }.get(status, f"C head returned unknown status {status}")
+
+
+def _imprint_refusal(status: int, label: int, n_outputs: int, min_rate: float) -> str:
+    if status == BAD_ARGUMENT:
+        return f"imprint refused: label {label} outside 0..{n_outputs - 1} or min_rate {min_rate} not in [0, 1]"
+    if status == DIVERGED:
+        return "imprinting overflowed float32 (logits or the class mean's squared norm); step refused"
+    return _refusal(status, label, n_outputs, 0.0)

@@ -17,6 +17,11 @@ sample (through the logits) and one on the new weights (their squared norm,
 a single dot product). Refused steps raise
 :class:`~edge.validation.InvalidInputError` and leave the weights as they
 were.
+
+A classification head can also be *imprinted* instead of (or before) SGD:
+:meth:`OnlineHead.imprint_one` writes a class's column from the running mean
+of its features (the rule of :mod:`edge.imprinting`), with one counter per
+class as its only extra state.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ Task = Literal["regression", "classification"]
 FLOAT_BYTES = 4
 _F32 = np.dtype(np.float32)
 _MIN_PROBABILITY = 1e-12  # cross-entropy is clipped here so one confident mistake cannot give an infinite loss
+_COUNT_MAX = np.iinfo(np.uint32).max  # an imprint counter saturates here (as the C head's uint32_t)
+COUNT_BYTES = 4  # one uint32 imprint counter per class
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -59,6 +66,7 @@ class OnlineHead(Learner):
         params = np.zeros((n_features + 1, n_outputs), np.float32)
         params[:n_features] = rng.uniform(-limit, limit, size=(n_features, n_outputs))
         self._step_scales: np.ndarray | None = None  # per-weight multipliers of the rate, stacked like params
+        self._counts: np.ndarray | None = None  # imprinted samples per class (uint32), from the first imprint_one
         self._allocate(params)
 
     def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
@@ -121,6 +129,8 @@ class OnlineHead(Learner):
         grown[-1, -1] = self._b.min()
         if self._step_scales is not None:  # a new class starts at the shared rate
             self._step_scales = np.hstack([self._step_scales, np.ones((self.n_features + 1, 1), np.float32)])
+        if self._counts is not None:  # and has imprinted nothing yet
+            self._counts = np.append(self._counts, np.uint32(0))
         self._allocate(grown)
         return self.n_outputs - 1
 
@@ -191,17 +201,21 @@ class OnlineHead(Learner):
             x = as_float_array("sample x", x, (self.n_features,))
         self._x_view[...] = x
 
-    def _refuse_sample(self, what: str, learning_rate: float) -> InvalidInputError:
-        """The error for a step whose logits or weights came out non-finite: name the sample if it is the cause."""
+    def _refuse_sample(self, what: str, learning_rate: float | None) -> InvalidInputError:
+        """The error for a step whose logits or weights came out non-finite: name the sample if it is the cause.
+        ``learning_rate`` None: the step was an imprint."""
         if not np.all(np.isfinite(self._x_view)):
             bad = int(self._x_view.size - np.count_nonzero(np.isfinite(self._x_view)))
             return InvalidInputError(f"sample x contains {bad} non-finite value(s) (NaN or Inf); step refused")
+        if learning_rate is None:
+            return InvalidInputError(f"imprinting overflowed float32 ({what}); step refused")
         return InvalidInputError(f"SGD step diverged ({what}, learning rate {learning_rate}); step refused")
 
-    def _shifted_exp(self, learning_rate: float) -> float:
+    def _shifted_exp(self, learning_rate: float | None) -> float:
         """exp(logits − max logit) into the logits buffer and its sum; refuses non-finite logits.
 
-        The rare path (a logit beyond ±88, or a bad sample), so it may spend an ``errstate``.
+        The rare path of :meth:`learn_one` (a logit beyond ±88, or a bad sample), so it may spend an
+        ``errstate``; every :meth:`imprint_one` takes it (``learning_rate`` None).
         """
         z = self._z
         with np.errstate(all="ignore"):
@@ -259,6 +273,97 @@ class OnlineHead(Learner):
         self._params, self._spare = spare, self._params
         return loss
 
+    def imprint_one(self, x: np.ndarray, y: object, min_rate: float = 0.0) -> float:
+        """Imprint one sample: fold its features into its class's running mean ``μ_c`` and write that class's
+        column as ``w_c = μ_c``, ``b_c = −½‖μ_c‖²``; return the cross-entropy loss before the update.
+
+        The rule of :mod:`edge.imprinting`: the logit of class ``c`` becomes
+        ``½‖x‖² − ½‖x − μ_c‖²``, so a head whose classes were all imprinted is
+        a nearest-class-mean classifier over the backbone's features. ``μ_c``
+        moves by ``(x − μ_c) · max(1/n_c, min_rate)``: with ``min_rate`` 0 the
+        exact mean of the ``n_c`` samples imprinted; with a floor, an
+        exponential moving average once ``n_c > 1/min_rate`` (it follows
+        drift). A class's first imprint (count 0) overwrites its column with
+        ``x``, whatever it held. Costs one forward pass (for the loss) plus
+        ``n_features`` multiply-adds into one column: no backward pass, no
+        learning rate.
+
+        State: one uint32 counter per class, allocated by the first call (and
+        then counted in :meth:`memory_footprint`), grown by :meth:`add_class`
+        (a new class starts at 0) and reset to zeros by :meth:`set_weights`
+        (installed weights are not this head's imprints).
+
+        Mixing with :meth:`learn_one` is allowed, because both act on the same
+        column and neither needs the other's state: imprinting is itself one
+        step on ``½‖μ_c − x‖²`` (rate ``max(1/n_c, min_rate)``) from whatever
+        the column holds, so any column is a valid ``μ_c``, and SGD on the
+        cross-entropy is the usual fine-tuning of a prototype initialisation
+        (as Proto-MAML does). So imprinting sets a column and SGD may
+        fine-tune it later. The counters count only imprinted samples: a later
+        imprint of class ``c`` takes the column as it is now (fine-tuned or
+        not) as ``μ_c`` and moves it toward ``x`` by ``max(1/(n_c + 1),
+        min_rate)``, so SGD's changes to ``w_c`` are averaged in rather than
+        lost, while ``b_c`` is recomputed as ``−½‖μ_c‖²`` (SGD's change to it
+        is dropped). After SGD steps a column is no longer the exact mean of
+        its ``n_c`` samples; with imprints alone it is.
+
+        Classification heads only (a regression output has no classes:
+        ValueError). A sample that is not ``n_features`` finite numbers, a
+        label that is not a class index, a ``min_rate`` outside [0, 1], or a
+        mean whose squared norm overflows float32 raise
+        :class:`~edge.validation.InvalidInputError` with weights and counts
+        unchanged. Mirrors ``tinyol_imprint_one`` in ``edge/c/tinyol_head.c``.
+        """
+        if self.task != "classification":
+            raise ValueError("imprinting writes class means into a classification head; this head is a regressor")
+        self._load_sample(x)
+        index = self._class_index(y)
+        try:
+            rate_floor = float(min_rate)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"min_rate must be a number, got {min_rate!r}") from None
+        if not 0.0 <= rate_floor <= 1.0:  # NaN fails too
+            raise InvalidInputError(f"min_rate is a step in [0, 1], got {min_rate!r}; step refused")
+        # always the shifted softmax: an imprinted class's logit carries ½‖x‖², often beyond exp's float32 range;
+        # refuses a non-finite sample (through the logits)
+        total = self._shifted_exp(None)
+        loss = -math.log(max(self._z.item(index) / total, _MIN_PROBABILITY))
+        if self._counts is None:
+            self._counts = np.zeros(self.n_outputs, np.uint32)
+        count = int(self._counts[index])
+        count += count < _COUNT_MAX
+        mean = self._spare.reshape(-1)[: self.n_features]  # the spare block as scratch: learn_one rewrites it whole
+        if count == 1:
+            mean[...] = self._x_view
+        else:
+            column = self._params[: self.n_features, index]
+            self._scale[()] = max(1.0 / count, rate_floor)
+            np.subtract(self._x_view, column, out=mean)
+            np.multiply(mean, self._scale, out=mean)
+            np.add(mean, column, out=mean)
+        squared = float(np.dot(mean, mean))
+        if not math.isfinite(squared):
+            raise self._refuse_sample("class mean's squared norm", None)
+        self._params[: self.n_features, index] = mean
+        self._params[self.n_features, index] = -0.5 * squared
+        self._counts[index] = count
+        return loss
+
+    @property
+    def imprint_counts(self) -> np.ndarray:
+        """Samples imprinted per class so far (a copy; zeros if the head never imprinted)."""
+        return np.zeros(self.n_outputs, np.uint32) if self._counts is None else self._counts.copy()
+
+    def set_imprint_counts(self, counts: np.ndarray) -> None:
+        """Resume imprinting a head whose columns are already means over ``counts`` samples per class
+        (after :meth:`set_weights`, which resets them). Refused unless ``n_outputs`` integers in uint32's range."""
+        array = np.asarray(counts)
+        if array.shape != (self.n_outputs,) or array.dtype.kind not in "iu" or (
+            array.size and (array.min() < 0 or array.max() > _COUNT_MAX)
+        ):
+            raise InvalidInputError(f"imprint counts must be {self.n_outputs} integers in 0..{_COUNT_MAX}, got {counts!r}")
+        self._counts = array.astype(np.uint32)
+
     def loss(self, x: np.ndarray, y: np.ndarray) -> float:
         features = self._features(x)
         if self.task == "classification":
@@ -274,20 +379,25 @@ class OnlineHead(Learner):
     def _assign_weights(self, weights: dict[str, np.ndarray]) -> None:
         self._params[: self.n_features] = weights["head_w"]
         self._params[self.n_features] = weights["head_b"]
+        if self._counts is not None:  # installed weights are nobody's imprints: the next imprint starts each class over
+            self._counts[...] = 0
 
     def memory_footprint(self) -> MemoryFootprint:
-        """Weights; training = the second weight block the step is written into + the delta row;
-        inference = the augmented input [x, 1] and the logits."""
+        """Weights; training = the second weight block the step is written into + the delta row (+ the
+        step sizes, + one uint32 counter per class once the head imprints); inference = the augmented
+        input [x, 1] and the logits."""
         n_params = self._params.size
         scales = n_params if self._step_scales is not None else 0
+        counts = self.n_outputs * COUNT_BYTES if self._counts is not None else 0
         return MemoryFootprint(
             weights=n_params * FLOAT_BYTES,
-            training=(n_params + scales + self.n_outputs) * FLOAT_BYTES,
+            training=(n_params + scales + self.n_outputs) * FLOAT_BYTES + counts,
             inference=(self.n_features + 1 + self.n_outputs) * FLOAT_BYTES,
         )
 
     def compute_cost(self) -> ComputeCost:
         """Forward pass ``n_features·n_outputs`` MACs; an SGD step is a forward pass plus the rank-1
-        update of the same size (bias MACs and the softmax are not counted)."""
+        update of the same size (bias MACs and the softmax are not counted). An imprint is a forward
+        pass plus ``2·n_features`` (the mean's update and its squared norm)."""
         forward = self.n_features * self.n_outputs
         return ComputeCost(inference_float_macs=forward, training_float_macs=2 * forward)

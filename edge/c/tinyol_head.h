@@ -1,4 +1,4 @@
-/* TinyOL head update as firmware C: one SGD step of a dense float32 head per labelled sample.
+/* TinyOL head update as firmware C: one SGD step (or one imprint) of a dense float32 head per labelled sample.
  *
  * The same math as edge/online_head.py (OnlineHead.learn_one): the weights and bias live in one
  * row-major float32 block P = [W; b] of shape (n_features + 1, n_outputs), multiplied by the
@@ -44,11 +44,36 @@ typedef struct {
 tinyol_status_t tinyol_learn_one(tinyol_head_t *h, const float *x, int32_t label, const float *target,
                                  float learning_rate, float *loss);
 
+/* Imprinting (edge/imprinting.py; OnlineHead.imprint_one): fold one sample into its class's running mean
+ * mu and write that class's column as w = mu and its bias as -1/2 |mu|^2, so a head whose classes were all
+ * imprinted is a nearest-class-mean classifier. Classification heads only. mu moves by
+ * (x - mu) * max(1 / n, min_rate), n the class's count after this sample: the exact mean for min_rate 0, an
+ * exponential moving average once n > 1 / min_rate. A class's first sample (count 0) overwrites its column
+ * with x. Writes the cross-entropy loss before the update to *loss (if loss is not NULL).
+ *
+ * counts: n_outputs uint32_t owned by the caller next to the head's other buffers (a static array sized
+ * like the outputs), the number of samples imprinted per class; zero it when the head starts or its
+ * weights are replaced, and give a class added at run time a 0. It is the only state imprinting adds: the
+ * new column is computed in h->spare (whose content is never meaningful between calls) and copied into
+ * h->params only once its squared norm is finite; params and spare are not swapped. SGD steps
+ * (tinyol_learn_one) may be mixed in: they fine-tune columns and leave counts alone, and the next imprint
+ * of a class averages into its column as it then is. step_sizes are not used.
+ *
+ * Errors, with weights and counts unchanged: TINYOL_BAD_ARGUMENT (null buffer, regression head, label out
+ * of range, min_rate not in [0, 1]), TINYOL_NONFINITE_SAMPLE, TINYOL_DIVERGED (logits or the new mean's
+ * squared norm beyond float32). */
+tinyol_status_t tinyol_imprint_one(tinyol_head_t *h, uint32_t *counts, const float *x, int32_t label, float min_rate,
+                                   float *loss);
+
 /* Benchmark helper: `steps` classification steps cycling through `n_samples` feature vectors
  * (row-major, n_samples * n_features) and their labels, timed with clock_gettime(CLOCK_MONOTONIC)
  * around the loop. Writes the elapsed nanoseconds; returns the first non-OK status (and stops). */
 tinyol_status_t tinyol_time_steps(tinyol_head_t *h, const float *xs, const int32_t *labels, uint32_t n_samples,
                                   uint32_t steps, float learning_rate, uint64_t *elapsed_ns);
+
+/* The same for `steps` imprints (tinyol_imprint_one with `counts` and `min_rate`). */
+tinyol_status_t tinyol_time_imprints(tinyol_head_t *h, uint32_t *counts, const float *xs, const int32_t *labels,
+                                     uint32_t n_samples, uint32_t steps, float min_rate, uint64_t *elapsed_ns);
 
 #ifdef __cplusplus
 }
