@@ -15,6 +15,11 @@ presence), built at its default size (or ``--small``), this measures:
   never heard; presence balanced accuracy on a third day of an unseen room
   after two days streamed (shipped head unadapted, shipped head adapted, and
   an empty head);
+* the same episodes with the head *imprinted* instead
+  (:meth:`edge.online_head.OnlineHead.imprint_one`: an empty head, each
+  support sample folded into its class's mean, ``w_c = μ_c``,
+  ``b_c = −½‖μ_c‖²``; a nearest-class-mean classifier), with the paired
+  difference imprint − SGD per episode;
 * the TinyOL head's SGD step against a backbone inference, the bar being
   "at most 15 % on top of inference" (``HEAD_UPDATE_BUDGET``), two ways:
 
@@ -40,6 +45,11 @@ presence), built at its default size (or ``--small``), this measures:
   - **the device profile** (Nano 33 BLE Sense), from MACs:
     :func:`server.models.tinyml.device_update_cost`.
 
+  The imprint step is timed the same two ways: the firmware's C
+  ``tinyol_imprint_one`` (a C-timed loop, interleaved with the rest) against
+  the bare invoke, and its MACs (the forward pass for the loss plus
+  ``2·n_features``) on the profile.
+
   ``summary`` at the top of the JSON lists, per task, every ratio (the
   like-for-like one first), whether each is within 15 %, and whether the
   model fits the Nano per the registry.
@@ -63,6 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.c_head import CHead
+from edge.online_head import OnlineHead
 from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone
 from firmware_sim.profiles import NANO_33_BLE_SENSE
 from firmware_sim.tasks.keywords import EXTRA_WORDS, KEYWORDS, KeywordCorpus
@@ -72,6 +83,7 @@ from server.models.tinyml import (
     InterpretedHeadStep,
     TaskModel,
     device_update_cost,
+    empty_head,
     online_accuracy,
     score,
     task_fit,
@@ -88,6 +100,44 @@ def feature_error(model: TaskModel, x: np.ndarray) -> dict[str, float]:
         "relative_l2": float(np.linalg.norm(got - want) / np.linalg.norm(want)),
         "max_abs_over_range": float(np.abs(got - want).max() / span),
         "samples": len(x),
+    }
+
+
+def imprint_accuracy(
+    backbone: FrozenBackbone,
+    scaler: object,
+    train_x: np.ndarray,
+    train_y: list[object],
+    test_x: np.ndarray,
+    test_y: list[object],
+    shuffle_seed: int | None = 0,
+    balanced: bool = False,
+    min_rate: float = 0.0,
+) -> float:
+    """:func:`server.models.tinyml.online_accuracy`'s episode (same order, same scoring) with the head imprinted:
+    an empty head grown a class per new label, ``imprint_one`` on each support sample, no learning rate."""
+    head = empty_head(backbone.n_features)
+    labels: list[object] = []
+    xs = scaler(train_x)  # type: ignore[operator]
+    order = np.arange(len(xs)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(len(xs))
+    for i in order:
+        if train_y[i] not in labels:
+            if labels:  # the empty head already has one output for the first label
+                head.add_class()
+            labels.append(train_y[i])
+        head.imprint_one(backbone.feature_vector(xs[i]), labels.index(train_y[i]), min_rate)
+    predicted = [labels[i] for i in head.predict(backbone.features(scaler(test_x))).argmax(axis=1)]  # type: ignore[operator]
+    return score(predicted, test_y, balanced)
+
+
+def paired(imprinted: list[float], sgd: list[float]) -> dict[str, float]:
+    """Mean and spread of imprinted accuracy, and imprint − SGD over the same episodes with its paired standard error."""
+    difference = np.asarray(imprinted) - np.asarray(sgd)
+    return {
+        "mean": float(np.mean(imprinted)),
+        "std": float(np.std(imprinted)),
+        "minus_sgd": float(difference.mean()),
+        "minus_sgd_paired_se": float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else 0.0,
     }
 
 
@@ -116,7 +166,11 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
     c_features = np.stack([backbone.feature_vector(xs[j]) for j in range(len(xs))])
     c_labels = np.asarray(targets, np.int32)
     c_head.time_steps(c_features, c_labels, 50 * C_STEPS_PER_CALL, lr)
+    # the imprint step in C over the same features, from the same shipped head (its columns become class means)
+    c_imprint_head = CHead.from_head(model.head())
+    c_imprint_head.time_imprints(c_features, c_labels, 50 * C_STEPS_PER_CALL)
     infer, invoke, update, compiled_update, batch_api, c_update, native, empty = [], [], [], [], [], [], [], []
+    c_imprint: list[float] = []
     clock = time.perf_counter
     for i in range(repeats):
         j = i % len(xs)
@@ -139,12 +193,13 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
         empty.append(t5 - t4)
         compiled_update.append(t6 - t5)
         c_update.append(c_head.time_steps(c_features, c_labels, C_STEPS_PER_CALL, lr) * 1e-9 / C_STEPS_PER_CALL)
+        c_imprint.append(c_imprint_head.time_imprints(c_features, c_labels, C_STEPS_PER_CALL) * 1e-9 / C_STEPS_PER_CALL)
         if i % 10 == 0:  # the general batch API on a batch of one, for reference (what was timed before)
             t8 = clock()
             backbone.features(xs[j : j + 1])
             batch_api.append(clock() - t8)
     inference_s, invoke_s, update_s, compiled_s = (float(np.median(v)) for v in (infer, invoke, update, compiled_update))
-    c_s, native_s, clock_s = (float(np.median(v)) for v in (c_update, native, empty))
+    c_s, native_s, clock_s, c_imprint_s = (float(np.median(v)) for v in (c_update, native, empty, c_imprint))
     # the invoke with every Python-side cost we can strip taken out (its wrapper's check, the clock pair):
     # a lower bound on the C++ invoke, so C step / this is an upper bound on the like-for-like ratio
     native_net_s = max(native_s - clock_s, 1e-12)
@@ -167,10 +222,17 @@ def timing(model: TaskModel, x: np.ndarray, labels: np.ndarray, repeats: int = 3
         "c_head_update_over_native_invoke_net": c_s / native_net_s,
         "c_within_15_percent_of_invoke": c_s / invoke_s <= HEAD_UPDATE_BUDGET,
         "c_within_15_percent_of_native_invoke_net": c_s / native_net_s <= HEAD_UPDATE_BUDGET,
+        "c_head_imprint_s": c_imprint_s,
+        "c_head_imprint_over_invoke": c_imprint_s / invoke_s,
+        "c_head_imprint_over_native_invoke_net": c_imprint_s / native_net_s,
+        "c_head_imprint_over_c_head_update": c_imprint_s / c_s,
         "what_each_side_includes": {
             "c_head_update_s": "edge/c/tinyol_head.c tinyol_learn_one (cc -O2): logits, stable softmax, loss, "
             "rank-1 update into the spare block, squared-norm finiteness check, swap; clock_gettime(CLOCK_MONOTONIC) "
             f"around a C loop of {C_STEPS_PER_CALL} steps over the task's feature vectors, divided by the steps",
+            "c_head_imprint_s": "edge/c/tinyol_head.c tinyol_imprint_one (cc -O2): logits, stable softmax, loss, the "
+            "class mean's update into the spare block, its squared norm (finiteness check and bias), copy into the "
+            "column; timed like c_head_update_s",
             "invoke_only_s": "ai_edge_litert Interpreter.invoke() on the int8 backbone, input already set: its "
             "Python-side safety check + the pybind call + the C++ invoke, plus one perf_counter pair",
             "native_invoke_s": "the pybind Invoke() that invoke() calls, without the Python-side check (two attribute "
@@ -191,15 +253,19 @@ def bench_characters(small: bool) -> dict[str, object]:
     lr = float(model.info["head_learning_rate"])
     backbone = FrozenBackbone(model.int8_model)
     n = 10 if small else 50
-    shots = {}
+    shots, imprinted = {}, {}
     for k in (1, 5):
         episodes = characters.test_episodes(1, n, n_way=5, k_shot=k, n_query=5)
         accs = [online_accuracy(backbone, model.scaler, e.support_x, e.support_y, e.query_x, e.query_y, lr) for e in episodes]
         shots[f"5way_{k}shot"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "episodes": n}
+        means = [imprint_accuracy(backbone, model.scaler, e.support_x, e.support_y, e.query_x, e.query_y) for e in episodes]
+        imprinted[f"5way_{k}shot"] = {**paired(means, accs), "episodes": n}
     episodes = characters.test_episodes(1, 4)
     x = np.concatenate([e.query_x for e in episodes])
     y = np.concatenate([e.query_y for e in episodes])
-    return _result(model, {"few_shot_held_out_classes_unseen_writers": shots, "chance": 0.2}, x, y)
+    accuracy = {"few_shot_held_out_classes_unseen_writers": shots,
+                "few_shot_held_out_classes_unseen_writers_imprinted": imprinted, "chance": 0.2}  # fmt: skip
+    return _result(model, accuracy, x, y)
 
 
 def bench_keywords(small: bool) -> dict[str, object]:
@@ -209,19 +275,22 @@ def bench_keywords(small: bool) -> dict[str, object]:
     model = keywords.build(small=small, corpus=corpus)
     lr = float(model.info["head_learning_rate"])
     backbone = FrozenBackbone(model.int8_model)
-    results = {}
+    results, imprinted = {}, {}
     tasks = keywords.test_tasks(1, 4 if small else 12)
     for name, pool in (("trained_keywords", KEYWORDS), ("new_words", EXTRA_WORDS)):
-        accs = []
+        accs, means = [], []
         for i, task in enumerate(tasks):
             rng = np.random.default_rng([i, len(name)])
             words = [str(w) for w in rng.choice(pool, 4, replace=False)]
             sx, sy = keywords.device_clips(corpus, task, words, 5, rng)
             qx, qy = keywords.device_clips(corpus, task, words, 10, rng)
             accs.append(online_accuracy(backbone, model.scaler, sx, list(sy), qx, list(qy), lr))
+            means.append(imprint_accuracy(backbone, model.scaler, sx, list(sy), qx, list(qy)))
         results[f"4way_5shot_{name}"] = {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "devices": len(tasks)}
+        imprinted[f"4way_5shot_{name}"] = {**paired(means, accs), "devices": len(tasks)}
     x, y = keywords.device_clips(corpus, tasks[0], KEYWORDS, 4, np.random.default_rng(9))
-    return _result(model, {"few_shot_unseen_devices": results, "chance": 0.25}, x, y)
+    accuracy = {"few_shot_unseen_devices": results, "few_shot_unseen_devices_imprinted": imprinted, "chance": 0.25}
+    return _result(model, accuracy, x, y)
 
 
 def bench_presence(small: bool) -> dict[str, object]:
@@ -229,7 +298,7 @@ def bench_presence(small: bool) -> dict[str, object]:
     lr = float(model.info["head_learning_rate"])
     backbone = FrozenBackbone(model.int8_model)
     day = presence.WINDOWS_PER_DAY
-    rows = {"shipped_head": [], "shipped_head_adapted_online": [], "empty_head_online": []}
+    rows = {"shipped_head": [], "shipped_head_adapted_online": [], "empty_head_online": [], "empty_head_imprinted": []}
     rooms = presence.test_rooms(1, 4 if small else 12)
     for room in rooms:
         x, y = presence.room_windows(room, 3)
@@ -242,7 +311,10 @@ def bench_presence(small: bool) -> dict[str, object]:
         rows["empty_head_online"].append(online_accuracy(
             backbone, model.scaler, x[learn], list(y[learn]), x[held], list(y[held]), lr,
             balanced=True, shuffle_seed=None))  # fmt: skip
+        rows["empty_head_imprinted"].append(imprint_accuracy(
+            backbone, model.scaler, x[learn], list(y[learn]), x[held], list(y[held]), balanced=True, shuffle_seed=None))  # fmt: skip
     summary = {k: {"mean": float(np.mean(v)), "min": float(np.min(v)), "rooms": len(v)} for k, v in rows.items()}
+    summary["empty_head_imprinted"].update(paired(rows["empty_head_imprinted"], rows["empty_head_online"]))
     x, y = presence.room_windows(rooms[0], 1)
     return _result(model, {"balanced_accuracy_unseen_rooms_day3_after_2_days": summary, "chance": 0.5}, x, y)
 
@@ -253,13 +325,24 @@ def _result(model: TaskModel, accuracy: dict[str, object], x: np.ndarray, y: np.
         "feature_error_int8_vs_float": feature_error(model, x),
         "accuracy": accuracy,
         "timing": timing(model, x, y),
-        "device_profile": device_update_cost(model).as_dict(),
+        "device_profile": device_profile(model),
         "train": {
             "train_accuracy": model.train.train_accuracy,
             "train_seconds": model.train.seconds,
             **{k: v for k, v in model.info.items() if k != "pretraining_classes"},
         },
     }
+
+
+def device_profile(model: TaskModel) -> dict[str, object]:
+    """:func:`device_update_cost` on the Nano, and the imprint step's cost the same way: its float MACs (the
+    forward pass for the loss, the mean's update and its squared norm) against one int8 backbone inference."""
+    cost = device_update_cost(model, profile=NANO_33_BLE_SENSE)
+    head = OnlineHead(model.n_features, model.n_outputs, "classification")
+    imprint_macs = head.compute_cost().inference_float_macs + 2 * model.n_features
+    imprint_s = NANO_33_BLE_SENSE.compute_seconds(float_macs=imprint_macs)
+    return {**cost.as_dict(), "imprint_float_macs": imprint_macs, "imprint_s": imprint_s,
+            "imprint_over_inference": imprint_s / cost.inference_seconds}  # fmt: skip
 
 
 def summary(tasks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]:
@@ -277,6 +360,9 @@ def summary(tasks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]
             "this_machine_update_over_invoke": machine["head_update_over_invoke"],
             "this_machine_interpreted_update_over_invoke": machine["interpreted_head_update_over_invoke"],
             "device_update_over_inference": device["head_update_over_inference"],
+            "this_machine_c_imprint_over_invoke": machine["c_head_imprint_over_invoke"],
+            "device_imprint_over_inference": device["imprint_over_inference"],
+            "few_shot_imprinted_vs_sgd": imprint_vs_sgd(result["accuracy"]),  # type: ignore[arg-type]
             "within_15_percent": {
                 "this_machine_c_vs_invoke": machine["c_within_15_percent_of_invoke"],
                 "this_machine_c_vs_native_invoke_net": machine["c_within_15_percent_of_native_invoke_net"],
@@ -287,6 +373,24 @@ def summary(tasks: dict[str, dict[str, object]]) -> dict[str, dict[str, object]]
             },
             "fits_nano": fit["fits"],
         }
+    return rows
+
+
+def imprint_vs_sgd(accuracy: dict[str, object]) -> dict[str, dict[str, float]]:
+    """Per episode set: the SGD head's mean accuracy, the imprinted head's, and imprint − SGD (paired SE)."""
+    rows = {}
+    for name, block in accuracy.items():
+        if not isinstance(block, dict):
+            continue
+        if name.endswith("_imprinted"):
+            pairs = [(episodes, accuracy[name.removesuffix("_imprinted")][episodes], row) for episodes, row in block.items()]  # type: ignore[index]
+        elif "empty_head_imprinted" in block:
+            pairs = [("empty_head", block["empty_head_online"], block["empty_head_imprinted"])]
+        else:
+            continue
+        for episodes, sgd, imprinted in pairs:
+            rows[episodes] = {"sgd": sgd["mean"], "imprinted": imprinted["mean"], "minus_sgd": imprinted["minus_sgd"],
+                              "paired_se": imprinted["minus_sgd_paired_se"]}  # fmt: skip
     return rows
 
 
@@ -313,6 +417,15 @@ def format_summary(rows: dict[str, dict[str, object]]) -> str:
             f"{mark(row['this_machine_interpreted_update_over_invoke'], ok['this_machine_interpreted_vs_invoke']):>13} "
             f"{mark(row['device_update_over_inference'], ok['device_profile']):>8}  {row['fits_nano']}"
         )
+    lines += ["", "imprint step / inference: C imprint / bare invoke (this machine), MACs (Nano profile)",
+              f"{'task':<11} {'C/invoke':>9} {'device':>8}"]  # fmt: skip
+    lines += [f"{task:<11} {row['this_machine_c_imprint_over_invoke']:>9.1%} {row['device_imprint_over_inference']:>8.1%}"
+              for task, row in rows.items()]  # fmt: skip
+    lines += ["", "few-shot accuracy, same episodes: one SGD step per sample vs imprinted (imprint − SGD ± paired SE)"]
+    for task, row in rows.items():
+        for episodes, pair in row["few_shot_imprinted_vs_sgd"].items():  # type: ignore[union-attr]
+            lines.append(f"{task:<11} {episodes:<28} SGD {pair['sgd']:.3f}  imprinted {pair['imprinted']:.3f}  "
+                         f"({pair['minus_sgd']:+.3f} ± {pair['paired_se']:.3f})")  # fmt: skip
     return "\n".join(lines)
 
 
