@@ -20,20 +20,19 @@ devices (``TEST_DEVICE_BASE`` onwards) with the same K-shot episodes:
   radio), and a new device adapts that model like TinyReptile's.
 - **from-scratch** — the firmware init (:func:`firmware_sim.task_client_app.firmware_init`)
   adapted online on the K shots: what on-device learning does with no prior.
-  Its output layer starts empty like TinyMetaFed's, so it gets the same
-  choice: SGD on every weight, or the output layer imprinted on the random
-  hidden layers.
+  Every weight is trained by SGD, the classical baseline.
 
-Control rows (:data:`CONTROLS`) reuse a method's θ with another new-device
-rule; they train nothing and cost nothing of their own:
+Control rows (:data:`CONTROLS`) give a baseline's hidden layers TinyMetaFed's
+new-device rule; they train nothing and cost nothing of their own:
 
 - **fedavg-rebuilt-head** — FedAvg's θ with its output layer replaced by the
   device firmware's (zero) one, rebuilt on the K shots exactly as
   TinyMetaFed's new device does (same code, rate chosen the same way). It
   separates what TinyMetaFed's training gives from what its new-device rule
   gives.
-- **from-scratch-sgd** — from-scratch without the imprinting choice: every
-  weight trained by SGD on the shots, the classical baseline.
+- **from-scratch-rebuilt-head** — the firmware's random hidden layers, frozen,
+  with the output layer rebuilt on the K shots as TinyMetaFed's new device
+  does. It is what a device with no prior at all reaches with that rule.
 
 Every adaptation is online, each sample seen once: one SGD step per sample,
 or one running-mean update of its class for an imprinted output layer.
@@ -72,20 +71,21 @@ TRAINING_SUMMARY = "training.json"  # next to a method's checkpoints: its settin
 TRAINED = (*FEDERATED, "local-only")  # methods whose init comes out of a training run
 METHODS = (*FEDERATED, "local-only", "from-scratch")
 # Control rows: a trained method's θ under another new-device rule (no training of their own) -> that method.
-CONTROLS: dict[str, str] = {"fedavg-rebuilt-head": "fedavg", "from-scratch-sgd": "from-scratch"}
+CONTROLS: dict[str, str] = {"fedavg-rebuilt-head": "fedavg", "from-scratch-rebuilt-head": "from-scratch"}
 CONTROL_NOTES: dict[str, str] = {
     "fedavg-rebuilt-head": "fedavg's trained θ, no training of its own (its costs are fedavg's); a new device replaces "
     "θ's output layer by its firmware's zero one and rebuilds it on the K shots with the rest frozen, as TinyMetaFed's "
     "new device does, by the rule (a rate, or imprinting) chosen on validation devices",
-    "from-scratch-sgd": "from-scratch restricted to SGD: the firmware init with every weight trained online on the K "
-    "shots at a rate chosen on validation devices, never imprinted (the classical train-from-scratch baseline)",
+    "from-scratch-rebuilt-head": "no training: the firmware's random hidden layers, frozen, with the output layer "
+    "rebuilt on the K shots as TinyMetaFed's new device does, by the rule (a rate, or imprinting) chosen on "
+    "validation devices",
 }
 SCORED = (*METHODS, *CONTROLS)  # every row the benchmark can score
 # A new device installs the shared part of θ and rebuilds the output layer from its firmware on the K shots.
-REBUILDS_OUTPUT_LAYER = ("tinymetafed", "fedavg-rebuilt-head")
-# A new device of these starts an output layer from its firmware's zero one, which it can learn by SGD at a
-# rate or imprint from class means (edge.imprinting); select_adaptation_lr picks per method on validation devices.
-STARTS_OUTPUT_LAYER = (*REBUILDS_OUTPUT_LAYER, "from-scratch")
+# A new device of these starts its output layer from the firmware's zero one on top of frozen hidden layers, and
+# learns it by SGD at a rate or imprints it from class means (edge.imprinting): select_adaptation_lr picks per method
+# on validation devices.
+REBUILDS_OUTPUT_LAYER = ("tinymetafed", "fedavg-rebuilt-head", "from-scratch-rebuilt-head")
 IMPRINT = "imprint"  # the new-device rule that needs no rate, beside the rates of LR_GRID
 ProgressFn = Callable[[str, int, int], None]
 
@@ -112,7 +112,7 @@ class TaskBenchConfig:
     # A new device's learning rate per method (TinyMetaFed: for rebuilding its output layer), chosen on
     # validation devices; methods not listed use the family's rate (TinyMetaFed: reconstruction_lr).
     adaptation_lr: tuple[tuple[str, float], ...] = ()
-    # Methods (of STARTS_OUTPUT_LAYER) whose new device imprints its output layer instead of SGD at a rate;
+    # Methods (of REBUILDS_OUTPUT_LAYER) whose new device imprints its output layer instead of SGD at a rate;
     # chosen on validation devices with the rates.
     imprinting: tuple[str, ...] = ()
     # Use a finished training run of identical settings from out_dir instead of training again
@@ -136,9 +136,9 @@ class TaskBenchConfig:
         for method, rate in self.adaptation_lr:
             if method not in SCORED or not 0.0 < rate <= 10.0:
                 raise ValueError(f"adaptation_lr: {method!r} -> {rate!r} is not a method and a rate in (0, 10]")
-        odd = sorted(set(self.imprinting) - set(STARTS_OUTPUT_LAYER))
+        odd = sorted(set(self.imprinting) - set(REBUILDS_OUTPUT_LAYER))
         if odd:
-            raise ValueError(f"imprinting: {odd} do not start an output layer on a new device ({STARTS_OUTPUT_LAYER} do)")
+            raise ValueError(f"imprinting: {odd} do not start an output layer on a new device ({REBUILDS_OUTPUT_LAYER} do)")
         if self.reconstruction_rule not in RECONSTRUCTION_RULES:
             raise ValueError(f"reconstruction_rule {self.reconstruction_rule!r} is not one of {RECONSTRUCTION_RULES}")
         if min(self.shots, default=0) < 1:
@@ -339,8 +339,8 @@ def adapted_learner(
     firmware = firmware_init(family, device)
     lr = config.adaptation_lr_of(method, family)
     shots = len(episode.support_y)
-    if method in REBUILDS_OUTPUT_LAYER or method in config.imprinting:  # the output layer starts from the firmware's
-        base = firmware if method == "from-scratch" else weights  # θ's own output layer, if any, is discarded
+    if method in REBUILDS_OUTPUT_LAYER:  # the output layer starts from the firmware's
+        base = firmware if method == "from-scratch-rebuilt-head" else weights  # θ's own output layer is discarded
         assert base is not None
         shared, _ = split_weights(base, family.private_names)
         _, private = split_weights(firmware, family.private_names)
@@ -349,13 +349,13 @@ def adapted_learner(
             imprint_output_layer(learner, episode.support_stream(), shots, names=set(private))
         else:
             train_subset(learner, episode.support_stream(), shots, lr, trainable=set(private))
-        if config.metafed_adapt_shared and method in REBUILDS_OUTPUT_LAYER:
+        if config.metafed_adapt_shared:
             train_subset(learner, episode.support_stream(), shots, family.learning_rate, trainable=set(shared))
         return learner
     if method in ("tinyreptile", "fedavg", "local-only"):
         assert weights is not None
         learner.set_weights(weights)
-    elif method in ("from-scratch", "from-scratch-sgd"):
+    elif method == "from-scratch":
         learner.set_weights(firmware)
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(SCORED)}")
@@ -411,7 +411,7 @@ def select_adaptation_lr(
     may want a small step, an empty output layer imprints best with a tiny
     one), so each method gets its own, chosen where the reported test devices
     play no part. A method that starts an output layer on the device
-    (:data:`STARTS_OUTPUT_LAYER`) also tries imprinting it (no rate), which it
+    (:data:`REBUILDS_OUTPUT_LAYER`) also tries imprinting it (no rate), which it
     keeps only if it scores strictly better than every rate. Episodes are
     drawn once and shared by every (method, rule).
     """
@@ -422,7 +422,7 @@ def select_adaptation_lr(
     rates: list[tuple[str, float]] = []
     imprinting: list[str] = []
     for method, weights in inits.items():
-        candidates: list[float | str] = [*grid, *([IMPRINT] if method in STARTS_OUTPUT_LAYER else [])]
+        candidates: list[float | str] = [*grid, *([IMPRINT] if method in REBUILDS_OUTPUT_LAYER else [])]
         best: tuple[float, float | str] | None = None
         for candidate in candidates:
             if candidate == IMPRINT:

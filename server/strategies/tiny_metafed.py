@@ -69,6 +69,11 @@ class TinyMetaFedConfig(TinyReptileConfig):
             raise ValueError(f"top_p is the kept fraction in (0, 1], e.g. 0.1 for Top-10%; got {self.top_p}")
         if self.reconstruction_samples < 0 or self.reconstruction_lr < 0:
             raise ValueError("reconstruction_samples and reconstruction_lr must be >= 0")
+        if self.step_size_learning_rate:
+            raise ValueError(
+                "step_size_learning_rate: Meta-SGD step sizes are learned by TinyReptile only; a TinyMetaFed round "
+                "rebuilds its private part and adapts the rest at one rate, so no device would measure them"
+            )
         if self.reconstruction_rule not in RECONSTRUCTION_RULES:
             raise ValueError(f"reconstruction_rule {self.reconstruction_rule!r} is not one of {RECONSTRUCTION_RULES}")
         if any("," in name for name in self.private_names):

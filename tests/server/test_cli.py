@@ -26,7 +26,7 @@ def test_bench_runs_a_tiny_task_and_prints_each_methods_new_device_rule(monkeypa
     assert result.exit_code == 0, result.output
     assert "new device" in result.output and "SGD " in result.output  # FedAvg adapts at its chosen rate
     lines = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ")}
-    assert {"fedavg", "from-scratch", "fedavg-rebuilt-head", "from-scratch-sgd"} <= set(lines)
+    assert {"fedavg", "from-scratch", "fedavg-rebuilt-head", "from-scratch-rebuilt-head"} <= set(lines)
     assert (tmp_path / "presence.json").exists()
 
 

@@ -133,7 +133,7 @@ def test_imprinting_writes_the_output_layer_from_class_means_on_the_installed_hi
     episode = family.episode(device, 3, config.n_query)
     theta = {k: v + 0.01 for k, v in firmware_init(family, 7).items()}  # any trained θ
     firmware = firmware_init(family, device)
-    for method, hidden_from in (("fedavg-rebuilt-head", theta), ("from-scratch", firmware)):
+    for method, hidden_from in (("fedavg-rebuilt-head", theta), ("from-scratch-rebuilt-head", firmware)):
         imprinting = replace(config, imprinting=(method,))
         adapted = adapted_learner(imprinting, family, method, theta, device, episode).get_weights()
         for name, value in hidden_from.items():
@@ -142,8 +142,9 @@ def test_imprinting_writes_the_output_layer_from_class_means_on_the_installed_hi
         w, b = (adapted[name] for name in family.private_names)
         np.testing.assert_allclose(b, -0.5 * (w**2).sum(axis=0), rtol=1e-5)  # w_c = μ_c, b_c = −½‖μ_c‖²
         assert np.abs(w).sum() > 0
-    with pytest.raises(ValueError, match="do not start an output layer"):
-        replace(config, imprinting=("fedavg",))
+    for whole_model in ("fedavg", "from-scratch"):  # they train every weight, their output layer included
+        with pytest.raises(ValueError, match="do not start an output layer"):
+            replace(config, imprinting=(whole_model,))
 
 
 def test_controls_can_be_left_out(tmp_path):

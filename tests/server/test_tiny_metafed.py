@@ -50,6 +50,11 @@ def test_the_imprint_rule_is_sent_and_an_unknown_rule_is_refused():
         TinyMetaFedConfig(**CONFIG, reconstruction_rule="mean")
 
 
+def test_step_size_learning_is_refused_rather_than_silently_ignored():
+    with pytest.raises(ValueError, match="learned by TinyReptile only"):
+        TinyMetaFedConfig(**CONFIG, step_size_learning_rate=0.01)
+
+
 def test_sparse_updates_are_summed_and_applied_with_epsilon_over_n():
     strategy = TinyMetaFed(TinyMetaFedConfig(**CONFIG))
     sent = configured(strategy, THETA)
