@@ -5,14 +5,15 @@ episode exactly as in :func:`server.task_bench.adapted_learner`. Then two
 copies of it face the same stream of its classes, which starts drifting at
 sample ``drift_start`` (the family's ``drifting`` stream: a writer's slant, a
 room's noise, a room's sensors). Both predict each sample before its label is
-used (prequential, test-then-train); the *online* copy then takes one SGD
-step on it, the *frozen* copy never learns again. The online step is the one
+used (prequential, test-then-train); the *online* copy then learns from it,
+the *frozen* copy never learns again. The online step is the one
 the device's output layer was built with: cross-entropy SGD on every weight
 at the family's rate, or, for an imprinted output layer, the class means
 tracked with a step of at least the family's rate (hidden layers frozen;
 cross-entropy SGD at that rate through an imprinted layer's large logits
-diverges). The curves are the mean
-accuracy over devices in consecutive windows of the stream.
+collapses: 0.57 on characters' validation devices, against 0.92 tracking the
+means). The curves are the mean accuracy over devices in consecutive windows
+of the stream.
 """
 
 from __future__ import annotations

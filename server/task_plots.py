@@ -22,14 +22,14 @@ def plot_task_report(report: dict, path: Path) -> Path:
             [r["shots"] for r in mine], [r["value"] for r in mine], yerr=[r["stderr"] for r in mine],
             marker="o", capsize=3, label=method, linestyle="--" if method in report.get("controls", {}) else "-",
         )  # fmt: skip
-    ax.set_xlabel("K (shots per class, one SGD step each)")
+    ax.set_xlabel("K (shots per class, each seen once)")
     ax.set_ylabel(rows[0]["metric"].replace("_", " "))
     ax.set_title(f"{report['task']}: unseen devices ({rows[0]['n_devices']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if drift:
         ax = axes[0][1]
-        ax.plot(drift["window_end"], drift["online"], marker=".", label="online learning (one SGD step per sample)")
+        ax.plot(drift["window_end"], drift["online"], marker=".", label="online learning (one update per sample)")
         ax.plot(drift["window_end"], drift["frozen"], marker=".", label="frozen after the K shots")
         ax.axvline(drift["settings"]["drift_start"], color="grey", linestyle="--", label="drift starts")
         ax.set_xlabel("samples streamed")
