@@ -243,10 +243,13 @@ class OnlineHead(Learner):
         np.dot(self._x1, self._params, out=z)
         if self.task == "classification":
             index = self._class_index(y)
-            np.exp(z, out=z)  # unshifted: exact unless a logit is beyond exp's float32 range (numpy warns; redone below)
-            total = float(np.dot(z, self._ones_out))
-            if not 0.0 < total < math.inf:  # NaN/Inf logits, or exp under/overflow: redo it shifted by the max
+            if self._counts is not None:  # an imprinted head's logits carry ½‖x‖², far beyond exp's range: shift first
                 total = self._shifted_exp(lr)
+            else:
+                np.exp(z, out=z)  # unshifted: exact unless a logit is beyond exp's float32 range (numpy warns; redone)
+                total = float(np.dot(z, self._ones_out))
+                if not 0.0 < total < math.inf:  # NaN/Inf logits, or exp under/overflow: redo it shifted by the max
+                    total = self._shifted_exp(lr)
             top = z.item(index)
             loss = -math.log(max(top / total, _MIN_PROBABILITY))
             z[index] = top - total  # total · (softmax - onehot)

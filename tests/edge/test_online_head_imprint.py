@@ -312,3 +312,23 @@ def test_c_regression_head_refuses_to_imprint_and_the_timing_loop_imprints():
         for x, y in zip(xs, labels):
             reference.imprint_one(x, int(y), 0.1)
     assert_same(c, reference)
+
+
+def test_sgd_on_an_imprinted_head_with_large_logits_steps_quietly_and_matches_the_gradient():
+    import warnings
+
+    xs, labels = clusters(16, 3, 30, seed=8, spread=3.0)
+    xs = xs * 20.0  # ½‖x‖² in the thousands: exp of the raw logits overflows float32
+    head = OnlineHead(16, 3, "classification")
+    for x, y in zip(xs, labels):
+        head.imprint_one(x, int(y))
+    x, y = xs[0], int(labels[0])
+    loss, gradients = head.gradients(x, y)
+    before = head.get_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the step takes the shifted path directly: no overflow warning
+        stepped = head.learn_one(x, y, 1e-4)
+    assert stepped == pytest.approx(loss, rel=1e-4, abs=1e-6)
+    after = head.get_weights()
+    for name in ("head_w", "head_b"):
+        np.testing.assert_allclose(after[name], before[name] - 1e-4 * gradients[name], rtol=1e-4, atol=1e-3)
