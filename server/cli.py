@@ -226,9 +226,10 @@ def server(
     tls_ca: str = typer.Option(None, help="MQTT: CA certificate file; set to use TLS."),
     round_timeout: float = typer.Option(30.0, help="MQTT: wall-clock deadline of one round."),
     quorum: float = typer.Option(1.0, help="MQTT: fraction of asked devices whose replies close a round early."),
-    registry: str = typer.Option(None, help="MQTT: registry store (an Oxigraph directory) where every round's "
-                                            "meta-model version is registered with its round, devices and metrics."),
-    federation: str = typer.Option(None, help="With --registry: the federation's id there (default mqtt-STRATEGY)."),
+    registry: str = typer.Option(None, help="Registry store (an Oxigraph directory) where every round's meta-model "
+                                            "version is registered with its round, devices and metrics."),
+    federation: str = typer.Option(None, help="With --registry: the federation's id there "
+                                              "(default mqtt-STRATEGY or flower-STRATEGY)."),
 ) -> None:
     """Run a federation: a Flower SuperLink + the TinyFleet ServerApp, or MQTT devices (--mqtt / --local-broker)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -254,7 +255,7 @@ def server(
 
         options = FlowerServerOptions(
             workdir=workdir.resolve(), superlink=superlink, port=port, root_certificates=root_certificates,
-            run_timeout_s=run_timeout, registry=registry,
+            run_timeout_s=run_timeout, registry=registry, federation=federation,
         )
         status = serve_flower(options, config, say=console.print)
     except (ValueError, TimeoutError, ConnectionError, FlowerError, BrokerError) as exc:

@@ -5,14 +5,17 @@ a deployment the SuperLink starts the ServerApp in its own process from the
 Flower App's ``[tool.flwr.app.components]``, so the app must be importable at
 module level and can only learn its settings from ``context.run_config``
 (the App's ``[tool.flwr.app.config]`` table plus ``--run-config`` overrides).
-Everything else — strategy, checkpointing, resuming — is the same
-:func:`server.federation.run_federation` that simulation and MQTT use.
+Everything else — strategy, checkpointing, resuming, registering each
+round's version when the run config names a ``registry`` — is the same as in
+simulation and MQTT (:func:`server.federation.run_federation`,
+:class:`server.registry_link.RunVersions`).
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
@@ -30,9 +33,24 @@ def main(grid: Grid, context: Context) -> None:
     log.warning(
         "TinyFleet %s: %d rounds, checkpoints in %s", settings.strategy, settings.num_rounds, settings.checkpoint_dir
     )
+    registry = str(context.run_config.get("registry", "") or "")
+    store = versions = None
+    if registry:  # `tinyfleet server --registry DIR`: this process owns the store while the run lasts
+        from server.serve import open_registry, run_versions
 
-    def on_round(server_round: int, _weights: object, metrics: dict[str, object]) -> None:
+        store = open_registry(registry)
+        federation = str(context.run_config.get("federation", "") or "") or f"flower-{settings.strategy}"
+        versions = run_versions(store, federation, settings)
+        log.warning("registering every version in %s as federation %s", registry, federation)
+
+    def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict[str, object]) -> None:
         log.warning("round %d/%d done: %s", server_round, settings.num_rounds,
                     {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})  # fmt: skip
+        if versions is not None:
+            versions.on_round(server_round, weights, metrics)
 
-    run_federation(grid, settings, on_round)
+    try:
+        run_federation(grid, settings, on_round)
+    finally:
+        if store is not None:
+            store.close()

@@ -37,6 +37,9 @@ TOP_LEVEL = {
     "fedavg-clients-per-round": "fedavg_clients_per_round",
     "node-timeout-s": "node_timeout_s",
 }
+# keys the ServerApp itself reads, not federation settings: where a Flower deployment registers every round's
+# meta-model version (an Oxigraph directory as the SuperLink's host sees it) and the federation's id there
+SERVER_APP_KEYS = ("registry", "federation")
 # fields of the strategy configs the server fixes itself (from num-rounds / node-timeout-s)
 DERIVED = {"total_rounds", "node_timeout_s"}
 
@@ -55,7 +58,7 @@ STRATEGY_KEYS = {"tinyreptile": _strategy_keys(TinyReptileConfig), "tinymetafed"
 
 def known_keys() -> set[str]:
     """Every key some strategy accepts."""
-    return set(TOP_LEVEL) | set(DEVICE_KEYS) | {k for keys in STRATEGY_KEYS.values() for k in keys}
+    return set(TOP_LEVEL) | set(DEVICE_KEYS) | set(SERVER_APP_KEYS) | {k for keys in STRATEGY_KEYS.values() for k in keys}
 
 
 def _names(value: Any, key: str) -> tuple[str, ...]:
@@ -111,7 +114,7 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
         f.name: _coerce(key, run_config[key], _default(f)) for key, f in DEVICE_KEYS.items() if key in run_config
     }
     strategy_keys = STRATEGY_KEYS.get(str(strategy), {})
-    given = set(run_config) - set(TOP_LEVEL) - set(DEVICE_KEYS)
+    given = set(run_config) - set(TOP_LEVEL) - set(DEVICE_KEYS) - set(SERVER_APP_KEYS)
     foreign = sorted(given - set(strategy_keys))
     if foreign:
         log.info("run config keys %s do not apply to strategy %r; ignored", foreign, strategy)

@@ -13,11 +13,13 @@ both end in :func:`server.federation.run_federation` with the same strategy.
 - MQTT mode drives devices through :class:`server.mqtt_grid.MqttGrid`, on an
   external broker or on a :class:`server.broker.LocalBroker` it starts with
   accounts for the fleet (written to ``accounts.json`` for the devices).
-  With a registry (``--registry DIR``, an Oxigraph store directory as
-  ``tinyfleet registry --store`` takes), every round's meta-model version is
-  registered with its provenance (round, participating devices, metrics;
-  :class:`server.registry_link.RunVersions`); the registry is opened before
-  anything starts, so a bad one starts nothing.
+
+In both modes a registry (``--registry DIR``, an Oxigraph store directory as
+``tinyfleet registry --store`` takes) gets every round's meta-model version
+with its provenance (round, participating devices, metrics;
+:class:`server.registry_link.RunVersions`); the registry is opened before
+anything starts, so a bad one starts nothing. In Flower mode the ServerApp
+process registers the versions (:mod:`server.flower_server_app`).
 """
 
 from __future__ import annotations
@@ -88,15 +90,36 @@ class FlowerServerOptions:
     root_certificates: str | None = None  # CA of an attached TLS SuperLink
     run_timeout_s: float = 3600.0
     startup_timeout_s: float = 30.0
-    registry: str | None = None  # refused: see serve_flower
+    registry: str | None = None  # Oxigraph store directory: the ServerApp registers every version there
+    federation: str | None = None  # its id in the registry; default flower-<strategy>
 
 
 def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object], say: Say = print) -> str:
-    """Submit the TinyFleet Flower App and wait for it; the run's final status."""
-    settings_from_run_config(run_config)  # refuse bad settings here, not inside the SuperLink
+    """Submit the TinyFleet Flower App and wait for it; the run's final status.
+
+    With a registry the ServerApp, which the SuperLink runs in a process of
+    its own, opens the store and registers each round's version (run config
+    keys ``registry`` and ``federation``). The store is checked here first and
+    closed again, since one process at a time owns an Oxigraph directory: a
+    bad registry, or a fresh run that would overwrite an earlier run's
+    versions, starts nothing.
+    """
+    settings = settings_from_run_config(run_config)  # refuse bad settings here, not inside the SuperLink
+    if options.federation and not options.registry:
+        raise ValueError("--federation names the federation in a registry: give --registry too")
     if options.registry:
-        raise ValueError("--registry works with MQTT devices (--local-broker or --mqtt) only: a Flower deployment's "
-                         "ServerApp runs in the SuperLink's own process, which does not take a registry yet")
+        if options.superlink is not None:
+            raise ValueError("--registry with --superlink: the ServerApp runs on the SuperLink's host, so give the "
+                             "store's path there as a run config key instead (-c registry=PATH -c federation=ID)")
+        location = str(Path(options.registry).resolve())
+        federation = options.federation or f"flower-{settings.strategy}"
+        store = open_registry(location)
+        try:
+            run_versions(store, federation, settings)  # refuses a clash now, while nothing runs
+        finally:
+            store.close()
+        run_config = {**run_config, "registry": location, "federation": federation}
+        say(f"registry {location}: versions of federation {federation}")
     flwr_home = options.flwr_home or options.workdir / "flwr"
     env = flower_env(flwr_home)
     superlink: FlowerProcess | None = None
@@ -158,7 +181,7 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
     try:
         versions = None
         if store is not None:
-            versions = _run_versions(store, options.federation or f"mqtt-{settings.strategy}", settings)
+            versions = run_versions(store, options.federation or f"mqtt-{settings.strategy}", settings)
             say(f"registry {store.url}: versions of federation {versions.registry.federation}")
         stop_on_sigterm()
         return _serve_mqtt(options, settings, versions, say)
@@ -177,7 +200,9 @@ def open_registry(location: str) -> RegistryStore:
         raise ValueError(f"--registry {location}: {exc}") from exc
 
 
-def _run_versions(store: RegistryStore, federation_id: str, settings: FederationSettings) -> RunVersions:
+def run_versions(store: RegistryStore, federation_id: str, settings: FederationSettings) -> RunVersions:
+    """What registers the versions of this run in ``store``: resumes the federation with the checkpoint, or
+    starts it (refused if the registry already holds an earlier fresh run's versions)."""
     from server.federation import initial_weights
     from server.registry_link import open_run_versions
 

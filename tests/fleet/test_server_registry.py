@@ -119,8 +119,9 @@ def test_a_bad_registry_is_refused_before_anything_starts(tmp_path, monkeypatch,
     elif case == "locked":
         holder = open_store(str(registry))  # e.g. `tinyfleet registry serve` owns the directory
         message = "is another process using it?"
-    else:
-        message = "--registry works with MQTT devices"
+    else:  # the ServerApp of an attached SuperLink runs on its host: this path means nothing there
+        args += ["--superlink", "127.0.0.1:9"]
+        message = "--registry with --superlink"
     try:
         result = invoke(monkeypatch, args)
     finally:

@@ -1,5 +1,6 @@
 """End to end on localhost: `tinyfleet server` starts a real SuperLink and submits the Flower App with
-`flwr run`; two `tinyfleet device run --superlink` start real SuperNodes; TinyMetaFed runs 3 rounds."""
+`flwr run`; two `tinyfleet device run --superlink` start real SuperNodes; TinyMetaFed runs 3 rounds, and the
+ServerApp registers every round's version in the registry given with `--registry`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rdflib import URIRef
 
+from ontology.named_queries import run_named_query
+from ontology.store import open_store
 from server.broker import free_port
 from server.checkpoint import Checkpointer
 from server.federation import FederationSettings, initial_weights
 from server.flower_deploy import flower_env
+from server.registry_link import weights_digest
 from process_tree import spawn, terminate_tree
 
 pytestmark = pytest.mark.slow
@@ -29,13 +34,14 @@ def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp
     env = flower_env(tmp_path / "flwr")  # FLWR_HOME in tmp_path; no telemetry, no update check
     port = free_port()
     ckpt = tmp_path / "ckpt"
+    registry = tmp_path / "registry"
     started: list[subprocess.Popen] = []
     try:
         server = spawn(
             tinyfleet("server", "--port", str(port), "--workdir", str(tmp_path / "server"), "--rounds", str(ROUNDS),
                       "--strategy", "tinymetafed", "--clients-per-round", "2", "--top-p", "0.1",
                       "--checkpoint-dir", str(ckpt), "--node-timeout", "60", "--run-timeout", "75",
-                      "-c", "stream-samples=8", "-c", "probe-samples=4"),
+                      "-c", "stream-samples=8", "-c", "probe-samples=4", "--registry", str(registry)),
             env, tmp_path / "server.log",
         )  # fmt: skip
         started.append(server)
@@ -65,3 +71,15 @@ def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp
         np.testing.assert_array_equal(final.weights[head], init[head])  # private: never sent, never changed
     metrics = final.meta["metrics"]
     assert metrics["clients"] == 2 and 0.09 <= metrics["uplink-density"] <= 0.11
+
+    # every round's version is in the registry, with the two devices that trained it, back to θ0
+    with open_store(str(registry)) as store:  # the ServerApp has closed it
+        version = URIRef(f"https://w3id.org/tinyfleet/id/federation/flower-tinymetafed/version/{ROUNDS}")
+        result = run_named_query(store, "model-lineage", {"version": version})
+        rows = [dict(zip(result.variables, row)) for row in result.rows]
+        digest = store.query("PREFIX schema: <https://schema.org/> SELECT ?v ?id WHERE { ?v schema:identifier ?id }",
+                             {"v": version}).rows
+    assert [int(r["number"]) for r in rows] == list(range(ROUNDS, -1, -1))
+    devices = {int(r["number"]): set(str(r["devices"] or "").split()) for r in rows}
+    assert devices[0] == set() and all(len(devices[n]) == 2 for n in range(1, ROUNDS + 1)), devices
+    assert str(digest[0][1]) == f"sha256:{weights_digest(final.weights)}"
