@@ -70,7 +70,8 @@ FEDERATED = ("tinymetafed", "tinyreptile", "fedavg")
 TRAINING_SUMMARY = "training.json"  # next to a method's checkpoints: its settings and measured costs
 TRAINED = (*FEDERATED, "local-only")  # methods whose init comes out of a training run
 METHODS = (*FEDERATED, "local-only", "from-scratch")
-# Control rows: a trained method's θ under another new-device rule (no training of their own) -> that method.
+# Control rows: a baseline's hidden layers under TinyMetaFed's new-device rule (no training of their own) -> that
+# baseline.
 CONTROLS: dict[str, str] = {"fedavg-rebuilt-head": "fedavg", "from-scratch-rebuilt-head": "from-scratch"}
 CONTROL_NOTES: dict[str, str] = {
     "fedavg-rebuilt-head": "fedavg's trained θ, no training of its own (its costs are fedavg's); a new device replaces "
@@ -81,7 +82,6 @@ CONTROL_NOTES: dict[str, str] = {
     "validation devices",
 }
 SCORED = (*METHODS, *CONTROLS)  # every row the benchmark can score
-# A new device installs the shared part of θ and rebuilds the output layer from its firmware on the K shots.
 # A new device of these starts its output layer from the firmware's zero one on top of frozen hidden layers, and
 # learns it by SGD at a rate or imprints it from class means (edge.imprinting): select_adaptation_lr picks per method
 # on validation devices.
@@ -275,12 +275,14 @@ STEP_SIZE_FIELDS = ("step_size_learning_rate", "step_size_base_rate", "step_size
 
 def _comparable(settings: dict) -> dict:
     """Settings with the fields that cannot change a run left out: the Meta-SGD step-size fields when it is off,
-    and the device's ``radio`` flag when it is on.
+    the device's ``radio`` flag when it is on, and TinyMetaFed's ``reconstruction_rule`` when it is SGD.
 
     With ``step_size_learning_rate`` 0 (or absent: runs recorded before those
     fields existed) no step size is sent or learned and θ's update is the same
     bit for bit, so such a run is the run of the current settings. Likewise a
-    run recorded before ``radio`` existed had the radio on.
+    run recorded before ``radio`` existed had the radio on, and one recorded
+    before ``reconstruction_rule`` existed rebuilt its private part by SGD (the
+    rule's key is then not even sent).
     """
     out = dict(settings)
     metafed = out.get("metafed")

@@ -249,3 +249,14 @@ def test_an_imprinted_device_keeps_learning_by_moving_its_class_means_and_freeze
     weights = sgd.get_weights()
     online_step(config, family, "fedavg", sgd, episode)(x, y)
     assert not np.array_equal(sgd.get_weights()["w0"], weights["w0"])  # every weight, by cross-entropy SGD
+
+
+def test_a_tinymetafed_run_recorded_before_the_reconstruction_rule_existed_is_reused_while_it_is_sgd(tmp_path):
+    config = TaskBenchConfig(task="presence", out_dir=str(tmp_path), **TINY)
+    family = task_family("presence")
+    settings = federation_settings(config, family, "tinymetafed", tmp_path / "c").as_dict()
+    old = json.loads(json.dumps(settings))
+    del old["metafed"]["reconstruction_rule"]  # as a run recorded before the field existed
+    assert _comparable(old) == _comparable(json.loads(json.dumps(settings)))
+    imprinting = federation_settings(replace(config, reconstruction_rule="imprint"), family, "tinymetafed", tmp_path / "c")
+    assert _comparable(old) != _comparable(json.loads(json.dumps(imprinting.as_dict())))
