@@ -83,7 +83,7 @@ from server.models.tinyml import (
     InterpretedHeadStep,
     TaskModel,
     device_update_cost,
-    empty_head,
+    imprint_accuracy,
     online_accuracy,
     score,
     task_fit,
@@ -101,33 +101,6 @@ def feature_error(model: TaskModel, x: np.ndarray) -> dict[str, float]:
         "max_abs_over_range": float(np.abs(got - want).max() / span),
         "samples": len(x),
     }
-
-
-def imprint_accuracy(
-    backbone: FrozenBackbone,
-    scaler: object,
-    train_x: np.ndarray,
-    train_y: list[object],
-    test_x: np.ndarray,
-    test_y: list[object],
-    shuffle_seed: int | None = 0,
-    balanced: bool = False,
-    min_rate: float = 0.0,
-) -> float:
-    """:func:`server.models.tinyml.online_accuracy`'s episode (same order, same scoring) with the head imprinted:
-    an empty head grown a class per new label, ``imprint_one`` on each support sample, no learning rate."""
-    head = empty_head(backbone.n_features)
-    labels: list[object] = []
-    xs = scaler(train_x)  # type: ignore[operator]
-    order = np.arange(len(xs)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(len(xs))
-    for i in order:
-        if train_y[i] not in labels:
-            if labels:  # the empty head already has one output for the first label
-                head.add_class()
-            labels.append(train_y[i])
-        head.imprint_one(backbone.feature_vector(xs[i]), labels.index(train_y[i]), min_rate)
-    predicted = [labels[i] for i in head.predict(backbone.features(scaler(test_x))).argmax(axis=1)]  # type: ignore[operator]
-    return score(predicted, test_y, balanced)
 
 
 def paired(imprinted: list[float], sgd: list[float]) -> dict[str, float]:

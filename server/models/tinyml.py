@@ -690,6 +690,34 @@ def online_accuracy(
     return score(predicted, test_y, balanced)
 
 
+def imprint_accuracy(
+    backbone: object,
+    scaler: object,
+    train_x: np.ndarray,
+    train_y: list[object],
+    test_x: np.ndarray,
+    test_y: list[object],
+    shuffle_seed: int | None = 0,
+    balanced: bool = False,
+    min_rate: float = 0.0,
+) -> float:
+    """:func:`online_accuracy`'s episode (same order, same scoring) with the head imprinted: an empty head grown a
+    class per new label, ``imprint_one`` on each support sample, no learning rate."""
+    head = empty_head(backbone.n_features)  # type: ignore[attr-defined]
+    labels: list[object] = []
+    xs = scaler(train_x)  # type: ignore[operator]
+    order = np.arange(len(xs)) if shuffle_seed is None else np.random.default_rng(shuffle_seed).permutation(len(xs))
+    for i in order:
+        if train_y[i] not in labels:
+            if labels:  # the empty head already has one output for the first label
+                head.add_class()
+            labels.append(train_y[i])
+        features = backbone.feature_vector(xs[i])  # type: ignore[attr-defined]
+        head.imprint_one(features, labels.index(train_y[i]), min_rate)
+    predicted = [labels[i] for i in head.predict(backbone.features(scaler(test_x))).argmax(axis=1)]  # type: ignore[operator]
+    return score(predicted, test_y, balanced)
+
+
 def score(predicted: Sequence[object], truth: Sequence[object], balanced: bool = False) -> float:
     """Accuracy, or balanced accuracy (mean recall over the classes present in ``truth``)."""
     hits = np.array([p == t for p, t in zip(predicted, truth)], bool)
