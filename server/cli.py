@@ -227,7 +227,10 @@ def server(
     round_timeout: float = typer.Option(30.0, help="MQTT: wall-clock deadline of one round."),
     quorum: float = typer.Option(1.0, help="MQTT: fraction of asked devices whose replies close a round early."),
     registry: str = typer.Option(None, help="Registry store (an Oxigraph directory) where every round's meta-model "
-                                            "version is registered with its round, devices and metrics."),
+                                            "version is registered with its round, devices and metrics. Over MQTT it "
+                                            "also picks the devices: each announced Thing Description is registered "
+                                            "(a refused one leaves its device out) and rounds sample only the devices "
+                                            "the eligible-devices query returns for the model and task."),
     federation: str = typer.Option(None, help="With --registry: the federation's id there "
                                               "(default mqtt-STRATEGY or flower-STRATEGY)."),
 ) -> None:

@@ -4,6 +4,12 @@
 unchanged. Devices are Flower nodes: a device id becomes a stable node id
 (:func:`server.mqtt_rounds.node_id_of`) once its retained status is ``online``
 and its Thing Description is announced; ``offline`` (its Last Will) removes it.
+Two optional hooks let a caller choose among them without the grid knowing
+how: ``on_announce(device_id, td)`` hears every announced Thing Description
+(``None`` when a device clears it) on paho's network thread, under the grid's
+lock, so it must only take note; ``device_filter(device_ids)`` narrows the
+available devices on the thread that asks for node ids (e.g. to those a
+registry finds eligible, :mod:`server.registry_selection`).
 
 Each ``push_messages`` call is one wire round with a fresh 32-bit ``round_id``
 (random base, so a restarted server never takes the previous incarnation's
@@ -36,7 +42,7 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -51,6 +57,11 @@ from server.mqtt_rounds import to_wire
 from server.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
+
+#: Hears a device's announced Thing Description (``None``: cleared); runs on paho's network thread.
+AnnounceHook = Callable[[str, "dict | None"], None]
+#: Narrows the available device ids (online and announced) to those the grid may offer as nodes.
+DeviceFilter = Callable[[Sequence[str]], Iterable[str]]
 
 
 @dataclass(frozen=True)
@@ -85,9 +96,18 @@ class _Device:
 class MqttGrid(OwnGrid):
     """A Flower Grid whose nodes are MQTT devices speaking the TinyFleet wire protocol."""
 
-    def __init__(self, config: MqttGridConfig, run_id: int = 1) -> None:
+    def __init__(
+        self,
+        config: MqttGridConfig,
+        run_id: int = 1,
+        *,
+        device_filter: DeviceFilter | None = None,
+        on_announce: AnnounceHook | None = None,
+    ) -> None:
         super().__init__(run_id)
         self.config = config
+        self.device_filter = device_filter
+        self.on_announce = on_announce
         self._lock = threading.Condition()
         self._devices: dict[str, _Device] = {}
         self._pending: dict[tuple[str, int], WireRequest] = {}  # (device, round) -> request
@@ -158,7 +178,10 @@ class MqttGrid(OwnGrid):
                     if not device.online:
                         self._lock.notify_all()  # a round may stop waiting for it
                 elif channel is Channel.ANNOUNCE:
-                    device.announced = bool(msg.payload) and isinstance(parse_announce(msg.payload), dict)
+                    td = parse_announce(msg.payload) if msg.payload else None
+                    device.announced = isinstance(td, dict)
+                    if self.on_announce is not None:  # under the lock: no one sees it announced before the hook has
+                        self.on_announce(device_id, td)
                 elif channel is Channel.TELEMETRY:
                     device.telemetry = parse_telemetry(msg.payload)
         except WireFormatError as exc:
@@ -223,13 +246,16 @@ class MqttGrid(OwnGrid):
         return None
 
     def get_node_ids(self) -> list[int]:
-        with self._lock:
-            return sorted(node_id_of(d) for d, s in self._devices.items() if s.online and s.announced)
+        return sorted(node_id_of(d) for d in self.device_ids())
 
     def device_ids(self) -> list[str]:
-        """Ids of the devices currently available (online and announced)."""
+        """Ids of the devices currently available (online and announced), narrowed by ``device_filter``."""
         with self._lock:
-            return sorted(d for d, s in self._devices.items() if s.online and s.announced)
+            available = sorted(d for d, s in self._devices.items() if s.online and s.announced)
+        if self.device_filter is None:
+            return available
+        chosen = set(self.device_filter(available))  # outside the lock: it may do slow work (a registry)
+        return [d for d in available if d in chosen]
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         """Publish MODEL then task to each destination device; one fresh wire round for the batch."""

@@ -19,7 +19,11 @@ In both modes a registry (``--registry DIR``, an Oxigraph store directory as
 with its provenance (round, participating devices, metrics;
 :class:`server.registry_link.RunVersions`); the registry is opened before
 anything starts, so a bad one starts nothing. In Flower mode the ServerApp
-process registers the versions (:mod:`server.flower_server_app`).
+process registers the versions (:mod:`server.flower_server_app`). In MQTT
+mode the registry also chooses the devices: the server registers the Thing
+Description each device announces, describes the model and task, and samples
+only among the devices the ``eligible-devices`` query returns
+(:mod:`server.registry_selection`).
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ if TYPE_CHECKING:
 
     from ontology.store import RegistryStore
     from server.federation import FederationSettings
-    from server.registry_link import RunVersions
+    from server.registry_link import FederationRegistry, RunVersions
+    from server.registry_selection import AnnouncedSelection
 
 log = logging.getLogger(__name__)
 
@@ -179,12 +184,13 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
         raise ValueError("--federation names the federation in a registry: give --registry too")
     store = open_registry(options.registry) if options.registry else None
     try:
-        versions = None
+        versions = selection = None
         if store is not None:
             versions = run_versions(store, options.federation or f"mqtt-{settings.strategy}", settings)
             say(f"registry {store.url}: versions of federation {versions.registry.federation}")
+            selection = device_selection(versions.registry, settings, options.workdir / "models", say)
         stop_on_sigterm()
-        return _serve_mqtt(options, settings, versions, say)
+        return _serve_mqtt(options, settings, versions, say, selection)
     finally:
         if store is not None:
             store.close()
@@ -212,7 +218,23 @@ def run_versions(store: RegistryStore, federation_id: str, settings: FederationS
     return open_run_versions(store, federation_id, model, start_round, initial_weights(settings))
 
 
-def _serve_mqtt(options: MqttServerOptions, settings: FederationSettings, versions: RunVersions | None, say: Say) -> Path:
+def device_selection(registry: FederationRegistry, settings: FederationSettings, models: Path, say: Say) -> AnnouncedSelection:
+    """Describe the model (exported to ``models``) and task in the registry; the grid hooks that select by them."""
+    from server.federation import initial_weights
+    from server.registry_selection import open_selection
+
+    selection = open_selection(registry, settings.layer_sizes, initial_weights(settings), models, say)
+    say(f"registry: devices must be eligible for {selection.model} on {selection.task} (query eligible-devices)")
+    return selection
+
+
+def _serve_mqtt(
+    options: MqttServerOptions,
+    settings: FederationSettings,
+    versions: RunVersions | None,
+    say: Say,
+    selection: AnnouncedSelection | None = None,
+) -> Path:
     from server.federation import run_federation
     from server.mqtt_grid import MqttGrid, MqttGridConfig
 
@@ -240,7 +262,8 @@ def _serve_mqtt(options: MqttServerOptions, settings: FederationSettings, versio
             if versions is not None:
                 versions.on_round(server_round, weights, metrics)
 
-        with MqttGrid(config) as grid:
+        hooks = {} if selection is None else {"device_filter": selection, "on_announce": selection.announced}
+        with MqttGrid(config, **hooks) as grid:  # type: ignore[arg-type]
             say(f"waiting up to {settings.node_timeout_s:.0f} s for {settings.min_nodes} device(s)")
             directory = run_federation(grid, settings, on_round)
         latest = Checkpointer(directory).load_latest()
