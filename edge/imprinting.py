@@ -36,6 +36,7 @@ from edge.adaptation import Sample
 from edge.learner import Learner
 from edge.mlp import mlp_forward
 from edge.mlp_classifier import MLPClassifier, softmax
+from edge.validation import as_float_array
 
 
 def output_layer_names(learner: MLPClassifier) -> tuple[str, str]:
@@ -75,20 +76,24 @@ class Imprinter:
         self.min_rate = min_rate
 
     def learn_one(self, x: np.ndarray, y: object) -> float:
-        """Fold one sample into its class's mean and rewrite that class's column; the loss before the update."""
-        xs = np.asarray(x, dtype=np.float32).reshape(1, -1)
+        """Fold one sample into its class's mean and rewrite that class's column; the loss before the update.
+
+        A refused sample or label (InvalidInputError) leaves the layer and the counts as they were.
+        """
+        xs = as_float_array("sample x", x, (self.learner.layer_sizes[0],)).reshape(1, -1)
         label = int(self.learner._labels(y, 1)[0])
         weights = self.learner.get_weights()
         activations = mlp_forward(weights, xs, self.learner.n_layers)
         loss = float(-np.log(max(float(softmax(activations[-1])[0, label]), 1e-12)))
         features = activations[-2][0]
-        self.counts[label] += 1
+        count = int(self.counts[label]) + 1
         w, b = weights[self.w_name], weights[self.b_name]
-        mean = w[:, label] if self.counts[label] > 1 else np.zeros_like(features)
-        mean = mean + (features - mean) * max(1.0 / self.counts[label], self.min_rate)
+        mean = w[:, label] if count > 1 else np.zeros_like(features)
+        mean = mean + (features - mean) * max(1.0 / count, self.min_rate)
         w[:, label] = mean
         b[label] = -0.5 * float(mean @ mean)
-        self.learner.set_weights({**weights, self.w_name: w, self.b_name: b})
+        self.learner.set_weights({**weights, self.w_name: w, self.b_name: b})  # refuses a non-finite mean
+        self.counts[label] = count
         return loss
 
 

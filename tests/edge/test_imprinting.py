@@ -77,10 +77,14 @@ def test_refuses_a_regressor_another_subset_or_a_bad_label_and_keeps_the_weights
     with pytest.raises(ValueError, match=r"output layer \['w1', 'b1'\]"):
         imprint_output_layer(learner, iter([]), 0, {"w0", "b0"})
     before = learner.get_weights()
+    imprinter = Imprinter(learner)
     with pytest.raises(InvalidInputError, match="0..3"):
-        Imprinter(learner).learn_one(np.zeros(6, np.float32), 7)
+        imprinter.learn_one(np.zeros(6, np.float32), 7)
+    with pytest.raises(InvalidInputError, match="sample x contains"):
+        imprinter.learn_one(np.full(6, np.nan, np.float32), 1)
     for name, value in before.items():
         np.testing.assert_array_equal(learner.get_weights()[name], value)
+    assert not imprinter.counts.any()  # nothing counted for a refused sample
 
 
 def test_reconstruction_can_imprint_the_private_head_and_refuses_an_unknown_rule():
