@@ -315,9 +315,8 @@ class RegistrySelection:
 
 def select_devices_from_registry(store, config: DemoConfig, out: Path) -> RegistrySelection:  # type: ignore[no-untyped-def]
     """Register the candidate fleet, the task and the model; let SPARQL pick who can train it."""
-    from edge.tflite_learner import TFLiteTrainer
-    from server.models.sine_mlp import export_training_model
     from server.registry_link import FederationRegistry, wait_until_expired
+    from server.registry_selection import describe_training_model
 
     registry = FederationRegistry(store, "sine")
     active = range(config.n_train_devices)
@@ -327,10 +326,8 @@ def select_devices_from_registry(store, config: DemoConfig, out: Path) -> Regist
     # every lapsing lease started before this moment, however long registering them took
     registered = time.monotonic()
     task = registry.register_task("sine", "sine-wave regression")
-    model_file = export_training_model(out / "models" / "sine_mlp_train.tflite", config.layer_sizes,
-                                       init_mlp_weights(config.layer_sizes, config.init_seed))
-    ram = TFLiteTrainer(model_file).memory_footprint().total
-    model = registry.register_trainable_model(model_file, task, ram, "whole-model SGD (TFLite training signatures)")
+    initial = init_mlp_weights(config.layer_sizes, config.init_seed)
+    model = describe_training_model(registry, task, config.layer_sizes, initial, out / "models" / "sine_mlp_train.tflite")
     if config.lapsed_devices:
         wait_until_expired(registered, 1)
     chosen = registry.eligible_devices(model, task)

@@ -138,19 +138,19 @@ class AnnouncedSelection:
 
 
 def describe_training_model(
-    registry: FederationRegistry, task: str, layer_sizes: Sequence[int], weights: dict[str, np.ndarray], directory: Path
+    registry: FederationRegistry, task: str, layer_sizes: Sequence[int], weights: dict[str, np.ndarray], path: Path
 ) -> str:
-    """Export the sine MLP's TFLite training model to ``directory``; register its description; its IRI.
+    """Export the sine MLP's TFLite training model to ``path``; register its description; its IRI.
 
-    As ``make demo`` does: the description comes from the flatbuffer, and its on-device training needs the
-    RAM the TFLite trainer measures (:meth:`edge.tflite_learner.TFLiteTrainer.memory_footprint`).
+    What ``make demo`` and the MQTT server both do: the description comes from the flatbuffer (named after
+    the file's stem), and its on-device training needs the RAM the TFLite trainer measures
+    (:meth:`edge.tflite_learner.TFLiteTrainer.memory_footprint`).
     """
     from edge.tflite_learner import TFLiteTrainer
     from server.models.sine_mlp import export_training_model
 
-    name = "sine-mlp-" + "-".join(str(n) for n in layer_sizes) + "-train"
-    directory.mkdir(parents=True, exist_ok=True)
-    model_file = export_training_model(directory / f"{name}.tflite", tuple(layer_sizes), weights)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_file = export_training_model(path, tuple(layer_sizes), weights)
     ram = TFLiteTrainer(model_file).memory_footprint().total
     return registry.register_trainable_model(model_file, task, ram, TRAINING_METHOD)
 
@@ -164,5 +164,6 @@ def open_selection(
 ) -> AnnouncedSelection:
     """Describe the task (``task/sine``) and the trained model in the registry; the grid hooks that select by them."""
     task = registry.register_task("sine", "sine-wave regression")
-    model = describe_training_model(registry, task, layer_sizes, weights, directory)
+    name = "sine-mlp-" + "-".join(str(n) for n in layer_sizes) + "-train"
+    model = describe_training_model(registry, task, layer_sizes, weights, directory / f"{name}.tflite")
     return AnnouncedSelection(registry, model, task, say)
