@@ -22,12 +22,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from edge.validation import InvalidInputError
+from edge.validation import InvalidInputError, WeightSpec
 
 Weights = dict[str, np.ndarray]
 GradientFn = Callable[[Mapping[str, np.ndarray], np.ndarray, np.ndarray], tuple[float, Weights]]
 FINITE_DIFFERENCE = 1e-3  # length of the probe step along the adjoint, in weight units
 LOG_SCALE_BOUND = 6.0  # scales stay within e^±6 of the base rate: a corrupt update cannot freeze or explode a weight
+
+
+def scale_spec(weights: Mapping[str, np.ndarray]) -> WeightSpec:
+    """The spec of step sizes and hypergradients: float32, named and shaped like ``weights`` whatever their dtype."""
+    return {k: (np.shape(v), np.dtype(np.float32)) for k, v in weights.items()}
 
 
 def unit_scales(weights: Mapping[str, np.ndarray]) -> Weights:

@@ -39,6 +39,7 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_to_array_record
+from edge.step_sizes import scale_spec
 from edge.wire import DEFAULT_MAX_PAYLOAD, MessageKind, SparseTensor, TaskAssignment, WireFormatError
 from edge.wire import apply_sparse, check_spec, decode_hypergradient, decode_weights, encode_model, encode_step_sizes
 from edge.wire.control import MAX_HYPERPARAMETERS, MAX_STRING_LEN
@@ -135,12 +136,8 @@ def _step_sizes_payload(content: RecordDict, theta: dict[str, np.ndarray], round
     if keys.STEP_SIZES not in content.array_records:
         return None
     scales = from_array_record(content.array_records[keys.STEP_SIZES])
-    check_spec(scales, _float32_spec(theta))
+    check_spec(scales, scale_spec(theta))
     return encode_step_sizes(scales, round_id=round_id, max_size=max_size)
-
-
-def _float32_spec(theta: dict[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    return {k: (v.shape, np.dtype(np.float32)) for k, v in theta.items()}
 
 
 def hypergradient_from_payload(request: WireRequest, payload: bytes, max_size: int = DEFAULT_MAX_PAYLOAD) -> Hypergradient:
@@ -152,7 +149,7 @@ def hypergradient_from_payload(request: WireRequest, payload: bytes, max_size: i
     if request.step_sizes is None:
         raise WireFormatError(WireFormatError.BAD_KIND, f"round {request.round_id} sent no step sizes; no hypergradient expected")
     message = decode_hypergradient(
-        payload, _float32_spec(request.theta), expected_round_id=request.round_id,
+        payload, scale_spec(request.theta), expected_round_id=request.round_id,
         expected_device_id=request.device_id, max_size=max_size,
     )  # fmt: skip
     return Hypergradient(dict(message.dense), message.metrics.get(keys.STEP_SIZE_QUERY_LOSS), len(payload))

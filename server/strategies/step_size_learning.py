@@ -19,7 +19,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
-from edge.step_sizes import LogScaleAdam
+from edge.step_sizes import LogScaleAdam, scale_spec
 from edge.validation import InvalidInputError, check_weights
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class StepSizeLearning:
 
     def update(self, replies: Sequence[Message], accepted_nodes: set[int], theta: Mapping[str, np.ndarray]) -> int:
         """One Adam step on the mean hypergradient of the accepted replies; returns how many contributed."""
-        spec = {k: (v.shape, np.dtype(np.float32)) for k, v in theta.items()}
+        spec = scale_spec(theta)
         gradients = []
         for message in replies:
             node = message.metadata.src_node_id
