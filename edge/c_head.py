@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.online_head import OnlineHead, Task
+from edge.online_head import OnlineHead, Task, grown_by_one_class
 from edge.step_sizes import check_scales
 from edge.validation import InvalidInputError, as_float_array
 
@@ -197,12 +197,7 @@ class CHead:
         re-laid out here (a firmware would reserve its largest class count and re-stride in place)."""
         if self.task != "classification":
             raise ValueError("only a classification head can grow classes")
-        params = self.params
-        grown = np.zeros((self.n_features + 1, self.n_outputs + 1), _F32)
-        grown[:, :-1] = params
-        grown[-1, -1] = params[self.n_features].min()
-        if self._step_sizes is not None:
-            self._step_sizes = np.ascontiguousarray(np.hstack([self._step_sizes, np.ones((self.n_features + 1, 1), _F32)]))
+        grown, self._step_sizes = grown_by_one_class(self.params, self._step_sizes)
         self._allocate(grown, np.append(self._counts, np.uint32(0)))
         return self.n_outputs - 1
 

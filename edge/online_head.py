@@ -51,6 +51,21 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def grown_by_one_class(params: np.ndarray, step_scales: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A ``[W; b]`` block (and its step sizes) with one more class: a zero column whose bias is the smallest
+    bias, so existing predictions are unchanged, and whose step sizes are 1 (the shared rate).
+
+    The layout the numpy head and the firmware C head (:class:`edge.c_head.CHead`) share.
+    """
+    rows, columns = params.shape
+    grown = np.zeros((rows, columns + 1), np.float32)
+    grown[:, :-1] = params
+    grown[-1, -1] = params[-1].min()
+    if step_scales is not None:
+        step_scales = np.ascontiguousarray(np.hstack([step_scales, np.ones((rows, 1), np.float32)]))
+    return grown, step_scales
+
+
 class OnlineHead(Learner):
     """Dense head ``y = x·W + b``: MSE for regression, softmax cross-entropy for classification."""
 
@@ -124,11 +139,7 @@ class OnlineHead(Learner):
         """Grow one output class (zero-initialised, so existing predictions are unchanged); return its index."""
         if self.task != "classification":
             raise ValueError("only a classification head can grow classes")
-        grown = np.zeros((self.n_features + 1, self.n_outputs + 1), np.float32)
-        grown[:, :-1] = self._params
-        grown[-1, -1] = self._b.min()
-        if self._step_scales is not None:  # a new class starts at the shared rate
-            self._step_scales = np.hstack([self._step_scales, np.ones((self.n_features + 1, 1), np.float32)])
+        grown, self._step_scales = grown_by_one_class(self._params, self._step_scales)
         if self._counts is not None:  # and has imprinted nothing yet
             self._counts = np.append(self._counts, np.uint32(0))
         self._allocate(grown)
