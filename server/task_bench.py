@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -426,24 +426,28 @@ def select_adaptation_lr(
     rates: list[tuple[str, float]] = []
     imprinting: list[str] = []
     for method, weights in inits.items():
-        candidates: list[float | str] = [*grid, *([IMPRINT] if method in REBUILDS_OUTPUT_LAYER else [])]
-        best: tuple[float, float | str] | None = None
-        for candidate in candidates:
-            if candidate == IMPRINT:
-                trial = replace(validation, imprinting=(method,))
-            else:
-                trial = replace(validation, adaptation_lr=((method, float(candidate)),))
+        best: tuple[float, TaskBenchConfig] | None = None
+        for trial, rule in _rule_candidates(validation, method, grid):
             value = float(np.mean([adapt_and_score(trial, family, method, weights, d, e) for d, e in episodes]))
-            rule = {"rule": "imprint", "learning_rate": None} if candidate == IMPRINT else {"rule": "sgd", "learning_rate": candidate}
             scores.append({"method": method, **rule, "shots": SELECTION_SHOTS, "value": value})
             if best is None or value > best[0]:
-                best = (value, candidate)
+                best = (value, trial)
         assert best is not None
-        if best[1] == IMPRINT:
+        if method in best[1].imprinting:
             imprinting.append(method)
         else:
-            rates.append((method, float(best[1])))
+            rates.append((method, best[1].adaptation_lr_of(method, family)))
     return replace(config, adaptation_lr=tuple(rates), imprinting=tuple(imprinting)), scores
+
+
+def _rule_candidates(
+    validation: TaskBenchConfig, method: str, grid: Sequence[float]
+) -> Iterator[tuple[TaskBenchConfig, dict[str, object]]]:
+    """Each new-device rule ``method`` may use, as the config that applies it and how the report names it."""
+    for rate in grid:
+        yield replace(validation, adaptation_lr=((method, rate),)), {"rule": "sgd", "learning_rate": rate}
+    if method in REBUILDS_OUTPUT_LAYER:
+        yield replace(validation, imprinting=(method,)), {"rule": IMPRINT, "learning_rate": None}
 
 
 def new_device_rules(config: TaskBenchConfig, family: TaskFamily, methods: Sequence[str]) -> dict[str, float | str]:
