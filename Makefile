@@ -6,13 +6,17 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: install system-deps demo test test-fast bench clean
 
-# Debian packages the tests use for real: the MQTT broker and the speech synthesiser of the keyword corpus.
+# Debian packages the tests use for real: the MQTT broker, the speech synthesiser of the keyword corpus,
+# and the microcontroller line: QEMU's Cortex-M4F board and the arm-none-eabi toolchain with newlib.
 system-deps:
 	@missing=""; \
 	  { test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null; } || missing="$$missing mosquitto"; \
 	  command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	  command -v qemu-system-arm >/dev/null || missing="$$missing qemu-system-arm"; \
+	  command -v arm-none-eabi-gcc >/dev/null || missing="$$missing gcc-arm-none-eabi"; \
+	  test -f /usr/lib/arm-none-eabi/newlib/libc.a || missing="$$missing libnewlib-arm-none-eabi"; \
 	  if [ -n "$$missing" ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) || \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) || \
 	    { echo "install Debian's$$missing (apt-get install$$missing) and retry" >&2; exit 1; }; \
 	  fi
 
