@@ -18,6 +18,17 @@ a single dot product). Refused steps raise
 :class:`~edge.validation.InvalidInputError` and leave the weights as they
 were.
 
+Whether a step overflows must not depend on the CPU: BLAS kernels sum in
+different orders, so a float32 logit near 3.4e38 can be finite on one machine
+and infinite on another. A step is therefore refused by a bound that no
+summation order changes: ``‖[x, 1]‖₂ · ‖[W; b]‖_F`` (both sums of squares, so
+order moves them only in the last bits) above :data:`LOGIT_BOUND`. The
+weights' squared norm is the one the previous step's check already computed.
+
+A one-class softmax head is allowed, because TinyOL grows classes at run
+time: its probability is exactly 1, so its gradient is exactly zero and an
+SGD step leaves the weights unchanged (loss 0) until a class is added.
+
 A classification head can also be *imprinted* instead of (or before) SGD:
 :meth:`OnlineHead.imprint_one` writes a class's column from the running mean
 of its features (the rule of :mod:`edge.imprinting`), with one counter per
@@ -43,6 +54,11 @@ _F32 = np.dtype(np.float32)
 _MIN_PROBABILITY = 1e-12  # cross-entropy is clipped here so one confident mistake cannot give an infinite loss
 _COUNT_MAX = np.iinfo(np.uint32).max  # an imprint counter saturates here (as the C head's uint32_t)
 COUNT_BYTES = 4  # one uint32 imprint counter per class
+# A step is taken only if its logits provably stay inside float32's range (3.4e38) in *every* summation order:
+# by Cauchy-Schwarz each partial sum of x1·P[:, j] is at most ‖x1‖·‖P‖_F, and float32 rounding adds at most
+# n·2⁻²⁴ of that, so a bound under 1e38 leaves a margin of 3.4× whatever kernel BLAS picks.
+LOGIT_BOUND = 1e38
+_LOGIT_BOUND_SQUARED = LOGIT_BOUND * LOGIT_BOUND  # a Python float (float64): no overflow
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -115,6 +131,7 @@ class OnlineHead(Learner):
         self._delta_row = self._delta.reshape(1, -1)
         self._scale = np.empty((), np.float32)  # a 0-d operand: numpy multiplies by it 3x faster than by a float
         self._ones_out = np.ones(n_outputs, np.float32)  # sums as dot products, the cheapest reduction numpy has
+        self._params_norm_squared: float | None = None  # ‖P‖_F², kept by learn_one; None: recompute before use
 
     @property
     def _w(self) -> np.ndarray:
@@ -222,6 +239,24 @@ class OnlineHead(Learner):
             return InvalidInputError(f"imprinting overflowed float32 ({what}); step refused")
         return InvalidInputError(f"SGD step diverged ({what}, learning rate {learning_rate}); step refused")
 
+    def _check_logit_bound(self, learning_rate: float | None) -> None:
+        """Refuse the sample in the input buffer unless ``‖[x, 1]‖·‖P‖_F ≤ LOGIT_BOUND`` (see the module docstring):
+        the logits then cannot overflow float32 in any summation order, so the refusal is the same on every CPU.
+        Two sums of squares, in float64 where float32 would overflow; a NaN sample fails the comparison."""
+        if self._params_norm_squared is None:
+            flat = self._params.reshape(-1).astype(np.float64)
+            self._params_norm_squared = float(np.dot(flat, flat))
+        x_squared = float(np.dot(self._x1, self._x1))
+        if x_squared == math.inf:
+            x_squared = float(np.dot(self._x1.astype(np.float64), self._x1))
+        if not x_squared * self._params_norm_squared <= _LOGIT_BOUND_SQUARED:
+            if not math.isfinite(x_squared):
+                raise self._refuse_sample("logits not finite", learning_rate)
+            bound = math.sqrt(x_squared * self._params_norm_squared)
+            raise InvalidInputError(
+                f"logits may overflow float32: ‖[x, 1]‖·‖[W; b]‖ = {bound:.3g} > {LOGIT_BOUND:.0e}; step refused"
+            )
+
     def _shifted_exp(self, learning_rate: float | None) -> float:
         """exp(logits − max logit) into the logits buffer and its sum; refuses non-finite logits.
 
@@ -250,6 +285,7 @@ class OnlineHead(Learner):
             lr = float(learning_rate)
         except (TypeError, ValueError):
             raise InvalidInputError(f"learning rate must be a number, got {learning_rate!r}") from None
+        self._check_logit_bound(lr)
         z, delta = self._z, self._delta
         np.dot(self._x1, self._params, out=z)
         if self.task == "classification":
@@ -281,10 +317,12 @@ class OnlineHead(Learner):
         if self._step_scales is not None:
             np.multiply(spare, self._step_scales, out=spare)
         np.add(spare, self._params, out=spare)
-        if not math.isfinite(float(np.vdot(spare, spare))):
+        norm_squared = float(np.vdot(spare, spare))
+        if not math.isfinite(norm_squared):
             # NaN/Inf, or weights whose squared norm overflows float32 (‖w‖ > 1.8e19): divergence all the same
             raise self._refuse_sample("new weights not finite", lr)
         self._params, self._spare = spare, self._params
+        self._params_norm_squared = norm_squared
         return loss
 
     def imprint_one(self, x: np.ndarray, y: object, min_rate: float = 0.0) -> float:
@@ -339,7 +377,8 @@ class OnlineHead(Learner):
         if not 0.0 <= rate_floor <= 1.0:  # NaN fails too
             raise InvalidInputError(f"min_rate is a step in [0, 1], got {min_rate!r}; step refused")
         # always the shifted softmax: an imprinted class's logit carries ½‖x‖², often beyond exp's float32 range;
-        # refuses a non-finite sample (through the logits)
+        # refuses a non-finite sample, or one whose logits could overflow on some CPU
+        self._check_logit_bound(None)
         total = self._shifted_exp(None)
         loss = -math.log(max(self._z.item(index) / total, _MIN_PROBABILITY))
         if self._counts is None:
@@ -360,6 +399,7 @@ class OnlineHead(Learner):
             raise self._refuse_sample("class mean's squared norm", None)
         self._params[: self.n_features, index] = mean
         self._params[self.n_features, index] = -0.5 * squared
+        self._params_norm_squared = None
         self._counts[index] = count
         return loss
 
@@ -393,6 +433,7 @@ class OnlineHead(Learner):
     def _assign_weights(self, weights: dict[str, np.ndarray]) -> None:
         self._params[: self.n_features] = weights["head_w"]
         self._params[self.n_features] = weights["head_b"]
+        self._params_norm_squared = None
         if self._counts is not None:  # installed weights are nobody's imprints: the next imprint starts each class over
             self._counts[...] = 0
 

@@ -54,7 +54,10 @@ static void logits(const tinyol_head_t *h, const float *x, float *z) {
 
 /* Softmax cross-entropy of class `label` from the logits in z (stable: shifted by the max), leaving
  * exp(z - max) in z; writes their sum and the loss. Non-finite logits are refused: the weights are always
- * finite, so they mean a bad sample or an overflow. */
+ * finite, so they mean a bad sample or an overflow. Here the summation order is this file's, fixed on every
+ * CPU; the numpy head, whose BLAS order varies, refuses instead by the order-free bound
+ * ||[x, 1]||·||[W; b]||_F > 1e38 (online_head.LOGIT_BOUND), so within a factor of ~3 of float32's range it may
+ * refuse a step this code takes. */
 static tinyol_status_t cross_entropy(const float *x, uint32_t nf, float *z, uint32_t no, int32_t label, float *total,
                                      float *step_loss) {
     if (!all_finite(z, no)) return all_finite(x, nf) ? TINYOL_DIVERGED : TINYOL_NONFINITE_SAMPLE;

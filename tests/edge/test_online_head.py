@@ -158,7 +158,7 @@ def test_refused_steps_leave_the_head_exactly_as_it_was(task, label):
     bad = [
         (np.array([0.0, np.nan, 0.0, 0.0], np.float32), 0.1, "non-finite"),
         (np.array([np.inf, 0.0, 0.0, 0.0], np.float32), 0.1, "non-finite"),
-        (np.full(4, 3e38, np.float32), 3e38, "diverged|non-finite"),
+        (np.full(4, 3e38, np.float32), 3e38, "may overflow float32"),
         (good, "fast", "learning rate"),
         (good, np.nan, "diverged"),
     ]
@@ -182,3 +182,40 @@ def test_weights_handed_out_are_copies():
     assert head.add_class() == 2 and head.get_weights()["head_w"].shape == (3, 3)
     head.learn_one(np.ones(3, np.float32), 2, 0.5)
     assert head.predict(np.ones((1, 3), np.float32)).argmax() == 2
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_overflow_refusal_does_not_depend_on_the_summation_order(task):
+    # x·w is 0 exactly ([3e38, 3e38]·[1, -1]), but summed left to right after the bias the first partial sum
+    # is 3e38 + 3e38 = inf: whether a BLAS kernel overflows depends on its order, so the head refuses by the
+    # order-free bound ‖[x, 1]‖·‖[W; b]‖ (here 4.2e38·1.4 > 1e38), on every CPU.
+    head = OnlineHead(2, 1, task, seed=0)
+    head.set_weights({"head_w": np.array([[1.0], [-1.0]], np.float32), "head_b": np.zeros(1, np.float32)})
+    before = head.get_weights()
+    label = 0 if task == "classification" else np.zeros(1, np.float32)
+    with pytest.raises(InvalidInputError, match="may overflow float32"):
+        head.learn_one(np.full(2, 3e38, np.float32), label, 0.1)
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_a_large_sample_inside_the_bound_is_learned_from():
+    # ‖[x, 1]‖ ≈ 2e18 and ‖[W; b]‖ = 1: the bound is 2e18, far inside 1e38, so the step is taken everywhere.
+    head = OnlineHead(4, 1, "regression")
+    head.set_weights({"head_w": np.full((4, 1), 0.5, np.float32), "head_b": np.zeros(1, np.float32)})
+    loss = head.learn_one(np.full(4, 1e18, np.float32), np.zeros(1, np.float32), 1e-40)
+    assert loss == pytest.approx(4e36, rel=1e-6)  # (4 · 0.5 · 1e18)²; the float32 rounding of one sum is ~1e-7
+
+
+def test_a_one_class_softmax_head_learns_nothing_until_a_class_is_added():
+    # A softmax over one class is exactly 1: the loss is 0 and the gradient exactly zero, so the step is a no-op
+    # (TinyOL may start from one class and grow); the head learns once a second class exists.
+    head = OnlineHead(3, 1, "classification", seed=2)
+    before = head.get_weights()
+    x = np.array([0.5, -1.0, 2.0], np.float32)
+    assert head.learn_one(x, 0, 0.5) == 0.0
+    for name, value in head.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+    assert head.add_class() == 1
+    first = head.learn_one(x, 1, 0.5)
+    assert head.learn_one(x, 1, 0.5) < first
