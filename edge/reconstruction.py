@@ -47,16 +47,38 @@ def parse_private_names(text: str) -> tuple[str, ...]:
 
 
 def train_subset(
-    learner: Learner, stream: Iterator[Sample], samples: int, learning_rate: float, trainable: Collection[str]
+    learner: Learner,
+    stream: Iterator[Sample],
+    samples: int,
+    learning_rate: float,
+    trainable: Collection[str],
+    epochs: int = 1,
 ) -> list[float]:
-    """One SGD step per fresh sample that changes only the ``trainable`` arrays; the losses before each step."""
-    losses = []
-    for _ in range(samples):
-        x, y = next(stream)
+    """One SGD step per fresh sample that changes only the ``trainable`` arrays; the losses before each step.
+
+    ``epochs`` > 1 replays the same samples, in the order they came, that many times in all (FedAvg's local
+    epochs), in the order :func:`edge.adaptation.adapt_online` uses; the losses returned are the first pass's
+    (prequential). The replayed samples are the only extra RAM.
+    """
+    if epochs < 1:
+        raise ValueError("epochs must be >= 1")
+
+    def step(x: object, y: object) -> float:
         frozen = {k: v for k, v in learner.get_weights().items() if k not in trainable}
-        losses.append(learner.learn_one(x, y, learning_rate))
+        loss = learner.learn_one(x, y, learning_rate)
         if frozen:
             learner.set_weights({**learner.get_weights(), **frozen})
+        return loss
+
+    losses, seen = [], []
+    for _ in range(samples):
+        x, y = next(stream)
+        losses.append(step(x, y))
+        if epochs > 1:
+            seen.append((x, y))
+    for _ in range(epochs - 1):
+        for x, y in seen:
+            step(x, y)
     return losses
 
 
@@ -81,6 +103,7 @@ def reconstruct_and_adapt(
     learning_rate: float,
     probe: int = 0,
     rule: str = "sgd",
+    epochs: int = 1,
 ) -> tuple[dict[str, np.ndarray], ReconstructionReport]:
     """Install θ (shared) + the local init (private), rebuild the private part, adapt the shared part.
 
@@ -88,7 +111,9 @@ def reconstruct_and_adapt(
     never trained on), ``reconstruction_samples`` for the private part, then
     ``shots`` for the shared part. Returns φ (shared part only) and a report.
     ``rule`` "imprint" writes the private output layer from class means
-    instead of SGD (``reconstruction_lr`` is then unused).
+    instead of SGD (``reconstruction_lr`` is then unused). ``epochs`` replays
+    the ``shots`` adaptation samples (FedAvg's local epochs); with no private
+    part this is exactly :func:`edge.adaptation.adapt_online`.
     """
     if min(reconstruction_samples, shots, probe) < 0:
         raise ValueError("sample counts must be >= 0")
@@ -107,7 +132,7 @@ def reconstruct_and_adapt(
     else:
         recon = train_subset(learner, iterator, reconstruction_samples, reconstruction_lr, trainable=set(private_init))
     before = _probe_loss(learner, probe_samples)
-    adapt = train_subset(learner, iterator, shots, learning_rate, trainable=set(theta_shared))
+    adapt = train_subset(learner, iterator, shots, learning_rate, trainable=set(theta_shared), epochs=epochs)
     after = _probe_loss(learner, probe_samples)
     phi = learner.get_weights()
     report = ReconstructionReport(

@@ -57,6 +57,14 @@ def _rate(values: Mapping[str, object], key: str, default: float) -> float:
     return float(value)
 
 
+def _epochs(values: Mapping[str, object]) -> int:
+    """FedAvg's local epochs: a count of at least 1 (absent: 1)."""
+    epochs = _count(values, keys.LOCAL_EPOCHS, 1)
+    if epochs < 1:
+        raise WireFormatError(WireFormatError.BAD_FIELD, f"task hyperparameter {keys.LOCAL_EPOCHS} = {epochs} is not >= 1")
+    return epochs
+
+
 def kept_fraction(value: object) -> float | None:
     """A Top-P fraction strictly inside (0, 1), or None for a dense update (absent, 1.0 or not a number)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
@@ -70,6 +78,7 @@ class RoundPlan:
 
     private_names: tuple[str, ...] = ()
     shots: int = 10
+    epochs: int = 1  # passes over the shots (FedAvg's local epochs)
     probe: int = 0
     reconstruction_samples: int = 0
     learning_rate: float = 0.02
@@ -93,6 +102,7 @@ class RoundPlan:
         return cls(
             private_names=private,
             shots=_count(values, keys.STREAM_SAMPLES, 10),
+            epochs=_epochs(values),
             probe=_count(values, keys.PROBE_SAMPLES, 0),
             reconstruction_samples=_count(values, keys.RECONSTRUCTION_SAMPLES, 0) if private else 0,
             learning_rate=_rate(values, keys.INNER_LEARNING_RATE, 0.02),
@@ -153,9 +163,11 @@ def run_round(
         learner, theta, private, device.stream,
         reconstruction_samples=plan.reconstruction_samples, reconstruction_lr=plan.reconstruction_lr,
         shots=plan.shots, learning_rate=plan.learning_rate, probe=plan.probe, rule=plan.reconstruction_rule,
+        epochs=plan.epochs,
     )  # fmt: skip
-    steps = plan.reconstruction_samples + plan.shots
-    device.charge_compute(steps=steps, evaluations=2 * plan.probe, samples=steps + plan.probe)
+    samples = plan.reconstruction_samples + plan.shots
+    steps = plan.reconstruction_samples + plan.shots * plan.epochs
+    device.charge_compute(steps=steps, evaluations=2 * plan.probe, samples=samples + plan.probe)
 
     dense: dict[str, np.ndarray] | None = None
     sparse: dict[str, SparseTensor] | None = None
