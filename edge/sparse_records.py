@@ -5,15 +5,17 @@ A sparse update travels in one ``ArrayRecord`` with two arrays per tensor,
 shape is not sent because the receiver owns θ and knows it. The same record
 comes from a Flower SuperNode and, translated from the binary wire payload,
 from an MQTT device, so a strategy handles both alike. Decoding checks
-everything before returning: one bad reply must not poison θ.
+everything before returning: one bad reply must not poison θ. ``flwr`` is
+imported only where a record is built, so ``import edge`` needs no Flower.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from flwr.app import Array, ArrayRecord
 
 from edge.validation import InvalidInputError, WeightSpec
 from edge.wire.sparse import SparseTensor
@@ -21,8 +23,13 @@ from edge.wire.sparse import SparseTensor
 INDICES = ".indices"
 VALUES = ".values"
 
+if TYPE_CHECKING:
+    from flwr.app import ArrayRecord
+
 
 def sparse_to_array_record(sparse: Mapping[str, SparseTensor]) -> ArrayRecord:
+    from flwr.app import Array, ArrayRecord
+
     record = ArrayRecord()
     for name, st in sparse.items():
         record[name + INDICES] = Array.from_numpy_ndarray(st.indices.astype(np.uint32))

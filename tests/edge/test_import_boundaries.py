@@ -1,4 +1,4 @@
-"""`edge` runs on devices: no TensorFlow, and no imports of the packages that depend on it."""
+"""`edge` runs on devices: no TensorFlow, Flower or rdflib at import, and no imports of the packages that depend on it."""
 
 import ast
 import subprocess
@@ -11,8 +11,8 @@ EDGE = Path(__file__).resolve().parents[2] / "edge"
 def test_every_edge_module_imports_with_tensorflow_blocked():
     script = """
 import importlib, pkgutil, sys
-sys.modules["tensorflow"] = None
-sys.modules["keras"] = None
+for blocked in ("tensorflow", "keras", "flwr", "rdflib", "pyoxigraph", "typer", "rich"):
+    sys.modules[blocked] = None  # importing any of these now raises ImportError
 import edge
 names = [m.name for m in pkgutil.walk_packages(edge.__path__, "edge.")]
 for name in names:
@@ -40,7 +40,8 @@ def test_edge_imports_neither_server_nor_firmware_sim_nor_ontology():
     for path in EDGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
         anywhere = _imported(ast.walk(tree))
-        top_level = _imported(tree.body)  # TensorFlow only as the interpreter of last resort, imported lazily
+        top_level = _imported(tree.body)  # TensorFlow (last-resort interpreter) and flwr (its records) only lazily
         offenders += [f"{path.name}: {n}" for n in anywhere if n in {"server", "firmware_sim", "ontology"}]
-        offenders += [f"{path.name}: {n} at module level" for n in top_level if n in {"tensorflow", "keras"}]
+        heavy = {"tensorflow", "keras", "flwr", "rdflib", "pyoxigraph", "typer", "rich"}
+        offenders += [f"{path.name}: {n} at module level" for n in top_level if n in heavy]
     assert offenders == []
