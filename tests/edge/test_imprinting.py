@@ -47,7 +47,10 @@ def test_the_layer_holds_class_means_and_classifies_by_nearest_mean():
     seen = np.unique(labels)
     means = np.stack([features[labels == c].mean(axis=0) for c in seen])
     distances = ((_hidden(learner, query)[:, None, :] - means[None]) ** 2).sum(axis=2)
-    np.testing.assert_array_equal(learner.predict_labels(query), seen[distances.argmin(axis=1)])
+    two = np.sort(distances, axis=1)[:, :2]  # a near-tie may go either way under another CPU's float32 sums
+    decided = two[:, 1] - two[:, 0] > 1e-4 * np.maximum(two[:, 0], 1.0)
+    assert decided.sum() >= len(query) // 2
+    np.testing.assert_array_equal(learner.predict_labels(query)[decided], seen[distances.argmin(axis=1)][decided])
 
 
 def test_an_unseen_class_keeps_its_firmware_column_and_the_loss_is_taken_before_each_update():

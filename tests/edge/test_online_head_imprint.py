@@ -45,8 +45,19 @@ def test_imprinted_head_is_the_nearest_class_mean_classifier():
     np.testing.assert_allclose(weights["head_b"], -0.5 * (means**2).sum(axis=1), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(head.imprint_counts, np.bincount(labels, minlength=4))
     queries, _ = clusters(6, 4, 200, seed=0, spread=3.0)  # wide spread: many queries near a class boundary
-    nearest = np.argmin(((queries[:, None, :] - means[None, :, :]) ** 2).sum(axis=2), axis=1)
-    np.testing.assert_array_equal(head.predict(queries).argmax(axis=1), nearest)
+    distances = ((queries[:, None, :] - means[None, :, :]) ** 2).sum(axis=2)
+    # a query whose two nearest means are within float32 rounding of a tie may go either way on another CPU
+    decided = clear_margin(distances)
+    assert decided.sum() > 150
+    nearest = np.argmin(distances, axis=1)
+    np.testing.assert_array_equal(head.predict(queries).argmax(axis=1)[decided], nearest[decided])
+
+
+def clear_margin(distances: np.ndarray, relative: float = 1e-4) -> np.ndarray:
+    """Rows whose nearest and second-nearest squared distances differ by more than ``relative`` of the nearest:
+    float32 logits (summed in whatever order BLAS picks) then agree with a float64 argmin on every CPU."""
+    two = np.sort(distances, axis=1)[:, :2]
+    return two[:, 1] - two[:, 0] > relative * np.maximum(two[:, 0], 1.0)
 
 
 def test_imprinting_matches_edge_imprinting_on_the_same_layer():
