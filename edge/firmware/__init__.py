@@ -1,0 +1,8 @@
+"""TinyFleet firmware: board support in C and the host tools that build and run it.
+
+``edge.firmware.build`` turns C sources into an ELF for a board
+(``build_elf``), plus ``.bin``/``.hex`` and a size report; ``edge.firmware.qemu``
+runs an mps2-an386 ELF under QEMU and returns its exit status and output
+(``run_elf``). Both use only the standard library: the device package stays
+free of the server's dependencies.
+"""

@@ -1,0 +1,115 @@
+/* board.c - QEMU mps2-an386 (Cortex-M4F): CMSDK UART0 with an RX interrupt
+ * into a ring buffer (idle waits sleep in wfi instead of burning a host core),
+ * TIMER0 as a free-running down-counter, semihosting for debug text and exit.
+ */
+#include <stdint.h>
+
+#include "board.h"
+
+#define UART0_BASE 0x40004000u
+#define UART_DATA (*(volatile uint32_t *)(UART0_BASE + 0x00))
+#define UART_STATE (*(volatile uint32_t *)(UART0_BASE + 0x04))
+#define UART_CTRL (*(volatile uint32_t *)(UART0_BASE + 0x08))
+#define UART_INTSTATUS (*(volatile uint32_t *)(UART0_BASE + 0x0C))
+#define UART_BAUDDIV (*(volatile uint32_t *)(UART0_BASE + 0x10))
+#define STATE_TX_FULL 1u
+#define STATE_RX_FULL 2u
+#define CTRL_TX_EN 1u
+#define CTRL_RX_EN 2u
+#define CTRL_RX_INT_EN 8u
+#define INT_RX 2u
+
+#define TIMER0_BASE 0x40000000u
+#define TIMER_CTRL (*(volatile uint32_t *)(TIMER0_BASE + 0x00))
+#define TIMER_VALUE (*(volatile uint32_t *)(TIMER0_BASE + 0x04))
+#define TIMER_RELOAD (*(volatile uint32_t *)(TIMER0_BASE + 0x08))
+
+#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
+#define UART0_RX_IRQ 0
+
+#define RX_SIZE 1024u /* power of two */
+static volatile uint8_t rx_buf[RX_SIZE];
+static volatile uint32_t rx_head, rx_tail;
+static volatile uint32_t rx_dropped;
+
+void UART0RX_Handler(void) {
+    while (UART_STATE & STATE_RX_FULL) {
+        uint8_t c = (uint8_t)UART_DATA;
+        uint32_t next = (rx_head + 1u) & (RX_SIZE - 1u);
+        if (next == rx_tail) {
+            rx_dropped++;
+        } else {
+            rx_buf[rx_head] = c;
+            rx_head = next;
+        }
+    }
+    UART_INTSTATUS = INT_RX;
+}
+
+extern uint32_t __StackTop;
+void Reset_Handler(void);
+void HardFault_Handler(void);
+void Default_Handler(void);
+
+__attribute__((section(".isr_vector"), used)) static void (*const vectors[16 + 32])(void) = {
+    (void (*)(void))(&__StackTop), Reset_Handler, Default_Handler, HardFault_Handler,
+    HardFault_Handler, HardFault_Handler, HardFault_Handler, 0, 0, 0, 0,
+    Default_Handler, Default_Handler, 0, Default_Handler, Default_Handler,
+    [16 + UART0_RX_IRQ] = UART0RX_Handler,
+    [16 + 1] = Default_Handler, /* UART0 TX: never enabled */
+};
+
+void board_init(void) {
+    UART_BAUDDIV = 16; /* QEMU refuses to move bytes below 16 */
+    UART_CTRL = CTRL_TX_EN | CTRL_RX_EN | CTRL_RX_INT_EN;
+    NVIC_ISER0 = 1u << UART0_RX_IRQ;
+    TIMER_RELOAD = 0xFFFFFFFFu;
+    TIMER_VALUE = 0xFFFFFFFFu;
+    TIMER_CTRL = 1u;
+    __asm volatile("cpsie i" ::: "memory");
+}
+
+void board_uart_putc(uint8_t c) {
+    while (UART_STATE & STATE_TX_FULL) {
+    }
+    UART_DATA = c;
+}
+
+void board_uart_write(const uint8_t *data, size_t len) {
+    for (size_t i = 0; i < len; i++) board_uart_putc(data[i]);
+}
+
+int board_uart_try_getc(void) {
+    if (rx_tail == rx_head) return -1;
+    uint8_t c = rx_buf[rx_tail];
+    rx_tail = (rx_tail + 1u) & (RX_SIZE - 1u);
+    return c;
+}
+
+uint8_t board_uart_getc(void) {
+    for (;;) {
+        /* Check with interrupts masked, then wfi: an RX interrupt between the
+         * check and the sleep still wakes wfi, so no byte is slept through. */
+        __asm volatile("cpsid i" ::: "memory");
+        int c = board_uart_try_getc();
+        if (c < 0) __asm volatile("wfi" ::: "memory");
+        __asm volatile("cpsie i" ::: "memory");
+        if (c >= 0) return (uint8_t)c;
+    }
+}
+
+uint32_t board_ticks(void) { return 0xFFFFFFFFu - TIMER_VALUE; }
+
+static int semihost(int op, void *arg) {
+    register int r0 __asm__("r0") = op;
+    register void *r1 __asm__("r1") = arg;
+    __asm volatile("bkpt 0xAB" : "+r"(r0) : "r"(r1) : "memory");
+    return r0;
+}
+
+void board_debug(const char *text) { semihost(0x04 /* SYS_WRITE0 */, (void *)text); }
+
+void board_exit(int code) {
+    uint32_t block[2] = {0x20026u /* ADP_Stopped_ApplicationExit */, (uint32_t)code};
+    for (;;) semihost(0x20 /* SYS_EXIT_EXTENDED */, block);
+}

@@ -1,0 +1,74 @@
+"""edge.firmware: real arm-none-eabi-gcc builds, real QEMU runs of the board support."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge.firmware.build import BuildError, build_elf, image_size, objcopy
+from edge.firmware.qemu import QemuTimeout, run_elf
+
+SELFTEST = Path(__file__).parent / "firmware_c" / "board_selftest.c"
+pytestmark = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+    reason="make system-deps installs arm-none-eabi-gcc and qemu-system-arm",
+)
+
+
+def test_main_return_is_qemu_exit_status_and_printf_reaches_uart(tmp_path: Path) -> None:
+    elf = build_elf("mps2-an386", [SELFTEST], out_dir=tmp_path, defines={"EXIT_STATUS": 42})
+    result = run_elf(elf, timeout=10)
+    assert result.exit_code == 42
+    assert "board=mps2-an386 product_x100=337" in result.stdout  # 1.5 * 2.25 on the FPU
+    assert "semihosting ok" in result.stdout + result.stderr
+
+
+def test_icount_ticks_are_deterministic_and_scale_with_work(tmp_path: Path) -> None:
+    elf = build_elf("mps2-an386", [SELFTEST], out_dir=tmp_path, defines={"EXIT_STATUS": 0})
+    runs = [run_elf(elf, icount=True).stdout for _ in range(2)]
+    assert runs[0] == runs[1]
+    t1, t2 = map(int, re.search(r"ticks1000=(\d+) ticks2000=(\d+)", runs[0]).groups())
+    assert 0 < t1 < t2 and abs(t2 - 2 * t1) <= 2  # twice the loop, twice the ticks (±1 tick each)
+
+
+def test_hard_fault_ends_the_run_with_status_127(tmp_path: Path) -> None:
+    elf = build_elf("mps2-an386", [SELFTEST], out_dir=tmp_path, defines={"EXIT_STATUS": 0, "FAULT": None})
+    result = run_elf(elf, timeout=10)
+    assert result.exit_code == 127
+    assert "HardFault" in result.stdout + result.stderr
+
+
+def test_build_error_carries_gcc_output(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main(void) { return undeclared; }\n")
+    with pytest.raises(BuildError, match="undeclared"):
+        build_elf("mps2-an386", [bad], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown board"):
+        build_elf("no-such-board", [bad], out_dir=tmp_path)
+
+
+def test_ram_overflow_is_refused_at_link_time(tmp_path: Path) -> None:
+    big = tmp_path / "big.c"
+    big.write_text("static volatile char arena[300 * 1024]; int main(void) { arena[299000] = 1; return arena[299000]; }\n")
+    with pytest.raises(BuildError, match="RAM|overflow"):
+        build_elf("mps2-an386", [big], out_dir=tmp_path)
+
+
+def test_an_image_that_never_exits_times_out(tmp_path: Path) -> None:
+    hang = tmp_path / "hang.c"
+    hang.write_text("int main(void) { for (;;) { __asm volatile(\"wfi\"); } }\n")
+    elf = build_elf("mps2-an386", [hang], out_dir=tmp_path)
+    with pytest.raises(QemuTimeout):
+        run_elf(elf, timeout=1)
+
+
+def test_nano33ble_links_at_0x10000_and_gives_bin_and_hex(tmp_path: Path) -> None:
+    elf = build_elf("nano33ble", [SELFTEST], out_dir=tmp_path, defines={"EXIT_STATUS": 0})
+    size = image_size(elf)
+    assert 0 < size.flash_bytes < 0xF0000 and size.ram_bytes < 256 * 1024
+    binary, hexfile = objcopy(elf, "binary"), objcopy(elf, "ihex")
+    assert binary.stat().st_size == size.flash_bytes
+    assert hexfile.read_text().startswith(":020000021000")  # extended segment address 0x1000 → 0x10000
