@@ -371,3 +371,25 @@ __all__ = ["CAPABILITY_BASE", "CAPABILITY_GRAPH", "DERIVATION_VERSION", "DEVICE_
            "FACTS_QUERY", "MODEL_FACTS_QUERY", "ModelFacts", "TASK_FACTS_QUERY", "capability_triples", "covered_sets",
            "device_facts", "device_triples", "lease_bucket", "lease_triples", "model_facts", "model_triples",
            "requirement_kinds", "requirement_triples", "sensor_set", "sensor_set_triples", "task_kinds_in", "with_derived"]
+
+
+def prune_update() -> str:
+    """The SPARQL update that drops shared derived nodes nothing links to any more.
+
+    In order, one request: capabilities, leases and requirement nodes no description links to;
+    offers no capability links to; resource profiles and sensor sets nothing else links to
+    (run by :meth:`ontology.store.RegistryStore.prune_capabilities`).
+    """
+    cap = f"<{CAPABILITY_GRAPH}>"
+    tf = "https://w3id.org/tinyfleet#"
+
+    def drop(types: str, unused: str) -> str:  # the link test runs once per node, not once per triple
+        return (f"DELETE {{ GRAPH {cap} {{ ?c ?p ?o }} }} WHERE {{\n"
+                f"  {{ SELECT ?c WHERE {{ VALUES ?type {{ {types} }} GRAPH {cap} {{ ?c a ?type }} FILTER NOT EXISTS {{ {unused} }} }} }}\n"
+                f"  GRAPH {cap} {{ ?c ?p ?o }} }}")
+
+    return " ;\n".join([
+        drop(f"<{tf}Capability> <{tf}Lease> <{tf}Requirement>", f"GRAPH ?g {{ ?d ?link ?c }} FILTER(?g != {cap})"),
+        drop(f"<{tf}Offer>", f"GRAPH {cap} {{ ?d <{tf}capabilityOffer> ?c }}"),
+        drop(f"<{tf}ResourceProfile> <{tf}SensorSet>", "GRAPH ?g { ?d ?link ?c } FILTER(?d != ?c)"),
+    ])
