@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from firmware_sim.profiles import PROFILES  # noqa: E402
+from edge.profiles import PROFILES  # noqa: E402
 from ontology.named_queries import get_named_query, run_named_query  # noqa: E402
 from ontology.store import open_store  # noqa: E402
 from ontology.vocab import RESOURCE_BASE, RUNTIMES, SENSOR_CLASSES, TF  # noqa: E402

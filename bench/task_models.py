@@ -75,7 +75,7 @@ import numpy as np
 from edge.c_head import CHead
 from edge.online_head import OnlineHead
 from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone
-from firmware_sim.profiles import NANO_33_BLE_SENSE
+from edge.profiles import NANO_33_BLE_SENSE
 from firmware_sim.tasks.keywords import EXTRA_WORDS, KEYWORDS, KeywordCorpus
 from server.models import characters, keywords, presence
 from server.models.tinyml import (

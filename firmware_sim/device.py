@@ -14,7 +14,7 @@ import numpy as np
 
 from edge.adaptation import AdaptationReport, Sample, adapt_online
 from edge.learner import Learner
-from firmware_sim.profiles import DeviceProfile
+from edge.profiles import DeviceProfile
 
 
 class ModelDoesNotFitError(ValueError):

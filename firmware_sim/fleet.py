@@ -13,7 +13,7 @@ import numpy as np
 from edge.learner import Learner
 from edge.mlp import NumpyMLP
 from firmware_sim.device import SimulatedDevice
-from firmware_sim.profiles import MICROCONTROLLERS, DeviceProfile
+from edge.profiles import MICROCONTROLLERS, DeviceProfile
 from firmware_sim.tasks.sine import SineStream, sample_task
 
 UNSEEN_SEED_BASE = 1_000_000  # validation devices: never in a training fleet; used while tuning

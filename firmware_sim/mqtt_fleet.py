@@ -30,6 +30,7 @@ import paho.mqtt.client as mqtt
 
 from edge import record_keys as keys
 from edge.mlp import NumpyMLP
+from edge.thing_description import thing_description
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
@@ -104,9 +105,6 @@ class MqttDevice:
         if getattr(reason, "is_failure", False):
             log.error("%s refused by the broker: %s", self.device_id, reason)
             return
-        # lazily: the TD builder lives with the ontology (rdflib), which only an announcing device needs
-        from ontology.thing_description import thing_description
-
         broker = f"mqtt://{self.config.host}:{self.config.port}"
         td = thing_description(self.device.profile, self.device_id, broker=broker)
         client.publish(device_topic(self.device_id, Channel.ANNOUNCE), json.dumps(td).encode(), qos=1, retain=True)

@@ -29,7 +29,7 @@ from edge.wire import encoded_size
 from firmware_sim.client_app import adapt_and_reply, device_seed_of, identify_device, metafed_reply
 from firmware_sim.device import SimulatedDevice
 from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
-from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
+from edge.profiles import NANO_33_BLE_SENSE, DeviceProfile
 from firmware_sim.task_families import TaskFamily, task_family
 
 

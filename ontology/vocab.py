@@ -14,13 +14,16 @@ from pathlib import Path
 from rdflib import Graph, Namespace
 from rdflib.namespace import OWL, PROV, RDF, RDFS, XSD
 
+from edge.identity import RESOURCE_BASE  # noqa: F401  (re-exported)
+from edge.thing_description import RUNTIMES, SENSOR_CLASSES, TF_NAMESPACE, sensor_class  # noqa: F401  (re-exported)
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 ONTOLOGY_FILE = PACKAGE_DIR / "tinyfleet.ttl"
 SHAPES_FILE = PACKAGE_DIR / "shapes.ttl"
 QUERIES_DIR = PACKAGE_DIR / "queries"
 CONTEXTS_DIR = PACKAGE_DIR / "contexts"
 
-TF = Namespace("https://w3id.org/tinyfleet#")
+TF = Namespace(TF_NAMESPACE)
 TD = Namespace("https://www.w3.org/2019/wot/td#")
 SOSA = Namespace("http://www.w3.org/ns/sosa/")
 SSN = Namespace("http://www.w3.org/ns/ssn/")
@@ -30,8 +33,7 @@ SCHEMA = Namespace("https://schema.org/")
 QUDT = Namespace("http://qudt.org/schema/qudt/")
 UNIT = Namespace("http://qudt.org/vocab/unit/")
 
-#: Where registry resources are minted (devices, models, rounds ...).
-RESOURCE_BASE = "https://w3id.org/tinyfleet/id/"
+#: Where registry resources are minted (devices, models, rounds ...): ``RESOURCE_BASE``, from edge.identity.
 #: Named graph that holds the ontology itself inside a registry store.
 ONTOLOGY_GRAPH = "https://w3id.org/tinyfleet/graph/ontology"
 #: Named graph of the shared, derived tf:Capability nodes (see ontology/derived.py).
@@ -70,34 +72,3 @@ def _ontology_turtle() -> str:
 def load_ontology() -> Graph:
     """A fresh Graph with the ontology (parsed each call so callers may mutate it)."""
     return Graph().parse(data=_ontology_turtle(), format="turtle")
-
-
-def sensor_class(kind: str) -> str:
-    """Ontology class IRI for a firmware_sim sensor name ('microphone' -> tf:Microphone).
-
-    Unknown kinds raise KeyError listing the known ones: a device claiming a
-    sensor the ontology cannot name could never be matched to a task.
-    """
-    try:
-        return str(TF[SENSOR_CLASSES[kind]])
-    except KeyError:
-        raise KeyError(f"unknown sensor kind {kind!r}; known: {', '.join(sorted(SENSOR_CLASSES))}") from None
-
-
-SENSOR_CLASSES: dict[str, str] = {
-    "microphone": "Microphone",
-    "camera": "Camera",
-    "accelerometer": "Accelerometer",
-    "gyroscope": "Gyroscope",
-    "magnetometer": "Magnetometer",
-    "temperature": "TemperatureSensor",
-    "humidity": "HumiditySensor",
-    "pressure": "PressureSensor",
-    "light": "LightSensor",
-    "proximity": "ProximitySensor",
-    "gesture": "GestureSensor",
-    "co2": "CO2Sensor",
-    "pir": "PIRSensor",
-}
-
-RUNTIMES: dict[str, str] = {"tflite-micro": "TFLiteMicro", "litert": "LiteRT"}

@@ -171,7 +171,7 @@ def bench(
 @app.command()
 def profiles() -> None:
     """List the simulated device profiles and their limits."""
-    from firmware_sim.profiles import PROFILES
+    from edge.profiles import PROFILES
 
     table = Table(title="Device profiles")
     for column in ("name", "board", "MCU", "clock MHz", "RAM KB (usable)", "flash KB (usable)", "FPU", "radio"):

@@ -223,7 +223,7 @@ def export_device_models(
     """
     from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone, TFLiteTrainer
     from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
-    from firmware_sim.profiles import PROFILES
+    from edge.profiles import PROFILES
     from firmware_sim.tasks.sine import X_RANGE
     from server.models.backbone_head import export_int8_backbone, split_backbone_head
     from server.models.sine_mlp import export_training_model

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from firmware_sim.profiles import NANO_33_BLE_SENSE
+from edge.profiles import NANO_33_BLE_SENSE
 from firmware_sim.task_families import task_family
 from server.drift_curves import DriftConfig, drift_curves
 from server.task_bench import (

@@ -42,7 +42,7 @@ import tensorflow as tf
 from rdflib import Literal
 
 from edge.online_head import OnlineHead
-from firmware_sim.profiles import NANO_33_BLE_SENSE, DeviceProfile
+from edge.profiles import NANO_33_BLE_SENSE, DeviceProfile
 from ontology.describe_model import describe_model_bytes
 from ontology.vocab import TF
 from server.models.quantize import convert_full_int8

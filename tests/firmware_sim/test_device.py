@@ -7,7 +7,7 @@ from edge.mlp import NumpyMLP
 from edge.online_head import OnlineHead
 from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
 from firmware_sim.fleet import sine_device
-from firmware_sim.profiles import NANO_33_BLE_SENSE, PROFILES, get_profile
+from edge.profiles import NANO_33_BLE_SENSE, PROFILES, get_profile
 from firmware_sim.tasks.sine import SineStream, sample_task
 
 

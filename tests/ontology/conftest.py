@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from rdflib import Graph
 
-from firmware_sim.profiles import PROFILES
+from edge.profiles import PROFILES
 from ontology.store import RegistryStore, open_store
 from ontology.thing_description import device_iri, td_to_graph, thing_description
 from ontology.validation import check_description

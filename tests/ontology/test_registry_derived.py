@@ -15,7 +15,7 @@ from conftest import FEDERATION_TTL, FIXTURE_TTL, ID, fill
 from rdflib import Graph, Literal, URIRef
 from rdflib.namespace import XSD
 
-from firmware_sim.profiles import PROFILES
+from edge.profiles import PROFILES
 from ontology.derived import CHECK_ALWAYS, LEASE_BUCKET, NEVER, lease_bucket
 from ontology.named_queries import run_named_query
 from ontology.store import QueryTimeout, RegistryStore, from_oxigraph, open_store

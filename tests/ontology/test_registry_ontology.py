@@ -67,7 +67,7 @@ def test_every_tf_term_has_label_and_comment() -> None:
 
 
 def test_every_firmware_sim_sensor_kind_has_a_class() -> None:
-    from firmware_sim.profiles import PROFILES
+    from edge.profiles import PROFILES
 
     declared = _declared(Graph().parse(ONTOLOGY_FILE))
     kinds = {k for p in PROFILES.values() for k in p.sensors}

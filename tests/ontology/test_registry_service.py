@@ -15,7 +15,7 @@ import pytest
 from rdflib import Graph
 from registry_server import ThreadServer
 
-from firmware_sim.profiles import PROFILES
+from edge.profiles import PROFILES
 from ontology.service import create_app
 from ontology.store import RegistryStore, open_store
 from ontology.thing_description import device_iri, thing_description

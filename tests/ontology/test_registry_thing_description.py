@@ -10,7 +10,7 @@ import pytest
 from rdflib import Literal, URIRef
 from rdflib.namespace import RDF
 
-from firmware_sim.profiles import PROFILES
+from edge.profiles import PROFILES
 from ontology.rdf_input import InvalidRDF
 from ontology.thing_description import TD_CONTEXT_URL, device_iri, td_to_graph, thing_description
 from ontology.vocab import TD, TF

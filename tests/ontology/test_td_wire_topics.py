@@ -1,5 +1,5 @@
 from edge.wire.topics import DEVICE_ROOT, model_topic, status_topic
-from firmware_sim.profiles import PROFILES
+from edge.profiles import PROFILES
 from ontology.thing_description import thing_description
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.mlp import NumpyMLP, init_mlp_weights
-from firmware_sim.profiles import NANO_33_BLE_SENSE, RP2040_PICO_W
+from edge.profiles import NANO_33_BLE_SENSE, RP2040_PICO_W
 from ontology.store import open_store
 from ontology.thing_description import device_iri
 from ontology.validation import check_description

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from edge.mlp import init_mlp_weights
-from firmware_sim.profiles import PROFILES
+from edge.profiles import PROFILES
 from ontology.store import open_store
 from ontology.thing_description import device_iri, thing_description
 from server.registry_link import FederationRegistry

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone
-from firmware_sim.profiles import NANO_33_BLE_SENSE
+from edge.profiles import NANO_33_BLE_SENSE
 from firmware_sim.tasks.characters import class_split
 from firmware_sim.tasks.espeak import espeak_available
 from firmware_sim.tasks.keywords import KEYWORDS, KeywordCorpus
