@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 from pathlib import Path
@@ -9,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from edge.firmware.build import BuildError, build_elf, image_size, objcopy
-from edge.firmware.qemu import QemuTimeout, run_elf
+from edge.firmware.qemu import QemuTimeout, SerialRun, run_elf
 
-SELFTEST = Path(__file__).parent / "firmware_c" / "board_selftest.c"
+FIRMWARE_C = Path(__file__).parent / "firmware_c"
+SELFTEST = FIRMWARE_C / "board_selftest.c"
 pytestmark = pytest.mark.skipif(
     shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
     reason="make system-deps installs arm-none-eabi-gcc and qemu-system-arm",
@@ -72,3 +74,40 @@ def test_nano33ble_links_at_0x10000_and_gives_bin_and_hex(tmp_path: Path) -> Non
     binary, hexfile = objcopy(elf, "binary"), objcopy(elf, "ihex")
     assert binary.stat().st_size == size.flash_bytes
     assert hexfile.read_text().startswith(":020000021000")  # extended segment address 0x1000 → 0x10000
+
+
+# --------------------------------------------------------------- UART RX (host -> device)
+
+def _fnv1a(data: bytes) -> int:
+    h = 2166136261
+    for byte in data:
+        h = ((h ^ byte) * 16777619) & 0xFFFFFFFF
+    return h
+
+
+def test_uart_echo_over_a_socket_chardev_the_test_listens_on(tmp_path: Path) -> None:
+    elf = build_elf("mps2-an386", [SELFTEST], out_dir=tmp_path, defines={"EXIT_STATUS": 7, "ECHO": None})
+    with SerialRun(elf) as run:
+        run.read_until(b"READY\n", timeout=10)
+        run.send(b"hello, device\n")
+        assert run.read_until(b"\n", timeout=10) == b"hello, device\n"
+        assert run.wait(10) == 7
+
+
+def test_uart_echo_from_stdin_on_the_stdio_chardev(tmp_path: Path) -> None:
+    elf = build_elf("mps2-an386", [SELFTEST], out_dir=tmp_path, defines={"EXIT_STATUS": 0, "ECHO": None})
+    result = run_elf(elf, timeout=10, stdin=b"abc\n")
+    assert result.exit_code == 0
+    assert result.stdout.endswith("READY\nabc\n")
+
+
+@pytest.mark.parametrize("icount", [False, True])
+def test_uart_rx_bulk_bytes_all_arrive_in_order(tmp_path: Path, icount: bool) -> None:
+    data = random.Random(15).randbytes(8192)
+    elf = build_elf("mps2-an386", [FIRMWARE_C / "uart_rx_bulk.c"], out_dir=tmp_path, name="bulk")
+    with SerialRun(elf, icount=icount) as run:
+        run.read_until(b"READY\n")
+        run.send(len(data).to_bytes(4, "little") + data)
+        line = run.read_until(b"\n", timeout=20)
+        assert line == f"n={len(data)} fnv={_fnv1a(data):08x}\n".encode()
+        assert run.wait(10) == 0

@@ -1,6 +1,17 @@
 /* board.c - QEMU mps2-an386 (Cortex-M4F): CMSDK UART0 with an RX interrupt
  * into a ring buffer (idle waits sleep in wfi instead of burning a host core),
  * TIMER0 as a free-running down-counter, semihosting for debug text and exit.
+ *
+ * Why TIMER1 exists here (the RX fix): QEMU 7.2's CMSDK UART model holds one
+ * byte and, when the guest reads DATA, never tells the chardev it can take
+ * the next one (no qemu_chr_fe_accept_input). The chardev is only asked again
+ * when QEMU's main loop wakes up, and with the CPU asleep in wfi nothing wakes
+ * it: host->device bytes sat in the socket for ever (the old echo hang; the
+ * IRQ number 0, CTRL RX/RX-int bits and BAUDDIV=16 were right). Rewriting
+ * TIMER1's VALUE re-arms a QEMU timer, which wakes the main loop, which polls
+ * the chardev again ("rx_kick"). We kick after draining a byte and before
+ * every wfi; TIMER1 also runs periodically (1 kHz, its interrupt off, so the
+ * guest stays asleep) as a backstop. On real hardware none of this matters.
  */
 #include <stdint.h>
 
@@ -24,6 +35,12 @@
 #define TIMER_VALUE (*(volatile uint32_t *)(TIMER0_BASE + 0x04))
 #define TIMER_RELOAD (*(volatile uint32_t *)(TIMER0_BASE + 0x08))
 
+#define TIMER1_BASE 0x40001000u
+#define TIMER1_CTRL (*(volatile uint32_t *)(TIMER1_BASE + 0x00))
+#define TIMER1_VALUE (*(volatile uint32_t *)(TIMER1_BASE + 0x04))
+#define TIMER1_RELOAD (*(volatile uint32_t *)(TIMER1_BASE + 0x08))
+#define KICK_RELOAD 25000u /* 1 ms at 25 MHz: the backstop wake-up of QEMU's main loop */
+
 #define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
 #define UART0_RX_IRQ 0
 
@@ -32,7 +49,15 @@ static volatile uint8_t rx_buf[RX_SIZE];
 static volatile uint32_t rx_head, rx_tail;
 static volatile uint32_t rx_dropped;
 
+/* Make QEMU's main loop offer the UART the next host byte (see the top). */
+static inline void rx_kick(void) { TIMER1_VALUE = 1u; }
+
 void UART0RX_Handler(void) {
+    /* Clear the interrupt *before* draining: a byte that lands after the last
+     * RXFULL check then raises the interrupt again. Clearing after the loop
+     * lost that byte's interrupt, RXFULL stayed set and the line stalled. */
+    UART_INTSTATUS = INT_RX;
+    __asm volatile("dsb" ::: "memory");
     while (UART_STATE & STATE_RX_FULL) {
         uint8_t c = (uint8_t)UART_DATA;
         uint32_t next = (rx_head + 1u) & (RX_SIZE - 1u);
@@ -43,7 +68,7 @@ void UART0RX_Handler(void) {
             rx_head = next;
         }
     }
-    UART_INTSTATUS = INT_RX;
+    rx_kick();
 }
 
 extern uint32_t __StackTop;
@@ -66,6 +91,8 @@ void board_init(void) {
     TIMER_RELOAD = 0xFFFFFFFFu;
     TIMER_VALUE = 0xFFFFFFFFu;
     TIMER_CTRL = 1u;
+    TIMER1_RELOAD = KICK_RELOAD;
+    TIMER1_CTRL = 1u; /* enabled, interrupt off */
     __asm volatile("cpsie i" ::: "memory");
 }
 
@@ -92,7 +119,10 @@ uint8_t board_uart_getc(void) {
          * check and the sleep still wakes wfi, so no byte is slept through. */
         __asm volatile("cpsid i" ::: "memory");
         int c = board_uart_try_getc();
-        if (c < 0) __asm volatile("wfi" ::: "memory");
+        if (c < 0) {
+            rx_kick();
+            __asm volatile("wfi" ::: "memory");
+        }
         __asm volatile("cpsie i" ::: "memory");
         if (c >= 0) return (uint8_t)c;
     }
