@@ -63,7 +63,11 @@ def train_subset(
     if epochs < 1:
         raise ValueError("epochs must be >= 1")
 
+    everything = set(learner.weight_spec) <= set(trainable)  # the whole model learns: nothing to restore
+
     def step(x: object, y: object) -> float:
+        if everything:
+            return learner.learn_one(x, y, learning_rate)
         frozen = {k: v for k, v in learner.get_weights().items() if k not in trainable}
         loss = learner.learn_one(x, y, learning_rate)
         if frozen:

@@ -1,50 +1,47 @@
-"""The Flower ClientApp of a simulated microcontroller.
+"""The Flower binding of the round contract, device side: the ClientApp of a simulated sine device.
 
 Each Flower node stands for one device of the fleet (``partition-id`` picks
-which). On a training request the device installs the received θ, refusing it
-if it does not fit its profile, adapts online on fresh samples of its own
-stream and replies with φ and what the round cost it.
+which, see :func:`device_seed_of`). A training or evaluation message is
+decoded into the round contract's :class:`edge.round_contract.RoundRequest`
+(its ConfigRecord), θ and the step sizes (its ArrayRecords); the device runs
+the one device round, :func:`edge.device_round.run_device_round`, the very
+function MQTT boards run (:mod:`firmware_sim.mqtt_round`); and its
+:class:`edge.round_contract.RoundReply` is packed back as records: φ
+(``arrays``) or the Top-P sparse delta (``sparse-delta``), the hypergradient
+(``step-size-gradient``) and the metrics. Bytes are the wire payloads' lengths
+(:func:`edge.wire.encoded_size`), so a SuperNode and an MQTT board report the
+same cost for the same update.
 
-When the request names private weights (TinyMetaFed), the device follows the
-very protocol of the MQTT microcontrollers, through the same function
-(:func:`firmware_sim.device_round.run_round`): θ arrives without its private
-part, the device rebuilds that part from its firmware's local init on its
-first samples, adapts the shared part and replies with the Top-P% sparse
-delta (``sparse-delta``; dense φ if no Top-P is asked). Bytes are counted as
-the wire codec's payload sizes, so a SuperNode and an MQTT board report the
-same cost for the same update. The model's layer sizes come with the request
-(``layer-sizes``) because the shared part alone does not say how big the head
-is; a request whose θ does not fit them is refused.
+What is not part of the round but of the simulation, the device's model and
+data, also comes in the config: ``learner`` (numpy MLP, or a ``tflite``
+training graph at ``model-path``), ``drift-per-sample``, and for a request
+with private weights ``layer-sizes`` (the shared part alone does not say how
+big the private head is).
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
-from collections.abc import Callable
 
 import numpy as np
-
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
-from edge import weights as W
+from edge.device import SimulatedDevice
+from edge.device_round import run_device_round
 from edge.flower_records import from_array_record, to_array_record
 from edge.learner import Learner
-from edge.step_sizes import check_scales
+from edge.round_contract import RoundReply, RoundRequest
 from edge.sparse_records import sparse_to_array_record
-from edge.validation import check_weights
 from edge.wire import encoded_size
-from firmware_sim.device_round import RoundOutcome, RoundPlan, kept_fraction, local_init, run_round, shared_spec
-from firmware_sim.device import SimulatedDevice
-from firmware_sim.fleet import mlp_learner_for, sine_device
-from firmware_sim.mqtt_round import StepSizePlan, measure_hypergradient
+from firmware_sim.fleet import local_init, mlp_learner_for, sine_device
 
 log = logging.getLogger(__name__)
 
 app = ClientApp()
+Weights = dict[str, np.ndarray]
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,163 +88,96 @@ def device_seed_of(config: ConfigRecord, context: Context) -> int:
     return int(config.get(keys.DEVICE_SEED_BASE, 0)) + partition
 
 
-def run_metafed_round(message: Message, context: Context) -> Message:
-    """A TinyMetaFed round, exactly as an MQTT microcontroller runs it (see the module docstring)."""
+# ---- the Flower codec of the round contract ------------------------------------------------------------------
+
+
+def request_of(message: Message) -> RoundRequest:
+    """The round contract's request a Flower message carries; WireFormatError if refused.
+
+    Over Flower the step sizes travel as an ArrayRecord beside the config, so a
+    message without one asks for no measurement, whatever its config says.
+    """
     config = message.content.config_records[keys.CONFIG]
-    evaluate = message.metadata.message_type == MessageType.EVALUATE
-    plan = RoundPlan.from_hyperparameters(config, top_p=kept_fraction(config.get(keys.TOP_P)), evaluate=evaluate)
-    if keys.LAYER_SIZES not in config:
-        raise ValueError(f"a request with private weights must say '{keys.LAYER_SIZES}' (the device's model)")
-    device_seed = device_seed_of(config, context)
-    firmware_init = local_init(device_seed, parse_layer_sizes(config[keys.LAYER_SIZES]))
-    learner, flash_bytes = make_learner(config, firmware_init)
-    spec = shared_spec(learner, plan.private_names)
-    theta = check_weights(from_array_record(message.content.array_records[keys.ARRAYS]), spec)
-    device = sine_device(
-        device_seed,
-        stream_key=int(config.get(keys.SERVER_ROUND, 0)),
-        drift_per_sample=float(config.get(keys.DRIFT_PER_SAMPLE, 0.0)),
-    )
-    device.deploy(learner, flash_bytes)
-    outcome = run_round(device, firmware_init, theta, plan, received_bytes=encoded_size(theta))
-    return metafed_reply(message, outcome, theta, device_seed)
+    request = RoundRequest.from_hyperparameters(dict(config), evaluate=message.metadata.message_type == MessageType.EVALUATE)
+    if request.step_sizes is not None and keys.STEP_SIZES not in message.content.array_records:
+        request = request.with_(step_sizes=None)
+    return request
 
 
-def metafed_reply(message: Message, outcome: RoundOutcome, theta: dict, device_seed: int) -> Message:
-    """A TinyMetaFed round's reply as Flower carries it: metrics, and the sparse delta (or dense φ)."""
-    metrics = MetricRecord(
-        {
-            **outcome.metrics,
-            keys.NUM_EXAMPLES: outcome.num_examples,
-            keys.SAMPLES_USED: outcome.num_examples,
-            keys.BYTES_RECEIVED: outcome.bytes_received,
-            keys.BYTES_SENT: outcome.bytes_sent,
-            keys.DEVICE_SEED: device_seed,
-        }
-    )
+def theta_of(message: Message) -> Weights:
+    return from_array_record(message.content.array_records[keys.ARRAYS])
+
+
+def step_sizes_of(message: Message, request: RoundRequest) -> Weights | None:
+    """The step sizes sent with θ, when the request measures them (None otherwise)."""
+    record = message.content.array_records.get(keys.STEP_SIZES)
+    return from_array_record(record) if record is not None and request.measures_step_sizes else None
+
+
+def payload_bytes(request: RoundRequest, theta: Weights, step_sizes: Weights | None) -> int:
+    """What the request's tensors cost on the radio: the MODEL (and STEP_SIZES) payloads' lengths."""
+    if not request.radio:
+        return 0
+    return encoded_size(theta) + (encoded_size(step_sizes) if step_sizes is not None else 0)
+
+
+def reply_message(message: Message, reply: RoundReply, device_seed: int) -> Message:
+    """A reply as Flower carries it: metrics, φ or the sparse delta, and the hypergradient."""
+    metrics = MetricRecord({**reply.metric_record(), keys.DEVICE_SEED: device_seed})
     content = RecordDict({keys.METRICS: metrics})
-    if outcome.sparse is not None:
-        content[keys.SPARSE_DELTA] = sparse_to_array_record(outcome.sparse)
-    elif outcome.dense is not None:
-        content[keys.ARRAYS] = to_array_record({k: theta[k] + outcome.dense[k] for k in theta})
+    if reply.sparse_delta is not None:
+        content[keys.SPARSE_DELTA] = sparse_to_array_record(reply.sparse_delta)
+    elif reply.weights is not None:
+        content[keys.ARRAYS] = to_array_record(reply.weights)
+    if reply.hypergradient is not None:
+        content[keys.STEP_SIZE_GRADIENT] = to_array_record(reply.hypergradient)
     return Message(content=content, reply_to=message)
 
 
-def run_device_round(message: Message, context: Context, send_weights: bool) -> Message:
+def play_round(message: Message, device: SimulatedDevice, private_init: Weights | None) -> RoundReply:
+    """Decode ``message``, run the device round on ``device`` (its model deployed), and return its reply."""
+    request = request_of(message)
+    theta = theta_of(message)
+    step_sizes = step_sizes_of(message, request)
+    return run_device_round(
+        device, request, theta, received_bytes=payload_bytes(request, theta, step_sizes),
+        private_init=private_init, step_sizes=step_sizes,
+    )  # fmt: skip
+
+
+def sine_round(message: Message, context: Context) -> tuple[RoundReply, int]:
+    """One round of the sine device this node plays: (its reply, its seed)."""
     config = message.content.config_records[keys.CONFIG]
-    if str(config.get(keys.PRIVATE_NAMES, "")).strip():
-        return run_metafed_round(message, context)
-    weights = from_array_record(message.content.array_records[keys.ARRAYS])
+    request = request_of(message)
     device_seed = device_seed_of(config, context)
     device = sine_device(
-        device_seed,
-        stream_key=int(config.get(keys.SERVER_ROUND, 0)),
-        drift_per_sample=float(config.get(keys.DRIFT_PER_SAMPLE, 0.0)),
+        device_seed, stream_key=request.round_id, drift_per_sample=float(config.get(keys.DRIFT_PER_SAMPLE, 0.0))
     )
-    learner, flash_bytes = make_learner(config, weights)
+    private_init = None
+    if request.private_names:
+        if keys.LAYER_SIZES not in config:
+            raise ValueError(f"a request with private weights must say '{keys.LAYER_SIZES}' (the device's model)")
+        private_init = local_init(device_seed, parse_layer_sizes(config[keys.LAYER_SIZES]))
+        learner, flash_bytes = make_learner(config, private_init)
+    else:
+        learner, flash_bytes = make_learner(config, theta_of(message))
     device.deploy(learner, flash_bytes)
-    return adapt_and_reply(message, device, weights, device_seed, send_weights, 0.02, W.nbytes)
+    return play_round(message, device, private_init), device_seed
 
 
-def adapt_and_reply(
-    message: Message,
-    device: SimulatedDevice,
-    weights: dict[str, np.ndarray],
-    device_seed: int,
-    send_weights: bool,
-    default_learning_rate: float,
-    payload_size: Callable[[dict[str, np.ndarray]], int],
-) -> Message:
-    """A whole-model round (TinyReptile, FedAvg) on a deployed device: install θ, adapt online, reply φ and costs.
-
-    ``payload_size`` says what the model costs on the radio (raw arrays, or the
-    wire codec's payload); probe losses that were not measured are left out.
-    """
-    config = message.content.config_records[keys.CONFIG]
-    if not bool(config.get(keys.RADIO, True)):  # a device learning alone: the model never crosses the radio
-        payload_size = _no_radio
-    step_sizes = requested_step_sizes(message, device, weights) if send_weights else None  # refused before the round
-    ledger_at_start = copy.copy(device.ledger)
-    device.receive(weights, payload_bytes=payload_size(weights))
-    report = device.adapt(
-        shots=int(config.get(keys.STREAM_SAMPLES, 10)),
-        learning_rate=float(config.get(keys.INNER_LEARNING_RATE, default_learning_rate)),
-        probe=int(config.get(keys.PROBE_SAMPLES, 0)),
-        epochs=int(config.get(keys.LOCAL_EPOCHS, 1)),
-    )
-    phi = device.learner.get_weights()
-    step_size_reply = measure_step_sizes(device, weights, step_sizes, payload_size) if step_sizes else None
-    if send_weights:
-        device.send(payload_size(phi))
-    cost = device.close_round(ledger_at_start)
-    metrics = {
-        keys.NUM_EXAMPLES: report.samples_used,
-        keys.SAMPLES_USED: report.samples_used,
-        keys.LOSS_BEFORE: report.loss_before,
-        keys.LOSS_AFTER: report.loss_after,
-        keys.PREQUENTIAL_LOSS: report.prequential_loss,
-        keys.BYTES_RECEIVED: device.ledger.bytes_received,
-        keys.BYTES_SENT: device.ledger.bytes_sent,
-        keys.DEVICE_TIME_S: cost.compute_s + cost.radio_s,
-        keys.DEVICE_ENERGY_J: cost.energy_j,
-        keys.DEVICE_SEED: device_seed,
-    }
-    content = RecordDict({keys.METRICS: MetricRecord({k: v for k, v in metrics.items() if v == v})})  # NaN: no probe
-    if send_weights:
-        content[keys.ARRAYS] = to_array_record(phi)
-    if step_size_reply is not None:
-        hypergradient, query_loss = step_size_reply
-        content[keys.STEP_SIZE_GRADIENT] = to_array_record(hypergradient)
-        content.metric_records[keys.METRICS][keys.STEP_SIZE_QUERY_LOSS] = query_loss
-    return Message(content=content, reply_to=message)
-
-
-def _no_radio(_weights: dict[str, np.ndarray]) -> int:
-    return 0
-
-
-def requested_step_sizes(
-    message: Message, device: SimulatedDevice, theta: dict[str, np.ndarray]
-) -> tuple[StepSizePlan, dict[str, np.ndarray]] | None:
-    """The step sizes the server sent with θ and what to measure with them, checked before the round starts.
-
-    None if the request carries no step sizes. A refusal (names, shapes,
-    dtype, NaN or non-positive step sizes, a plan the learner cannot carry out)
-    raises before the device's learner, stream or ledger is touched.
-    """
-    if keys.STEP_SIZES not in message.content.array_records:
-        return None
-    plan = StepSizePlan.from_hyperparameters(message.content.config_records[keys.CONFIG], device.learner)
-    return plan, check_scales(from_array_record(message.content.array_records[keys.STEP_SIZES]), theta)
-
-
-def measure_step_sizes(
-    device: SimulatedDevice,
-    theta: dict[str, np.ndarray],
-    step_sizes: tuple[StepSizePlan, dict[str, np.ndarray]],
-    payload_size: Callable[[dict[str, np.ndarray]], int],
-) -> tuple[dict[str, np.ndarray], float]:
-    """The hypergradient of K-shot adaptation from θ on the samples after the round's, as the MQTT firmware measures it.
-
-    :func:`firmware_sim.mqtt_round.measure_hypergradient` does the work and
-    books the compute; here the Flower transport books its bytes: the step
-    sizes received and the hypergradient sent.
-    """
-    plan, scales = step_sizes
-    device.ledger.bytes_received += payload_size(scales)
-    hypergradient, query_loss = measure_hypergradient(device, theta, scales, plan)
-    device.send(payload_size(hypergradient))
-    return hypergradient, query_loss
+def handle_round(message: Message, context: Context) -> Message:
+    reply, device_seed = sine_round(message, context)
+    return reply_message(message, reply, device_seed)
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    return run_device_round(message, context, send_weights=True)
+    return handle_round(message, context)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    return run_device_round(message, context, send_weights=False)
+    return handle_round(message, context)
 
 
 @app.query()

@@ -10,14 +10,27 @@ from __future__ import annotations
 
 import numpy as np
 
+from collections.abc import Sequence
+
+from edge.device import SimulatedDevice
+from edge.identity import TEST_SEED_BASE, UNSEEN_SEED_BASE, DeviceIdentity
 from edge.learner import Learner
-from edge.mlp import NumpyMLP
-from firmware_sim.device import SimulatedDevice
+from edge.mlp import NumpyMLP, init_mlp_weights
 from edge.profiles import MICROCONTROLLERS, DeviceProfile
 from firmware_sim.tasks.sine import SineStream, sample_task
 
-UNSEEN_SEED_BASE = 1_000_000  # validation devices: never in a training fleet; used while tuning
-TEST_SEED_BASE = 2_000_000  # the demo's held-out devices: never used for any choice of hyperparameters
+__all__ = ["TEST_SEED_BASE", "UNSEEN_SEED_BASE", "local_init", "mlp_learner_for", "profile_for", "sine_device"]
+
+PRIVATE_INIT_SEED_OFFSET = 10_000  # a device's firmware-local init of its private part: seed + offset
+
+
+def local_init(device_seed: int, layer_sizes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The weights a device's firmware ships with; its private part is where reconstruction starts.
+
+    Shared by the MQTT fleet, the Flower ClientApp and the unseen-device
+    evaluation so that "the device's local init" is one thing everywhere.
+    """
+    return init_mlp_weights(layer_sizes, seed=PRIVATE_INIT_SEED_OFFSET + device_seed)
 
 
 def profile_for(device_seed: int) -> DeviceProfile:
@@ -28,7 +41,7 @@ def sine_device(device_seed: int, stream_key: int, drift_per_sample: float = 0.0
     """The device with this seed; ``stream_key`` (e.g. the round) selects fresh samples."""
     task = sample_task(device_seed, drift_per_sample=drift_per_sample)
     return SimulatedDevice(
-        device_id=f"sine-{device_seed}",
+        device_id=DeviceIdentity.of_seed(device_seed).device_id,
         profile=profile_for(device_seed),
         stream=SineStream(task, seed=(device_seed, stream_key)),
     )

@@ -13,8 +13,7 @@ import numpy as np
 
 from edge.mlp import NumpyMLP
 from edge.reconstruction import reconstruct_and_adapt, split_weights
-from firmware_sim.device_round import local_init
-from firmware_sim.fleet import UNSEEN_SEED_BASE, sine_device
+from firmware_sim.fleet import UNSEEN_SEED_BASE, local_init, sine_device
 
 
 def unseen_device_mse(

@@ -29,14 +29,14 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from edge import record_keys as keys
+from edge.identity import device_id_of
 from edge.mlp import NumpyMLP
 from edge.thing_description import thing_description
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
 from edge.wire.topics import QOS, STATUS_OFFLINE, STATUS_ONLINE
-from firmware_sim.device_round import local_init
-from firmware_sim.fleet import sine_device
+from firmware_sim.fleet import local_init, sine_device
 from firmware_sim.mqtt_round import RoundResult, expects_step_sizes, run_task
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,6 @@ class FleetConfig:
     stream_per_round: bool = False
 
 
-def device_id_of(seed: int) -> str:
-    return f"sine-{seed}"
 
 
 class MqttDevice:

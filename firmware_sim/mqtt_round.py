@@ -1,104 +1,36 @@
-"""What a simulated MCU does with one task: bytes in, bytes out, no MQTT here.
+"""The MQTT binding of the round contract, device side: bytes in, bytes out, no MQTT client here.
 
-Given the MODEL payload and the task JSON it received, the device checks the
-model against its own firmware's weight table (names, shapes, dtypes), runs
-the transport-independent round of :mod:`firmware_sim.device_round` (partial
-local reconstruction when the task names private weights, online adaptation,
-Top-P sparse delta if the task asks) and packs its UPDATE payload through
-:mod:`edge.wire` like a C firmware would. Its ledger books the bytes actually
-received and sent and the compute; the energy follows from the profile.
-Anything refused raises :class:`WireFormatError` before any state changes, so
-a bad packet costs the device nothing but the radio time.
-
-Meta-learned step sizes (TinyReptile with ``step_size_learning_rate`` > 0):
-the task then names the step-size hyperparameters and a STEP_SIZES payload
-comes with the MODEL. The device checks both before the round; after it, it
-measures the hypergradient on its next samples with
-:func:`measure_hypergradient`, the function the Flower ClientApp calls too,
-and packs it as a HYPERGRADIENT payload to publish before its UPDATE. The
-measurement's compute and bytes are part of the round's cost.
+A device receives a TASK (JSON), a MODEL payload and, when the task measures
+step sizes, a STEP_SIZES payload. This module decodes them into the round
+contract's :class:`edge.round_contract.RoundRequest` and θ, checking θ against
+the device's own firmware weight table (names, shapes, dtypes), runs the one
+device round (:func:`edge.device_round.run_device_round`, the function the
+Flower ClientApps call too) and packs its :class:`edge.round_contract.RoundReply`
+as an UPDATE payload (φ − θ dense, or the Top-P sparse delta) and, if step
+sizes came, a HYPERGRADIENT payload to publish before it, like a C firmware
+would. The bytes the device books are exactly these payloads' lengths.
+Anything refused raises :class:`WireFormatError` before any state changes,
+so a bad packet costs the device nothing but the radio time.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from edge import record_keys as keys
-from edge.learner import Learner
-from edge.mlp import NumpyMLP, regression_gradients
-from edge.mlp_classifier import MLPClassifier
-from edge.reconstruction import parse_private_names
-from edge.step_sizes import stream_hypergradient
+from edge.device import SimulatedDevice
+from edge.device_round import run_device_round, shared_spec
+from edge.round_contract import RoundReply, RoundRequest
 from edge.wire import MessageKind, TaskAssignment, WireFormatError, decode_step_sizes, decode_weights
 from edge.wire import encode_hypergradient, encode_weights
-from firmware_sim.device import Ledger, SimulatedDevice
-from firmware_sim.device_round import RoundOutcome, RoundPlan, run_round, shared_spec
 
 log = logging.getLogger(__name__)
 
 Weights = dict[str, np.ndarray]
-STEP_SIZE_KEYS = (keys.STEP_SIZE_BASE_RATE, keys.STEP_SIZE_SHOTS, keys.STEP_SIZE_QUERY)
-
-
-@dataclass(frozen=True)
-class StepSizePlan:
-    """What the server asked a device to measure for the step sizes this round, whatever the transport."""
-
-    base_rate: float  # the shared adaptation rate the step sizes multiply
-    shots: int  # online steps the hypergradient differentiates through
-    query: int  # samples the adapted model is then scored on
-
-    @staticmethod
-    def requested(values: Mapping[str, object]) -> bool:
-        """Whether a task's hyperparameters (or a Flower config) name a step-size measurement."""
-        return any(key in values for key in STEP_SIZE_KEYS)
-
-    @classmethod
-    def from_hyperparameters(cls, values: Mapping[str, object], learner: Learner | None) -> StepSizePlan:
-        """Parse and check the plan and that ``learner`` can carry it out; WireFormatError before anything changes."""
-        shots, query = (_at_least_one(values, key) for key in (keys.STEP_SIZE_SHOTS, keys.STEP_SIZE_QUERY))
-        rate = values.get(keys.STEP_SIZE_BASE_RATE)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (math.isfinite(rate) and 0 < rate <= 10):
-            raise WireFormatError(WireFormatError.BAD_FIELD, f"{keys.STEP_SIZE_BASE_RATE} = {rate!r} must be a rate in (0, 10]")
-        if not isinstance(learner, NumpyMLP) or isinstance(learner, MLPClassifier):
-            raise WireFormatError(
-                WireFormatError.BAD_FIELD,
-                f"learner {type(learner).__name__} cannot measure step-size hypergradients (needs the numpy regressor)",
-            )
-        return cls(float(rate), shots, query)
-
-
-def _at_least_one(values: Mapping[str, object], key: str) -> int:
-    value = values.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
-        raise WireFormatError(WireFormatError.BAD_FIELD, f"{key} = {value!r} must be a whole number >= 1")
-    return int(value)
-
-
-def measure_hypergradient(
-    device: SimulatedDevice, theta: Mapping[str, np.ndarray], scales: Mapping[str, np.ndarray], plan: StepSizePlan
-) -> tuple[Weights, float]:
-    """d(query loss after K online steps from θ)/d(log step size) on the device's next K + Q samples, and that loss.
-
-    Shared by the Flower ClientApp and the MQTT firmware so both measure the
-    same thing on the same samples: the ones after the round's own, so θ's
-    update and the step sizes' never see the same sample. Books the compute
-    (3·K + Q gradient evaluations on K + Q samples) on the device's ledger;
-    the transport books the bytes it moved. ``plan`` was checked against the
-    device's learner (:meth:`StepSizePlan.from_hyperparameters`).
-    """
-    learner = device.learner
-    assert isinstance(learner, NumpyMLP), "check the plan against the learner first"
-    hypergradient, query_loss = stream_hypergradient(
-        theta, scales, plan.base_rate, device.stream, plan.shots, plan.query, regression_gradients(learner.layer_sizes)
-    )
-    device.charge_compute(steps=3 * plan.shots + plan.query, evaluations=0, samples=plan.shots + plan.query)
-    return hypergradient, query_loss
 
 
 @dataclass(frozen=True)
@@ -106,95 +38,86 @@ class RoundResult:
     update: bytes  # UPDATE payload to publish
     telemetry: dict[str, float | int | str]
     hypergradient: bytes | None = None  # HYPERGRADIENT payload to publish before the UPDATE, if step sizes came
+    reply: RoundReply | None = None  # the contract's reply these payloads pack
+
+
+def request_of(task: TaskAssignment, *, measures_step_sizes: bool = True) -> RoundRequest:
+    """The round contract's request a TASK carries; WireFormatError if refused.
+
+    ``measures_step_sizes=False`` plays firmware from before the feature: it
+    ignores the step-size hyperparameters and trains as it always did.
+    """
+    values: dict[str, object] = dict(task.hyperparameters)
+    if task.top_p is not None:
+        values[keys.TOP_P] = task.top_p
+    request = RoundRequest.from_hyperparameters(values)
+    return request if measures_step_sizes else request.with_(step_sizes=None)
 
 
 def expects_step_sizes(task: TaskAssignment) -> bool:
-    """Whether a device waits for a STEP_SIZES payload for this task: a whole-model training round naming a
-    step-size measurement. TinyMetaFed and evaluation rounds ignore step sizes, as on the Flower path."""
-    values = task.hyperparameters
-    return (
-        StepSizePlan.requested(values)
-        and values.get(keys.MESSAGE_TYPE) != "evaluate"
-        and not parse_private_names(str(values.get(keys.PRIVATE_NAMES, "")))
-    )
+    """Whether a device waits for a STEP_SIZES payload for this task (a whole-model training round measuring them)."""
+    try:
+        return request_of(task).measures_step_sizes
+    except WireFormatError:
+        return False  # the round itself will refuse the task, with the reason
 
 
 def run_task(
     device: SimulatedDevice,
-    private_init: dict[str, np.ndarray],
+    private_init: Mapping[str, np.ndarray],
     task_json: bytes,
     model: bytes,
     step_sizes: bytes | None = None,
     *,
     measures_step_sizes: bool = True,
 ) -> RoundResult:
-    """One round on ``device`` (model deployed); raises WireFormatError for a task or payload it refuses.
-
-    ``step_sizes`` is the round's STEP_SIZES payload; it is required when the
-    task names a step-size measurement in a whole-model training round and
-    ignored otherwise (a TinyMetaFed or evaluation round, as on the Flower path).
-    ``measures_step_sizes=False`` plays firmware from before the feature: it
-    ignores the step-size hyperparameters and trains as it always did.
-    """
+    """One round on ``device`` (model deployed); raises WireFormatError for a task or payload it refuses."""
     task = TaskAssignment.from_json(task_json)
     learner = device.learner
     assert learner is not None, "deploy a model first"
-    evaluate = task.hyperparameters.get(keys.MESSAGE_TYPE) == "evaluate"
-    plan = RoundPlan.from_hyperparameters(task.hyperparameters, top_p=task.top_p, evaluate=evaluate)
-    spec = shared_spec(learner, plan.private_names)
+    request = request_of(task, measures_step_sizes=measures_step_sizes)
+    spec = shared_spec(learner, request.private_names)
     theta = decode_weights(model, spec, expected_kind=MessageKind.MODEL, expected_round_id=task.round_id).dense
-    measurement: tuple[StepSizePlan, Weights] | None = None
     received = len(model) + len(task_json)
-    if measures_step_sizes and expects_step_sizes(task):
-        step_plan = StepSizePlan.from_hyperparameters(task.hyperparameters, learner)
+    scales = None
+    if request.measures_step_sizes:
         if step_sizes is None:
             raise WireFormatError(WireFormatError.BAD_FIELD, f"round {task.round_id} asks for step sizes but none came")
-        measurement = step_plan, decode_step_sizes(step_sizes, spec, expected_round_id=task.round_id)
+        scales = decode_step_sizes(step_sizes, spec, expected_round_id=task.round_id)
         received += len(step_sizes)
-
-    outcome = run_round(device, private_init, theta, plan, received_bytes=received)
-    metrics, hypergradient, extra = outcome.metrics, None, Ledger()
-    if measurement is not None:
-        hypergradient, metrics, extra = _hypergradient_payload(device, theta, *measurement, task.round_id, outcome)
-    update = encode_weights(
-        outcome.dense, sparse=outcome.sparse, round_id=task.round_id, device_id=device.device_id,
-        num_examples=outcome.num_examples, metrics=metrics,
-    )  # fmt: skip
+    reply = run_device_round(device, request, theta, received_bytes=received, private_init=private_init, step_sizes=scales)
+    update, hypergradient = encode_reply(reply, request, theta, task.round_id)
+    if request.radio:  # the device booked exactly what it publishes
+        assert reply.bytes_sent == len(update) + len(hypergradient or b""), (reply.bytes_sent, len(update))
     telemetry = {
-        keys.BYTES_SENT: outcome.bytes_sent + extra.bytes_sent,
-        keys.BYTES_RECEIVED: outcome.bytes_received,
-        keys.DEVICE_ENERGY_J: outcome.energy_j + extra.energy_j,
+        keys.BYTES_SENT: reply.bytes_sent,
+        keys.BYTES_RECEIVED: reply.bytes_received,
+        keys.DEVICE_ENERGY_J: reply.energy_j,
         keys.PROFILE: device.profile.name,
         "round-id": task.round_id,
     }
-    return RoundResult(update, telemetry, hypergradient)
+    return RoundResult(update, telemetry, hypergradient, reply)
 
 
-def _hypergradient_payload(
-    device: SimulatedDevice, theta: Weights, plan: StepSizePlan, scales: Weights, round_id: int, outcome: RoundOutcome
-) -> tuple[bytes | None, dict[str, float], Ledger]:
-    """Measure, pack the HYPERGRADIENT, and add its cost to the round's: (payload, UPDATE metrics, extra cost).
-
-    The round was closed by :func:`run_round`; the measurement and the bytes
-    it sends are booked as the rest of the same round (one round on the ledger,
-    its time and energy in the UPDATE's metrics). A hypergradient that cannot
-    be sent (NaN after a diverged measurement) is dropped: the UPDATE still goes.
-    """
-    at = Ledger(**vars(device.ledger))
-    hypergradient, query_loss = measure_hypergradient(device, theta, scales, plan)
-    try:
-        payload = encode_hypergradient(
-            hypergradient, round_id=round_id, device_id=device.device_id, num_examples=plan.shots + plan.query,
-            metrics={keys.STEP_SIZE_QUERY_LOSS: query_loss},
+def encode_reply(
+    reply: RoundReply, request: RoundRequest, theta: Mapping[str, np.ndarray], round_id: int
+) -> tuple[bytes, bytes | None]:
+    """(UPDATE, HYPERGRADIENT or None) payloads of a reply; a dense reply travels as δ = φ − θ."""
+    dense = None
+    if reply.weights is not None:
+        dense = {k: (reply.weights[k] - theta[k]).astype(theta[k].dtype) for k in theta}
+    metrics = {**reply.metrics, keys.DEVICE_TIME_S: reply.time_s, keys.DEVICE_ENERGY_J: reply.energy_j}
+    update = encode_weights(
+        dense, sparse=reply.sparse_delta, round_id=round_id, device_id=reply.device_id,
+        num_examples=reply.num_examples, metrics=metrics,
+    )  # fmt: skip
+    hypergradient = None
+    if reply.hypergradient is not None:
+        assert reply.step_size_query_loss is not None and request.step_sizes is not None
+        hypergradient = encode_hypergradient(
+            reply.hypergradient, round_id=round_id, device_id=reply.device_id,
+            num_examples=request.step_sizes.shots + request.step_sizes.query,
+             metrics={keys.STEP_SIZE_QUERY_LOSS: reply.step_size_query_loss},
         )  # fmt: skip
-    except WireFormatError as exc:
-        log.warning("%s measured no usable hypergradient in round %d; its UPDATE goes alone: %s", device.device_id, round_id, exc)
-        payload = None
-    device.send(len(payload) if payload else 0)
-    cost = device.close_round(at)
-    device.ledger.rounds = at.rounds  # the same round: run_round counted it already
-    metrics = dict(outcome.metrics)
-    metrics[keys.DEVICE_TIME_S] += cost.compute_s + cost.radio_s
-    metrics[keys.DEVICE_ENERGY_J] += cost.energy_j
-    extra = Ledger(bytes_sent=device.ledger.bytes_sent - at.bytes_sent, energy_j=cost.energy_j)
-    return payload, metrics, extra
+    return update, hypergradient
+

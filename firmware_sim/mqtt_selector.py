@@ -28,7 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as mqtt
 
-from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice, MqttFleet, device_id_of
+from edge.identity import device_id_of
+from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice, MqttFleet
 
 log = logging.getLogger(__name__)
 

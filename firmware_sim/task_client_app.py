@@ -3,12 +3,11 @@
 The sine ClientApp (:mod:`firmware_sim.client_app`) plays sine devices; this
 one plays writers, speakers or rooms of a :class:`firmware_sim.task_families.TaskFamily`
 with an :class:`edge.mlp_classifier.MLPClassifier` on a Nano 33 BLE Sense
-profile. The round itself is the same code: a request naming private weights
-(TinyMetaFed) goes through :func:`firmware_sim.device_round.run_round`, the
-function MQTT boards and the sine SuperNodes use; any other request (TinyReptile,
-FedAvg) installs θ and adapts online with ``local-epochs`` passes, as
-:func:`firmware_sim.client_app.run_device_round` does. Time and energy come
-from the profile, bytes from the payload sizes.
+profile. The round itself is the same code: the message is decoded by the
+Flower binding of the round contract and run by
+:func:`edge.device_round.run_device_round`, the function MQTT boards and the
+sine SuperNodes use. Time and energy come from the profile, bytes from the
+payload sizes.
 
 A family is bound when the app is built (``make_task_client_app("characters")``)
 because Flower's simulation takes an app object; the node's device is picked
@@ -18,18 +17,16 @@ by :func:`firmware_sim.client_app.device_seed_of` as for sine devices.
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import Context, Message, MessageType
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
-from edge.flower_records import from_array_record
+from edge.device import SimulatedDevice
+from edge.identity import DeviceIdentity
 from edge.mlp_classifier import MLPClassifier
-from edge.validation import check_weights
-from edge.wire import encoded_size
-from firmware_sim.client_app import adapt_and_reply, device_seed_of, identify_device, metafed_reply
-from firmware_sim.device import SimulatedDevice
-from firmware_sim.device_round import RoundPlan, kept_fraction, local_init, run_round, shared_spec
 from edge.profiles import NANO_33_BLE_SENSE, DeviceProfile
+from firmware_sim.client_app import device_seed_of, identify_device, play_round, reply_message, request_of
+from firmware_sim.fleet import local_init
 from firmware_sim.task_families import TaskFamily, task_family
 
 
@@ -53,30 +50,10 @@ def firmware_init(family: TaskFamily, device_seed: int) -> dict[str, np.ndarray]
 def task_device(family: TaskFamily, device_seed: int, stream_key: int, profile: DeviceProfile = NANO_33_BLE_SENSE) -> SimulatedDevice:
     """Device ``device_seed`` of ``family``, its stream starting at ``stream_key`` (e.g. the round)."""
     device = SimulatedDevice(
-        device_id=f"{family.name}-{device_seed}", profile=profile, stream=family.stream(device_seed, stream_key)
+        device_id=DeviceIdentity.of_seed(device_seed, family.name).device_id, profile=profile, stream=family.stream(device_seed, stream_key)
     )
     device.deploy(MLPClassifier(family.layer_sizes))
     return device
-
-
-def _metafed_round(family: TaskFamily, message: Message, device_seed: int) -> Message:
-    config = message.content.config_records[keys.CONFIG]
-    evaluate = message.metadata.message_type == MessageType.EVALUATE
-    plan = RoundPlan.from_hyperparameters(config, top_p=kept_fraction(config.get(keys.TOP_P)), evaluate=evaluate)
-    device = task_device(family, device_seed, stream_key=int(config.get(keys.SERVER_ROUND, 0)))
-    firmware = firmware_init(family, device_seed)
-    theta = check_weights(
-        from_array_record(message.content.array_records[keys.ARRAYS]), shared_spec(device.learner, plan.private_names)
-    )
-    outcome = run_round(device, firmware, theta, plan, received_bytes=encoded_size(theta))
-    return metafed_reply(message, outcome, theta, device_seed)
-
-
-def _whole_model_round(family: TaskFamily, message: Message, device_seed: int, send_weights: bool) -> Message:
-    config = message.content.config_records[keys.CONFIG]
-    device = task_device(family, device_seed, stream_key=int(config.get(keys.SERVER_ROUND, 0)))
-    weights = from_array_record(message.content.array_records[keys.ARRAYS])
-    return adapt_and_reply(message, device, weights, device_seed, send_weights, family.learning_rate, encoded_size)
 
 
 def make_task_client_app(task: str) -> ClientApp:
@@ -84,20 +61,15 @@ def make_task_client_app(task: str) -> ClientApp:
     family = task_family(task)
     app = ClientApp()
 
-    def handle(message: Message, context: Context, send_weights: bool) -> Message:
-        config = message.content.config_records[keys.CONFIG]
-        device_seed = device_seed_of(config, context)
-        if str(config.get(keys.PRIVATE_NAMES, "")).strip():
-            return _metafed_round(family, message, device_seed)
-        return _whole_model_round(family, message, device_seed, send_weights)
+    def handle(message: Message, context: Context) -> Message:
+        device_seed = device_seed_of(message.content.config_records[keys.CONFIG], context)
+        request = request_of(message)
+        device = task_device(family, device_seed, stream_key=request.round_id)
+        private_init = firmware_init(family, device_seed) if request.private_names else None
+        return reply_message(message, play_round(message, device, private_init), device_seed)
 
-    @app.train()
-    def train(message: Message, context: Context) -> Message:
-        return handle(message, context, send_weights=True)
-
-    @app.evaluate()
-    def evaluate(message: Message, context: Context) -> Message:
-        return handle(message, context, send_weights=False)
+    app.train()(handle)
+    app.evaluate()(handle)
 
     app.query()(identify_device)  # which device this node plays: the same answer as a sine node's
     return app

@@ -23,7 +23,7 @@ from edge.adaptation import adapt_online
 from edge.learner import Learner
 from edge.mlp import NumpyMLP, init_mlp_weights
 from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sine_device
-from firmware_sim.mqtt_fleet import device_id_of
+from edge.identity import device_id_of
 from server.checkpoint import Checkpoint, Checkpointer
 from ontology.thing_description import device_iri
 from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, initial_weights
@@ -222,7 +222,7 @@ def export_device_models(
     flash + a float head in RAM, stepping with the last layer's step sizes.
     """
     from edge.tflite_learner import BackboneHeadLearner, FrozenBackbone, TFLiteTrainer
-    from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
+    from edge.device import ModelDoesNotFitError, SimulatedDevice
     from edge.profiles import PROFILES
     from firmware_sim.tasks.sine import X_RANGE
     from server.models.backbone_head import export_int8_backbone, split_backbone_head

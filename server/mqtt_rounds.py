@@ -29,13 +29,13 @@ tested without a broker, and so the refusal rules live in one place:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from edge.identity import node_id_of  # re-exported: the grid names nodes by it
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_to_array_record
@@ -50,12 +50,6 @@ MESSAGE_TYPE = keys.MESSAGE_TYPE  # task hyperparameter: "train" or "evaluate"
 #: Config record of a reply naming the device that sent it, under :data:`DEVICE_ID`.
 PARTICIPANT = "participant"
 DEVICE_ID = "device-id"
-
-
-def node_id_of(device_id: str) -> int:
-    """A stable 63-bit Flower node id for a device id, the same after a server restart."""
-    value = int.from_bytes(hashlib.sha256(device_id.encode("ascii")).digest()[:8], "little") >> 1
-    return value if value > 1 else value + 2  # 0 is invalid and 1 is the SuperLink's own id
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from rdflib.namespace import PROV, XSD
 
 from edge import record_keys as keys
 from edge.flower_records import from_array_record
-from firmware_sim.mqtt_fleet import device_id_of
+from edge.identity import device_id_of
 from edge.profiles import DeviceProfile
 from ontology.describe_model import describe_model_file
 from ontology.directory import Directory

@@ -12,8 +12,8 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import NumpyMLP
 from edge.sparse_records import sparse_from_array_record
 from edge.wire import MessageKind, decode_weights, encode_model
-from firmware_sim.client_app import parse_layer_sizes, run_device_round
-from firmware_sim.device_round import local_init
+from firmware_sim.client_app import handle_round, parse_layer_sizes
+from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
 from server.federation import FederationSettings, initial_weights, train_config
@@ -42,7 +42,7 @@ def request(top_p: float, kind: str = MessageType.TRAIN) -> Message:
 
 def flower_device(message: Message) -> Message:
     context = Context(run_id=1, node_id=9, node_config={"partition-id": SEED}, state=RecordDict(), run_config={})
-    return run_device_round(message, context, send_weights=True)
+    return handle_round(message, context)
 
 
 def mqtt_device(message: Message) -> tuple[bytes, bytes, bytes]:

@@ -5,7 +5,7 @@ import pytest
 
 from edge.mlp import NumpyMLP
 from edge.online_head import OnlineHead
-from firmware_sim.device import ModelDoesNotFitError, SimulatedDevice
+from edge.device import ModelDoesNotFitError, SimulatedDevice
 from firmware_sim.fleet import sine_device
 from edge.profiles import NANO_33_BLE_SENSE, PROFILES, get_profile
 from firmware_sim.tasks.sine import SineStream, sample_task

@@ -12,8 +12,8 @@ from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import NumpyMLP
 from edge.wire import MessageKind, WireFormatError, decode_weights
-from firmware_sim.client_app import run_device_round
-from firmware_sim.device_round import local_init
+from firmware_sim.client_app import handle_round
+from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
 from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
@@ -39,7 +39,7 @@ def fedavg_request(epochs: int) -> Message:
 
 def flower_delta(message: Message) -> dict[str, np.ndarray]:
     context = Context(run_id=1, node_id=9, node_config={"partition-id": SEED}, state=RecordDict(), run_config={})
-    reply = run_device_round(message, context, send_weights=True)
+    reply = handle_round(message, context)
     theta = from_array_record(message.content.array_records[keys.ARRAYS])
     phi = from_array_record(reply.content.array_records[keys.ARRAYS])
     return {k: (phi[k] - theta[k]).astype(theta[k].dtype) for k in theta}

@@ -5,8 +5,9 @@ import pytest
 
 from edge import record_keys as keys
 from edge.wire import WireFormatError
-from firmware_sim.device_round import RoundPlan, local_init, run_round, shared_spec
-from firmware_sim.fleet import sine_device
+from edge.device_round import run_device_round, shared_spec
+from edge.round_contract import RoundRequest
+from firmware_sim.fleet import local_init, sine_device
 from firmware_sim.task_client_app import firmware_init, task_device
 from firmware_sim.task_families import task_family
 from edge.mlp import NumpyMLP
@@ -18,11 +19,11 @@ IMPRINT = {keys.PRIVATE_NAMES: "w2,b2", keys.RECONSTRUCTION_SAMPLES: 10, keys.ST
 def test_a_classifier_device_imprints_its_head_and_sends_only_the_shared_part():
     family = task_family("presence")  # the smallest model: 11-32-32-2
     device = task_device(family, 3, stream_key=1)
-    plan = RoundPlan.from_hyperparameters(IMPRINT, top_p=None, evaluate=False)
+    plan = RoundRequest.from_hyperparameters(IMPRINT, evaluate=False)
     theta = {k: v for k, v in local_init(0, family.layer_sizes).items() if k not in ("w2", "b2")}
     assert set(shared_spec(device.learner, plan.private_names)) == set(theta)
-    outcome = run_round(device, firmware_init(family, 3), theta, plan, received_bytes=100)
-    assert outcome.dense is not None and set(outcome.dense) == set(theta)
+    outcome = run_device_round(device, plan, theta, received_bytes=100, private_init=firmware_init(family, 3))
+    assert outcome.weights is not None and set(outcome.weights) == set(theta)
     assert outcome.num_examples == 15 and np.isfinite(outcome.metrics[keys.RECONSTRUCTION_LOSS])
     head = device.learner.get_weights()
     assert head["b2"].max() <= 0 and np.abs(head["w2"]).sum() > 0  # class means in, −½‖μ‖² biases
@@ -31,10 +32,10 @@ def test_a_classifier_device_imprints_its_head_and_sends_only_the_shared_part():
 def test_a_regressor_or_an_unknown_rule_is_refused_before_the_device_pays_anything():
     device = sine_device(3, stream_key=1)
     device.deploy(NumpyMLP((1, 40, 40, 1)))
-    plan = RoundPlan.from_hyperparameters(IMPRINT, top_p=None, evaluate=False)
+    plan = RoundRequest.from_hyperparameters(IMPRINT, evaluate=False)
     theta = {k: v for k, v in local_init(0, (1, 40, 40, 1)).items() if k not in ("w2", "b2")}
     with pytest.raises(WireFormatError, match="needs a classifier"):
-        run_round(device, local_init(3, (1, 40, 40, 1)), theta, plan, received_bytes=100)
+        run_device_round(device, plan, theta, received_bytes=100, private_init=local_init(3, (1, 40, 40, 1)))
     assert device.ledger.bytes_received == 0 and device.ledger.samples == 0
     with pytest.raises(WireFormatError, match="'mean' is not one of"):
-        RoundPlan.from_hyperparameters({**IMPRINT, keys.RECONSTRUCTION_RULE: "mean"}, top_p=None, evaluate=False)
+        RoundRequest.from_hyperparameters({**IMPRINT, keys.RECONSTRUCTION_RULE: "mean"}, evaluate=False)

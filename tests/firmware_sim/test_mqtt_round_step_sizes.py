@@ -19,10 +19,10 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import NumpyMLP
 from edge.wire import MessageKind, WireFormatError, decode_hypergradient, decode_weights, encode_step_sizes
 from edge.wire import encode_weights
-from firmware_sim import mqtt_round
-from firmware_sim.client_app import adapt_and_reply, run_device_round
-from firmware_sim.device import Ledger
-from firmware_sim.device_round import local_init
+from edge import device_round
+from firmware_sim.client_app import handle_round, play_round
+from edge.device import Ledger
+from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
 from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
@@ -61,7 +61,7 @@ def request(step_sizes: dict | None = None, with_step_sizes: bool = True) -> tup
 
 def flower_device(message: Message) -> Message:
     context = Context(run_id=1, node_id=9, node_config={"partition-id": SEED}, state=RecordDict(), run_config={})
-    return run_device_round(message, context, send_weights=True)
+    return handle_round(message, context)
 
 
 def mqtt_device(message: Message):
@@ -196,9 +196,8 @@ def test_the_flower_device_refuses_bad_step_sizes_before_its_round_starts():
     _, message = request(bad)
     device = fresh_device(message)
     ledger = Ledger(**vars(device.ledger))
-    theta = from_array_record(message.content.array_records[keys.ARRAYS])
     with pytest.raises(ValueError, match="step sizes 'w1' must be finite and positive"):
-        adapt_and_reply(message, device, theta, SEED, True, 0.02, lambda w: 0)
+        play_round(message, device, None)
     assert vars(device.ledger) == vars(ledger)
     np.testing.assert_array_equal(next(device.stream)[0], next(fresh_device(message).stream)[0])
 
@@ -217,7 +216,7 @@ def test_a_hypergradient_that_cannot_be_sent_is_dropped_and_the_update_still_goe
     def diverged(theta, *_args):
         return {k: np.full_like(v, np.nan) for k, v in theta.items()}, float("nan")
 
-    monkeypatch.setattr(mqtt_round, "stream_hypergradient", diverged)
+    monkeypatch.setattr(device_round, "stream_hypergradient", diverged)
     wire, device, result = mqtt_device(message)
     assert result.hypergradient is None
     assert decode_weights(result.update, expected_kind=MessageKind.UPDATE).num_examples == 6

@@ -14,7 +14,7 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.step_sizes import log_scale_hypergradient
 from edge.mlp import regression_gradients
 from firmware_sim.client_app import app as client_app
-from firmware_sim.client_app import run_device_round
+from firmware_sim.client_app import handle_round
 from firmware_sim.fleet import sine_device
 from server.checkpoint import Checkpointer
 from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, run_federation, train_config
@@ -111,7 +111,7 @@ def request(step_sizes: dict | None) -> Message:
 
 def flower_device(message: Message) -> Message:
     context = Context(run_id=1, node_id=9, node_config={"partition-id": 3}, state=RecordDict(), run_config={})
-    return run_device_round(message, context, send_weights=True)
+    return handle_round(message, context)
 
 
 def test_the_device_measures_the_hypergradient_on_samples_after_its_round():

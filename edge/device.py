@@ -1,4 +1,4 @@
-"""A simulated microcontroller: a profile, a sensor stream, a learner and a budget.
+"""A device: a profile, a sensor stream, a learner and a budget (simulated boards and Linux-class devices alike).
 
 Like a real board it refuses a model it cannot hold (flash) or train (RAM)
 before touching anything, and it keeps a ledger of what each round cost in
