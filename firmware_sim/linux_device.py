@@ -1,4 +1,4 @@
-"""``tinyfleet device run``: one Linux-class device (e.g. a Raspberry Pi) joining a fleet.
+"""``tinyfleet-device run`` / ``tinyfleet device run``: one Linux-class device (e.g. a Raspberry Pi) joining a fleet.
 
 Two ways in, because a fleet mixes both:
 
@@ -11,7 +11,11 @@ Two ways in, because a fleet mixes both:
   the simulated sine fleet it plays.
 
 Both stop cleanly on Ctrl-C or SIGTERM (the SuperNode's whole process group
-is ended) and every wait has a deadline.
+is ended) and every wait has a deadline. Like all of ``firmware_sim`` this
+imports only ``edge`` among our packages, so it runs on a device install
+(no TensorFlow, Flower server side, rdflib, typer or rich); the command lines
+are :mod:`firmware_sim.device_cli` and :mod:`server.cli`, both through
+:func:`firmware_sim.device_run.run_device`.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from firmware_sim.addresses import free_port, parse_address
 from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice
-from server.process_signals import Stopped, stop_on_sigterm
+from firmware_sim.process_signals import Stopped, stop_on_sigterm
+from firmware_sim.supernode import FlowerProcess, flower_env, supernode_args
 
 Say = Callable[[str], None]
 DEVICE_ID = re.compile(r"sine-(\d{1,9})")
@@ -77,9 +83,6 @@ def run_supernode(
     root_certificates: str | None = None, duration_s: float | None = None, say: Say = print,
 ) -> int:
     """Run a ``flower-supernode`` for this device until it exits, ``duration_s`` passes or SIGTERM; its exit code."""
-    from server.broker import free_port
-    from server.flower_deploy import FlowerProcess, flower_env, parse_address, supernode_args
-
     parse_address(superlink)
     args = supernode_args(superlink, partition_id, num_partitions, runtime_port or free_port(), root_certificates)
     stop_on_sigterm()

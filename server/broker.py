@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.wire.codec import check_device_id
+from firmware_sim.addresses import free_port  # its home is the device side; re-exported for the server's tests
 from edge.wire.topics import PREFIX, mosquitto_acl_patterns
 
 log = logging.getLogger(__name__)
@@ -38,13 +39,6 @@ SERVER_USER = "tinyfleet-server"
 
 class BrokerError(RuntimeError):
     """The broker could not be configured or started; the message says why."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def find_executable(name: str) -> str:

@@ -7,13 +7,51 @@ import logging
 import os
 from pathlib import Path
 
+import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
+
+from firmware_sim.device_run import DEFAULTS as DEVICE_DEFAULTS
+from firmware_sim.device_run import DEVICE_ERRORS, PASSWORD_ENV, DeviceRunOptions, run_device
+from firmware_sim.device_run import HELP as DEVICE_HELP
+
+REGISTRY_HELP = "Semantic registry: describe, validate, register, query, serve."
+
+
+class _LazyRegistryGroup(TyperGroup):
+    """The top-level group, with ``registry`` loaded only when it is asked for.
+
+    The registry CLI imports rdflib and Oxigraph; mounting it at import made
+    every ``tinyfleet`` command (a device's too) pay for them and fail without
+    them. Click resolves one subcommand per invocation, so ``tinyfleet device
+    run`` never touches ``registry``; ``tinyfleet --help`` lists it and loads it.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = list(super().list_commands(ctx))
+        return names if "registry" in names else [*names, "registry"]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "registry" and "registry" not in self.commands:
+            self.add_command(_registry_command(), "registry")
+        return super().get_command(ctx, cmd_name)
+
+
+def _registry_command() -> click.Command:
+    """``ontology.cli``'s app as the click command ``registry`` (imports rdflib)."""
+    from ontology.cli import app as registry_app
+
+    holder = typer.Typer()
+    holder.add_typer(registry_app, name="registry", help=REGISTRY_HELP)
+    command = typer.main.get_command(holder)
+    return command.get_command(click.Context(command), "registry")  # type: ignore[attr-defined]
+
 
 app = typer.Typer(help="TinyFleet: on-device online learning and federated meta-learning for TinyML fleets.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, cls=_LazyRegistryGroup)  # the registry is mounted on demand
 console = Console()
 
 
@@ -276,54 +314,36 @@ app.add_typer(device_app, name="device")
 
 @device_app.command("run")
 def device_run(
-    mqtt: str = typer.Option(None, help="Broker HOST:PORT: speak the TinyFleet wire protocol like an MCU."),
-    device_id: str = typer.Option(None, "--id", help="MQTT: device id (its username), e.g. sine-3."),
-    password: str = typer.Option(None, envvar="TINYFLEET_DEVICE_PASSWORD", help="MQTT: the device's password."),
-    accounts: Path = typer.Option(None, help="MQTT: accounts.json written by `tinyfleet server --local-broker`."),
-    tls_ca: str = typer.Option(None, help="MQTT: CA certificate file; set to use TLS."),
-    rounds: int = typer.Option(None, help="MQTT: leave after this many rounds."),
-    superlink: str = typer.Option(None, help="Flower SuperLink HOST:PORT: run a SuperNode with the TinyFleet ClientApp."),
-    partition_id: int = typer.Option(None, help="Flower: which simulated device this node plays."),
-    num_partitions: int = typer.Option(1, help="Flower: fleet size, passed to the ClientApp."),
-    root_certificates: str = typer.Option(None, help="Flower: CA certificate of a TLS SuperLink (else --insecure)."),
-    duration: float = typer.Option(None, help="Leave after this many seconds (default: until stopped)."),
-    workdir: Path = typer.Option(Path("runs/device"), help="Flower: where the SuperNode log goes."),
+    mqtt: str = typer.Option(DEVICE_DEFAULTS.mqtt, help=DEVICE_HELP["mqtt"]),
+    device_id: str = typer.Option(DEVICE_DEFAULTS.device_id, "--id", help=DEVICE_HELP["device_id"]),
+    password: str = typer.Option(DEVICE_DEFAULTS.password, envvar=PASSWORD_ENV, show_default=False,
+                                 help=DEVICE_HELP["password"]),
+    accounts: Path = typer.Option(DEVICE_DEFAULTS.accounts, help=DEVICE_HELP["accounts"]),
+    tls_ca: str = typer.Option(DEVICE_DEFAULTS.tls_ca, help=DEVICE_HELP["tls_ca"]),
+    rounds: int = typer.Option(DEVICE_DEFAULTS.rounds, help=DEVICE_HELP["rounds"]),
+    superlink: str = typer.Option(DEVICE_DEFAULTS.superlink, help=DEVICE_HELP["superlink"]),
+    partition_id: int = typer.Option(DEVICE_DEFAULTS.partition_id, help=DEVICE_HELP["partition_id"]),
+    num_partitions: int = typer.Option(DEVICE_DEFAULTS.num_partitions, help=DEVICE_HELP["num_partitions"]),
+    root_certificates: str = typer.Option(DEVICE_DEFAULTS.root_certificates, help=DEVICE_HELP["root_certificates"]),
+    duration: float = typer.Option(DEVICE_DEFAULTS.duration, help=DEVICE_HELP["duration"]),
+    workdir: Path = typer.Option(DEVICE_DEFAULTS.workdir, help=DEVICE_HELP["workdir"]),
 ) -> None:
     """Join over MQTT (--mqtt/--accounts + --id) or as a Flower SuperNode (--superlink + --partition-id)."""
+    # The same device as `tinyfleet-device run` (firmware_sim.device_cli): both build DeviceRunOptions and call
+    # run_device, with the defaults and help texts of firmware_sim.device_run.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from server.flower_deploy import FlowerError
-
+    options = DeviceRunOptions(
+        mqtt=mqtt, device_id=device_id, password=password, accounts=accounts, tls_ca=tls_ca, rounds=rounds,
+        superlink=superlink, partition_id=partition_id, num_partitions=num_partitions,
+        root_certificates=root_certificates, duration=duration, workdir=workdir,
+    )  # fmt: skip
     try:
-        if superlink and (mqtt or accounts):
-            raise ValueError("choose one: --superlink (Flower) or --mqtt/--accounts (wire protocol)")
-        if superlink:
-            from firmware_sim.linux_device import run_supernode
-
-            if partition_id is None:
-                raise ValueError("--superlink needs --partition-id")
-            code = run_supernode(superlink, partition_id, num_partitions, workdir=workdir.resolve(),
-                                 root_certificates=root_certificates, duration_s=duration, say=console.print)
-            raise typer.Exit(code)
-        if not (mqtt or accounts) or not device_id:
-            raise ValueError("give --mqtt HOST:PORT (or --accounts FILE) and --id, or --superlink and --partition-id")
-        from firmware_sim.linux_device import run_mqtt_device
-        from server.flower_deploy import parse_address
-
-        if accounts:
-            known = json.loads(accounts.read_text())
-            host, port = (parse_address(mqtt) if mqtt else (known["host"], int(known["port"])))
-            password = password or known["devices"].get(device_id)
-            if password is None:
-                raise ValueError(f"{accounts} has no account for {device_id!r}")
-        else:
-            host, port = parse_address(mqtt)
-        if not password:
-            raise ValueError("the device needs its password: --password, TINYFLEET_DEVICE_PASSWORD or --accounts")
-        done = run_mqtt_device(host, port, device_id, password, tls_ca=tls_ca, rounds=rounds, duration_s=duration,
-                               say=console.print)
-        console.print(f"{device_id}: {done} round(s) done")
-    except (ValueError, TimeoutError, OSError, KeyError, FlowerError) as exc:
+        code = run_device(options, say=console.print)
+    except DEVICE_ERRORS as exc:
         _fail(str(exc))
+        return
+    if code:
+        raise typer.Exit(code)
 
 
 fleet_app = typer.Typer(help="Simulated MCU fleets speaking the wire protocol.", no_args_is_help=True)
@@ -353,14 +373,6 @@ def fleet_run(
     except (ValueError, TimeoutError, OSError, KeyError) as exc:
         _fail(str(exc))
 
-
-def _mount_registry() -> None:
-    from ontology.cli import app as registry_app
-
-    app.add_typer(registry_app, name="registry", help="Semantic registry: describe, validate, register, query, serve.")
-
-
-_mount_registry()
 
 if __name__ == "__main__":
     app()

@@ -14,107 +14,42 @@ opens its own Runtime API port for its ClientApp processes, so two SuperNodes
 on one host need different ``--port`` values. ``flwr`` reads connections from
 ``$FLWR_HOME/config.toml``. Telemetry and update checks are switched off in
 the environment these helpers build: a fleet server must not phone home.
+
+The SuperNode half (:class:`FlowerProcess`, :func:`flower_env`,
+:func:`supernode_args`, :class:`FlowerError`) is the device side of the Flower
+transport and lives in :mod:`firmware_sim.supernode`, HOST:PORT parsing and
+free ports in :mod:`firmware_sim.addresses`; they are re-exported here for the
+server's code and tests.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from server.broker import free_port
+from firmware_sim.addresses import free_port, parse_address
+from firmware_sim.supernode import FlowerError, FlowerProcess, flower_env, flower_executable, supernode_args
 
 log = logging.getLogger(__name__)
 
 APP_DIR = Path(__file__).with_name("flower_app")  # the Flower App `flwr run` packs into a FAB
 FINISHED = "finished"
 
-
-class FlowerError(RuntimeError):
-    """A Flower process or command failed or missed its deadline; the message says which and why."""
-
-
-def flower_executable(name: str) -> str:
-    """Flower's console script from this interpreter's environment (where `tinyfleet` is installed)."""
-    candidate = Path(sys.executable).with_name(name)
-    if candidate.exists():
-        return str(candidate)
-    raise FlowerError(f"{name} not found next to {sys.executable}; install tinyfleet[supernode] or tinyfleet[full]")
-
-
-def flower_env(flwr_home: Path | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for Flower processes: our venv first on PATH (SuperLink/SuperNode spawn Flower
-    executables by name), no telemetry, no update check, and ``FLWR_HOME`` if given."""
-    env = dict(os.environ if base is None else base)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    env["FLWR_TELEMETRY_ENABLED"] = "0"
-    env["FLWR_DISABLE_UPDATE_CHECK"] = "1"
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    if flwr_home is not None:
-        env["FLWR_HOME"] = str(flwr_home)
-    return env
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` -> (host, port); ValueError with the expected form otherwise."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"address must look like HOST:PORT (e.g. 127.0.0.1:9091), got {address!r}")
-    return host.strip("[]"), int(port)
+__all__ = [
+    "APP_DIR", "FINISHED", "FlowerError", "FlowerProcess", "flower_env", "flower_executable", "format_run_config",
+    "free_port", "is_loopback", "parse_address", "run_status", "start_superlink", "submit_run", "superlink_healthy",
+    "supernode_args", "wait_for_run", "wait_until", "write_connection",
+]
 
 
 def is_loopback(host: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
-
-
-class FlowerProcess:
-    """One Flower executable in its own session; :meth:`stop` ends it and everything it started."""
-
-    def __init__(self, name: str, args: Sequence[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                list(args), env=dict(env), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        log.info("%s started (pid %d), log %s", name, self.process.pid, log_path)
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``timeout_s``; idempotent."""
-        if self.process.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                self.process.wait(timeout=timeout_s)
-        self._signal_group(signal.SIGKILL)  # children left in the group (app processes) go too
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        try:
-            os.killpg(self.process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def wait_until(check: object, timeout_s: float, what: str, process: FlowerProcess | None = None) -> None:
@@ -179,21 +114,6 @@ def _accepts(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def supernode_args(
-    superlink: str, partition_id: int, num_partitions: int, runtime_port: int, root_certificates: str | None = None
-) -> list[str]:
-    """``flower-supernode`` command line for the device with this ``partition-id``."""
-    if partition_id < 0 or num_partitions < 1:
-        raise ValueError("partition_id must be >= 0 and num_partitions >= 1")
-    args = [flower_executable("flower-supernode"), "--superlink", superlink, "--port", str(runtime_port),
-            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]  # fmt: skip
-    if root_certificates:
-        args += ["--root-certificates", root_certificates]
-    else:
-        args.append("--insecure")
-    return args
 
 
 def write_connection(flwr_home: Path, name: str, address: str, root_certificates: str | None = None) -> Path:

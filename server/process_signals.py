@@ -1,27 +1,11 @@
-"""SIGTERM as an exception, so ``finally`` blocks stop the processes a command started.
+"""SIGTERM as an exception: :mod:`firmware_sim.process_signals`, re-exported for the server's commands.
 
-Why: Python's default SIGTERM handler ends the interpreter without running
-``finally``; a ``tinyfleet server`` or ``tinyfleet device run`` stopped by a
-supervisor (systemd, a test fixture) would then orphan its SuperLink,
-SuperNode or mosquitto, which live in their own sessions.
+The device side owns it (a device must not import ``server``); the server
+imports it, as the layering allows, so both stop the same way.
 """
 
 from __future__ import annotations
 
-import signal
-import threading
+from firmware_sim.process_signals import Stopped, stop_on_sigterm
 
-
-class Stopped(Exception):
-    """SIGTERM arrived; unwinding stops the children."""
-
-
-def stop_on_sigterm() -> None:
-    """Raise :class:`Stopped` in the main thread on SIGTERM (no-op outside the main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(_signum: int, _frame: object) -> None:
-        raise Stopped()
-
-    signal.signal(signal.SIGTERM, handler)
+__all__ = ["Stopped", "stop_on_sigterm"]
