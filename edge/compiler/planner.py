@@ -1,0 +1,187 @@
+"""Static memory plan: where every non-constant tensor lives, in one arena, for the whole inference.
+
+Why static: the generated code has no allocator; every pointer is
+``arena + offset`` fixed at compile time. The graph's input and output live
+in the caller's buffers (``model_invoke(input, output)``), so the arena holds
+intermediates and scratch only. Legal sharing, decided op by op in order:
+
+* alias ops (RESHAPE and friends) reuse their input's bytes, unless that
+  would make one buffer both the caller's input and its output (then a copy);
+* in-place ops (elementwise activations, softmax, requantize) write over
+  input 0 when that storage is writable (not the caller's const input), has
+  the same size, and is not read after this op;
+* the rest: tensors whose lifetimes (producer to last consumer) overlap get
+  disjoint offsets, placed greedily, largest first, at the lowest gap, the
+  way TFLM's GreedyMemoryPlanner does; per-op scratch lives for its op only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edge.compiler.graph import Graph
+from edge.compiler.step import Step
+
+ALIGN = 4  # int32 and float32 arena tensors need 4-byte alignment; int8 needs none
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One arena region: the tensors sharing it (or a step's scratch), its lifetime in steps, and its offset."""
+
+    label: str
+    tensors: tuple[int, ...]
+    size: int
+    first: int
+    last: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Where each tensor lives: ``("arena", offset)``, ``("input", 0)`` or ``("output", 0)``."""
+
+    arena_bytes: int
+    buffers: tuple[Buffer, ...]
+    placement: dict[int, tuple[str, int]]
+    scratch: dict[int, int]  # step index -> arena offset of its scratch
+    copies: frozenset[int]  # alias steps that must copy instead
+
+    def render(self, graph: Graph, width: int = 64) -> str:
+        """ASCII layout, one row per step: a letter per live buffer across the arena, as TFLM documents its plan."""
+        n_steps = len(graph.operators)
+        size = max(self.arena_bytes, 1)
+        per_col = max((size + width - 1) // width, 1)
+        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+        lines = [f"arena {self.arena_bytes} bytes, one column = {per_col} bytes"]
+        for s in range(n_steps):
+            row = ["."] * width
+            for i, b in enumerate(self.buffers):
+                if b.first <= s <= b.last and b.size:
+                    for c in range(b.offset // per_col, min((b.offset + b.size - 1) // per_col + 1, width)):
+                        row[c] = letters[i % len(letters)]
+            lines.append(f"{s:4d} {graph.operators[s].name[:22]:<22} |{''.join(row)}|")
+        for i, b in enumerate(self.buffers):
+            lines.append(f"  {letters[i % len(letters)]}  {b.label:<32} offset {b.offset:6d}  {b.size:6d} B  steps {b.first}-{b.last}")
+        for t, (where, _) in sorted(self.placement.items()):
+            if where != "arena":
+                lines.append(f"  tensor {t} ({graph.tensors[t].name}) is the caller's {where} buffer")
+        return "\n".join(lines)
+
+
+class _Groups:
+    """Union-find over tensors that share one storage."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+
+    def find(self, t: int) -> int:
+        self.parent.setdefault(t, t)
+        while self.parent[t] != t:
+            self.parent[t] = self.parent[self.parent[t]]
+            t = self.parent[t]
+        return t
+
+    def union(self, a: int, b: int) -> None:
+        self.parent[self.find(b)] = self.find(a)
+
+    def members(self, t: int) -> list[int]:
+        root = self.find(t)
+        return [x for x in list(self.parent) if self.find(x) == root]
+
+
+def _greedy_offsets(items: list[tuple[int, int, int]]) -> list[int]:
+    """Offsets for (size, first, last) items: biggest first, each at the lowest offset clear of overlapping ones."""
+    order = sorted(range(len(items)), key=lambda i: (-items[i][0], items[i][1], i))
+    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
+    offsets = [0] * len(items)
+    for i in order:
+        size, first, last = items[i]
+        busy = sorted((o, o + s) for o, s, f, l in placed if not (l < first or f > last))
+        offset = 0
+        for lo, hi in busy:
+            if offset + size <= lo:
+                break
+            offset = max(offset, _align(hi))
+        offsets[i] = offset
+        placed.append((offset, size, first, last))
+    return offsets
+
+
+def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
+    """Lifetimes, sharing and offsets for ``steps`` (one per operator, in order)."""
+    end = len(steps)
+    last_use: dict[int, int] = {}
+    producer: dict[int, int] = {}
+    for s, step in enumerate(steps):
+        for t in step.op.inputs:
+            if t >= 0 and not graph.tensors[t].is_constant:
+                last_use[t] = s
+        for t in step.op.outputs:
+            producer[t] = s
+            last_use.setdefault(t, s)
+    last_use[graph.output] = end
+    groups = _Groups()
+    for t in list(producer) + [graph.input]:
+        groups.find(t)
+
+    def kinds(t: int) -> set[str]:
+        ms = groups.members(t)
+        return {k for k, x in (("input", graph.input), ("output", graph.output)) if x in ms}
+
+    def group_last(t: int) -> int:
+        return max(last_use.get(m, producer.get(m, 0)) for m in groups.members(t))
+
+    copies = set()
+    for s, step in enumerate(steps):
+        if not step.op.inputs or not step.op.outputs:
+            continue
+        src, dst = step.op.inputs[0], step.op.outputs[0]
+        if src < 0 or graph.tensors[src].is_constant:
+            continue
+        if step.alias:
+            if kinds(src) | kinds(dst) >= {"input", "output"}:
+                copies.add(s)
+            else:
+                groups.union(src, dst)
+        elif step.inplace:
+            same_size = graph.tensors[src].nbytes == graph.tensors[dst].nbytes
+            writable = "input" not in kinds(src)
+            if same_size and writable and group_last(src) == s and not ("output" in kinds(src) and "output" in kinds(dst)):
+                groups.union(src, dst)
+
+    roots: dict[int, list[int]] = {}
+    for t in list(groups.parent):
+        roots.setdefault(groups.find(t), []).append(t)
+    placement: dict[int, tuple[str, int]] = {}
+    items: list[tuple[int, int, int]] = []
+    labels: list[tuple[str, tuple[int, ...]]] = []
+    for members in roots.values():
+        ks = kinds(members[0])
+        if ks:
+            for m in members:
+                placement[m] = (next(iter(ks)), 0)
+            continue
+        size = _align(max(graph.tensors[m].nbytes for m in members))
+        first = min(producer.get(m, 0) for m in members)
+        last = max(last_use.get(m, first) for m in members)
+        items.append((size, first, last))
+        labels.append((" = ".join(f"t{m}" for m in sorted(members)) + f" {graph.tensors[min(members)].name[:18]}", tuple(sorted(members))))
+    scratch_steps = [s for s, step in enumerate(steps) if step.scratch_bytes > 0]
+    for s in scratch_steps:
+        items.append((_align(steps[s].scratch_bytes), s, s))
+        labels.append((f"scratch of step {s}", ()))
+    offsets = _greedy_offsets(items)
+    buffers = []
+    for (size, first, last), offset, (label, members) in zip(items, offsets, labels):
+        buffers.append(Buffer(label, members, size, first, last, offset))
+        for m in members:
+            placement[m] = ("arena", offset)
+    scratch = {s: offsets[len(items) - len(scratch_steps) + i] for i, s in enumerate(scratch_steps)}
+    arena = max((b.offset + b.size for b in buffers), default=0)
+    buffers.sort(key=lambda b: (b.first, b.offset))
+    return MemoryPlan(arena, tuple(buffers), placement, scratch, frozenset(copies))

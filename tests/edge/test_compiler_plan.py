@@ -1,0 +1,81 @@
+"""The compiler's memory plan, header API and refusals: real models, real TFLM arena figures."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from compiler_models import SPECS, model_file, refused_model
+from tflite_models import BackboneModels
+
+from edge.compiler import UnsupportedModelError, compile_model, export_c
+from edge.compiler.tflm_probe import tflm_arena
+
+
+def test_header_declares_exactly_the_issue_api(backbone_models: BackboneModels, tmp_path: Path) -> None:
+    compiled = export_c(backbone_models.int8_path, tmp_path, prefix="model")
+    header = (tmp_path / "model.h").read_text()
+    assert re.search(r"^#define MODEL_ARENA_BYTES (\d+)$", header, re.M).group(1) == str(compiled.arena_bytes)
+    for decl in ("size_t model_input_bytes(void);", "size_t model_output_bytes(void);",
+                 "int model_invoke(const void *input, void *output);"):
+        assert decl in header
+    source = (tmp_path / "model.c").read_text()
+    assert "malloc" not in source and "static union" in source
+    # every global in the model source but the one arena is const (flash)
+    globals_ = [line for line in source.splitlines() if line.startswith("static ")]
+    assert all(line.startswith("static const") for line in globals_ if "_arena" not in line)
+    other = compile_model(backbone_models.int8_path.read_bytes(), prefix="kws").sources.files
+    assert "KWS_ARENA_BYTES" in other["kws.h"] and "int kws_invoke(const void *input, void *output);" in other["kws.h"]
+    with pytest.raises(ValueError, match="C identifier"):
+        compile_model(backbone_models.int8_path.read_bytes(), prefix="9bad-name")
+
+
+def test_backbone_runs_in_place_in_one_hidden_layer_of_ram(backbone_models: BackboneModels) -> None:
+    compiled = compile_model(backbone_models.int8_path.read_bytes())
+    hidden = [compiled.graph.tensors[s.op.outputs[0]].nbytes for s in compiled.steps[:-1]]
+    # FC -> TANH (in place) -> FC (writes the caller's output) -> TANH (in place there): one hidden vector
+    assert compiled.arena_bytes == max(hidden) == 40
+    plan = compiled.plan_text()
+    assert plan.splitlines()[0] == "arena 40 bytes, one column = 1 bytes"
+    assert len([line for line in plan.splitlines() if "|" in line]) == len(compiled.steps)
+    assert "caller's output buffer" in plan and "caller's input buffer" in plan
+
+
+@pytest.mark.parametrize("name", ["fc_tanh_batch3", "fc_float_io", "fc_tanh_softmax_f32"])
+def test_arena_never_exceeds_tflm_used_arena(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    model = model_file(name, tmp_path_factory)
+    compiled = compile_model(model.path.read_bytes())
+    tflm = tflm_arena(model.path)
+    assert tflm.total == tflm.head + tflm.tail and tflm.tail > 0
+    # even counting the caller's input and output buffers, which TFLM keeps in its arena
+    assert compiled.arena_bytes + compiled.input_bytes + compiled.output_bytes <= tflm.total
+    assert compiled.arena_bytes <= tflm.head
+
+
+def test_overlapping_lifetimes_get_disjoint_offsets(tmp_path_factory: pytest.TempPathFactory) -> None:
+    for name in SPECS:
+        plan = compile_model(model_file(name, tmp_path_factory).path.read_bytes()).plan
+        for a in plan.buffers:
+            for b in plan.buffers:
+                if a is not b and not (a.last < b.first or b.last < a.first):
+                    assert a.offset + a.size <= b.offset or b.offset + b.size <= a.offset, (name, a, b)
+            assert a.offset % 4 == 0 and a.offset + a.size <= plan.arena_bytes
+
+
+def test_unsupported_op_is_refused_with_its_name_and_index(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with pytest.raises(UnsupportedModelError) as info:
+        compile_model(refused_model("abs", tmp_path_factory).read_bytes())
+    assert info.value.op_name == "ABS" and info.value.op_index == 1
+    assert "op 1 (ABS)" in str(info.value)
+
+
+def test_hybrid_quantisation_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with pytest.raises(UnsupportedModelError, match="hybrid") as info:
+        compile_model(refused_model("hybrid", tmp_path_factory).read_bytes())
+    assert info.value.op_name == "FULLY_CONNECTED" and info.value.op_index == 0
+
+
+def test_not_a_model_is_refused() -> None:
+    with pytest.raises(UnsupportedModelError, match="TFL3"):
+        compile_model(b"\x00" * 64)
