@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FIRMWARE_DIR = Path(__file__).resolve().parent
+SERIAL_LINK_C = FIRMWARE_DIR / "serial_link.c"  # the serial binding (docs/protocol.md §7); add it to sources
 GCC = "arm-none-eabi-gcc"
 
 CPU_FLAGS = ("-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16", "-mfloat-abi=hard", "-mthumb")
