@@ -19,7 +19,7 @@ from edge.compiler.planner import MemoryPlan
 from edge.compiler.step import C_TYPES, ConstArray, Step
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
-COMMON_KERNEL_FILES = ("tfc_kernels.h", "tfc_fixedpoint.h")
+COMMON_KERNEL_FILES = ("tfc_kernels.h", "tfc_fixedpoint.h", "tfc_mathf.h")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Generated C, built with the host compiler, against TFLite Micro on seeded random inputs: int8 bit-identical, float within 1e-5."""
+"""Generated C, built with the host compiler, against TFLite Micro on seeded random inputs: int8 bit-identical, float within 1e-5.
+
+All models share one host program (one build); each op/variant model is
+then its own test case.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +15,13 @@ from compiler_models import SPECS, model_file, tflm_outputs
 from tflite_models import BackboneModels
 
 from edge.compiler import compile_model
-from edge.compiler.harness import run_host
+from edge.compiler.harness import run_host_many
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a host C compiler")
 N_SAMPLES = 64
 
 
-def _check(path: Path, inputs: np.ndarray, work: Path) -> None:
-    compiled = compile_model(path.read_bytes())
-    ours = run_host(compiled, inputs, work)
-    ref = tflm_outputs(path, inputs)
+def _assert_matches(ours: np.ndarray, ref: np.ndarray) -> None:
     assert ours.shape == ref.shape and ours.dtype == ref.dtype
     if ref.dtype == np.int8:
         np.testing.assert_array_equal(ours, ref)
@@ -30,20 +31,50 @@ def _check(path: Path, inputs: np.ndarray, work: Path) -> None:
         assert np.std(ref) > 1e-3
 
 
+@pytest.fixture(scope="module")
+def host_runs(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """name -> (inputs, our host outputs) for every small model and the project's two backbones."""
+    rng = np.random.default_rng(5)
+    paths = {name: model_file(name, tmp_path_factory).path for name in SPECS}
+    inputs = {name: model_file(name, tmp_path_factory).random_inputs(N_SAMPLES, seed=11) for name in SPECS}
+    paths["backbone_int8"], paths["backbone_float"] = backbone_models.int8_path, backbone_models.float_path
+    inputs["backbone_int8"] = rng.integers(-128, 128, size=(256, 1, 1), dtype=np.int8)
+    inputs["backbone_float"] = rng.uniform(-5, 5, size=(64, 1, 1)).astype(np.float32)
+    cases = [(compile_model(paths[n].read_bytes(), prefix=n), inputs[n]) for n in paths]
+    outputs = run_host_many(cases, tmp_path_factory.mktemp("compiler_host"))
+    return {n: (paths[n], inputs[n], out) for n, out in zip(paths, outputs)}
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_small_model_matches_tflm(name: str, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
-    model = model_file(name, tmp_path_factory)
-    _check(model.path, model.random_inputs(N_SAMPLES, seed=11), tmp_path)
+def test_small_model_matches_tflm(name: str, host_runs: dict) -> None:
+    path, inputs, ours = host_runs[name]
+    _assert_matches(ours, tflm_outputs(path, inputs))
 
 
-def test_project_int8_backbone_matches_tflm_bit_for_bit(backbone_models: BackboneModels, tmp_path: Path) -> None:
-    path = backbone_models.int8_path
-    inputs = np.random.default_rng(5).integers(-128, 128, size=(256, 1, 1), dtype=np.int8)
-    _check(path, inputs, tmp_path)
-    ops = compile_model(path.read_bytes()).op_counts
-    assert ops == {"FULLY_CONNECTED": 2, "TANH": 2}
+def test_project_int8_backbone_matches_tflm_bit_for_bit(host_runs: dict) -> None:
+    path, inputs, ours = host_runs["backbone_int8"]
+    _assert_matches(ours, tflm_outputs(path, inputs))
+    assert compile_model(path.read_bytes()).op_counts == {"FULLY_CONNECTED": 2, "TANH": 2}
 
 
-def test_project_float_backbone_within_1e5(backbone_models: BackboneModels, tmp_path: Path) -> None:
-    inputs = np.random.default_rng(6).uniform(-5, 5, size=(64, 1, 1)).astype(np.float32)
-    _check(backbone_models.float_path, inputs, tmp_path)
+def test_project_float_backbone_within_1e5(host_runs: dict) -> None:
+    path, inputs, ours = host_runs["backbone_float"]
+    _assert_matches(ours, tflm_outputs(path, inputs))
+
+
+def test_one_model_builds_alone_with_the_issue_command(backbone_models: BackboneModels, tmp_path: Path) -> None:
+    """`cc -std=c99 -O2 -IDIR DIR/*.c app.c -lm` with just the exported directory and an app of our own."""
+    import subprocess
+
+    from edge.compiler import export_c
+
+    export_c(backbone_models.int8_path, tmp_path / "out")
+    app = tmp_path / "app.c"
+    app.write_text('#include <stdio.h>\n#include <stdint.h>\n#include "model.h"\n'
+                   "int main(void) { int8_t x[1] = {5}; int8_t y[40]; if (model_input_bytes() != 1 || model_output_bytes() != 40) return 3;\n"
+                   "  int rc = model_invoke(x, y); printf(\"%d %d %d\\n\", rc, MODEL_ARENA_BYTES, y[0]); return rc; }\n")
+    sources = [str(p) for p in sorted((tmp_path / "out").glob("*.c"))]
+    subprocess.run(["cc", "-std=c99", "-O2", f"-I{tmp_path / 'out'}", *sources, str(app), "-lm", "-o", str(tmp_path / "app")], check=True)
+    rc, arena, y0 = subprocess.run([str(tmp_path / "app")], capture_output=True, text=True, check=True).stdout.split()
+    ref = tflm_outputs(backbone_models.int8_path, np.array([[[5]]], np.int8))
+    assert (int(rc), int(arena), int(y0)) == (0, 40, int(ref.reshape(-1)[0]))

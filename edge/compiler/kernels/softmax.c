@@ -1,7 +1,8 @@
-/* SOFTMAX over the last dimension: int8 as TFLM's reference (exp in Q5.26, sum in Q12.19), float with expf. */
+/* SOFTMAX over the last dimension: int8 as TFLM's reference (exp in Q5.26, sum in Q12.19), float with tfc_expf. */
 #include <math.h>
 
 #include "tfc_fixedpoint.h"
+#include "tfc_mathf.h"
 #include "tfc_kernels.h"
 
 void tfc_softmax_s8(const int8_t *in, int8_t *out, int outer, int depth, int32_t mult, int left_shift,
@@ -44,7 +45,7 @@ void tfc_softmax_f32(const float *in, float *out, int outer, int depth, float be
         for (int c = 0; c < depth; ++c) max = row[c] > max ? row[c] : max;
         float sum = 0.f;
         for (int c = 0; c < depth; ++c) {
-            const float e = expf((row[c] - max) * beta);
+            const float e = tfc_expf((row[c] - max) * beta);
             orow[c] = e;
             sum += e;
         }

@@ -1,7 +1,6 @@
-/* TANH: int8 through gemmlowp's fixed-point tanh (input Q4.27, output scale 1/128), float through tanhf. */
-#include <math.h>
-
+/* TANH: int8 through gemmlowp's fixed-point tanh (input Q4.27, output scale 1/128), float through tfc_tanhf. */
 #include "tfc_fixedpoint.h"
+#include "tfc_mathf.h"
 #include "tfc_kernels.h"
 
 void tfc_tanh_s8(const int8_t *in, int8_t *out, int n, int32_t in_zp, int32_t radius, int32_t mult, int shift) {
@@ -20,5 +19,5 @@ void tfc_tanh_s8(const int8_t *in, int8_t *out, int n, int32_t in_zp, int32_t ra
 }
 
 void tfc_tanh_f32(const float *in, float *out, int n) {
-    for (int i = 0; i < n; ++i) out[i] = tanhf(in[i]);
+    for (int i = 0; i < n; ++i) out[i] = tfc_tanhf(in[i]);
 }

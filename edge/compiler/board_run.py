@@ -1,0 +1,80 @@
+"""Exported models on the board toolchain: arm-none-eabi-gcc build, QEMU mps2-an386 run, flash and instruction figures.
+
+Why beside the host harness: the issue's exactness test is "same bytes on
+the host and under QEMU", and its figures (flash of the generated objects,
+instructions per inference under ``-icount shift=0``) come from the same
+build, so one module owns both.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.compiler.compile import CompiledModel
+from edge.compiler.harness import Case, parse_outputs, parse_ticks, write_harness, write_models
+from edge.firmware.build import CPU_FLAGS, GCC, build_elf
+from edge.firmware.qemu import run_elf
+
+BOARD = "mps2-an386"
+INSTRUCTIONS_PER_TICK = 40  # board_config.h: 25 MHz timer, 1 ns per instruction under -icount shift=0
+
+
+@dataclass(frozen=True)
+class BoardRun:
+    """One model's outputs under QEMU, and (with timing) its instructions per inference."""
+
+    outputs: np.ndarray
+    instructions_per_inference: float | None
+
+
+def run_qemu_many(cases: Sequence[Case], work_dir: Path | str, *, timing: bool = False, repeats: int = 10,
+                  timeout: float = 120.0) -> list[BoardRun]:
+    """Build all models + one harness for mps2-an386 (-O2), run it under QEMU once; results per case."""
+    work = Path(work_dir)
+    sources = write_models(cases, work / "model")
+    app = write_harness(cases, work / "app_board.c", timing=timing, repeats=repeats)
+    elf = build_elf(BOARD, [*sources, app], include_dirs=[work / "model"], out_dir=work, name="model_harness")
+    result = run_elf(elf, timeout=timeout, icount=timing)
+    if result.exit_code != 0:
+        raise RuntimeError(f"model harness exited {result.exit_code} under QEMU:\n{result.stdout}\n{result.stderr}")
+    runs = []
+    for compiled, _ in cases:
+        instructions = None
+        if timing:
+            ticks = parse_ticks(result.stdout, compiled)
+            if ticks is None:
+                raise RuntimeError(f"no tick count for {compiled.prefix} in the harness output:\n{result.stdout}")
+            instructions = ticks[0] * INSTRUCTIONS_PER_TICK / ticks[1]
+        runs.append(BoardRun(parse_outputs(result.stdout, compiled), instructions))
+    return runs
+
+
+def run_qemu(compiled: CompiledModel, inputs: np.ndarray, work_dir: Path | str, *, timing: bool = False,
+             repeats: int = 10) -> BoardRun:
+    """One model under QEMU."""
+    return run_qemu_many([(compiled, inputs)], work_dir, timing=timing, repeats=repeats)[0]
+
+
+def flash_bytes(compiled: CompiledModel, work_dir: Path | str, optimize: str = "-O2") -> int:
+    """text + data of the generated objects (model and used kernels) for Cortex-M4F, by ``arm-none-eabi-size``."""
+    work = Path(work_dir)
+    model_dir = work / "model"
+    compiled.sources.write(model_dir)
+    objects = []
+    for name in sorted(n for n in compiled.sources.files if n.endswith(".c")):
+        source = model_dir / name
+        obj = work / (source.stem + ".o")
+        subprocess.run([GCC, *CPU_FLAGS, "-std=c99", optimize, "-ffunction-sections", "-fdata-sections", f"-I{model_dir}",
+                        "-c", str(source), "-o", str(obj)], check=True, capture_output=True, text=True)
+        objects.append(str(obj))
+    done = subprocess.run(["arm-none-eabi-size", "-B", *objects], check=True, capture_output=True, text=True)
+    total = 0
+    for line in done.stdout.splitlines()[1:]:
+        fields = line.split()
+        total += int(fields[0]) + int(fields[1])
+    return total

@@ -1,0 +1,56 @@
+"""Generated C for the board: arm-none-eabi-gcc for mps2-an386, QEMU gives the same bytes as the host build.
+
+All models share one firmware image (one build, one QEMU boot).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from compiler_models import SPECS, model_file
+from tflite_models import BackboneModels
+
+from edge.compiler import compile_model
+from edge.compiler.board_run import flash_bytes, run_qemu, run_qemu_many
+from edge.compiler.harness import run_host_many
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None or shutil.which("cc") is None,
+    reason="make system-deps installs arm-none-eabi-gcc and qemu-system-arm",
+)
+
+
+@pytest.fixture(scope="module")
+def host_and_board(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    paths = {name: model_file(name, tmp_path_factory).path for name in SPECS}
+    inputs = {name: model_file(name, tmp_path_factory).random_inputs(8, seed=3) for name in SPECS}
+    paths["backbone_int8"] = backbone_models.int8_path
+    inputs["backbone_int8"] = np.random.default_rng(7).integers(-128, 128, size=(32, 1, 1), dtype=np.int8)
+    cases = [(compile_model(paths[n].read_bytes(), prefix=n), inputs[n]) for n in paths]
+    host = run_host_many(cases, tmp_path_factory.mktemp("compiler_board_host"))
+    board = run_qemu_many(cases, tmp_path_factory.mktemp("compiler_board"))
+    return {n: (h, b.outputs) for n, h, b in zip(paths, host, board)}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS) + ["backbone_int8"])
+def test_same_bytes_on_host_and_under_qemu(name: str, host_and_board: dict) -> None:
+    host, board = host_and_board[name]
+    assert board.shape == host.shape and len(board) > 0
+    assert board.tobytes() == host.tobytes()
+    assert len(np.unique(host)) > 3
+
+
+def test_instructions_and_flash_are_measured(backbone_models: BackboneModels, tmp_path: Path) -> None:
+    compiled = compile_model(backbone_models.int8_path.read_bytes())
+    run = run_qemu(compiled, np.zeros((1, 1, 1), np.int8), tmp_path, timing=True, repeats=20)
+    again = run_qemu(compiled, np.zeros((1, 1, 1), np.int8), tmp_path / "again", timing=True, repeats=20)
+    assert run.instructions_per_inference == again.instructions_per_inference  # icount is deterministic
+    # 1-40-40: 1,640 MACs; the int8 loop costs a few instructions a MAC, tanh ~100 an element
+    assert compiled.macs == 40 + 1600
+    assert compiled.macs < run.instructions_per_inference < 100 * compiled.macs
+    flash = flash_bytes(compiled, tmp_path / "flash")
+    weights = sum(c.values.size * {"int8_t": 1, "int32_t": 4, "float": 4}[c.c_type] for s in compiled.steps for c in s.consts)
+    assert weights < flash < weights + 8192
