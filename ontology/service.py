@@ -24,8 +24,12 @@ Endpoints (all errors are RFC 7807 ``application/problem+json``, see :mod:`ontol
 =============================  ===============================================================
 
 Every query runs with ``query_timeout_s`` and ``max_results`` (a capped answer
-carries ``TinyFleet-Truncated: true``), on a worker thread, so a bad query
-costs its client a 503, not the service its event loop. ``{id}`` is a TD id
+carries ``TinyFleet-Truncated: true``). A query the service did not write is
+first refused if too deep, long or operator-heavy (400 ``query-too-complex``),
+then run in a forked worker process with a memory share, SIGKILLed at the
+deadline (503 ``query-timeout``); a worker that crashes or runs out of memory
+costs that request a 503 ``query-aborted`` and nothing else
+(:mod:`ontology.query_sandbox`). ``{id}`` is a TD id
 (an absolute IRI, percent-encoded in the path) or a bare device id, which
 names ``https://w3id.org/tinyfleet/id/device/{id}``.
 """
@@ -49,6 +53,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ontology.directory import Directory, ThingRejected, parse_json_body
 from ontology.named_queries import QueryParamError, get_named_query, named_queries, run_named_query
 from ontology.problems import Problem
+from ontology.query_sandbox import QueryLimits, QueryTooComplex, WorkerDied, check_query_shape, run_in_worker
 from ontology.sparql_results import OFFERS, negotiate, serialize
 from ontology.store import QueryResult, QueryTimeout, RegistryStore, StoreError
 
@@ -114,8 +119,19 @@ def create_app(
     max_results: int | None = 10_000,
     *,
     purge_interval_s: float = 60.0,
+    query_memory_bytes: int | None = None,
+    query_limits: QueryLimits | None = None,
+    isolate_queries: bool | None = None,
 ) -> FastAPI:
-    """The registry service over ``store``; writes need ``Authorization: Bearer <token>``."""
+    """The registry service over ``store``; writes need ``Authorization: Bearer <token>``.
+
+    Untrusted SPARQL (``/sparql``, ``/search/sparql``) is shape-checked against ``query_limits``
+    and, when ``isolate_queries`` (default: the store lives in this process), run in a forked
+    worker with ``query_memory_bytes`` of memory (default a quarter of RAM), killed at
+    ``query_timeout_s`` (:mod:`ontology.query_sandbox`). The shipped named queries run in-process.
+    """
+    limits = query_limits or QueryLimits(timeout_s=query_timeout_s, memory_bytes=query_memory_bytes)
+    isolate = store.local if isolate_queries is None else isolate_queries
     directory = Directory(store, query_timeout_s=query_timeout_s)
     auth = _Auth(token)
 
@@ -163,28 +179,46 @@ def create_app(
 
     # -- SPARQL --------------------------------------------------------------------
 
+    def answer(result: QueryResult, accept: str | None) -> tuple[str, str | None, bytes, bool]:
+        """(kind, media type or None if none is acceptable, body, truncated): what a worker sends back."""
+        media_type = negotiate(accept, OFFERS[result.kind])
+        body = serialize(result, media_type) if media_type is not None else b""
+        return result.kind, media_type, body, result.truncated
+
+    def untrusted(sparql: str, accept: str | None) -> tuple[str, str | None, bytes, bool]:
+        check_query_shape(sparql, limits)
+        if not isolate:
+            return answer(store.query(sparql, timeout_s=query_timeout_s, max_results=max_results), accept)
+
+        def work() -> tuple[str, str | None, bytes, bool]:  # in the worker: the parent kills it at the deadline
+            return answer(store.query(sparql, timeout_s=None, max_results=max_results, isolate=False), accept)
+
+        return run_in_worker(work, timeout_s=query_timeout_s, memory_bytes=limits.memory())
+
     async def run_query(sparql: str, accept: str | None, bindings: dict[str, Any] | None = None, named: str | None = None) -> Response:
-        def work() -> QueryResult:
+        def work() -> tuple[str, str | None, bytes, bool]:
             if named is not None:
-                return run_named_query(store, named, bindings or {}, timeout_s=query_timeout_s, max_results=max_results)
-            return store.query(sparql, timeout_s=query_timeout_s, max_results=max_results)
+                return answer(run_named_query(store, named, bindings or {}, timeout_s=query_timeout_s, max_results=max_results), accept)
+            return untrusted(sparql, accept)
 
         try:
-            result = await run_in_threadpool(work)
+            kind, media_type, body, truncated = await run_in_threadpool(work)
         except QueryTimeout as exc:
             raise Problem(503, "query-timeout", "query time limit exceeded", str(exc)) from None
+        except WorkerDied as exc:
+            raise Problem(503, "query-aborted", "query stopped by its resource limits", str(exc)) from None
         except QueryParamError as exc:
             raise Problem(400, "invalid-parameter", "invalid query parameter", str(exc)) from None
+        except QueryTooComplex as exc:
+            raise Problem(400, "query-too-complex", "query refused before parsing", str(exc)) from None
         except ValueError as exc:
             raise Problem(400, "invalid-query", "invalid SPARQL query", str(exc)) from None
         except StoreError as exc:
             raise Problem(500, "store-error", "store error", str(exc)) from None
-        offers = OFFERS[result.kind]
-        media_type = negotiate(accept, offers)
         if media_type is None:
-            raise Problem(406, "not-acceptable", "no acceptable result format", f"{result.kind} results are available as {', '.join(offers)}")
-        headers = {"TinyFleet-Truncated": "true"} if result.truncated else {}
-        return Response(serialize(result, media_type), media_type=media_type, headers=headers)
+            raise Problem(406, "not-acceptable", "no acceptable result format", f"{kind} results are available as {', '.join(OFFERS[kind])}")
+        headers = {"TinyFleet-Truncated": "true"} if truncated else {}
+        return Response(body, media_type=media_type, headers=headers)
 
     async def sparql_operation(request: Request) -> tuple[str | None, str | None]:
         """(query, update) of a SPARQL 1.1 Protocol request."""

@@ -71,6 +71,7 @@ from ontology.derived import (
     task_kinds_in,
     with_derived,
 )
+from ontology.query_sandbox import FORK_GUARD
 from ontology.store_terms import (  # re-exported: callers import them from here
     _IRI,
     XSD_INTEGER,
@@ -102,6 +103,11 @@ class RegistryStore:
         self.native = native
         self._prefixes: dict[str, str] | None = None
         self._closed = False
+
+    @property
+    def local(self) -> bool:
+        """Whether the data lives in this process (embedded Oxigraph, memory), not behind a remote endpoint."""
+        return not self.url.startswith(("http://", "https://"))
 
     # -- writing -----------------------------------------------------------------
 
@@ -219,7 +225,8 @@ class RegistryStore:
     def _update(self, sparql_update: str) -> None:
         try:
             if self.native is not None:
-                self.native.update(sparql_update)  # one Oxigraph transaction
+                with FORK_GUARD.shared():
+                    self.native.update(sparql_update)  # one Oxigraph transaction
             else:
                 self.dataset.update(sparql_update)
         except SyntaxError as exc:
@@ -239,7 +246,8 @@ class RegistryStore:
         if self.native is not None:
             import pyoxigraph
 
-            self.native.bulk_load(data, pyoxigraph.RdfFormat.N_QUADS)
+            with FORK_GUARD.shared():
+                self.native.bulk_load(data, pyoxigraph.RdfFormat.N_QUADS)
         else:
             self.dataset.parse(data=data, format="nquads")
         self.derive_all(bulk=True)
@@ -333,7 +341,8 @@ class RegistryStore:
             import pyoxigraph
 
             self._update(drop)
-            self.native.bulk_load(nquads.encode(), pyoxigraph.RdfFormat.N_QUADS)
+            with FORK_GUARD.shared():
+                self.native.bulk_load(nquads.encode(), pyoxigraph.RdfFormat.N_QUADS)
         elif self.native is not None:
             grouped: dict[str, list[str]] = {}
             for line in nquads.splitlines():
@@ -379,7 +388,8 @@ class RegistryStore:
     def flush(self) -> None:
         """Force buffered writes to disk (embedded Oxigraph); a no-op elsewhere."""
         if self.native is not None:
-            self.native.flush()
+            with FORK_GUARD.shared():
+                self.native.flush()
 
     # -- reading -----------------------------------------------------------------
 
@@ -462,7 +472,8 @@ class RegistryStore:
         self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False
     ) -> QueryResult:
         if self.native is not None:
-            return self._native_query(sparql, bindings, cap, cancel, self_contained)
+            with FORK_GUARD.shared():  # the engine is never inside a call on another thread while a query worker forks
+                return self._native_query(sparql, bindings, cap, cancel, self_contained)
         raw = self._raw_query(sparql, bindings)
         try:
             return materialise(raw, cap, cancel)

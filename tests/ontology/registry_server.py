@@ -70,9 +70,10 @@ class ThreadServer:
 class ServiceProcess:
     """The service as a child process on ``store_dir``: start, stop gracefully, or kill -9."""
 
-    def __init__(self, store_dir: Path, token: str) -> None:
+    def __init__(self, store_dir: Path, token: str, extra_args: tuple[str, ...] = ()) -> None:
         self.store_dir = store_dir
         self.token = token
+        self.extra_args = extra_args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -80,7 +81,8 @@ class ServiceProcess:
     def start(self) -> str:
         env = {**os.environ, "TINYFLEET_REGISTRY_TOKEN": self.token}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ontology.cli", "serve", "--store", str(self.store_dir), "--port", str(self.port)],
+            [sys.executable, "-m", "ontology.cli", "serve", "--store", str(self.store_dir), "--port", str(self.port),
+             *self.extra_args],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         wait_until_up(f"{self.url}/queries", proc=self.proc)
