@@ -27,7 +27,7 @@ from edge.identity import device_id_of
 from server.checkpoint import Checkpoint, Checkpointer
 from ontology.thing_description import device_iri
 from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, initial_weights
-from server.registry_link import FederationRegistry
+from server.registry_link import FederationRegistry, RunVersions
 from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptileConfig
 
@@ -264,20 +264,6 @@ def export_device_models(
 
 
 @dataclass
-class VersionRecorder:
-    """Registers every meta-model version a federation produces, with its round's participants."""
-
-    registry: FederationRegistry
-    model: str
-    count: int = 0
-
-    def on_round(self, server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
-        participants = [device_iri(device_id_of(seed)) for seed in metrics.get(PARTICIPANTS, [])]
-        self.registry.register_version(server_round, self.model, weights, participants, metrics)
-        self.count += 1
-
-
-@dataclass
 class RegistrySelection:
     """The devices a SPARQL query chose for the federations, and what the federations registered."""
 
@@ -286,20 +272,19 @@ class RegistrySelection:
     model: str
     seeds: list[int]
     excluded: list[str]
-    records: dict[str, VersionRecorder] = field(default_factory=dict)
+    records: dict[str, RunVersions] = field(default_factory=dict)
 
-    def for_method(self, store, method: str, settings: FederationSettings) -> VersionRecorder:  # type: ignore[no-untyped-def]
+    def for_method(self, store, method: str, settings: FederationSettings) -> RunVersions:  # type: ignore[no-untyped-def]
         from server.registry_link import FederationRegistry
 
         registry = FederationRegistry(store, f"sine-{method}")
         registry.link_federation(self.model, self.task)
-        registry.register_version(0, self.model, initial_weights(settings))
-        return VersionRecorder(registry, self.model, count=1)
+        return RunVersions(registry, self.model, initial_weights(settings))
 
     def report(self) -> dict:
         lineage = {}
         for method, recorder in self.records.items():
-            final = recorder.registry.version_iri(recorder.count - 1)
+            final = recorder.versions[-1]
             lineage[method] = {"final_version": final, "lineage_newest_first": recorder.registry.lineage(final)[:3]}
         return {
             "store": self.registry_path,
@@ -308,7 +293,7 @@ class RegistrySelection:
             "task": self.task,
             "selected_devices": [device_id_of(seed) for seed in self.seeds],
             "excluded_devices": self.excluded,
-            "versions_registered": {m: r.count for m, r in self.records.items()},
+            "versions_registered": {m: len(r.versions) for m, r in self.records.items()},
             "lineage": lineage,
         }
 

@@ -9,21 +9,21 @@ its round, with the ε schedule continuing where it stopped.
 from __future__ import annotations
 
 import logging
-from typing import Any
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from edge import record_keys as keys
-from edge.flower_records import from_array_record, to_array_record
+from edge.flower_records import to_array_record
 from edge.mlp import init_mlp_weights
 from server.checkpoint import Checkpointer
-from server.registry_link import PARTICIPANT_DEVICES, participants_of
+from server.round_loop import PARTICIPANT_DEVICES, PARTICIPANTS, Observer, RoundCallback, RoundReport, StatefulStrategy
+from server.round_loop import callback_observer, run_rounds
 from server.strategies.common import DeviceOrderedGrid, wait_for_nodes
 from server.strategies.seeded_fedavg import SeededFedAvg
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
@@ -32,10 +32,7 @@ from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("tinyreptile", "tinymetafed", "fedavg")
-RoundCallback = Callable[[int, dict[str, np.ndarray], dict[str, Any]], None]
-PARTICIPANTS = "participants"  # key of the device seeds of a round in the metrics passed to on_round
-# PARTICIPANT_DEVICES (server.registry_link): key of the device IRIs of a round that aggregated a new θ,
-# from the broker-authenticated id of an MQTT reply or the device-seed metric of a Flower reply
+__all__ = ["PARTICIPANTS", "PARTICIPANT_DEVICES", "RoundCallback", "run_federation"]  # and the settings types
 
 
 @dataclass(frozen=True)
@@ -144,8 +141,13 @@ def train_config(settings: FederationSettings) -> ConfigRecord:
     return config
 
 
-def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCallback | None = None) -> Path:
-    """Run (or resume) the federation to ``settings.num_rounds``; return the checkpoint directory."""
+def run_federation(
+    grid: Grid, settings: FederationSettings, on_round: RoundCallback | None = None, observers: Sequence[Observer] = ()
+) -> Path:
+    """Run (or resume) the federation to ``settings.num_rounds``; return the checkpoint directory.
+
+    After each round the checkpoint is written, then ``observers`` and ``on_round`` are told, in that order.
+    """
     checkpointer = Checkpointer(settings.checkpoint_dir)
     resumed = checkpointer.load_latest()
     if resumed is not None and resumed.meta.get("strategy") != settings.strategy:
@@ -165,73 +167,31 @@ def run_federation(grid: Grid, settings: FederationSettings, on_round: RoundCall
     wait_for_nodes(grid, settings.min_nodes, settings.node_timeout_s)
 
     strategy = build_strategy(settings, round_offset=start_round)
-    if resumed is not None and hasattr(strategy, "restore_strategy_state"):
+    if resumed is not None and isinstance(strategy, StatefulStrategy):
         strategy.restore_strategy_state(resumed.strategy_state)
     meta = {"strategy": settings.strategy, "settings": settings.as_dict()}
-    history: dict[int, dict[str, float]] = {}
 
-    def after_round(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        absolute = start_round + server_round
-        if server_round == 0:
-            return None
-        weights = from_array_record(arrays)
-        metrics = dict(result_metrics.get(server_round, {}))
-        history[absolute] = metrics
-        state = strategy.strategy_state() if hasattr(strategy, "strategy_state") else None
-        checkpointer.save(absolute, weights, {**meta, "metrics": metrics}, state)
-        if on_round is not None:
-            on_round(absolute, weights, metrics)
-        return None
+    def checkpoint(report: RoundReport) -> None:  # the first observer: a round is durable before anyone hears of it
+        state = strategy.strategy_state() if isinstance(strategy, StatefulStrategy) else None
+        checkpointer.save(report.server_round, report.weights, {**meta, "metrics": report.as_metrics()}, state)
 
-    # Flower's start() calls evaluate_fn after aggregate_train; the strategy's
-    # metrics for that round are read from its Result, which start() fills
-    # before the call. A small shim keeps that link without subclassing start().
-    result_metrics: dict[int, dict[str, float]] = {}
-    original_aggregate = strategy.aggregate_train
-
-    def aggregate_and_remember(server_round, replies):  # type: ignore[no-untyped-def]
-        replies = list(replies)
-        arrays, metrics = original_aggregate(server_round, replies)
-        if metrics is not None:
-            result_metrics[server_round] = {
-                k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and k != keys.DEVICE_SEED
-            }
-            result_metrics[server_round][PARTICIPANTS] = sorted(_reply_device_seeds(replies))
-        if arrays is not None:  # a new θ: which devices made it, by IRI, over either transport
-            result_metrics.setdefault(server_round, {})[PARTICIPANT_DEVICES] = participants_of(replies)
-        return arrays, metrics
-
-    strategy.aggregate_train = aggregate_and_remember  # type: ignore[method-assign]
-    strategy.start(
-        grid=grid,
-        initial_arrays=to_array_record(theta),
-        num_rounds=settings.num_rounds - start_round,
-        timeout=settings.node_timeout_s,
-        train_config=train_config(settings),
-        evaluate_fn=after_round,
-    )
+    everyone = [checkpoint, *observers, *([callback_observer(on_round)] if on_round is not None else [])]
+    config = train_config(settings)
+    run_rounds(
+        strategy, grid, to_array_record(theta), num_rounds=settings.num_rounds - start_round, config=config,
+        timeout=settings.node_timeout_s, round_offset=start_round, observers=everyone,
+    )  # fmt: skip
     return checkpointer.directory
 
 
 def _node_ids_are_random(grid: Grid) -> bool:
     """Whether node ids say nothing about devices (Flower's engines), so sampling must go by device.
 
-    An MQTT grid's node id is a hash of the device id, the same every run;
-    Flower's simulation and SuperLink draw a random id per node per run.
+    A grid declares ``stable_node_ids = True`` when its node id names the same
+    device every run (an MQTT grid hashes the device id); Flower's simulation
+    and SuperLink draw a random id per node per run and declare nothing.
     """
-    from server.mqtt_grid import MqttGrid
-
-    return not isinstance(grid, MqttGrid)
-
-
-def _reply_device_seeds(replies: list) -> list[int]:
-    seeds = []
-    for message in replies:
-        if not message.has_error() and keys.METRICS in message.content.metric_records:
-            seed = message.content.metric_records[keys.METRICS].get(keys.DEVICE_SEED)
-            if isinstance(seed, (int, float)):
-                seeds.append(int(seed))
-    return seeds
+    return not getattr(grid, "stable_node_ids", False)
 
 
 def make_server_app(settings: FederationSettings, on_round: RoundCallback | None = None) -> ServerApp:

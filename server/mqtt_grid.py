@@ -96,6 +96,9 @@ class _Device:
 class MqttGrid(OwnGrid):
     """A Flower Grid whose nodes are MQTT devices speaking the TinyFleet wire protocol."""
 
+    #: A node id is a hash of the device id (edge.identity.node_id_of): the same device every run.
+    stable_node_ids = True
+
     def __init__(
         self,
         config: MqttGridConfig,

@@ -9,14 +9,11 @@ provenance: the round that generated it (and its participants), the version
 it derives from, and the round's metrics, so ``model-lineage`` can trace any
 version back to the initialisation.
 
-Participants are read from the replies a round aggregated, whichever way they
-came: an MQTT reply names its device (``server.mqtt_rounds.PARTICIPANT``, from
-the broker-authenticated topic), a Flower-path reply its simulated device's
-seed (``device-seed`` metric). :class:`RoundProvenance` wraps any Strategy so
-every round it aggregates is registered with them, over any grid.
-:class:`RunVersions` does the same from :func:`server.federation.run_federation`'s per-round callback
-(``tinyfleet server --registry``), whose metrics carry the round's participants under
-:data:`PARTICIPANT_DEVICES` (read with :func:`participants_of`).
+Participants are read by the round loop (:func:`server.round_loop.participants_of`)
+from the replies a round aggregated, whichever way they came: an MQTT reply
+names its device (from the broker-authenticated topic), a Flower-path reply its
+simulated device's seed. :class:`RunVersions`, an observer of the round loop,
+is the one path that registers versions, for every transport.
 """
 
 from __future__ import annotations
@@ -30,14 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import Strategy
 from rdflib import RDF, RDFS, BNode, Graph, Literal, URIRef
 from rdflib.namespace import PROV, XSD
 
 from edge import record_keys as keys
-from edge.flower_records import from_array_record
-from edge.identity import device_id_of
 from edge.profiles import DeviceProfile
 from ontology.describe_model import describe_model_file
 from ontology.directory import Directory
@@ -45,14 +38,13 @@ from ontology.named_queries import run_named_query
 from ontology.store import RegistryStore
 from ontology.thing_description import device_iri, thing_description
 from ontology.vocab import RESOURCE_BASE, SCHEMA, TF
-from server.mqtt_rounds import reply_device_id
+from server.round_loop import PARTICIPANT_DEVICES, RoundReport, participants_of  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 #: Key of a round's participants (device IRIs, :func:`participants_of`) in the metrics that
 #: :func:`server.federation.run_federation` hands its ``on_round`` callback. Present only for a round
 #: whose aggregation produced a new θ.
-PARTICIPANT_DEVICES = "participant-devices"
 _FEDERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -184,76 +176,13 @@ class FederationRegistry:
         ]
 
 
-def participants_of(replies: Iterable[Message]) -> list[str]:
-    """Device IRIs of the replies (errors skipped): MQTT replies by device id, Flower replies by device seed."""
-    devices = set()
-    for reply in replies:
-        if reply.has_error():
-            continue
-        device_id = reply_device_id(reply)
-        if device_id is None:
-            metrics = reply.content.metric_records.get(keys.METRICS)
-            seed = metrics.get(keys.DEVICE_SEED) if metrics is not None else None
-            if isinstance(seed, (int, float)) and not isinstance(seed, bool):
-                device_id = device_id_of(int(seed))
-        if device_id is not None:
-            devices.add(device_iri(device_id))
-    return sorted(devices)
-
-
-class RoundProvenance:
-    """Registers every meta-model version a Strategy produces, with the devices whose replies made it.
-
-    Why a wrapper: the strategy's ``aggregate_train`` is the one place that sees both a round's replies
-    and the θ they produced, on every grid (Flower simulation, SuperLink, MQTT). Version 0 is the
-    initial θ; version ``round_offset + r`` is what round ``r`` of this run aggregated. A round whose
-    aggregation produced nothing (no usable reply) registers nothing. Participants are the devices
-    whose replies reached the aggregation without an error; a strategy may still screen some out.
-    """
-
-    def __init__(self, registry: FederationRegistry, model: str, round_offset: int = 0) -> None:
-        self.registry = registry
-        self.model = model
-        self.round_offset = round_offset
-        self.versions: list[str] = []
-        self.participants: dict[int, list[str]] = {}
-
-    def register_initial(self, weights: Mapping[str, np.ndarray]) -> str:
-        """Register the θ the run starts from (version ``round_offset``, normally 0)."""
-        version = self.registry.register_version(self.round_offset, self.model, weights)
-        self.versions.append(version)
-        return version
-
-    def attach(self, strategy: Strategy) -> Strategy:
-        """Wrap ``strategy.aggregate_train`` (on this instance); returns the strategy."""
-        original = strategy.aggregate_train
-
-        def aggregate_and_register(server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-            replies = list(replies)
-            arrays, metrics = original(server_round, replies)
-            if arrays is not None:
-                number = self.round_offset + server_round
-                participants = participants_of(replies)
-                numeric = {k: float(v) for k, v in (metrics or {}).items()
-                           if isinstance(v, (int, float)) and not isinstance(v, bool) and k != keys.DEVICE_SEED}
-                self.participants[number] = participants
-                self.versions.append(
-                    self.registry.register_version(number, self.model, from_array_record(arrays), participants, numeric)
-                )
-            return arrays, metrics
-
-        strategy.aggregate_train = aggregate_and_register  # type: ignore[method-assign]
-        return strategy
-
-
 class RunVersions:
     """Registers the versions a :func:`server.federation.run_federation` run reports through ``on_round``.
 
-    Why beside :class:`RoundProvenance`: ``run_federation`` builds its strategy itself (and checkpoints
-    and resumes it), so a caller of it sees each round only through ``on_round``, after the checkpoint
-    of that round is written. Version ``r`` is what round ``r`` aggregated, with the devices whose
+    The one registration path for every transport: an observer of the round loop
+    (:mod:`server.round_loop`), told each round after its checkpoint is written. Version ``r`` is what round ``r`` aggregated, with the devices whose
     replies made it (:data:`PARTICIPANT_DEVICES`) and the round's numeric metrics. A round that
-    aggregated nothing (no usable reply) registers nothing, as in :class:`RoundProvenance`. The θ a
+    aggregated nothing (no usable reply) registers nothing. The θ a
     fresh run starts from (``initial``, version 0) is registered with the first round's version, so a
     run that never got to train (no broker, no devices) leaves nothing in the registry.
     """
@@ -263,6 +192,10 @@ class RunVersions:
         self.model = model
         self.initial = initial
         self.versions: list[str] = []
+
+    def __call__(self, report: RoundReport) -> None:
+        """Observe one round of the round loop."""
+        self.on_round(report.server_round, report.weights, report.as_metrics())
 
     def on_round(self, server_round: int, weights: Mapping[str, np.ndarray], metrics: Mapping[str, object]) -> None:
         if PARTICIPANT_DEVICES not in metrics:

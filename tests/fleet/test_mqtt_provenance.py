@@ -8,15 +8,18 @@ from collections import Counter
 import numpy as np
 from rdflib import URIRef
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
-from mqtt_helpers import LAYERS, federate, grid_config, initial_theta, wait_for_devices
+from mqtt_helpers import DEVICE_ROUND, LAYERS, grid_config, initial_theta, wait_for_devices
 
 from edge import record_keys as keys
-from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet, device_id_of
+from edge.identity import device_id_of
+from edge.flower_records import from_array_record, to_array_record
+from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from ontology.store import open_store
 from ontology.thing_description import device_iri
 from server.mqtt_grid import MqttGrid
 from server.mqtt_rounds import DEVICE_ID, PARTICIPANT
-from server.registry_link import FederationRegistry, RoundProvenance, participants_of, weights_digest
+from server.registry_link import FederationRegistry, RunVersions, participants_of, weights_digest
+from server.round_loop import RoundReport, run_rounds
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 
 SEEDS = range(6)
@@ -29,12 +32,18 @@ def test_mqtt_rounds_register_versions_with_their_participants(broker):
     with open_store("memory:") as store:
         registry = FederationRegistry(store, "mqtt-provenance")
         model = "https://w3id.org/tinyfleet/id/model/sine-mlp"
-        provenance = RoundProvenance(registry, model)
-        provenance.register_initial(initial_theta())
+        versions = RunVersions(registry, model, initial_theta())
+        participants: dict[int, list[str]] = {}
+
+        def remember(report: RoundReport) -> None:  # a second observer, told after the registry
+            participants[report.server_round] = list(report.participant_devices or ())
+
         with MqttFleet(SEEDS, broker.accounts.devices, FleetConfig(port=broker.port, layer_sizes=LAYERS)) as fleet:
             with MqttGrid(grid_config(broker)) as grid:
                 wait_for_devices(grid, len(SEEDS))
-                theta = federate(provenance.attach(TinyReptile(config)), grid, rounds=ROUNDS)
+                final = run_rounds(TinyReptile(config), grid, to_array_record(initial_theta()), num_rounds=ROUNDS,
+                                   config=ConfigRecord(dict(DEVICE_ROUND)), timeout=30.0, observers=[versions, remember])
+                theta = from_array_record(final)
         assert [r["replied"] for r in grid.round_log] == [PER_ROUND] * ROUNDS and not grid.drops
 
         lineage = registry.lineage(registry.version_iri(ROUNDS))
@@ -44,7 +53,7 @@ def test_mqtt_rounds_register_versions_with_their_participants(broker):
         fleet_iris = {device_iri(device_id_of(s)) for s in SEEDS}
         for number in range(1, ROUNDS + 1):
             assert len(listed[number]) == PER_ROUND and listed[number] <= fleet_iris
-            assert sorted(listed[number]) == provenance.participants[number]
+            assert sorted(listed[number]) == participants[number]
         # the provenance names exactly the devices that trained: each as often as its firmware counted rounds
         per_device = Counter(iri for number in range(1, ROUNDS + 1) for iri in listed[number])
         assert per_device == Counter({device_iri(d.device_id): d.rounds_done for d in fleet.devices.values() if d.rounds_done})

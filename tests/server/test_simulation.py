@@ -5,6 +5,7 @@ import pytest
 from flwr.simulation import run_simulation
 
 from edge import weights as W
+from edge.wire import encoded_size
 from firmware_sim.client_app import app as client_app
 from server.checkpoint import Checkpointer
 from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, make_server_app
@@ -33,7 +34,11 @@ def test_tinyreptile_two_devices_two_rounds_then_resumes_from_checkpoint(tmp_pat
     assert [r for r, _ in rounds] == [1, 2]
     metrics = rounds[-1][1]
     assert metrics["clients"] == 2 and metrics["samples-used"] == 16
-    assert metrics["bytes-received"] == metrics["bytes-sent"] == 2 * W.nbytes(initial_weights(settings))
+    theta = initial_weights(settings)
+    # bytes are the wire payloads': each device received the MODEL and sent an UPDATE naming it and its 5 metrics
+    assert metrics["bytes-received"] == 2 * encoded_size(theta)
+    names = dict.fromkeys(["loss-before", "loss-after", "prequential-loss", "device-time-s", "device-energy-j"], 0.0)
+    assert metrics["bytes-sent"] == sum(encoded_size(theta, device_id=f"sine-{i}", metrics=names) for i in range(2))
     assert metrics["device-energy-j"] > 0 and np.isfinite(metrics["loss-after"])
     after_two = Checkpointer(tmp_path).load_latest()
     assert after_two.server_round == 2
