@@ -141,6 +141,50 @@ def test_a_device_only_install_finishes_its_rounds_in_a_real_mqtt_federation(tmp
     assert not np.array_equal(final.weights["w1"], initial_weights(FederationSettings())["w1"])
 
 
+def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in (log.read_text() if log.exists() else ""):
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"no {text!r} in {log.name}:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
+def one_device_broker(tmp_path: Path):
+    from server.broker import BrokerAccounts, LocalBroker
+
+    accounts = BrokerAccounts()
+    accounts.add_devices(["sine-0"])
+    return LocalBroker(tmp_path / "broker", accounts)
+
+
+def test_sigterm_ends_a_waiting_device_cleanly(tmp_path: Path) -> None:
+    with one_device_broker(tmp_path) as broker:
+        log = tmp_path / "device.log"
+        device = spawn(device_only("run", "--mqtt", f"{broker.host}:{broker.port}", "--id", "sine-0"),
+                       {**child_env(), PASSWORD_ENV: broker.accounts.devices["sine-0"]}, log)  # fmt: skip
+        try:
+            wait_for_line(log, "online at", device)  # no server: it waits for a task until stopped
+            device.send_signal(signal.SIGTERM)
+            device.wait(timeout=15)
+        finally:
+            stop(device)
+    assert device.returncode == 0, log.read_text()
+    assert "sine-0: 0 round(s) done" in log.read_text() and "Traceback" not in log.read_text()
+
+
+@pytest.mark.slow  # the device retries for its 15 s connect deadline before it gives up
+def test_a_wrong_password_ends_in_one_error_line_and_status_2(tmp_path: Path) -> None:
+    with one_device_broker(tmp_path) as broker:
+        refused = subprocess.run(
+            device_only("run", "--mqtt", f"{broker.host}:{broker.port}", "--id", "sine-0", "--password", "wrong"),
+            cwd=tmp_path, env=child_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("tinyfleet-device")]
+    assert errors == [refused.stderr.strip().splitlines()[-1]], refused.stderr  # log lines before, one error last
+    assert errors[0].startswith("tinyfleet-device: error: sine-0 could not connect") and "wrong password" in errors[0]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
