@@ -101,10 +101,12 @@ def test_uart_echo_from_stdin_on_the_stdio_chardev(tmp_path: Path) -> None:
     assert result.stdout.endswith("READY\nabc\n")
 
 
-@pytest.mark.parametrize("icount", [False, True])
-def test_uart_rx_bulk_bytes_all_arrive_in_order(tmp_path: Path, icount: bool) -> None:
+@pytest.mark.parametrize(("icount", "stall"), [(False, None), (True, None), (False, 40_000_000)])
+def test_uart_rx_bulk_bytes_all_arrive_in_order(tmp_path: Path, icount: bool, stall: int | None) -> None:
+    """8 KB through a 1 KB RX ring; with ``stall`` the reader sleeps first and the UART must hold the host back."""
     data = random.Random(15).randbytes(8192)
-    elf = build_elf("mps2-an386", [FIRMWARE_C / "uart_rx_bulk.c"], out_dir=tmp_path, name="bulk")
+    defines = {} if stall is None else {"STALL_LOOPS": stall}
+    elf = build_elf("mps2-an386", [FIRMWARE_C / "uart_rx_bulk.c"], out_dir=tmp_path, name="bulk", defines=defines)
     with SerialRun(elf, icount=icount) as run:
         run.read_until(b"READY\n")
         run.send(len(data).to_bytes(4, "little") + data)

@@ -47,10 +47,23 @@
 #define RX_SIZE 1024u /* power of two */
 static volatile uint8_t rx_buf[RX_SIZE];
 static volatile uint32_t rx_head, rx_tail;
-static volatile uint32_t rx_dropped;
 
 /* Make QEMU's main loop offer the UART the next host byte (see the top). */
 static inline void rx_kick(void) { TIMER1_VALUE = 1u; }
+
+/* Move bytes from the UART into the ring while it has room. When the ring is
+ * full the byte stays in DATA: RXFULL stays set, QEMU offers no more and the
+ * host's bytes wait in the socket (back-pressure, nothing lost, however
+ * slowly the application reads). board_uart_try_getc drains again. */
+static void rx_drain(void) {
+    while (UART_STATE & STATE_RX_FULL) {
+        uint32_t next = (rx_head + 1u) & (RX_SIZE - 1u);
+        if (next == rx_tail) return; /* full: leave the byte in the UART, no kick */
+        rx_buf[rx_head] = (uint8_t)UART_DATA;
+        rx_head = next;
+    }
+    rx_kick();
+}
 
 void UART0RX_Handler(void) {
     /* Clear the interrupt *before* draining: a byte that lands after the last
@@ -58,17 +71,7 @@ void UART0RX_Handler(void) {
      * lost that byte's interrupt, RXFULL stayed set and the line stalled. */
     UART_INTSTATUS = INT_RX;
     __asm volatile("dsb" ::: "memory");
-    while (UART_STATE & STATE_RX_FULL) {
-        uint8_t c = (uint8_t)UART_DATA;
-        uint32_t next = (rx_head + 1u) & (RX_SIZE - 1u);
-        if (next == rx_tail) {
-            rx_dropped++;
-        } else {
-            rx_buf[rx_head] = c;
-            rx_head = next;
-        }
-    }
-    rx_kick();
+    rx_drain();
 }
 
 extern uint32_t __StackTop;
@@ -107,7 +110,15 @@ void board_uart_write(const uint8_t *data, size_t len) {
 }
 
 int board_uart_try_getc(void) {
-    if (rx_tail == rx_head) return -1;
+    if (rx_tail == rx_head) {
+        /* The ring may have been full with a byte held in the UART (no
+         * interrupt comes for it): take it now, interrupts masked. */
+        uint32_t primask;
+        __asm volatile("mrs %0, primask\n cpsid i" : "=r"(primask)::"memory");
+        rx_drain();
+        __asm volatile("msr primask, %0" ::"r"(primask) : "memory");
+        if (rx_tail == rx_head) return -1;
+    }
     uint8_t c = rx_buf[rx_tail];
     rx_tail = (rx_tail + 1u) & (RX_SIZE - 1u);
     return c;
