@@ -264,6 +264,7 @@ def serve(
     max_results: int = typer.Option(10_000, help="Most rows/triples a query returns."),
     purge_interval: float = typer.Option(60.0, help="Seconds between purges of expired registrations."),
     query_memory_mb: int = typer.Option(None, help="MB of memory one /sparql query's worker may add (default: a quarter of RAM)."),
+    write_timeout: float = typer.Option(30.0, help="Seconds before a write answers 503 (the atomic write may still land)."),
     log_level: str = typer.Option("warning", help="uvicorn log level."),
 ) -> None:
     """Serve the SPARQL endpoint and the WoT Things API over HTTP."""
@@ -276,7 +277,8 @@ def serve(
         err.print(f"write token (pass as 'Authorization: Bearer ...'): {token}", highlight=False, markup=False)
     with _opened(store_url) as store:
         application = create_app(store, token, query_timeout, max_results, purge_interval_s=purge_interval,
-                                 query_memory_bytes=None if query_memory_mb is None else query_memory_mb << 20)
+                                 query_memory_bytes=None if query_memory_mb is None else query_memory_mb << 20,
+                                 write_timeout_s=write_timeout)
         err.print(f"registry {store_url} on http://{host}:{port} (/sparql, /things, /search/sparql, /queries)", highlight=False)
         # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
         # make that handler a normal exit so the store is closed (RocksDB flushed and unlocked) on the way out.

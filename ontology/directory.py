@@ -31,7 +31,7 @@ from typing import Any
 from rdflib import Graph, Literal, URIRef
 from rdflib.namespace import XSD
 
-from ontology.rdf_input import InvalidRDF
+from ontology.rdf_input import InvalidRDF, parse_json_document
 from ontology.store import RegistryStore, check_iri
 from ontology.thing_description import TD_CONTEXT_URL, device_iri, td_to_graph
 from ontology.validation import DescriptionRejected, check_description
@@ -284,12 +284,13 @@ class Directory:
 
 
 def parse_json_body(body: bytes | str) -> Any:
-    """A request body as JSON, or ThingRejected saying where it breaks."""
+    """A request body as JSON, or ThingRejected saying where it breaks (also: too deep, duplicate member names)."""
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ThingRejected("malformed JSON", [f"the body is not JSON{where}: {exc}"]) from None
+        return parse_json_document(body)
+    except UnicodeDecodeError as exc:
+        raise ThingRejected("malformed JSON", [f"the body is not JSON: {exc}"]) from None
+    except InvalidRDF as exc:
+        raise ThingRejected("malformed JSON", [str(exc)]) from None
 
 
 __all__ = [

@@ -143,9 +143,11 @@ def check_query_shape(text: str, limits: QueryLimits = QueryLimits()) -> None:
                 i += 1
             if text[start:i].upper() in ("UNION", "MINUS"):
                 operators += 1
+        elif text.startswith("^^", i):  # a literal's datatype, not an operator
+            i += 2
         elif c in _OPERATOR_CHARS:
             operators += 1
-            i += 2 if text[i : i + 2] in ("&&", "||", "!=", "<=", ">=", "^^") else 1
+            i += 2 if text[i : i + 2] in ("&&", "||", "!=", "<=", ">=") else 1
         else:
             i += 1
         if operators > limits.max_operators:

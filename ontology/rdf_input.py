@@ -13,10 +13,11 @@ breaks offline deployments.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
-from rdflib import Graph
+from rdflib import Graph, URIRef
 
 from ontology.vocab import CONTEXTS_DIR, RESOURCE_BASE
 
@@ -25,6 +26,9 @@ LOCAL_CONTEXTS: dict[str, str] = {
     "https://www.w3.org/2022/wot/td/v1.1": "td-context-1.1.json",
     "https://www.w3.org/2019/wot/td/v1": "td-context-1.1.json",
 }
+
+#: Deepest JSON the registry reads (TDs nest affordances, data schemas and forms a few levels deep).
+MAX_JSON_DEPTH = 64
 
 FORMATS = {"turtle": "turtle", "ttl": "turtle", "json-ld": "json-ld", "jsonld": "json-ld", "json": "json-ld"}
 
@@ -80,12 +84,102 @@ def _resolve_context(value: Any) -> Any:
     return value
 
 
-def parse_json_document(text: str) -> Any:
-    """json.loads with a message that says where the JSON breaks."""
+def parse_json_document(text: str | bytes) -> Any:
+    """json.loads that refuses what JSON leaves ambiguous or dangerous, with a message saying where.
+
+    Refused (InvalidRDF): malformed JSON (line and column), nesting deeper than
+    :data:`MAX_JSON_DEPTH` (every later step, JSON-LD expansion included, recurses; at about
+    1,000 levels Python's own parser raises RecursionError), and an object with the same member
+    name twice (JSON parsers differ on which one wins; RFC 8259 says names SHOULD be unique).
+    """
+    duplicates: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out and key not in duplicates:
+                duplicates.append(key)
+            out[key] = value
+        return out
+
     try:
-        return json.loads(text)
+        value = json.loads(text, object_pairs_hook=pairs)
     except json.JSONDecodeError as exc:
         raise InvalidRDF(f"malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    except RecursionError:
+        raise InvalidRDF(f"JSON nested too deep; the limit is {MAX_JSON_DEPTH} levels") from None
+    depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidRDF(f"JSON nested {depth} levels deep; the limit is {MAX_JSON_DEPTH}")
+    if duplicates:
+        raise InvalidRDF("duplicate JSON member name(s) in one object: " + ", ".join(json.dumps(k) for k in duplicates))
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of parsed JSON (a scalar is 0, ``[]`` is 1), computed without recursion."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+_IRI_UNSAFE = re.compile(r"[\s<>\"{}|\\^`]")
+
+
+def unsafe_iri_problems(graph: Graph, document: Any) -> list[str]:
+    """One message per IRI in ``graph`` that is not IRI-safe, naming the JSON member (or value) it came from.
+
+    Why: JSON-LD turns an undeclared member name such as ``"bad key"`` into the IRI
+    ``<vocab#bad key>``; rdflib accepts it with a warning and fails only when the graph is
+    written. Such a TD must be refused at the door, with the key named.
+    """
+    bad = sorted({str(term) for triple in graph for term in triple if isinstance(term, URIRef) and _IRI_UNSAFE.search(str(term))})
+    if not bad:
+        return []
+    keys, values = _members(document)
+    problems = []
+    for iri in bad:
+        key = next((k for k, _path in keys if iri.endswith(k) and _IRI_UNSAFE.search(k)), None)
+        if key is not None:
+            where = next(path for k, path in keys if k == key)
+            problems.append(f"member name {json.dumps(key)}{' in ' + where if where else ''} is not IRI-safe: as a JSON-LD "
+                            f"term it becomes <{iri}>; rename it (no spaces or <>\"{{}}|\\^`) or map it in @context")
+            continue
+        value = next((v for v, _path in values if iri.endswith(v) and _IRI_UNSAFE.search(v)), None)
+        if value is not None:
+            where = next(path for v, path in values if v == value)
+            problems.append(f"value {json.dumps(value)} at {where} is not an IRI-safe identifier (<{iri}>)")
+        else:
+            problems.append(f"<{iri}> is not an IRI-safe identifier")
+    return problems
+
+
+def _members(document: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(member name, path of its object) and (string value, its path) of every node, without recursion."""
+    keys: list[tuple[str, str]] = []
+    values: list[tuple[str, str]] = []
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, child in node.items():
+                keys.append((key, path))
+                stack.append((child, f"{path}.{key}" if path else key))
+        elif isinstance(node, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(node))
+        elif isinstance(node, str):
+            values.append((node, path))
+    return keys, values
 
 
 def parse_rdf(data: str | bytes, fmt: str, base: str | None = None) -> Graph:
@@ -98,11 +192,15 @@ def parse_rdf(data: str | bytes, fmt: str, base: str | None = None) -> Graph:
     fmt = FORMATS.get(fmt, fmt)
     graph = Graph()
     if fmt == "json-ld":
-        document = inline_contexts(parse_json_document(text))
+        original = parse_json_document(text)
+        document = inline_contexts(original)
         try:
             graph.parse(data=json.dumps(document), format="json-ld", base=base)
         except Exception as exc:  # rdflib's JSON-LD errors have no common base class
             raise InvalidRDF(f"invalid JSON-LD: {exc}") from None
+        unsafe = unsafe_iri_problems(graph, original)
+        if unsafe:
+            raise InvalidRDF("; ".join(unsafe))
     elif fmt == "turtle":
         try:
             graph.parse(data=text, format="turtle", publicID=base)

@@ -38,12 +38,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -71,15 +74,26 @@ def _media_type(request: Request) -> str:
     return (request.headers.get("content-type") or "").split(";")[0].strip().lower()
 
 
+def _too_large() -> Problem:
+    # Connection: close, since the rest of the body is never read
+    return Problem(413, "body-too-large", "request body too large", f"the limit is {MAX_BODY_BYTES} bytes",
+                   headers={"Connection": "close"})
+
+
 async def _body(request: Request) -> bytes:
-    """The request body, refusing oversized ones before and after reading."""
+    """The request body, refused (413) as soon as it is known to pass the cap: by its Content-Length, or
+    while it streams (a chunked body has none), so an oversized body is never held in memory."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise Problem(413, "body-too-large", "request body too large", f"the limit is {MAX_BODY_BYTES} bytes")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise Problem(413, "body-too-large", "request body too large", f"the limit is {MAX_BODY_BYTES} bytes")
-    return body
+        raise _too_large()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise _too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _decode(body: bytes) -> str:
@@ -122,6 +136,7 @@ def create_app(
     query_memory_bytes: int | None = None,
     query_limits: QueryLimits | None = None,
     isolate_queries: bool | None = None,
+    write_timeout_s: float = 30.0,
 ) -> FastAPI:
     """The registry service over ``store``; writes need ``Authorization: Bearer <token>``.
 
@@ -129,6 +144,7 @@ def create_app(
     and, when ``isolate_queries`` (default: the store lives in this process), run in a forked
     worker with ``query_memory_bytes`` of memory (default a quarter of RAM), killed at
     ``query_timeout_s`` (:mod:`ontology.query_sandbox`). The shipped named queries run in-process.
+    Every write answers within ``write_timeout_s`` (503 ``write-timeout`` past it).
     """
     limits = query_limits or QueryLimits(timeout_s=query_timeout_s, memory_bytes=query_memory_bytes)
     isolate = store.local if isolate_queries is None else isolate_queries
@@ -176,6 +192,20 @@ def create_app(
     async def _crash(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
         return Problem(500, "internal-error", "internal error", type(exc).__name__).response(request.url.path)
+
+    async def bounded(fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on a worker thread; 503 ``write-timeout`` if it has not finished in ``write_timeout_s``.
+
+        The engine cannot abandon a transaction, so the thread runs on: the write may still land
+        (it is atomic either way) and the client is told to check.
+        """
+        try:
+            with anyio.fail_after(write_timeout_s):
+                return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        except TimeoutError:
+            raise Problem(503, "write-timeout", "write time limit exceeded",
+                          f"the operation did not finish in {write_timeout_s:g} s; it is atomic and may still complete, "
+                          "so read the resource before retrying") from None
 
     # -- SPARQL --------------------------------------------------------------------
 
@@ -252,7 +282,10 @@ def create_app(
         if update is not None:
             auth.require(request)
             try:
-                await run_in_threadpool(store.update, update)
+                check_query_shape(update, dataclasses.replace(limits, max_chars=MAX_BODY_BYTES))  # INSERT DATA may be long
+                await bounded(store.update, update)
+            except QueryTooComplex as exc:
+                raise Problem(400, "update-too-complex", "update refused before parsing", str(exc)) from None
             except ValueError as exc:
                 raise Problem(400, "invalid-update", "invalid SPARQL update", str(exc)) from None
             except StoreError as exc:
@@ -297,7 +330,7 @@ def create_app(
 
     async def write(fn: Any, *args: Any) -> Any:
         try:
-            return await run_in_threadpool(fn, *args)
+            return await bounded(fn, *args)
         except ThingRejected as exc:
             raise rejected(exc) from None
         except KeyError:
