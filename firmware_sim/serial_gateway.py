@@ -85,6 +85,7 @@ class ListeningLine:
             except (TimeoutError, socket.timeout):
                 return False
             self._conn.settimeout(POLL_S)
+            self._conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # frames are short: no Nagle delay
         return True
 
     def read(self) -> bytes:
@@ -147,6 +148,9 @@ class PyserialLine:
             self._next_try = time.monotonic() + self.retry_s
             time.sleep(POLL_S)
             return False
+        sock = getattr(self._port, "_socket", None)  # socket://: frames are short, so no Nagle delay
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return True
 
     def read(self) -> bytes:
@@ -190,6 +194,14 @@ def open_line(url: str) -> ListeningLine | PyserialLine:
             raise ValueError(f"{url!r}: give listen://HOST:PORT (PORT 0 picks a free one)")
         return ListeningLine(parts.hostname, parts.port)
     return PyserialLine(url)
+
+
+def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    """paho leaves Nagle on: an UPDATE right after our PUBACK then waited ~40 ms for the broker's delayed ACK."""
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        pass  # not a TCP socket (websockets, a test double)
 
 
 # ------------------------------------------------------------------ gateway
@@ -287,6 +299,7 @@ class SerialGateway:
         client.reconnect_delay_set(0.05, 2.0)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_socket_open = _no_delay
         return client
 
     def _on_connect(self, client: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:

@@ -74,8 +74,9 @@ def qemu_command(
     if serial_port is None:
         cmd += ["-serial", "stdio"]
     else:
+        # nodelay: QEMU writes the UART byte by byte; with Nagle each short frame waited ~40 ms for a delayed ACK
         mode = "server=on,wait=on" if serial_server else "server=off"
-        cmd += ["-chardev", f"socket,id=s0,host=127.0.0.1,port={int(serial_port)},{mode}", "-serial", "chardev:s0"]
+        cmd += ["-chardev", f"socket,id=s0,host=127.0.0.1,port={int(serial_port)},{mode},nodelay=on", "-serial", "chardev:s0"]
     return cmd
 
 
@@ -140,6 +141,7 @@ class SerialRun:
             except (TimeoutError, socket.timeout):
                 self.close()
                 raise QemuTimeout(self.elf, self.accept_timeout, b"") from None
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
