@@ -16,7 +16,7 @@ import numpy as np
 
 from edge.compiler.graph import Graph
 from edge.compiler.planner import MemoryPlan
-from edge.compiler.step import C_TYPES, ConstArray, Step
+from edge.compiler.step import C_TYPES, ConstArray, ConstStruct, Step
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 COMMON_KERNEL_FILES = ("tfc_kernels.h", "tfc_fixedpoint.h", "tfc_mathf.h")
@@ -88,7 +88,9 @@ def _step_code(graph: Graph, plan: MemoryPlan, s: int, step: Step, prefix: str) 
     return re.sub(r"\{([a-z0-9:_]+)\}", sub, step.code)
 
 
-def _const_decl(prefix: str, op_index: int, c: ConstArray) -> str:
+def _const_decl(prefix: str, op_index: int, c: ConstArray | ConstStruct) -> str:
+    if isinstance(c, ConstStruct):
+        return f"static const {c.c_type} {prefix}_op{op_index}_{c.suffix}[1] = {{{{{c.initializer}}}}};"
     return f"static const {c.c_type} {prefix}_op{op_index}_{c.suffix}[{max(c.values.size, 1)}] = {{\n{_c_values(c.values, c.c_type)}\n}};"
 
 
@@ -140,7 +142,8 @@ int {prefix}_invoke(const void *input, void *output);
         for c in step.consts:
             body.append(_const_decl(prefix, step.op.index, c))
     body += ["", f"/* Memory plan:", *[f" * {line}" for line in plan.render(graph).splitlines()], " */",
-             f"static union {{ uint8_t bytes[{max(plan.arena_bytes, 1)}]; int32_t i32; float f32; double f64; }} {prefix}_arena;", "",
+             (f"static union {{ uint8_t bytes[{plan.arena_bytes}]; int32_t i32; float f32; double f64; }} {prefix}_arena;"
+              if plan.arena_bytes else "/* no arena: every tensor lives in the caller's input and output */"), "",
              f"size_t {prefix}_input_bytes(void) {{ return {x.nbytes}; }}",
              f"size_t {prefix}_output_bytes(void) {{ return {y.nbytes}; }}", "",
              f"int {prefix}_invoke(const void *input, void *output) {{",

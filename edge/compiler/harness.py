@@ -108,8 +108,12 @@ def run_host_many(cases: Sequence[Case], work_dir: Path | str, cc: str = "cc") -
     exe = work / "app"
     cmd = [shutil.which(cc) or cc, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{work / 'model'}",
            *map(str, sources), str(app), "-lm", "-o", str(exe)]
-    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
-    result = subprocess.run([str(exe)], check=True, capture_output=True, text=True, timeout=120)
+    built = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if built.returncode != 0:
+        raise RuntimeError(f"host build failed:\n{built.stderr[-4000:]}")
+    result = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"host harness exited {result.returncode}:\n{result.stderr[-2000:]}")
     return [parse_outputs(result.stdout, c) for c, _ in cases]
 
 

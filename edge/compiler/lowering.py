@@ -11,9 +11,11 @@ from collections.abc import Callable
 from edge.compiler.errors import UnsupportedModelError
 from edge.compiler.graph import Graph, Operator
 from edge.compiler.lower_basic import LOWERINGS as BASIC
+from edge.compiler.lower_misc import LOWERINGS as MISC
+from edge.compiler.lower_window import LOWERINGS as WINDOW
 from edge.compiler.step import Step
 
-LOWERINGS: dict[str, Callable[[Graph, Operator], Step]] = {**BASIC}
+LOWERINGS: dict[str, Callable[[Graph, Operator], Step]] = {**BASIC, **WINDOW, **MISC}
 
 
 def supported_ops() -> list[str]:

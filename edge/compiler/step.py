@@ -26,6 +26,15 @@ class ConstArray:
     values: np.ndarray
 
 
+@dataclass(frozen=True)
+class ConstStruct:
+    """A ``static const`` struct of kernel parameters (window geometry, broadcast strides): flash, one element."""
+
+    suffix: str
+    c_type: str
+    initializer: str  # the text between the outer braces
+
+
 @dataclass
 class Step:
     """One operator, lowered.
@@ -40,7 +49,7 @@ class Step:
     op: Operator
     kernels: tuple[str, ...] = ()
     code: str = ""
-    consts: list[ConstArray] = field(default_factory=list)
+    consts: list[ConstArray | ConstStruct] = field(default_factory=list)
     scratch_bytes: int = 0
     inplace: bool = False
     alias: bool = False
@@ -83,3 +92,15 @@ def c_float(x: float) -> str:
 def c_double(x: float) -> str:
     r = repr(float(x))
     return r if ("e" in r or "." in r) else r + ".0"
+
+
+def c_ints(values) -> str:
+    """A brace-enclosed int list, for struct initialisers."""
+    return "{" + ", ".join(str(int(v)) for v in values) + "}"
+
+
+def extend_dims(shape: tuple[int, ...], n: int = 6) -> list[int]:
+    """The shape left-padded with 1s to ``n`` dimensions, as TFLM's RuntimeShape::ExtendedShape."""
+    if len(shape) > n:
+        raise ValueError(f"shape {shape} has more than {n} dimensions")
+    return [1] * (n - len(shape)) + [int(d) for d in shape]

@@ -82,6 +82,73 @@ def mlp(activation: str = "none", softmax: bool = False, hidden: tuple[int, ...]
     return f
 
 
+def conv(kind: str = "conv", strides: int = 1, padding: str = "SAME", dilation: int = 1, activation: str = "relu",
+         channels: int = 4, seed: int = 0) -> Callable:
+    """A CONV_2D or DEPTHWISE_CONV_2D (multiplier 2) on a 3-channel image, with bias and a fused activation."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    act = {"none": lambda h: h, "relu": tf.nn.relu, "relu6": tf.nn.relu6}[activation]
+    if kind == "conv":
+        w = tf.constant(_weights(rng, 27, channels).reshape(3, 3, 3, channels))
+        b = tf.constant(rng.normal(0, 0.3, channels).astype(np.float32))
+        return lambda x: act(tf.nn.conv2d(x, w, strides, padding, dilations=dilation) + b)
+    w = tf.constant(_weights(rng, 9, 6, scale=1.0).reshape(3, 3, 3, 2))
+    b = tf.constant(rng.normal(0, 0.3, 6).astype(np.float32))
+    return lambda x: act(tf.nn.depthwise_conv2d(x, w, [1, strides, strides, 1], padding, dilations=[dilation, dilation]) + b)
+
+
+def pooled(kind: str, size: int, strides: int, padding: str, seed: int = 0) -> Callable:
+    """A 1x1 conv (so the pool sees varied values) then an average or max pool."""
+    import tensorflow as tf
+
+    front = conv("conv", activation="none", seed=seed)
+    pool = tf.nn.avg_pool2d if kind == "avg" else tf.nn.max_pool2d
+    return lambda x: pool(front(x), size, strides, padding)
+
+
+def residual(seed: int = 0) -> Callable:
+    """ADD of two conv branches, an ADD broadcasting a per-image MEAN, a global MEAN and a dense LOGISTIC head."""
+    import tensorflow as tf
+
+    a, b = conv("conv", seed=seed), conv("conv", activation="none", seed=seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    w = tf.constant(_weights(rng, 4, 3, scale=2.0))
+
+    def f(x):
+        h = a(x) + b(x)
+        h = h + tf.reduce_mean(h, axis=[1, 2], keepdims=True)
+        g = tf.reduce_mean(h, axis=[1, 2])
+        return tf.sigmoid(tf.matmul(g, w))
+
+    return f
+
+
+def padded_resized(align_corners: bool, seed: int = 0) -> Callable:
+    """PAD then a VALID conv, then nearest-neighbour upsampling (TF2's half-pixel, or v1 align-corners)."""
+    import tensorflow as tf
+
+    c = conv("conv", padding="VALID", activation="relu6", seed=seed)
+
+    def f(x):
+        h = c(tf.pad(x, [[0, 0], [1, 2], [2, 1], [0, 0]]))
+        if align_corners:
+            return tf.compat.v1.image.resize_nearest_neighbor(h, [13, 11], align_corners=True)
+        return tf.image.resize(h, [13, 11], method="nearest")
+
+    return f
+
+
+def mean_last_axis(seed: int = 0) -> Callable:
+    import tensorflow as tf
+
+    c = conv("depthwise", activation="none", seed=seed)
+    return lambda x: tf.reduce_mean(c(x), axis=-1, keepdims=True)
+
+
+IMG = (1, 9, 9, 3)
+
+
 SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     # name: (function builder, input shape, dtype, per-channel)
     "fc_relu_pc": (lambda: mlp("relu"), (1, 10), "int8", True),
@@ -91,6 +158,24 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "fc_float_io": (lambda: mlp("relu", softmax=True, seed=4), (1, 10), "int8_float_io", True),
     "fc_tanh_softmax_f32": (lambda: mlp("tanh", softmax=True, seed=5), (2, 10), "float32", True),
     "fc_relu6_f32": (lambda: mlp("relu6", seed=6), (1, 10), "float32", True),
+    "conv_same_relu_pc": (lambda: conv("conv"), IMG, "int8", True),
+    "conv_valid_s2_relu6_pt": (lambda: conv("conv", 2, "VALID", activation="relu6", seed=1), IMG, "int8", False),
+    "conv_dilated_none": (lambda: conv("conv", 1, "SAME", 2, "none", seed=2), IMG, "int8", True),
+    "conv_s2_same_f32": (lambda: conv("conv", 2, "SAME", seed=3), IMG, "float32", True),
+    "dw_same_relu": (lambda: conv("depthwise", seed=4), IMG, "int8", True),
+    "dw_valid_s2_relu6": (lambda: conv("depthwise", 2, "VALID", activation="relu6", seed=5), IMG, "int8", True),
+    "dw_dilated_f32": (lambda: conv("depthwise", 1, "SAME", 2, seed=6), IMG, "float32", True),
+    "avgpool_same_s2": (lambda: pooled("avg", 3, 2, "SAME"), IMG, "int8", True),
+    "maxpool_valid_s2": (lambda: pooled("max", 2, 2, "VALID", seed=1), IMG, "int8", True),
+    "avgpool_valid_f32": (lambda: pooled("avg", 3, 1, "VALID", seed=2), IMG, "float32", True),
+    "maxpool_same_f32": (lambda: pooled("max", 3, 2, "SAME", seed=3), IMG, "float32", True),
+    "residual_add_mean_logistic": (lambda: residual(), IMG, "int8", True),
+    "residual_float_io": (lambda: residual(seed=3), IMG, "int8_float_io", True),
+    "residual_f32": (lambda: residual(seed=5), IMG, "float32", True),
+    "pad_resize_half_pixel": (lambda: padded_resized(False), IMG, "int8", True),
+    "pad_resize_align_corners": (lambda: padded_resized(True, seed=1), IMG, "int8", True),
+    "pad_resize_f32": (lambda: padded_resized(False, seed=2), IMG, "float32", True),
+    "mean_last_axis": (lambda: mean_last_axis(), IMG, "int8", True),
 }
 
 

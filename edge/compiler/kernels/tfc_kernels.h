@@ -35,6 +35,52 @@ void tfc_quantize_f32_s8(const float *in, int8_t *out, int n, float scale, int32
 void tfc_requantize_s8(const int8_t *in, int8_t *out, int n, int32_t in_zp, int32_t mult, int shift, int32_t out_zp);
 void tfc_dequantize_s8_f32(const int8_t *in, float *out, int n, double scale, int32_t zp);
 
+/* Window geometry of CONV_2D, DEPTHWISE_CONV_2D and the pools (NHWC), filled in by the compiler. */
+typedef struct {
+    int batches, in_h, in_w, in_depth, out_h, out_w, out_depth;
+    int filter_h, filter_w, filter_in_depth, stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
+} tfc_conv_geom;
+
+void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out, const tfc_conv_geom *g,
+                 int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift, int32_t act_min,
+                 int32_t act_max);
+void tfc_conv_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g, float act_min,
+                  float act_max);
+void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out, const tfc_conv_geom *g,
+                      int depth_multiplier, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                      const int32_t *shift, int32_t act_min, int32_t act_max);
+void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g,
+                       int depth_multiplier, float act_min, float act_max);
+
+void tfc_avg_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int32_t act_min, int32_t act_max);
+void tfc_avg_pool_f32(const float *in, float *out, const tfc_conv_geom *g, float act_min, float act_max);
+void tfc_max_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int32_t act_min, int32_t act_max);
+void tfc_max_pool_f32(const float *in, float *out, const tfc_conv_geom *g, float act_min, float act_max);
+
+/* ADD with broadcasting: both inputs indexed over the output's 6-D dims with their own strides. */
+typedef struct { int32_t dims[6], strides1[6], strides2[6]; } tfc_broadcast;
+typedef struct {
+    int32_t in1_offset, in2_offset, out_offset, left_shift;
+    int32_t in1_mult, in1_shift, in2_mult, in2_shift, out_mult, out_shift, act_min, act_max;
+} tfc_add_params;
+void tfc_add_s8(const int8_t *a, const int8_t *b, int8_t *out, const tfc_broadcast *bc, const tfc_add_params *p);
+void tfc_add_f32(const float *a, const float *b, float *out, const tfc_broadcast *bc, float act_min, float act_max);
+
+/* MEAN: dims of the input (6-D) and, per dimension, the output stride it sums into (0 = reduced). */
+void tfc_mean_s8(const int8_t *in, int8_t *out, int32_t *sums, const int32_t *dims, const int32_t *out_strides,
+                 int n_out, int32_t n_reduced, int32_t in_zp, int32_t mult, int shift, int32_t out_zp);
+void tfc_mean_f32(const float *in, float *out, const int32_t *dims, const int32_t *out_strides, int n_out,
+                  int32_t n_reduced);
+
+void tfc_logistic_s8(const int8_t *in, int8_t *out, int n, int32_t in_zp, int32_t radius, int32_t mult, int shift);
+void tfc_logistic_f32(const float *in, float *out, int n);
+
+/* PAD (6-D, constant value of elem_size bytes) and RESIZE_NEAREST_NEIGHBOR (NHWC gather). */
+void tfc_pad(const void *in, void *out, const int32_t *in_dims, const int32_t *before, const int32_t *out_dims,
+             int elem_size, const void *pad_value);
+void tfc_resize_nearest(const void *in, void *out, int batches, int in_h, int in_w, int depth, int out_h, int out_w,
+                        const int32_t *y_map, const int32_t *x_map, int elem_size);
+
 void tfc_copy(const void *in, void *out, size_t nbytes);
 
 #endif
