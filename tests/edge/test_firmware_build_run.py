@@ -113,3 +113,23 @@ def test_uart_rx_bulk_bytes_all_arrive_in_order(tmp_path: Path, icount: bool, st
         line = run.read_until(b"\n", timeout=20)
         assert line == f"n={len(data)} fnv={_fnv1a(data):08x}\n".encode()
         assert run.wait(10) == 0
+
+
+@pytest.mark.slow
+def test_uart_host_to_device_throughput_64k(tmp_path: Path) -> None:
+    """Measures what docs/protocol.md §7 quotes (run with -s to see it); the floor is the old 11 kB/s worst case."""
+    import time
+
+    data = random.Random(64).randbytes(65536)
+    elf = build_elf("mps2-an386", [FIRMWARE_C / "uart_rx_bulk.c"], out_dir=tmp_path, name="bulk")
+    rates = {}
+    for icount in (False, True):
+        with SerialRun(elf, icount=icount) as run:
+            run.read_until(b"READY\n")
+            start = time.monotonic()
+            run.send(len(data).to_bytes(4, "little") + data)
+            assert run.read_until(b"\n", timeout=60) == f"n={len(data)} fnv={_fnv1a(data):08x}\n".encode()
+            rates[icount] = len(data) / (time.monotonic() - start) / 1000
+            assert run.wait(10) == 0
+    print(f"host->device over the socket chardev: {rates[False]:.1f} kB/s, with -icount shift=0 {rates[True]:.1f} kB/s")
+    assert min(rates.values()) > 11

@@ -92,3 +92,18 @@ def test_a_device_waiting_for_frames_does_not_exit_on_its_own(device_elf: Path) 
         Line(run).next()
         with pytest.raises(QemuTimeout):
             run.wait(0.5)
+
+
+def test_the_same_device_links_for_the_nano33ble_and_the_codec_is_small(tmp_path: Path) -> None:
+    import subprocess
+
+    from edge.firmware.build import image_size
+
+    elf = build_elf("nano33ble", [DEVICE_C, SERIAL_LINK_C], out_dir=tmp_path, name="device", optimize="-Os")
+    size = image_size(elf)
+    assert size.flash_bytes < 16 * 1024 and size.ram_bytes < 8 * 1024  # 4 KiB receive buffer + newlib
+    symbols = subprocess.run(["arm-none-eabi-nm", "-S", "--defined-only", str(elf)], capture_output=True, text=True, check=True)
+    codec = {f[3]: int(f[1], 16) for f in (line.split() for line in symbols.stdout.splitlines()) if len(f) == 4 and f[3].startswith("sl_")}
+    assert {"sl_decoder_push", "sl_write_frame", "sl_crc32"} <= set(codec)
+    assert min(int(f[0], 16) for f in (line.split() for line in symbols.stdout.splitlines()) if len(f) == 4 and f[3] in codec) >= 0x10000
+    assert sum(codec.values()) < 2048  # the whole serial binding in under 2 KB of flash

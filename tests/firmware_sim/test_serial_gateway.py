@@ -250,3 +250,81 @@ def test_accounts_file_and_command_line_checks(tmp_path: Path, broker: LocalBrok
         load_account(path, "nobody")
     with pytest.raises(SystemExit):
         main(["--serial", "listen://127.0.0.1:0", "--accounts", str(path)])  # no --id
+
+
+@needs_qemu
+def test_a_killed_qemu_device_goes_offline_and_the_gateway_lives_on(broker: LocalBroker, server: Server, device_elf: Path) -> None:
+    from edge.firmware.qemu import start_elf
+
+    with SerialGateway("listen://127.0.0.1:0", config(broker)) as gateway:
+        qemu = start_elf(device_elf, serial_port=gateway.line_port)
+        try:
+            assert server.next("status").payload == b"online"
+            qemu.kill()  # a browned-out board: no goodbye on the line
+            qemu.wait(10)
+            offline = server.next("status")
+            assert offline.payload == b"offline"
+        finally:
+            for stream in (qemu.stdout, qemu.stderr):
+                stream.close()
+        server.publish("model", b"nobody home")  # line down: dropped and counted, not queued for ever
+        deadline = time.monotonic() + 5
+        while gateway.stats.dropped_to_device < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gateway.stats.dropped_to_device == 1
+        assert gateway._threads and all(t.is_alive() for t in gateway._threads)
+
+
+@needs_qemu
+def test_one_gateway_process_serves_two_qemu_devices(tmp_path: Path, broker: LocalBroker, server: Server, device_elf: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from edge.firmware.qemu import start_elf
+
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps({"host": broker.host, "port": broker.port, "devices": broker.accounts.devices}))
+    ports = {DEVICE: free_port(), OTHER: free_port()}
+    argv = [sys.executable, "-m", "firmware_sim.serial_gateway", "--accounts", str(accounts)]
+    for device, port in ports.items():
+        argv += ["--serial", f"listen://127.0.0.1:{port}", "--id", device]
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    gateway = subprocess.Popen(argv, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    qemus = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until both lines listen
+            try:
+                for port in ports.values():
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        # the probes above were accepted as lines and closed: each device was reported offline once; now the real ones
+        qemus = [start_elf(device_elf, serial_port=port) for port in ports.values()]
+        online: set[str] = set()
+        deadline = time.monotonic() + 20
+        while online != set(ports):  # one queue for both devices: read it once, in order
+            msg = server.messages.get(timeout=max(0.01, deadline - time.monotonic()))
+            for device in ports:
+                if msg.topic == device_topic(device, "status"):
+                    (online.add if msg.payload == b"online" else online.discard)(device)
+        for device in ports:
+            server.client.publish(device_topic(device, "model"), device.encode(), qos=1).wait_for_publish(5)
+            assert server.next("update", device=device).payload == device.encode()  # each on its own topics
+        for device in ports:
+            server.client.publish(device_topic(device, "task"), b"exit", qos=1).wait_for_publish(5)
+        assert [q.wait(10) for q in qemus] == [0, 0]
+        gateway.send_signal(signal.SIGTERM)
+        assert gateway.wait(10) == 0
+    finally:
+        for process in [*qemus, gateway]:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
