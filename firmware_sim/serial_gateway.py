@@ -345,21 +345,32 @@ class SerialGateway:
 
     def _read_loop(self) -> None:
         while not self._stop.is_set():
-            self._maybe_report()
-            if not self.line.is_open:
-                if not self.line.open():
-                    continue
-                self.stats.line_opens += 1
-                self._expected_sequence = None
-                log.info("%s: serial line up", self.config.device_id)
             try:
-                data = self.line.read()
-            except LineClosed as exc:
-                log.info("%s: serial line down: %s", self.config.device_id, exc)
-                self._line_down()
-                continue
-            for event in self._decoder.feed(data):
+                self._read_once()
+            except Exception:  # a bug or a broker hiccup must not end the line: log it and go on
+                log.exception("%s: gateway error; continuing", self.config.device_id)
+                time.sleep(POLL_S)
+
+    def _read_once(self) -> None:
+        """One pass: report if due, open the line if down, move what arrived."""
+        self._maybe_report()
+        if not self.line.is_open:
+            if not self.line.open():
+                return
+            self.stats.line_opens += 1
+            self._expected_sequence = None
+            log.info("%s: serial line up", self.config.device_id)
+        try:
+            data = self.line.read()
+        except LineClosed as exc:
+            log.info("%s: serial line down: %s", self.config.device_id, exc)
+            self._line_down()
+            return
+        for event in self._decoder.feed(data):
+            try:
                 self._handle(event)
+            except Exception:  # costs this frame only, not the ones after it in the chunk
+                log.exception("%s: gateway error on a frame; continuing", self.config.device_id)
 
     def _line_down(self) -> None:
         for event in self._decoder.flush():

@@ -328,3 +328,21 @@ def test_one_gateway_process_serves_two_qemu_devices(tmp_path: Path, broker: Loc
             for stream in (process.stdout, process.stderr):
                 if stream is not None:
                     stream.close()
+
+
+def test_an_error_inside_the_gateway_costs_one_frame_not_the_line(broker: LocalBroker, server: Server) -> None:
+    with SerialGateway("listen://127.0.0.1:0", config(broker)) as gateway:
+        publish, calls = gateway._publish, []
+
+        def flaky(topic: Topic, payload: bytes) -> None:
+            calls.append(payload)
+            if len(calls) == 1:
+                raise RuntimeError("broker hiccup")
+            publish(topic, payload)
+
+        gateway._publish = flaky  # type: ignore[method-assign]
+        dev = connect_device(gateway)
+        dev.sendall(encode_frame(Topic.STATUS, 0, b"lost") + encode_frame(Topic.STATUS, 1, b"online"))  # one chunk
+        assert server.next("status").payload == b"online"
+        assert calls == [b"lost", b"online"]
+        dev.close()
