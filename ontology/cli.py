@@ -31,7 +31,8 @@ from rich.table import Table
 from ontology.directory import Directory, ThingRejected, check_td
 from ontology.named_queries import QueryParamError, named_queries, parse_param_args, run_named_query
 from ontology.rdf_input import InvalidRDF, format_for, parse_json_document, parse_rdf
-from ontology.sparql_results import JSON_LD, SPARQL_CSV, SPARQL_JSON, TURTLE, serialize
+from ontology.remote_store import TOKEN_ENV
+from ontology.sparql_results import JSON_LD, RDF_XML, SPARQL_CSV, SPARQL_JSON, SPARQL_TSV, SPARQL_XML, TURTLE, serialize
 from ontology.store import QueryResult, RegistryStore, StoreError, open_store
 from ontology.tflite_facts import ModelReadError
 from ontology.validation import DescriptionRejected, check_description
@@ -39,7 +40,6 @@ from ontology.vocab import TF, bind_prefixes
 
 DEFAULT_STORE = "runs/registry"
 STORE_ENV = "TINYFLEET_REGISTRY"
-TOKEN_ENV = "TINYFLEET_REGISTRY_TOKEN"
 #: Classes whose single instance names the graph a file is registered in.
 MAIN_CLASSES = (TF.Device, TF.Model, TF.Federation, TF.ModelVersion, TF.Task)
 
@@ -193,14 +193,18 @@ def _cell(term: Any, graph: Graph) -> str:
 
 def _print_result(result: QueryResult, fmt: str) -> None:
     if result.kind == "CONSTRUCT":
-        media = {"table": TURTLE, "json": JSON_LD, "csv": None}[fmt]
+        media = {"table": TURTLE, "json": JSON_LD, "xml": RDF_XML}.get(fmt)
         if media is None:
-            raise _fail("CONSTRUCT/DESCRIBE results have no CSV form; use --format table (Turtle) or json (JSON-LD)")
+            raise _fail(f"CONSTRUCT/DESCRIBE results have no {fmt.upper()} form; use --format table (Turtle), json (JSON-LD) or xml")
         out.print(serialize(result, media).decode(), end="", markup=False, highlight=False)
     elif fmt == "json":
         out.print(serialize(result, SPARQL_JSON).decode(), markup=False, highlight=False)
     elif fmt == "csv" and result.kind == "SELECT":
         sys.stdout.write(serialize(result, SPARQL_CSV).decode())
+    elif fmt == "tsv" and result.kind == "SELECT":
+        sys.stdout.write(serialize(result, SPARQL_TSV).decode())
+    elif fmt == "xml":
+        sys.stdout.write(serialize(result, SPARQL_XML).decode())
     elif result.kind == "ASK":
         out.print("true" if result.boolean else "false")
     else:
@@ -221,14 +225,14 @@ def query(
     sparql: str = typer.Argument(None, help="A SPARQL query (omit with --named)."),
     named: str = typer.Option(None, "--named", help="Run a shipped named query (see list-queries)."),
     param: list[str] = typer.Option([], "--param", help="NAME=VALUE for a named query; repeat for several."),
-    fmt: str = typer.Option("table", "--format", help="table, json (SPARQL JSON / JSON-LD) or csv."),
+    fmt: str = typer.Option("table", "--format", help="table, json (SPARQL JSON / JSON-LD), xml (SPARQL XML / RDF/XML), csv or tsv."),
     store_url: str = StoreOption,
     timeout: float = typer.Option(30.0, help="Give up after this many seconds."),
     limit: int = typer.Option(10_000, help="Return at most this many rows/triples."),
 ) -> None:
     """Run raw SPARQL or a named query with safely bound parameters."""
-    if fmt not in ("table", "json", "csv"):
-        raise _fail(f"--format must be table, json or csv, not {fmt!r}")
+    if fmt not in ("table", "json", "xml", "csv", "tsv"):
+        raise _fail(f"--format must be table, json, xml, csv or tsv, not {fmt!r}")
     if (sparql is None) == (named is None):
         raise _fail("give either a SPARQL query or --named NAME (not both)")
     if param and named is None:

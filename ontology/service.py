@@ -43,7 +43,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qsl, quote
 
 import anyio
 import anyio.to_thread
@@ -52,6 +52,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from ontology.directory import Directory, ThingRejected, parse_json_body
 from ontology.named_queries import QueryParamError, get_named_query, named_queries, run_named_query
@@ -88,11 +89,14 @@ async def _body(request: Request) -> bytes:
         raise _too_large()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise _too_large()
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _too_large()
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody is left to answer; a plain 400 ends the request without a logged crash
+        raise Problem(400, "client-disconnected", "the client went away before its body ended") from None
     return b"".join(chunks)
 
 
@@ -101,6 +105,17 @@ def _decode(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Problem(400, "bad-encoding", "body is not UTF-8", f"invalid byte at offset {exc.start}") from None
+
+
+def _single(pairs: Any, names: tuple[str, ...]) -> None:
+    """400 if any of ``names`` occurs more than once (SPARQL 1.1 Protocol: exactly one query or update)."""
+    seen: set[str] = set()
+    for key, _value in pairs:
+        if key in names:
+            if key in seen:
+                raise Problem(400, "invalid-request", f"repeated {key} parameter",
+                              f"the request carries more than one '{key}'; send exactly one")
+            seen.add(key)
 
 
 def _thing_location(thing_id: str) -> str:
@@ -181,7 +196,8 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return Problem(exc.status_code, kind, str(exc.detail)).response(request.url.path)
+        headers = dict(exc.headers or {})  # Starlette's 405 carries Allow (RFC 9110 15.5.6: it MUST)
+        return Problem(exc.status_code, kind, str(exc.detail), headers=headers).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
@@ -261,11 +277,14 @@ def create_app(
                 raise Problem(400, "invalid-request", "updates must be POSTed", "send SPARQL updates by POST")
             if "query" not in params:
                 raise Problem(400, "invalid-request", "missing query", "pass the SPARQL query as ?query=...")
+            _single(params.multi_items(), ("query",))
             return params["query"], None
         media_type = _media_type(request)
         body = await _body(request)
         if media_type == "application/x-www-form-urlencoded":
-            form = {k: v[-1] for k, v in parse_qs(_decode(body), keep_blank_values=True).items()}
+            pairs = parse_qsl(_decode(body), keep_blank_values=True)
+            _single([*pairs, *params.multi_items()], ("query", "update"))  # in the body and the URL together
+            form = dict(pairs)
             if ("query" in form) == ("update" in form):
                 raise Problem(400, "invalid-request", "exactly one of query or update", "the form must carry exactly one 'query' or 'update' field")
             return form.get("query"), form.get("update")

@@ -19,16 +19,21 @@ from ontology.store import QueryResult
 from ontology.vocab import bind_prefixes
 
 SPARQL_JSON = "application/sparql-results+json"
+SPARQL_XML = "application/sparql-results+xml"
 SPARQL_CSV = "text/csv"
+SPARQL_TSV = "text/tab-separated-values"
 TURTLE = "text/turtle"
 JSON_LD = "application/ld+json"
 N_TRIPLES = "application/n-triples"
+RDF_XML = "application/rdf+xml"
 
 #: Media types offered per query kind, preferred first (the first is the default for ``*/*``).
+#: XML matters beyond browsers: rdflib's SPARQLStore (our remote backend) asks for
+#: ``application/sparql-results+xml`` and ``application/rdf+xml`` only.
 OFFERS: dict[str, tuple[str, ...]] = {
-    "SELECT": (SPARQL_JSON, "application/json", SPARQL_CSV),
-    "ASK": (SPARQL_JSON, "application/json"),
-    "CONSTRUCT": (TURTLE, JSON_LD, N_TRIPLES),
+    "SELECT": (SPARQL_JSON, "application/json", SPARQL_XML, "application/xml", SPARQL_CSV, SPARQL_TSV),
+    "ASK": (SPARQL_JSON, "application/json", SPARQL_XML, "application/xml"),
+    "CONSTRUCT": (TURTLE, JSON_LD, N_TRIPLES, RDF_XML),
 }
 
 
@@ -69,15 +74,85 @@ def to_csv(result: QueryResult) -> str:
     return buffer.getvalue()
 
 
+def _tsv_term(term: Node) -> str:
+    """One RDF term as SPARQL 1.1 TSV writes it: Turtle/N-Triples syntax, with tabs and newlines escaped."""
+    if isinstance(term, URIRef):
+        return f"<{term}>"
+    if isinstance(term, BNode):
+        return f"_:{term}"
+    if isinstance(term, Literal):
+        escaped = str(term).translate(_TSV_ESCAPES)
+        if term.language:
+            return f'"{escaped}"@{term.language}'
+        if term.datatype is not None and str(term.datatype) != _XSD_STRING:
+            return f'"{escaped}"^^<{term.datatype}>'
+        return f'"{escaped}"'
+    raise TypeError(f"not an RDF term: {term!r}")
+
+
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+_XSD_STRING = "http://www.w3.org/2001/XMLSchema#string"
+
+
+def to_tsv(result: QueryResult) -> str:
+    """SPARQL 1.1 Query Results TSV of a SELECT result (``?var`` header, terms in Turtle syntax, LF rows)."""
+    lines = ["\t".join(f"?{v}" for v in result.variables)]
+    for row in result.rows:
+        lines.append("\t".join("" if value is None else _tsv_term(value) for value in row))
+    return "\n".join(lines) + "\n"
+
+
+_XML_NS = "http://www.w3.org/2005/sparql-results#"
+
+
+def to_xml(result: QueryResult) -> str:
+    """SPARQL Query Results XML Format (second edition) of a SELECT or ASK result."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', f'<sparql xmlns="{_XML_NS}">']
+    if result.kind == "ASK":
+        out += ["<head/>", f"<boolean>{'true' if result.boolean else 'false'}</boolean>", "</sparql>"]
+        return "\n".join(out) + "\n"
+    out.append("<head>" + "".join(f"<variable name={quoteattr(v)}/>" for v in result.variables) + "</head>")
+    out.append("<results>")
+    for row in result.rows:
+        cells = []
+        for var, value in zip(result.variables, row, strict=False):
+            if value is None:
+                continue
+            if isinstance(value, URIRef):
+                inner = f"<uri>{escape(str(value))}</uri>"
+            elif isinstance(value, BNode):
+                inner = f"<bnode>{escape(str(value))}</bnode>"
+            elif isinstance(value, Literal):
+                if value.language:
+                    attrs = f" xml:lang={quoteattr(value.language)}"
+                elif value.datatype is not None:
+                    attrs = f" datatype={quoteattr(str(value.datatype))}"
+                else:
+                    attrs = ""
+                inner = f"<literal{attrs}>{escape(str(value))}</literal>"
+            else:
+                raise TypeError(f"not an RDF term: {value!r}")
+            cells.append(f"<binding name={quoteattr(var)}>{inner}</binding>")
+        out.append("<result>" + "".join(cells) + "</result>")
+    out += ["</results>", "</sparql>"]
+    return "\n".join(out) + "\n"
+
+
 def serialize(result: QueryResult, media_type: str) -> bytes:
     """``result`` as bytes of ``media_type`` (one of :data:`OFFERS` for its kind)."""
     if result.kind == "CONSTRUCT":
         graph = bind_prefixes(result.graph) if result.graph is not None else None
-        fmt = {TURTLE: "turtle", JSON_LD: "json-ld", N_TRIPLES: "nt"}[media_type]
+        fmt = {TURTLE: "turtle", JSON_LD: "json-ld", N_TRIPLES: "nt", RDF_XML: "xml"}[media_type]
         text = graph.serialize(format=fmt) if graph is not None else ""
         return text.encode("utf-8")
     if media_type == SPARQL_CSV:
         return to_csv(result).encode("utf-8")
+    if media_type == SPARQL_TSV:
+        return to_tsv(result).encode("utf-8")
+    if media_type in (SPARQL_XML, "application/xml"):
+        return to_xml(result).encode("utf-8")
     return json.dumps(to_json(result), ensure_ascii=False).encode("utf-8")
 
 

@@ -569,13 +569,15 @@ def _rdflib_memory(_location: str) -> RegistryStore:
     return RegistryStore(Dataset(default_union=True), "rdflib-memory:", persistent=False)
 
 
-def _sparql_endpoint(location: str, update_url: str | None = None) -> RegistryStore:
-    from rdflib.plugins.stores.sparqlstore import SPARQLUpdateStore
+def _sparql_endpoint(location: str, update_url: str | None = None, token: str | None = None) -> RegistryStore:
+    """A remote SPARQL 1.1 endpoint (:mod:`ontology.remote_store`); the token defaults to ``$TINYFLEET_REGISTRY_TOKEN``."""
+    import os
 
-    query_url = location
-    store = SPARQLUpdateStore(query_endpoint=query_url, update_endpoint=update_url or query_url, method="POST_FORM")
+    from ontology.remote_store import TOKEN_ENV, RemoteSparqlStore
+
+    store = RemoteSparqlStore(location, update_url, token=token if token is not None else os.environ.get(TOKEN_ENV))
     dataset = Dataset(store=store, default_union=True)
-    return RegistryStore(dataset, query_url, persistent=True)
+    return RegistryStore(dataset, location, persistent=True)
 
 
 BACKENDS: dict[str, Callable[[str], RegistryStore]] = {
@@ -585,13 +587,17 @@ BACKENDS: dict[str, Callable[[str], RegistryStore]] = {
 }
 
 
-def open_store(url: str, *, update_url: str | None = None, load_ontology: bool = True) -> RegistryStore:
+def open_store(url: str, *, update_url: str | None = None, load_ontology: bool = True, token: str | None = None) -> RegistryStore:
     """Open the registry at ``url`` (see the module table); the ontology graph is (re)loaded unless told not to.
 
     A store whose derived facts predate the current design is re-derived here (:meth:`RegistryStore.ensure_derived`).
+    A remote store is written only where needed: its ontology graph is loaded if missing (or if a token is
+    at hand to refresh it), so read-only use needs no token.
     """
     if url.startswith(("sparql+http://", "sparql+https://")):
-        store = _sparql_endpoint(url[len("sparql+") :], update_url)
+        store = _sparql_endpoint(url[len("sparql+") :], update_url, token)
+        if load_ontology and not getattr(store.dataset.store, "token", None) and store.has_graph(ONTOLOGY_GRAPH):
+            load_ontology = False  # read-only client of a store that has it
     else:
         scheme, sep, rest = url.partition(":")
         if sep and scheme in BACKENDS:
