@@ -346,3 +346,36 @@ def test_an_error_inside_the_gateway_costs_one_frame_not_the_line(broker: LocalB
         assert server.next("status").payload == b"online"
         assert calls == [b"lost", b"online"]
         dev.close()
+
+
+@needs_qemu
+@pytest.mark.slow
+def test_model_echo_latency_through_gateway_and_broker(broker: LocalBroker, server: Server, tmp_path: Path) -> None:
+    """Measures what docs/protocol.md §7 quotes (run with -s). The broker is LocalBroker's, Nagle and all."""
+    import statistics
+
+    from edge.firmware.build import SERIAL_LINK_C, build_elf
+    from edge.firmware.qemu import start_elf
+
+    elf = build_elf("mps2-an386", [DEVICE_C, SERIAL_LINK_C], out_dir=tmp_path, name="big", defines={"DEVICE_MAX_PAYLOAD": 65536})
+    with SerialGateway("listen://127.0.0.1:0", config(broker)) as gateway:
+        qemu = start_elf(elf, serial_port=gateway.line_port)
+        try:
+            assert server.next("status").payload == b"online"
+            for size in (16, 65536):
+                times = []
+                for trial in range(3):
+                    payload = random.Random(trial).randbytes(size)
+                    start = time.monotonic()
+                    server.publish("model", payload)
+                    assert server.next("update", timeout=30).payload == payload
+                    times.append(time.monotonic() - start)
+                print(f"model of {size} B -> QEMU -> update: median {1000 * statistics.median(times):.1f} ms")
+                assert statistics.median(times) < 10
+            server.publish("task", b"exit")
+            assert qemu.wait(10) == 0
+        finally:
+            qemu.kill()
+            qemu.wait()
+            for stream in (qemu.stdout, qemu.stderr):
+                stream.close()
