@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.compiler.compile import CompiledModel
-from edge.compiler.harness import Case, parse_outputs, parse_ticks, write_harness, write_models
+from edge.compiler.harness import Case, parse_op_ticks, parse_outputs, parse_ticks, write_harness, write_models
 from edge.firmware.build import CPU_FLAGS, GCC, build_elf
 from edge.firmware.qemu import run_elf
 
@@ -30,6 +30,7 @@ class BoardRun:
 
     outputs: np.ndarray
     instructions_per_inference: float | None
+    op_instructions: dict[int, float] | None = None  # step index -> instructions per inference (timing runs)
 
 
 def run_qemu_many(cases: Sequence[Case], work_dir: Path | str, *, timing: bool = False, repeats: int = 10,
@@ -38,19 +39,21 @@ def run_qemu_many(cases: Sequence[Case], work_dir: Path | str, *, timing: bool =
     work = Path(work_dir)
     sources = write_models(cases, work / "model")
     app = write_harness(cases, work / "app_board.c", timing=timing, repeats=repeats)
-    elf = build_elf(BOARD, [*sources, app], include_dirs=[work / "model"], out_dir=work, name="model_harness")
+    elf = build_elf(BOARD, [*sources, app], include_dirs=[work / "model"], out_dir=work, name="model_harness",
+                    defines={"TFC_PROFILE": None} if timing else None)
     result = run_elf(elf, timeout=timeout, icount=timing)
     if result.exit_code != 0:
         raise RuntimeError(f"model harness exited {result.exit_code} under QEMU:\n{result.stdout}\n{result.stderr}")
     runs = []
     for compiled, _ in cases:
-        instructions = None
+        instructions, per_op = None, None
         if timing:
             ticks = parse_ticks(result.stdout, compiled)
             if ticks is None:
                 raise RuntimeError(f"no tick count for {compiled.prefix} in the harness output:\n{result.stdout}")
             instructions = ticks[0] * INSTRUCTIONS_PER_TICK / ticks[1]
-        runs.append(BoardRun(parse_outputs(result.stdout, compiled), instructions))
+            per_op = {k: v * INSTRUCTIONS_PER_TICK / ticks[1] for k, v in parse_op_ticks(result.stdout, compiled).items()}
+        runs.append(BoardRun(parse_outputs(result.stdout, compiled), instructions, per_op))
     return runs
 
 

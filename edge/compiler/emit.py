@@ -65,7 +65,7 @@ def _pointer(graph: Graph, plan: MemoryPlan, tensor: int, prefix: str) -> str:
     if where == "input":
         return f"((const {c_type} *)input)"
     if where == "output":
-        return f"(({c_type} *)output)"
+        return f"(({c_type} *)output)" if offset == 0 else f"(({c_type} *)((uint8_t *)output + {offset}))"
     return f"(({c_type} *)({prefix}_arena.bytes + {offset}))"
 
 
@@ -77,7 +77,9 @@ def _step_code(graph: Graph, plan: MemoryPlan, s: int, step: Step, prefix: str) 
     names = {f"in{i}": _pointer(graph, plan, t, prefix) for i, t in enumerate(step.op.inputs) if t >= 0}
     names |= {f"out{i}": _pointer(graph, plan, t, prefix) for i, t in enumerate(step.op.outputs)}
     if s in plan.scratch:
-        names["scratch"] = f"((void *)({prefix}_arena.bytes + {plan.scratch[s]}))"
+        region, offset = plan.scratch[s]
+        base = f"{prefix}_arena.bytes" if region == "arena" else "(uint8_t *)output"
+        names["scratch"] = f"((void *)({base} + {offset}))"
 
     def sub(m: re.Match) -> str:
         key = m.group(1)
@@ -141,6 +143,9 @@ int {prefix}_invoke(const void *input, void *output);
     for step in steps:
         for c in step.consts:
             body.append(_const_decl(prefix, step.op.index, c))
+    body += ["", "/* Per-op profiling hooks: a harness built with -DTFC_PROFILE defines tfc_profile(). */",
+             "#ifdef TFC_PROFILE", "void tfc_profile(int op, int end);", "#define TFC_OP(i, end) tfc_profile((i), (end))",
+             "#else", "#define TFC_OP(i, end) ((void)0)", "#endif"]
     body += ["", f"/* Memory plan:", *[f" * {line}" for line in plan.render(graph).splitlines()], " */",
              (f"static union {{ uint8_t bytes[{plan.arena_bytes}]; int32_t i32; float f32; double f64; }} {prefix}_arena;"
               if plan.arena_bytes else "/* no arena: every tensor lives in the caller's input and output */"), "",
@@ -152,7 +157,9 @@ int {prefix}_invoke(const void *input, void *output);
         body.append(f"    tfc_copy(input, output, {x.nbytes});")
     for s, step in enumerate(steps):
         body.append(f"    /* op {step.op.index}: {step.op.name} */")
+        body.append(f"    TFC_OP({s}, 0);")
         body.append(f"    {_step_code(graph, plan, s, step, prefix)}")
+        body.append(f"    TFC_OP({s}, 1);")
     body += ["    return 0;", "}", ""]
     files = {f"{prefix}.h": header, f"{prefix}.c": "\n".join(body)}
     for name in COMMON_KERNEL_FILES:

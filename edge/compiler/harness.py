@@ -47,9 +47,33 @@ def _model_block(compiled: CompiledModel, inputs: np.ndarray, timing: bool, repe
         for (int r = 0; r < {repeats}; ++r) {p}_invoke({p}_inputs, {p}_out);
         uint32_t t1 = board_ticks();
         printf("ticks {p} %lu repeats %d\\n", (unsigned long)(t1 - t0), {repeats});
+        for (int k = 0; k < TFC_MAX_OPS; ++k) op_ticks[k] = 0;
+        tfc_profiling = 1;
+        for (int r = 0; r < {repeats}; ++r) {p}_invoke({p}_inputs, {p}_out);
+        tfc_profiling = 0;
+        for (int k = 0; k < {len(graph.operators)}; ++k) printf("opticks {p} %d %lu\\n", k, (unsigned long)op_ticks[k]);
     }}
 """
     return decls, run
+
+
+_PROFILER = """
+#define TFC_MAX_OPS 512
+static uint32_t op_ticks[TFC_MAX_OPS], op_start;
+static int tfc_profiling;
+void tfc_profile(int op, int end);
+void tfc_profile(int op, int end) {
+    if (!tfc_profiling || op >= TFC_MAX_OPS) return;
+    uint32_t t = board_ticks();
+    if (end) op_ticks[op] += t - op_start; else op_start = t;
+}
+"""
+
+
+def parse_op_ticks(text: str, compiled: CompiledModel) -> dict[int, int]:
+    """Ticks per step index summed over the timing repeats (``-DTFC_PROFILE`` builds)."""
+    pattern = rf"^opticks {re.escape(compiled.prefix)} (\d+) (\d+)\s*$"
+    return {int(m.group(1)): int(m.group(2)) for m in re.finditer(pattern, text, re.M)}
 
 
 def write_harness(cases: Sequence[Case], path: Path | str, *, timing: bool = False, repeats: int = 1) -> Path:
@@ -61,7 +85,7 @@ def write_harness(cases: Sequence[Case], path: Path | str, *, timing: bool = Fal
 #include <stdio.h>
 {includes}{'#include "board.h"' if timing else ''}
 
-{''.join(d for d, _ in blocks)}
+{''.join(d for d, _ in blocks)}{_PROFILER if timing else ''}
 static void dump(const char *model, int i, const unsigned char *b, unsigned n) {{
     printf("out %s %d ", model, i);
     for (unsigned k = 0; k < n; ++k) printf("%02x", b[k]);

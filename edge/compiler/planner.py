@@ -12,7 +12,10 @@ intermediates and scratch only. Legal sharing, decided op by op in order:
   the same size, and is not read after this op;
 * the rest: tensors whose lifetimes (producer to last consumer) overlap get
   disjoint offsets, placed greedily, largest first, at the lowest gap, the
-  way TFLM's GreedyMemoryPlanner does; per-op scratch lives for its op only.
+  way TFLM's GreedyMemoryPlanner does; per-op scratch lives for its op only;
+* the caller's output buffer is free memory until the output is first
+  written, so buffers that die before then may live there (TFLM, whose
+  output lives in its arena, reuses the same bytes the same way).
 """
 
 from __future__ import annotations
@@ -39,16 +42,17 @@ class Buffer:
     first: int
     last: int
     offset: int
+    region: str = "arena"  # or "output": the caller's output buffer, before the output is written
 
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Where each tensor lives: ``("arena", offset)``, ``("input", 0)`` or ``("output", 0)``."""
+    """Where each tensor lives: ``("arena", offset)``, ``("input", 0)`` or ``("output", offset)``."""
 
     arena_bytes: int
     buffers: tuple[Buffer, ...]
     placement: dict[int, tuple[str, int]]
-    scratch: dict[int, int]  # step index -> arena offset of its scratch
+    scratch: dict[int, tuple[str, int]]  # step index -> (region, offset) of its scratch
     copies: frozenset[int]  # alias steps that must copy instead
 
     def render(self, graph: Graph, width: int = 64) -> str:
@@ -61,14 +65,16 @@ class MemoryPlan:
         for s in range(n_steps):
             row = ["."] * width
             for i, b in enumerate(self.buffers):
-                if b.first <= s <= b.last and b.size:
+                if b.region == "arena" and b.first <= s <= b.last and b.size:
                     for c in range(b.offset // per_col, min((b.offset + b.size - 1) // per_col + 1, width)):
                         row[c] = letters[i % len(letters)]
             lines.append(f"{s:4d} {graph.operators[s].name[:22]:<22} |{''.join(row)}|")
         for i, b in enumerate(self.buffers):
-            lines.append(f"  {letters[i % len(letters)]}  {b.label:<32} offset {b.offset:6d}  {b.size:6d} B  steps {b.first}-{b.last}")
+            where = "" if b.region == "arena" else "  (in the caller's output buffer, before the output is written)"
+            lines.append(f"  {letters[i % len(letters)]}  {b.label:<32} offset {b.offset:6d}  {b.size:6d} B  steps {b.first}-{b.last}{where}")
+        in_buffers = {m for b in self.buffers for m in b.tensors}
         for t, (where, _) in sorted(self.placement.items()):
-            if where != "arena":
+            if where != "arena" and t not in in_buffers:
                 lines.append(f"  tensor {t} ({graph.tensors[t].name}) is the caller's {where} buffer")
         return "\n".join(lines)
 
@@ -94,22 +100,41 @@ class _Groups:
         return [x for x in list(self.parent) if self.find(x) == root]
 
 
-def _greedy_offsets(items: list[tuple[int, int, int]]) -> list[int]:
-    """Offsets for (size, first, last) items: biggest first, each at the lowest offset clear of overlapping ones."""
+def _lowest_gap(placed: list[tuple[int, int, int, int]], size: int, first: int, last: int, align: int) -> int:
+    """Lowest offset (a multiple of ``align``) where ``size`` bytes are free during steps first..last."""
+    busy = sorted((o, o + s) for o, s, f, l in placed if not (l < first or f > last))
+    offset = 0
+    for lo, hi in busy:
+        if offset + size <= lo:
+            break
+        offset = max(offset, (hi + align - 1) // align * align)
+    return offset
+
+
+def _place(items: list[tuple[int, int, int, int]], out_capacity: int, out_free_until: int, out_align: int) -> list[tuple[str, int]]:
+    """(region, offset) for (size, first, last, element size) items, biggest first.
+
+    The caller's output buffer is memory the model may use before it writes
+    its output: a buffer dead before step ``out_free_until`` whose elements
+    are no more aligned than the output's goes there if it fits; the rest
+    go in the arena at the lowest gap clear of buffers alive at the same time
+    (TFLM's greedy planner's rule).
+    """
     order = sorted(range(len(items)), key=lambda i: (-items[i][0], items[i][1], i))
-    placed: list[tuple[int, int, int, int]] = []  # offset, size, first, last
-    offsets = [0] * len(items)
+    placed: dict[str, list[tuple[int, int, int, int]]] = {"output": [], "arena": []}
+    where: list[tuple[str, int]] = [("arena", 0)] * len(items)
     for i in order:
-        size, first, last = items[i]
-        busy = sorted((o, o + s) for o, s, f, l in placed if not (l < first or f > last))
-        offset = 0
-        for lo, hi in busy:
-            if offset + size <= lo:
-                break
-            offset = max(offset, _align(hi))
-        offsets[i] = offset
-        placed.append((offset, size, first, last))
-    return offsets
+        size, first, last, elem = items[i]
+        if out_capacity and last < out_free_until and elem <= out_align:
+            offset = _lowest_gap(placed["output"], size, first, last, max(elem, 1))
+            if offset + size <= out_capacity:
+                where[i] = ("output", offset)
+                placed["output"].append((offset, size, first, last))
+                continue
+        offset = _lowest_gap(placed["arena"], _align(size), first, last, ALIGN)
+        where[i] = ("arena", offset)
+        placed["arena"].append((offset, _align(size), first, last))
+    return where
 
 
 def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
@@ -158,30 +183,34 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
     for t in list(groups.parent):
         roots.setdefault(groups.find(t), []).append(t)
     placement: dict[int, tuple[str, int]] = {}
-    items: list[tuple[int, int, int]] = []
+    items: list[tuple[int, int, int, int]] = []
     labels: list[tuple[str, tuple[int, ...]]] = []
+    out_free_until = end
     for members in roots.values():
         ks = kinds(members[0])
         if ks:
             for m in members:
                 placement[m] = (next(iter(ks)), 0)
+            if "output" in ks:
+                out_free_until = min(producer.get(m, end) for m in members)
             continue
-        size = _align(max(graph.tensors[m].nbytes for m in members))
+        size = max(graph.tensors[m].nbytes for m in members)
         first = min(producer.get(m, 0) for m in members)
         last = max(last_use.get(m, first) for m in members)
-        items.append((size, first, last))
+        items.append((size, first, last, max(graph.tensors[m].dtype.itemsize for m in members)))
         labels.append((" = ".join(f"t{m}" for m in sorted(members)) + f" {graph.tensors[min(members)].name[:18]}", tuple(sorted(members))))
     scratch_steps = [s for s, step in enumerate(steps) if step.scratch_bytes > 0]
     for s in scratch_steps:
-        items.append((_align(steps[s].scratch_bytes), s, s))
+        items.append((steps[s].scratch_bytes, s, s, 4))
         labels.append((f"scratch of step {s}", ()))
-    offsets = _greedy_offsets(items)
+    out = graph.tensors[graph.output]
+    where = _place(items, out.nbytes if graph.output != graph.input else 0, out_free_until, out.dtype.itemsize)
     buffers = []
-    for (size, first, last), offset, (label, members) in zip(items, offsets, labels):
-        buffers.append(Buffer(label, members, size, first, last, offset))
+    for (size, first, last, _), (region, offset), (label, members) in zip(items, where, labels):
+        buffers.append(Buffer(label, members, size if region == "output" else _align(size), first, last, offset, region))
         for m in members:
-            placement[m] = ("arena", offset)
-    scratch = {s: offsets[len(items) - len(scratch_steps) + i] for i, s in enumerate(scratch_steps)}
-    arena = max((b.offset + b.size for b in buffers), default=0)
-    buffers.sort(key=lambda b: (b.first, b.offset))
+            placement[m] = (region, offset)
+    scratch = {s: where[len(items) - len(scratch_steps) + i] for i, s in enumerate(scratch_steps)}
+    arena = max((b.offset + b.size for b in buffers if b.region == "arena"), default=0)
+    buffers.sort(key=lambda b: (b.region != "arena", b.first, b.offset))
     return MemoryPlan(arena, tuple(buffers), placement, scratch, frozenset(copies))
