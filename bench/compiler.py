@@ -47,8 +47,9 @@ from edge.compiler.tflm_probe import tflm_arena, tflm_invoke  # noqa: E402
 def _random_inputs(compiled, n: int, seed: int) -> np.ndarray:
     x = compiled.graph.tensors[compiled.graph.input]
     rng = np.random.default_rng(seed)
-    if x.type_name == "int8":
-        return rng.integers(-128, 128, size=(n, *x.shape), dtype=np.int8)
+    if x.type_name in ("int8", "int16", "int32"):
+        info = np.iinfo(x.dtype)
+        return rng.integers(info.min, int(info.max) + 1, size=(n, *x.shape), dtype=x.dtype)
     return rng.normal(0.0, 1.0, size=(n, *x.shape)).astype(np.float32)
 
 
@@ -114,8 +115,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = ["| model | ops | MACs | arena ours (+io) | TFLM arena | flash ours | .tflite | instr/inference | exact |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if "refused" in r:
-            lines.append(f"| {r['name']} | refused: {r['refused']} |")
+        if "refused" in r or "failed" in r:
+            lines.append(f"| {r['name']} | {'refused' if 'refused' in r else 'failed'}: {r.get('refused') or r.get('failed')} |")
             continue
         ops = sum(r["ops"].values())
         exact = "bit-identical" if r["exact"]["host_vs_tflm_bit_identical"] else f"max diff {r['exact']['host_vs_tflm_max_abs_diff']:.1e}"
@@ -139,13 +140,18 @@ def main(argv: list[str] | None = None) -> int:
         models = [] if args.no_zoo else _zoo(work / "zoo")
         models += [(p.stem, p) for p in args.models]
         for i, (name, path) in enumerate(models):
-            rows.append(measure(name, path, work / f"m{i}", args.samples, args.repeats))
-            print(f"{name}: {json.dumps({k: rows[-1].get(k) for k in ('arena_bytes', 'tflm_arena_total', 'flash_bytes', 'instructions_per_inference')})}", flush=True)
-    measured = [r for r in rows if "refused" not in r]
+            try:
+                rows.append(measure(name, path, work / f"m{i}", args.samples, args.repeats))
+            except Exception as exc:  # noqa: BLE001 - one model's failure is a finding, not the end of the run
+                rows.append({"name": name, "file": str(path), "failed": f"{type(exc).__name__}: {exc}"[:2000]})
+            keys = ("arena_bytes", "tflm_arena_total", "flash_bytes", "instructions_per_inference", "exact", "refused", "failed")
+            print(f"{name}: {json.dumps({k: rows[-1][k] for k in keys if k in rows[-1]})}", flush=True)
+    measured = [r for r in rows if "refused" not in r and "failed" not in r]
     ratios = [r["arena_plus_io_bytes"] / r["tflm_arena_total"] for r in measured]
     summary = {
         "models": len(rows),
-        "refused": len(rows) - len(measured),
+        "refused": sum("refused" in r for r in rows),
+        "failed": sum("failed" in r for r in rows),
         "all_exact": all(r["exact"]["within_tolerance"] and r["exact"]["qemu_vs_host_same_bytes"] for r in measured),
         "median_arena_plus_io_vs_tflm": round(statistics.median(ratios), 4) if ratios else None,
         "max_arena_plus_io_vs_tflm": round(max(ratios), 4) if ratios else None,
