@@ -11,7 +11,7 @@ METRICS = "metrics"
 
 # config sent with a training/evaluation request
 SERVER_ROUND = "server-round"
-INNER_LEARNING_RATE = "inner-lr"
+INNER_LEARNING_RATE = "inner-learning-rate"  # one name for the knob: run config, ConfigRecord and task JSON
 STREAM_SAMPLES = "stream-samples"
 PROBE_SAMPLES = "probe-samples"
 LOCAL_EPOCHS = "local-epochs"
@@ -48,7 +48,7 @@ DEVICE_SEED = "device-seed"  # metric: which device replied (for provenance); ne
 
 # Meta-learned per-weight step sizes (TinyReptile with ``step_size_learning_rate`` > 0; see edge/step_sizes.py)
 STEP_SIZES = "step-sizes"  # ArrayRecord sent with θ: per-weight multipliers of the adaptation rate
-STEP_SIZE_GRADIENT = "step-size-gradient"  # ArrayRecord in the reply: d(query loss)/d(log step size)
+HYPERGRADIENT = "hypergradient"  # ArrayRecord in the reply (HYPERGRADIENT payload over MQTT): d(query loss)/d(log step size)
 STEP_SIZE_BASE_RATE = "step-size-base-rate"  # config: the shared rate the step sizes multiply
 STEP_SIZE_SHOTS = "step-size-shots"  # config: online steps the hypergradient differentiates through
 STEP_SIZE_QUERY = "step-size-query"  # config: samples the adapted model is scored on

@@ -8,7 +8,7 @@ the one device round, :func:`edge.device_round.run_device_round`, the very
 function MQTT boards run (:mod:`firmware_sim.mqtt_round`); and its
 :class:`edge.round_contract.RoundReply` is packed back as records: φ
 (``arrays``) or the Top-P sparse delta (``sparse-delta``), the hypergradient
-(``step-size-gradient``) and the metrics. Bytes are the wire payloads' lengths
+(``hypergradient``) and the metrics. Bytes are the wire payloads' lengths
 (:func:`edge.wire.encoded_size`), so a SuperNode and an MQTT board report the
 same cost for the same update.
 
@@ -130,7 +130,7 @@ def reply_message(message: Message, reply: RoundReply, device_seed: int) -> Mess
     elif reply.weights is not None:
         content[keys.ARRAYS] = to_array_record(reply.weights)
     if reply.hypergradient is not None:
-        content[keys.STEP_SIZE_GRADIENT] = to_array_record(reply.hypergradient)
+        content[keys.HYPERGRADIENT] = to_array_record(reply.hypergradient)
     return Message(content=content, reply_to=message)
 
 

@@ -244,7 +244,7 @@ def _fail(message: str) -> None:
 
 @app.command()
 def server(
-    strategy: str = typer.Option("tinymetafed", help="tinymetafed, tinyreptile or fedavg."),
+    strategy: str = typer.Option(None, help="tinyreptile, tinymetafed or fedavg [default: tinyreptile, from FederationSettings]."),
     rounds: int = typer.Option(None, help="Federation rounds (run config num-rounds)."),
     clients_per_round: int = typer.Option(None, help="Devices sampled per round."),
     top_p: float = typer.Option(None, help="TinyMetaFed: kept fraction of each update, e.g. 0.1."),

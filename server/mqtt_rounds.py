@@ -16,7 +16,7 @@ tested without a broker, and so the refusal rules live in one place:
 - meta-learned step sizes (a ``step-sizes`` record in the message) travel as a
   STEP_SIZES payload after the MODEL; the device's HYPERGRADIENT payload,
   checked on its own by :func:`hypergradient_from_payload`, becomes the
-  reply's ``step-size-gradient`` record and ``step-size-query-loss`` metric
+  reply's ``hypergradient`` record and ``step-size-query-loss`` metric
   (what a Flower ClientApp sends), its bytes counted in ``bytes-sent`` and the
   STEP_SIZES payload's in ``bytes-received``. A refused hypergradient never
   costs the UPDATE it came with;
@@ -178,7 +178,7 @@ def reply_from_update(
         else:
             content[keys.ARRAYS] = to_array_record(apply_sparse(request.theta, sparse, 1.0))
         if hypergradient is not None:
-            content[keys.STEP_SIZE_GRADIENT] = to_array_record(hypergradient.arrays)
+            content[keys.HYPERGRADIENT] = to_array_record(hypergradient.arrays)
             if hypergradient.query_loss is not None:
                 metrics[keys.STEP_SIZE_QUERY_LOSS] = hypergradient.query_loss
     return Message(content=content, reply_to=request.message)

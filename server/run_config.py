@@ -12,6 +12,13 @@ The strategy hyperparameters (``clients-per-round``, ``top-p``, ...) apply
 to whichever strategy ``strategy`` names. A key only another strategy has
 (``top-p`` when running ``tinyreptile``) is logged and ignored, because a
 Flower App's config table lists every key whatever the strategy.
+
+One source of defaults: the dataclasses. The Flower App's table is
+:func:`default_run_config` (``python -m server.run_config`` prints it, and a
+test holds ``server/flower_app/pyproject.toml`` equal to it), and
+``tinyfleet server`` in Flower mode submits the whole resolved settings
+(:func:`flatten_settings`), so the same command means the same experiment
+in Flower mode and MQTT mode.
 """
 
 from __future__ import annotations
@@ -61,6 +68,10 @@ def known_keys() -> set[str]:
     return set(TOP_LEVEL) | set(DEVICE_KEYS) | set(SERVER_APP_KEYS) | {k for keys in STRATEGY_KEYS.values() for k in keys}
 
 
+#: tuple-valued keys whose items are integers (a tuple's default may be empty, so its type says nothing)
+INTEGER_TUPLES = {"layer-sizes", "device-seeds"}
+
+
 def _names(value: Any, key: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -83,7 +94,7 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             return value
     elif isinstance(default, tuple):
         names = _names(value, key)
-        if default and isinstance(default[0], int):
+        if key in INTEGER_TUPLES:
             try:
                 return tuple(int(n) for n in names)
             except ValueError:
@@ -125,3 +136,52 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     if strategy == "tinymetafed":
         return dataclasses.replace(settings, metafed=TinyMetaFedConfig(**chosen))
     return settings
+
+
+Scalar = bool | int | float | str
+
+
+def _flat(value: Any) -> Scalar:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"no run-config form for {value!r}")  # pragma: no cover - a new field type needs a rule here
+
+
+def flatten_settings(settings: FederationSettings) -> dict[str, Scalar]:
+    """Every run-config key with its value in ``settings``: what a Flower ServerApp must receive to run them.
+
+    Keys of the strategy ``settings`` does not run take that strategy's defaults
+    (the table lists every key, and they are ignored).
+    """
+    out: dict[str, Scalar] = {key: _flat(getattr(settings, name)) for key, name in TOP_LEVEL.items()}
+    out.update({key: _flat(getattr(settings.device, f.name)) for key, f in DEVICE_KEYS.items()})
+    running = {"tinyreptile": settings.reptile, "tinymetafed": settings.metafed}.get(settings.strategy)
+    for strategy, keys in STRATEGY_KEYS.items():
+        config = running if strategy == settings.strategy and running is not None else None
+        for key, f in keys.items():
+            if key not in out or config is not None:
+                out[key] = _flat(getattr(config, f.name) if config is not None else _default(f))
+    return out
+
+
+def default_run_config() -> dict[str, Scalar]:
+    """The Flower App's ``[tool.flwr.app.config]`` table: every key at its dataclass default."""
+    return {**flatten_settings(FederationSettings()), **{key: "" for key in SERVER_APP_KEYS}}
+
+
+def flower_app_table() -> str:
+    """:func:`default_run_config` as the TOML lines of the Flower App's config table."""
+    def toml(value: Scalar) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return repr(value)
+
+    return "\n".join(f"{key} = {toml(value)}" for key, value in default_run_config().items())
+
+
+if __name__ == "__main__":
+    print(flower_app_table())

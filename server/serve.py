@@ -48,7 +48,7 @@ from server.flower_deploy import (
     write_connection,
 )
 from server.process_signals import stop_on_sigterm
-from server.run_config import known_keys, settings_from_run_config
+from server.run_config import SERVER_APP_KEYS, flatten_settings, known_keys, settings_from_run_config
 
 if TYPE_CHECKING:
     import numpy as np
@@ -140,7 +140,9 @@ def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object],
             parse_address(options.superlink)
             address = options.superlink
         write_connection(flwr_home, CONNECTION, address, options.root_certificates)
-        run_id = submit_run(CONNECTION, env, dict(run_config))
+        # the whole resolved settings, not just what was given: the App's table cannot change the experiment
+        submitted = {**flatten_settings(settings), **{k: v for k, v in run_config.items() if k in SERVER_APP_KEYS}}
+        run_id = submit_run(CONNECTION, env, submitted)
         say(f"run {run_id} submitted; follow it with: FLWR_HOME={flwr_home} flwr log {run_id} {CONNECTION}")
         status = wait_for_run(CONNECTION, run_id, env, options.run_timeout_s)
         say(f"run {run_id}: {status}")

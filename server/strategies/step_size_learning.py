@@ -63,10 +63,10 @@ class StepSizeLearning:
         gradients = []
         for message in replies:
             node = message.metadata.src_node_id
-            if node not in accepted_nodes or keys.STEP_SIZE_GRADIENT not in message.content.array_records:
+            if node not in accepted_nodes or keys.HYPERGRADIENT not in message.content.array_records:
                 continue
             try:
-                gradients.append(check_weights(from_array_record(message.content.array_records[keys.STEP_SIZE_GRADIENT]), spec))
+                gradients.append(check_weights(from_array_record(message.content.array_records[keys.HYPERGRADIENT]), spec))
             except InvalidInputError as exc:
                 log.warning("node %s step-size hypergradient refused: %s", node, exc)
         if gradients:

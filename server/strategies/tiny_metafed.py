@@ -54,7 +54,6 @@ UPLINK_DENSITY = "uplink-density"  # fraction of shared entries the accepted rep
 class TinyMetaFedConfig(TinyReptileConfig):
     """TinyReptile's hyperparameters plus the three TinyMetaFed ones."""
 
-    anneal: Anneal = "cosine"
     private_names: tuple[str, ...] = ("w2", "b2")  # the 1-40-40-1 MLP's head
     top_p: float = 0.1  # kept fraction of update entries; 1.0 = dense updates
     reconstruction_samples: int = 5

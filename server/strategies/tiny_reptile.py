@@ -48,7 +48,7 @@ class TinyReptileConfig:
     clients_per_round: int = 1
     meta_step_size: float = 1.0  # ε at round 1
     final_meta_step_size: float = 0.0  # ε at the last round
-    anneal: Anneal = "linear"
+    anneal: Anneal = "cosine"  # one default for every strategy: a flat run config has one anneal key
     outer_momentum: float = 0.0  # μ; 0 is the paper's plain outer step
     nesterov: bool = False  # look-ahead momentum: step along d + μ·m instead of m
     total_rounds: int = 1000  # the schedule's length, fixed across resumes

@@ -85,7 +85,7 @@ def test_the_mqtt_device_measures_what_the_flower_device_measures_and_books_it()
     spec = {k: (v.shape, v.dtype) for k, v in theta.items()}
 
     sent = decode_hypergradient(result.hypergradient, spec, expected_round_id=42, expected_device_id=f"sine-{SEED}")
-    expected = from_array_record(flower.content.array_records[keys.STEP_SIZE_GRADIENT])
+    expected = from_array_record(flower.content.array_records[keys.HYPERGRADIENT])
     for name in theta:
         np.testing.assert_array_equal(sent.tensors[name], expected[name], err_msg=name)
     flower_metrics = flower.content.metric_records[keys.METRICS]
@@ -122,8 +122,8 @@ def test_the_server_turns_the_payloads_into_the_flower_reply_and_learns_from_it(
     flower = flower_device(message)
     wire, device, result = mqtt_device(message)
     reply = reply_from_update(wire, result.update, hypergradient=hypergradient_from_payload(wire, result.hypergradient))
-    expected = from_array_record(flower.content.array_records[keys.STEP_SIZE_GRADIENT])
-    received = from_array_record(reply.content.array_records[keys.STEP_SIZE_GRADIENT])
+    expected = from_array_record(flower.content.array_records[keys.HYPERGRADIENT])
+    received = from_array_record(reply.content.array_records[keys.HYPERGRADIENT])
     for name in expected:
         np.testing.assert_array_equal(received[name], expected[name], err_msg=name)
     metrics = reply.content.metric_records[keys.METRICS]

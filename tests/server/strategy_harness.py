@@ -19,7 +19,7 @@ class FixedGrid:
 
 def configured(strategy: Strategy, theta: dict, nodes=(1, 2), config: ConfigRecord | None = None) -> list[Message]:
     """The training messages of round 1, with the message ids a Grid would assign on push."""
-    config = config if config is not None else ConfigRecord({"inner-lr": 0.1})
+    config = config if config is not None else ConfigRecord({"inner-learning-rate": 0.1})
     messages = list(strategy.configure_train(1, to_array_record(theta), config, FixedGrid(list(nodes))))
     for i, message in enumerate(messages):
         message.metadata.__dict__["_message_id"] = f"m{i}"

@@ -40,7 +40,7 @@ def test_server_with_a_local_broker_and_two_linux_devices_over_mqtt(tmp_path: Pa
     work, ckpt = tmp_path / "server", tmp_path / "ckpt"
     started: list[subprocess.Popen] = []
     try:
-        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "2", "--workdir", str(work), "--rounds", "2",
+        server = spawn(tinyfleet("server", "--strategy", "tinymetafed", "--local-broker", "--fleet", "2", "--workdir", str(work), "--rounds", "2",
                                  "--clients-per-round", "2", "--checkpoint-dir", str(ckpt), "--node-timeout", "20",
                                  "--round-timeout", "10"), env, tmp_path / "server.log")  # fmt: skip
         started.append(server)
@@ -70,7 +70,7 @@ def test_server_with_a_local_broker_and_two_linux_devices_over_mqtt(tmp_path: Pa
     "args, message",
     [
         (["server", "-c", "num-round=3"], "unknown run config key 'num-round'"),
-        (["server", "-c", "top-p=2.0", "--local-broker", "--fleet", "1"], "top_p is the kept fraction"),
+        (["server", "--strategy", "tinymetafed", "-c", "top-p=2.0", "--local-broker", "--fleet", "1"], "top_p is the kept fraction"),
         (["server", "--local-broker"], "--fleet N"),
         (["server", "--superlink", "nohost"], "HOST:PORT"),
         (["device", "run", "--mqtt", "127.0.0.1:1883"], "--id"),
@@ -92,8 +92,7 @@ def test_the_flower_app_config_table_is_a_valid_run_config():
     config = tomllib.loads((APP_DIR / "pyproject.toml").read_text())
     table = config["tool"]["flwr"]["app"]["config"]
     assert set(table) == known_keys()  # flwr run refuses to override a key the table lacks
-    settings = settings_from_run_config(table)
-    assert settings.strategy == "tinymetafed" and settings.metafed.top_p == 0.1
+    assert settings_from_run_config(table) == FederationSettings()  # the table is the dataclasses' defaults
     assert config["tool"]["flwr"]["app"]["components"] == {
         "serverapp": "server.flower_server_app:app", "clientapp": "firmware_sim.client_app:app",
     }

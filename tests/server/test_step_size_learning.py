@@ -74,7 +74,7 @@ def device_reply(message: Message, hyper: dict | None) -> Message:
     weights = from_array_record(message.content.array_records[keys.ARRAYS])
     content = RecordDict({keys.ARRAYS: to_array_record(weights), keys.METRICS: MetricRecord({keys.NUM_EXAMPLES: 5})})
     if hyper is not None:
-        content[keys.STEP_SIZE_GRADIENT] = to_array_record(hyper)
+        content[keys.HYPERGRADIENT] = to_array_record(hyper)
     return Message(content=content, reply_to=message)
 
 
@@ -118,7 +118,7 @@ def test_the_device_measures_the_hypergradient_on_samples_after_its_round():
     message = request(None)
     theta = from_array_record(message.content.array_records[keys.ARRAYS])
     reply = flower_device(message)
-    hyper = from_array_record(reply.content.array_records[keys.STEP_SIZE_GRADIENT])
+    hyper = from_array_record(reply.content.array_records[keys.HYPERGRADIENT])
     config = message.content.config_records[keys.CONFIG]
     stream = sine_device(3, stream_key=int(config[keys.SERVER_ROUND])).stream
     stream.take(int(config[keys.PROBE_SAMPLES]) + int(config[keys.STREAM_SAMPLES]))  # the round's own samples come first

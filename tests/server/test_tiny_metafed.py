@@ -31,7 +31,7 @@ def sparse_reply(message, sparse, sent=100, received=300):
 
 
 def test_private_part_is_never_sent_and_devices_are_told_how_to_rebuild_it():
-    config = ConfigRecord({"inner-lr": 0.1})
+    config = ConfigRecord({"inner-learning-rate": 0.1})
     messages = list(TinyMetaFed(TinyMetaFedConfig(**CONFIG)).configure_train(1, to_array_record(THETA), config, FixedGrid([1, 2])))
     for message in messages:
         assert sorted(message.content[keys.ARRAYS]) == ["b0", "w0"]

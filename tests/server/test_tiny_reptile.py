@@ -30,7 +30,7 @@ def test_server_update_moves_theta_towards_mean_phi_by_epsilon():
 
 
 def test_configure_train_sends_theta_and_a_copy_of_the_config():
-    config = ConfigRecord({"inner-lr": 0.1})
+    config = ConfigRecord({"inner-learning-rate": 0.1})
     strategy = TinyReptile(TinyReptileConfig(clients_per_round=1), round_offset=7)
     messages = list(strategy.configure_train(3, to_array_record({"w": np.ones(2, np.float32)}), config, FixedGrid([5, 6])))
     assert len(messages) == 1 and messages[0].metadata.message_type == MessageType.TRAIN
