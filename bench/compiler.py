@@ -99,15 +99,15 @@ def measure(name: str, path: Path, work: Path, samples: int, repeats: int) -> di
 
 
 def _zoo(folder: Path) -> list[tuple[str, Path]]:
-    from compiler_models import SPECS, ModelFile, _convert
+    from compiler_models import SPECS, build_model_bytes
     from tflite_models import export_backbones
 
     backbones = export_backbones(folder)
     models = [("sine_backbone_int8", backbones.int8_path), ("sine_backbone_float", backbones.float_path)]
-    for name, (builder, shape, dtype, per_channel) in SPECS.items():
+    for name in SPECS:
         path = folder / f"{name}.tflite"
-        path.write_bytes(_convert(builder(), shape, dtype, per_channel, seed=0))
-        models.append((name, ModelFile(name, path, dtype, shape).path))
+        path.write_bytes(build_model_bytes(name))
+        models.append((name, path))
     return models
 
 

@@ -146,6 +146,51 @@ def mean_last_axis(seed: int = 0) -> Callable:
     return lambda x: tf.reduce_mean(c(x), axis=-1, keepdims=True)
 
 
+def conv_flatten_fc(seed: int = 0) -> Callable:
+    """The micro_speech shape: a strided conv, RESHAPE (flatten), FULLY_CONNECTED, SOFTMAX."""
+    import tensorflow as tf
+
+    c = conv("conv", 2, "SAME", seed=seed)
+    w = tf.constant(_weights(np.random.default_rng(seed + 7), 5 * 5 * 4, 6, scale=2.0))
+    return lambda x: tf.nn.softmax(tf.matmul(tf.reshape(c(x), [1, -1]), w))
+
+
+def with_requantize(data: bytes) -> bytes:
+    """The model with an int8 -> int8 QUANTIZE appended (new scale x1.7, zero point +5): TFLite's requantize op.
+
+    The converter emits it only between ops that insist on different scales,
+    so the test grafts it onto a converted model through the flatbuffer
+    object API.
+    """
+    import copy
+
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(data), 0)
+    graph = model.subgraphs[0]
+    old = graph.outputs[0]
+    tensor = copy.deepcopy(graph.tensors[old])
+    tensor.name, tensor.buffer = b"requantized", 0
+    tensor.quantization.scale = [float(tensor.quantization.scale[0]) * 1.7]
+    tensor.quantization.zeroPoint = [int(tensor.quantization.zeroPoint[0]) + 5]
+    graph.tensors.append(tensor)
+    code = schema.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.QUANTIZE
+    code.version = 1
+    model.operatorCodes.append(code)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = len(model.operatorCodes) - 1, [old], [len(graph.tensors) - 1]
+    graph.operators.append(op)
+    graph.outputs = [len(graph.tensors) - 1]
+    for sig in model.signatureDefs or []:
+        for out in sig.outputs:
+            out.tensorIndex = len(graph.tensors) - 1
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 IMG = (1, 9, 9, 3)
 
 
@@ -176,17 +221,28 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "pad_resize_align_corners": (lambda: padded_resized(True, seed=1), IMG, "int8", True),
     "pad_resize_f32": (lambda: padded_resized(False, seed=2), IMG, "float32", True),
     "mean_last_axis": (lambda: mean_last_axis(), IMG, "int8", True),
+    "conv_flatten_fc_softmax": (lambda: conv_flatten_fc(), IMG, "int8", True),
+    "conv_flatten_fc_f32": (lambda: conv_flatten_fc(seed=1), IMG, "float32", True),
+    "fc_requantize": (lambda: mlp("relu", seed=8), (1, 10), "int8", True),
 }
+POST: dict[str, Callable[[bytes], bytes]] = {"fc_requantize": with_requantize}  # edits after conversion
+
+
+def build_model_bytes(name: str) -> bytes:
+    """Convert SPECS[name] (and apply its POST edit): the bytes of the .tflite file."""
+    builder, shape, dtype, per_channel = SPECS[name]
+    data = _convert(builder(), shape, dtype, per_channel, seed=0)
+    return POST[name](data) if name in POST else data
 
 
 def model_file(name: str, tmp_path_factory: pytest.TempPathFactory) -> ModelFile:
     """The converted model ``name`` of SPECS, built once per session."""
     if name not in _CACHE:
-        builder, shape, dtype, per_channel = SPECS[name]
+        _, shape, dtype, _ = SPECS[name]
         folder = tmp_path_factory.getbasetemp() / "compiler_models"
         folder.mkdir(exist_ok=True)
         path = folder / f"{name}.tflite"
-        path.write_bytes(_convert(builder(), shape, dtype, per_channel, seed=0))
+        path.write_bytes(build_model_bytes(name))
         _CACHE[name] = ModelFile(name, path, dtype, shape)
     return _CACHE[name]
 
