@@ -14,6 +14,7 @@ simulation and MQTT (:func:`server.federation.run_federation`,
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from flwr.app import Context
@@ -40,7 +41,8 @@ def main(grid: Grid, context: Context) -> None:
 
         store = open_registry(registry)
         federation = str(context.run_config.get("federation", "") or "") or f"flower-{settings.strategy}"
-        versions = run_versions(store, federation, settings)
+        # the model is described beside the checkpoints, so each version is a version of a described model
+        versions = run_versions(store, federation, settings, Path(settings.checkpoint_dir).parent / "models")
         log.warning("registering every version in %s as federation %s", registry, federation)
 
     def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict[str, object]) -> None:

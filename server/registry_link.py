@@ -22,7 +22,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,11 +210,19 @@ class RunVersions:
 
 
 def open_run_versions(
-    store: RegistryStore, federation_id: str, model_name: str, start_round: int, initial: Mapping[str, np.ndarray]
+    store: RegistryStore,
+    federation_id: str,
+    model_name: str,
+    start_round: int,
+    initial: Mapping[str, np.ndarray],
+    *,
+    describe: Callable[[FederationRegistry, str], str] | None = None,
 ) -> RunVersions:
     """Declare a server's federation in the registry and what registers its versions; refuse clashes.
 
-    The model is named ``model/<model_name>`` and the task ``task/sine`` (the demo's task). A fresh run
+    The model is named ``model/<model_name>`` and the task ``task/sine`` (the demo's task), unless
+    ``describe(registry, task)`` registers the model's description and returns its IRI: then every version
+    registered is a version of a model the store describes. A fresh run
     (``start_round`` 0) registers ``initial`` as version 0 and is refused if the federation already has one, so
     versions of an earlier run are never overwritten; a resumed run continues the federation's versions
     (if the registry lacks the version it resumes from, that is logged and the lineage stops there).
@@ -231,6 +239,8 @@ def open_run_versions(
             "give another federation id or registry, or resume that run from its checkpoint"
         )
     task = registry.register_task("sine", "sine-wave regression")
+    if describe is not None:
+        model = describe(registry, task)
     registry.link_federation(model, task)
     versions = RunVersions(registry, model, initial if start_round == 0 else None)
     if start_round > 0 and not exists:

@@ -188,7 +188,8 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
     try:
         versions = selection = None
         if store is not None:
-            versions = run_versions(store, options.federation or f"mqtt-{settings.strategy}", settings)
+            versions = run_versions(store, options.federation or f"mqtt-{settings.strategy}", settings,
+                                    options.workdir / "models")
             say(f"registry {store.url}: versions of federation {versions.registry.federation}")
             selection = device_selection(versions.registry, settings, options.workdir / "models", say)
         stop_on_sigterm()
@@ -208,16 +209,27 @@ def open_registry(location: str) -> RegistryStore:
         raise ValueError(f"--registry {location}: {exc}") from exc
 
 
-def run_versions(store: RegistryStore, federation_id: str, settings: FederationSettings) -> RunVersions:
+def run_versions(store: RegistryStore, federation_id: str, settings: FederationSettings, models: Path | None = None) -> RunVersions:
     """What registers the versions of this run in ``store``: resumes the federation with the checkpoint, or
-    starts it (refused if the registry already holds an earlier fresh run's versions)."""
+    starts it (refused if the registry already holds an earlier fresh run's versions).
+
+    With ``models`` (a directory) the model is first exported there as a TFLite training graph and described in
+    the store, so each version registered is a version of a described model; without, only the clash is checked.
+    """
     from server.federation import initial_weights
     from server.registry_link import open_run_versions
+    from server.registry_selection import describe_training_model
 
     latest = Checkpointer(settings.checkpoint_dir).load_latest()
     start_round = latest.server_round if latest is not None else 0
-    model = "sine-mlp-" + "-".join(str(n) for n in settings.layer_sizes)
-    return open_run_versions(store, federation_id, model, start_round, initial_weights(settings))
+    name = "sine-mlp-" + "-".join(str(n) for n in settings.layer_sizes)
+    initial = initial_weights(settings)
+
+    def describe(registry: FederationRegistry, task: str) -> str:
+        assert models is not None
+        return describe_training_model(registry, task, settings.layer_sizes, initial, models / f"{name}-train.tflite")
+
+    return open_run_versions(store, federation_id, name, start_round, initial, describe=describe if models else None)
 
 
 def device_selection(registry: FederationRegistry, settings: FederationSettings, models: Path, say: Say) -> AnnouncedSelection:

@@ -84,6 +84,12 @@ def test_server_registers_every_round_with_the_devices_that_trained(tmp_path, mo
         rows = [dict(zip(result.variables, row)) for row in result.rows]
         digest = store.query("PREFIX schema: <https://schema.org/> SELECT ?v ?id WHERE { ?v schema:identifier ?id }",
                              {"v": URIRef(f"{FEDERATION}/version/{ROUNDS}")}).rows
+        # every version registered is a version of a model the store describes (layers, memory, training)
+        undescribed = store.query(
+            "PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?v WHERE { ?v a tf:ModelVersion ; tf:versionOf ?m . "
+            "FILTER NOT EXISTS { ?m a tf:Model ; tf:hasLayer ?layer ; tf:hasOnDeviceTraining ?training } }").rows
+        versions = store.query("PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?v WHERE { ?v a tf:ModelVersion }").rows
+    assert len(versions) == ROUNDS + 1 and undescribed == []
     assert [int(r["number"]) for r in rows] == list(range(ROUNDS, -1, -1))  # every round's version, back to θ0
     devices = {int(r["number"]): set(str(r["devices"] or "").split()) for r in rows}
     fleet_iris = {device_iri(device_id_of(s)) for s in range(FLEET)}
