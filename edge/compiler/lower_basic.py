@@ -91,27 +91,39 @@ def lower_softmax(graph: Graph, op: Operator) -> Step:
     return Step(op, ("softmax.c",), code, inplace=True)
 
 
+_INT_CODES = {"int8": 0, "uint8": 1, "int16": 2}
+
+
 def lower_quantize(graph: Graph, op: Operator) -> Step:
     (x, *_), (out,) = tensors(graph, op)
-    x = require_types(op, x, INT8_FLOAT, "input")
-    require_types(op, out, ("int8",), "output")
+    x = require_types(op, x, ("float32", *_INT_CODES), "input")
+    require_types(op, out, tuple(_INT_CODES), "output")
     if len(out.scales) != 1:
         raise refuse(op, "per-channel QUANTIZE output is not supported (TFLM neither)")
     if x.type_name == "float32":
+        if out.type_name != "int8":
+            raise refuse(op, f"float32 -> {out.type_name} QUANTIZE is not supported")
         code = f"tfc_quantize_f32_s8({{in0}}, {{out0}}, {x.elements}, {c_float(out.scale)}, {out.zero_point});"
         return Step(op, ("quantize.c",), code)
     mult, shift = quant.quantize_multiplier(float(x.scale) / float(out.scale))
-    code = f"tfc_requantize_s8({{in0}}, {{out0}}, {x.elements}, {x.zero_point}, {mult}, {shift}, {out.zero_point});"
-    return Step(op, ("quantize.c",), code, inplace=True)
+    if x.type_name == out.type_name == "int8":
+        code = f"tfc_requantize_s8({{in0}}, {{out0}}, {x.elements}, {x.zero_point}, {mult}, {shift}, {out.zero_point});"
+    else:
+        code = (f"tfc_requantize({{in0}}, {_INT_CODES[x.type_name]}, {{out0}}, {_INT_CODES[out.type_name]}, {x.elements}, "
+                f"{x.zero_point}, {mult}, {shift}, {out.zero_point});")
+    return Step(op, ("quantize.c",), code, inplace=x.dtype.itemsize == out.dtype.itemsize)
 
 
 def lower_dequantize(graph: Graph, op: Operator) -> Step:
     (x, *_), (out,) = tensors(graph, op)
-    x = require_types(op, x, ("int8",), "input")
+    x = require_types(op, x, tuple(_INT_CODES), "input")
     require_types(op, out, ("float32",), "output")
     if len(x.scales) != 1:
         raise refuse(op, "per-channel DEQUANTIZE is not supported")
-    code = f"tfc_dequantize_s8_f32({{in0}}, {{out0}}, {x.elements}, {c_double(x.scale)}, {x.zero_point});"
+    if x.type_name == "int8":
+        code = f"tfc_dequantize_s8_f32({{in0}}, {{out0}}, {x.elements}, {c_double(x.scale)}, {x.zero_point});"
+    else:
+        code = f"tfc_dequantize_f32({{in0}}, {_INT_CODES[x.type_name]}, {{out0}}, {x.elements}, {c_double(x.scale)}, {x.zero_point});"
     return Step(op, ("quantize.c",), code)
 
 

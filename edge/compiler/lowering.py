@@ -22,7 +22,12 @@ def supported_ops() -> list[str]:
     return sorted(LOWERINGS)
 
 
+_UINT8_OK = {"QUANTIZE", "DEQUANTIZE"}  # converting a uint8 model input/output to and from int8, as TFLM does
+
+
 def _check_legacy_uint8(graph: Graph, op: Operator) -> None:
+    if op.name in _UINT8_OK:
+        return
     for t in op.inputs + op.outputs:
         if t >= 0 and graph.tensors[t].type_name == "uint8":
             raise UnsupportedModelError(

@@ -23,7 +23,7 @@ _CACHE: dict[str, "ModelFile"] = {}
 class ModelFile:
     name: str
     path: Path
-    dtype: str  # "int8" (int8 in/out), "int8_float_io" (float in/out, int8 inside) or "float32"
+    dtype: str  # "int8" (int8 in/out), "int8_float_io" / "uint8_io" (float / uint8 in and out, int8 inside) or "float32"
     input_shape: tuple[int, ...]
 
     def random_inputs(self, n: int, seed: int = 0) -> np.ndarray:
@@ -31,6 +31,8 @@ class ModelFile:
         rng = np.random.default_rng(seed)
         if self.dtype == "int8":
             return rng.integers(-128, 128, size=(n, *self.input_shape), dtype=np.int8)
+        if self.dtype == "uint8_io":
+            return rng.integers(0, 256, size=(n, *self.input_shape), dtype=np.uint8)
         return rng.normal(0.0, 1.0, size=(n, *self.input_shape)).astype(np.float32)
 
 
@@ -51,9 +53,9 @@ def _convert(fn: Callable, input_shape: tuple[int, ...], dtype: str, per_channel
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if dtype == "int8":
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+    if dtype in ("int8", "uint8_io"):
+        converter.inference_input_type = tf.int8 if dtype == "int8" else tf.uint8
+        converter.inference_output_type = tf.int8 if dtype == "int8" else tf.uint8
     if not per_channel:
         converter._experimental_disable_per_channel_quantization_for_dense_layers = True
         converter._experimental_disable_per_channel = True
@@ -224,6 +226,7 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "conv_flatten_fc_softmax": (lambda: conv_flatten_fc(), IMG, "int8", True),
     "conv_flatten_fc_f32": (lambda: conv_flatten_fc(seed=1), IMG, "float32", True),
     "fc_requantize": (lambda: mlp("relu", seed=8), (1, 10), "int8", True),
+    "fc_uint8_io": (lambda: mlp("relu", softmax=True, seed=9), (1, 10), "uint8_io", True),
 }
 POST: dict[str, Callable[[bytes], bytes]] = {"fc_requantize": with_requantize}  # edits after conversion
 
@@ -283,13 +286,29 @@ def _hybrid_bytes() -> bytes:
     return converter.convert()
 
 
+def _legacy_uint8_bytes() -> bytes:
+    """An int8 model relabelled uint8 throughout (TF1-era quantisation, which TFLM no longer runs)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(_convert(mlp("relu", seed=12), (1, 10), "int8", False, 0)), 0)
+    for tensor in model.subgraphs[0].tensors:
+        if tensor.type == schema.TensorType.INT8:
+            tensor.type = schema.TensorType.UINT8
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def refused_model(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Models the compiler must refuse: "abs" (FULLY_CONNECTED then ABS) and "hybrid"."""
+    """Models the compiler must refuse: "abs" (FULLY_CONNECTED then ABS), "hybrid" and "legacy_uint8"."""
     key = f"refused_{name}"
     if key not in _CACHE:
         folder = tmp_path_factory.getbasetemp() / "compiler_models"
         folder.mkdir(exist_ok=True)
         path = folder / f"{key}.tflite"
-        path.write_bytes(_convert(_abs_model(), (1, 10), "float32", True, 0) if name == "abs" else _hybrid_bytes())
+        build = {"abs": lambda: _convert(_abs_model(), (1, 10), "float32", True, 0), "hybrid": _hybrid_bytes,
+                 "legacy_uint8": _legacy_uint8_bytes}[name]
+        path.write_bytes(build())
         _CACHE[key] = ModelFile(key, path, "float32", (1, 10))
     return _CACHE[key].path

@@ -87,6 +87,18 @@ def test_hybrid_quantisation_is_refused(tmp_path_factory: pytest.TempPathFactory
     assert info.value.op_name == "FULLY_CONNECTED" and info.value.op_index == 0
 
 
+def test_legacy_uint8_quantisation_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    with pytest.raises(UnsupportedModelError, match="legacy uint8") as info:
+        compile_model(refused_model("legacy_uint8", tmp_path_factory).read_bytes())
+    assert info.value.op_name == "FULLY_CONNECTED" and info.value.op_index == 0
+
+
+def test_uint8_model_io_converted_by_quantize_is_compiled(tmp_path_factory: pytest.TempPathFactory) -> None:
+    compiled = compile_model(model_file("fc_uint8_io", tmp_path_factory).path.read_bytes())
+    assert compiled.op_counts["QUANTIZE"] == 2  # uint8 -> int8 in, int8 -> uint8 out; exactness is in test_compiler_exactness
+    assert compiled.graph.tensors[compiled.graph.input].type_name == "uint8"
+
+
 def test_not_a_model_is_refused() -> None:
     with pytest.raises(UnsupportedModelError, match="TFL3"):
         compile_model(b"\x00" * 64)

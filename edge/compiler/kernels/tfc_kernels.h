@@ -34,6 +34,10 @@ void tfc_softmax_f32(const float *in, float *out, int outer, int depth, float be
 void tfc_quantize_f32_s8(const float *in, int8_t *out, int n, float scale, int32_t zp);
 void tfc_requantize_s8(const int8_t *in, int8_t *out, int n, int32_t in_zp, int32_t mult, int shift, int32_t out_zp);
 void tfc_dequantize_s8_f32(const int8_t *in, float *out, int n, double scale, int32_t zp);
+/* Integer type codes: 0 int8, 1 uint8, 2 int16 (TFLM's QUANTIZE converts among them, DEQUANTIZE reads them). */
+void tfc_requantize(const void *in, int in_type, void *out, int out_type, int n, int32_t in_zp, int32_t mult, int shift,
+                    int32_t out_zp);
+void tfc_dequantize_f32(const void *in, int in_type, float *out, int n, double scale, int32_t zp);
 
 /* Window geometry of CONV_2D, DEPTHWISE_CONV_2D and the pools (NHWC), filled in by the compiler. */
 typedef struct {
