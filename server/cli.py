@@ -374,5 +374,21 @@ def fleet_run(
         _fail(str(exc))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def gateway(ctx: typer.Context) -> None:
+    """Bridge a board's UART (QEMU socket or tty) to MQTT: --serial URL --id DEVICE --accounts FILE (see --help)."""
+    from firmware_sim.serial_gateway import main as gateway_main
+
+    raise typer.Exit(gateway_main(list(ctx.args)) or 0)
+
+
+def _mount_export() -> None:
+    from server.cli_export import export_app
+
+    app.add_typer(export_app, name="export")
+
+
+_mount_export()
+
 if __name__ == "__main__":
     app()

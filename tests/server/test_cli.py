@@ -35,3 +35,13 @@ def test_bench_refuses_an_unknown_task_or_method_before_any_work(tmp_path):
                          (["--task", "presence", "--methods", "fedavg,magic"], "unknown methods ['magic']")):  # fmt: skip
         result = CliRunner().invoke(app, ["bench", *args, "--out", str(tmp_path)])
         assert result.exit_code == 2 and reason in result.output and not any(tmp_path.iterdir())
+
+
+def test_the_tinyfleet_script_says_what_is_missing_on_a_device_install():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['typer'] = None; from server.entry import main; main()"  # typer not installed
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "lacks 'typer'" in done.stderr and "tinyfleet-device" in done.stderr
