@@ -117,11 +117,16 @@ def _read_description(file: Path) -> tuple[Graph, dict[str, Any] | None]:
 
 
 def _looks_like_td(document: Any) -> bool:
+    """A TD context, or TD members without one (then check_td says the @context is missing, as the HTTP API does)."""
     if not isinstance(document, dict):
         return False
     context = document.get("@context")
     first = context[0] if isinstance(context, list) and context else context
-    return isinstance(first, str) and "/wot/td/" in first
+    if isinstance(first, str) and "/wot/td/" in first:
+        return True
+    types = document.get("@type")
+    typed_thing = "Thing" in (types if isinstance(types, list) else [types])
+    return typed_thing or ("title" in document and any(k in document for k in ("securityDefinitions", "security", "properties", "actions", "events")))
 
 
 @app.command()

@@ -33,6 +33,7 @@ from rdflib.namespace import XSD
 
 from ontology.rdf_input import InvalidRDF, parse_json_document
 from ontology.store import RegistryStore, check_iri
+from ontology.td_validation import rule_problems, schema_problems
 from ontology.thing_description import TD_CONTEXT_URL, device_iri, td_to_graph
 from ontology.validation import DescriptionRejected, check_description
 from ontology.vocab import TF
@@ -135,6 +136,8 @@ def check_td(td: Any) -> Graph:
     problems = structural_problems(td)
     if not isinstance(td, dict):
         raise ThingRejected("not a valid Thing Description", problems)
+    problems += [p for p in schema_problems(td) if not _said(p, problems)]
+    problems += rule_problems(td)
     try:
         graph = td_to_graph({k: v for k, v in td.items() if k != "registration"})
         check_description(graph)
@@ -145,6 +148,14 @@ def check_td(td: Any) -> Graph:
     if problems:
         raise ThingRejected("not a valid TinyFleet Thing Description", problems)
     return graph
+
+
+def _said(schema_problem: str, problems: list[str]) -> bool:
+    """Whether a schema "'x' is a required property" repeats a structural problem already naming 'x'."""
+    if "is a required property" not in schema_problem:
+        return False
+    name = schema_problem.split("'")[1] if schema_problem.count("'") >= 2 else ""
+    return any(f"'{name}'" in p or name in p.split(" ", 1)[0] for p in problems)
 
 
 @dataclass

@@ -103,8 +103,16 @@ def validate_graph(data: Graph) -> list[Violation]:
 
 
 def check_description(data: Graph) -> Graph:
-    """Return ``data`` if it conforms, else raise DescriptionRejected with every problem."""
+    """Return ``data`` if it conforms, else raise DescriptionRejected with every problem.
+
+    Besides the shapes, the TinyFleet vocabulary is closed: a ``tf:`` term the ontology does not
+    define (a sensor predicate spelt ``hasSensr``) is a violation naming the nearest defined term, since
+    matchmaking would silently never see the device.
+    """
+    from ontology.td_validation import unknown_terms
+
     violations = validate_graph(data)
+    violations += [Violation(focus="vocabulary", path=None, message=m, value=None, severity="Violation") for m in unknown_terms(data)]
     if violations:
         raise DescriptionRejected(violations)
     return data
