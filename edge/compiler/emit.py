@@ -87,7 +87,8 @@ def _step_code(graph: Graph, plan: MemoryPlan, s: int, step: Step, prefix: str) 
             return f"{prefix}_op{step.op.index}_{key[6:]}"
         return names[key]
 
-    return re.sub(r"\{([a-z0-9:_]+)\}", sub, step.code)
+    code = step.inplace_code if s in plan.inplace_steps and step.inplace_code else step.code
+    return re.sub(r"\{([a-z0-9:_]+)\}", sub, code)
 
 
 def _const_decl(prefix: str, op_index: int, c: ConstArray | ConstStruct) -> str:

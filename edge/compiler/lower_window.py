@@ -77,17 +77,25 @@ def _conv_like(graph: Graph, op: Operator, depthwise: bool) -> Step:
         bias_expr = "{const:b}"
     macs = out.elements * fh * fw * (1 if depthwise else fd)
     mult_arg = f"{out_depth // in_depth}, " if depthwise else ""
+    inplace = depthwise and out_depth == in_depth  # multiplier 1: one input channel per output channel
+    plane = int(x.shape[1]) * int(x.shape[2]) * x.dtype.itemsize
     if is_float:
         lo, hi = quant.float_activation_range(activation)
         code = f"tfc_{kind}_f32({{in0}}, {{const:w}}, {bias_expr}, {{out0}}, {{const:geom}}, {mult_arg}{c_float(lo)}, {c_float(hi)});"
-        return Step(op, ("conv.c",), code, consts, macs=macs)
+        inplace_code = (f"tfc_depthwise_inplace_f32({{out0}}, {{const:w}}, {bias_expr}, {{const:geom}}, {c_float(lo)}, {c_float(hi)}, "
+                        f"(float *){{scratch}});")
+        return Step(op, ("conv.c",), code, consts, macs=macs, inplace=inplace, inplace_shrinks=True,
+                    inplace_code=inplace_code if inplace else None, inplace_scratch=plane)
     scales = w.scales if len(w.scales) > 1 else [w.scale] * out_depth
     mults, shifts = quant.per_channel_multipliers(x.scale, scales, out.scale)
     consts += [ConstArray("mult", "int32_t", np.asarray(mults)), ConstArray("shift", "int32_t", np.asarray(shifts))]
     lo, hi = quant.activation_range(activation, out.scale, out.zero_point)
     code = (f"tfc_{kind}_s8({{in0}}, {{const:w}}, {bias_expr}, {{out0}}, {{const:geom}}, {mult_arg}{-x.zero_point}, "
             f"{out.zero_point}, {{const:mult}}, {{const:shift}}, {lo}, {hi});")
-    return Step(op, ("conv.c",), code, consts, macs=macs)
+    inplace_code = (f"tfc_depthwise_inplace_s8({{out0}}, {{const:w}}, {bias_expr}, {{const:geom}}, {-x.zero_point}, "
+                    f"{out.zero_point}, {{const:mult}}, {{const:shift}}, {lo}, {hi}, (int8_t *){{scratch}});")
+    return Step(op, ("conv.c",), code, consts, macs=macs, inplace=inplace, inplace_shrinks=True,
+                inplace_code=inplace_code if inplace else None, inplace_scratch=plane)
 
 
 def lower_conv(graph: Graph, op: Operator) -> Step:

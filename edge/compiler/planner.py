@@ -7,9 +7,11 @@ intermediates and scratch only. Legal sharing, decided op by op in order:
 
 * alias ops (RESHAPE and friends) reuse their input's bytes, unless that
   would make one buffer both the caller's input and its output (then a copy);
-* in-place ops (elementwise activations, softmax, requantize) write over
-  input 0 when that storage is writable (not the caller's const input), has
-  the same size, and is not read after this op;
+* in-place ops (elementwise activations, softmax, requantize, ADD, and
+  depthwise convolution with multiplier 1 through a one-channel scratch
+  plane) write over input 0 when that storage is writable (not the caller's
+  const input), is not read after this op, and has the same size (or, for
+  the depthwise kernel, at least the output's);
 * the rest: tensors whose lifetimes (producer to last consumer) overlap get
   disjoint offsets, placed greedily, largest first, at the lowest gap, the
   way TFLM's GreedyMemoryPlanner does; per-op scratch lives for its op only;
@@ -54,6 +56,7 @@ class MemoryPlan:
     placement: dict[int, tuple[str, int]]
     scratch: dict[int, tuple[str, int]]  # step index -> (region, offset) of its scratch
     copies: frozenset[int]  # alias steps that must copy instead
+    inplace_steps: frozenset[int] = frozenset()  # steps whose output overwrites input 0
 
     def render(self, graph: Graph, width: int = 64) -> str:
         """ASCII layout, one row per step: a letter per live buffer across the arena, as TFLM documents its plan."""
@@ -161,7 +164,9 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
     def group_last(t: int) -> int:
         return max(last_use.get(m, producer.get(m, 0)) for m in groups.members(t))
 
-    copies = set()
+    copies: set[int] = set()
+    inplace_steps: set[int] = set()
+    out_bytes = graph.tensors[graph.output].nbytes
     for s, step in enumerate(steps):
         if not step.op.inputs or not step.op.outputs:
             continue
@@ -174,10 +179,14 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
             else:
                 groups.union(src, dst)
         elif step.inplace:
-            same_size = graph.tensors[src].nbytes == graph.tensors[dst].nbytes
+            n_src, n_dst = graph.tensors[src].nbytes, graph.tensors[dst].nbytes
+            size_ok = n_src == n_dst or (step.inplace_shrinks and n_dst <= n_src)
+            into_output = "output" in kinds(src) | kinds(dst)
+            fits = not into_output or max(graph.tensors[m].nbytes for m in groups.members(src) + groups.members(dst)) <= out_bytes
             writable = "input" not in kinds(src)
-            if same_size and writable and group_last(src) == s and not ("output" in kinds(src) and "output" in kinds(dst)):
+            if size_ok and fits and writable and group_last(src) == s and not ("output" in kinds(src) and "output" in kinds(dst)):
                 groups.union(src, dst)
+                inplace_steps.add(s)
 
     roots: dict[int, list[int]] = {}
     for t in list(groups.parent):
@@ -199,9 +208,13 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
         last = max(last_use.get(m, first) for m in members)
         items.append((size, first, last, max(graph.tensors[m].dtype.itemsize for m in members)))
         labels.append((" = ".join(f"t{m}" for m in sorted(members)) + f" {graph.tensors[min(members)].name[:18]}", tuple(sorted(members))))
-    scratch_steps = [s for s, step in enumerate(steps) if step.scratch_bytes > 0]
+    def scratch_of(s: int) -> int:
+        step = steps[s]
+        return step.inplace_scratch if s in inplace_steps and step.inplace_code else step.scratch_bytes
+
+    scratch_steps = [s for s in range(len(steps)) if scratch_of(s) > 0]
     for s in scratch_steps:
-        items.append((steps[s].scratch_bytes, s, s, 4))
+        items.append((scratch_of(s), s, s, 4))
         labels.append((f"scratch of step {s}", ()))
     out = graph.tensors[graph.output]
     where = _place(items, out.nbytes if graph.output != graph.input else 0, out_free_until, out.dtype.itemsize)
@@ -213,4 +226,4 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
     scratch = {s: where[len(items) - len(scratch_steps) + i] for i, s in enumerate(scratch_steps)}
     arena = max((b.offset + b.size for b in buffers if b.region == "arena"), default=0)
     buffers.sort(key=lambda b: (b.region != "arena", b.first, b.offset))
-    return MemoryPlan(arena, tuple(buffers), placement, scratch, frozenset(copies))
+    return MemoryPlan(arena, tuple(buffers), placement, scratch, frozenset(copies), frozenset(inplace_steps))

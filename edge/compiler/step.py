@@ -42,8 +42,10 @@ class Step:
     ``code`` is a C statement with ``{in0}``.. ``{out0}`` ``{scratch}`` and
     ``{const:suffix}`` placeholders. ``alias`` marks ops whose output is the
     input's bytes reinterpreted (RESHAPE): no code unless the planner must
-    copy. ``inplace`` marks elementwise-safe ops whose output may overwrite
-    input 0 when input 0 dies here. ``macs`` feeds the benchmark.
+    copy. ``inplace`` marks ops whose output may overwrite input 0 when input
+    0 dies here: elementwise ops with ``code`` as is, others (depthwise
+    convolution) with a different kernel, ``inplace_code``. ``macs`` feeds
+    the benchmark.
     """
 
     op: Operator
@@ -54,6 +56,9 @@ class Step:
     inplace: bool = False
     alias: bool = False
     macs: int = 0
+    inplace_shrinks: bool = False  # in place even when the output is smaller than input 0 (strided depthwise)
+    inplace_code: str | None = None  # the call to emit instead of ``code`` when the planner runs it in place
+    inplace_scratch: int = 0  # scratch bytes of ``inplace_code``
 
 
 def refuse(op: Operator, why: str) -> UnsupportedModelError:

@@ -193,6 +193,24 @@ def with_requantize(data: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def mobilenet_block(strides: int = 1, seed: int = 0) -> Callable:
+    """conv 3x3 -> depthwise 3x3 (multiplier 1, the in-place case) -> pointwise 1x1, RELU6 between."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    w1 = tf.constant(_weights(rng, 27, 8).reshape(3, 3, 3, 8))
+    dw = tf.constant(_weights(rng, 9, 8, scale=1.5).reshape(3, 3, 8, 1))
+    pw = tf.constant(_weights(rng, 8, 4).reshape(1, 1, 8, 4))
+    b1, b2 = (tf.constant(rng.normal(0, 0.2, 8).astype(np.float32)) for _ in range(2))
+
+    def f(x):
+        h = tf.nn.relu6(tf.nn.conv2d(x, w1, 1, "SAME") + b1)
+        h = tf.nn.relu6(tf.nn.depthwise_conv2d(h, dw, [1, strides, strides, 1], "SAME") + b2)
+        return tf.nn.conv2d(h, pw, 1, "SAME")
+
+    return f
+
+
 IMG = (1, 9, 9, 3)
 
 
@@ -227,6 +245,9 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "conv_flatten_fc_f32": (lambda: conv_flatten_fc(seed=1), IMG, "float32", True),
     "fc_requantize": (lambda: mlp("relu", seed=8), (1, 10), "int8", True),
     "fc_uint8_io": (lambda: mlp("relu", softmax=True, seed=9), (1, 10), "uint8_io", True),
+    "dw_inplace_s1": (lambda: mobilenet_block(1), IMG, "int8", True),
+    "dw_inplace_s2": (lambda: mobilenet_block(2, seed=1), IMG, "int8", True),
+    "dw_inplace_s1_f32": (lambda: mobilenet_block(1, seed=2), IMG, "float32", True),
 }
 POST: dict[str, Callable[[bytes], bytes]] = {"fc_requantize": with_requantize}  # edits after conversion
 

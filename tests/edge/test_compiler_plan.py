@@ -42,7 +42,26 @@ def test_backbone_runs_in_place_in_one_hidden_layer_of_ram(backbone_models: Back
     assert "caller's output buffer" in plan and "caller's input buffer" in plan
 
 
-@pytest.mark.parametrize("name", ["fc_tanh_batch3", "fc_float_io", "fc_tanh_softmax_f32"])
+@pytest.mark.parametrize("name", ["dw_inplace_s1", "dw_inplace_s2", "dw_inplace_s1_f32"])
+def test_depthwise_multiplier_1_runs_in_place_on_one_channel_plane(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    compiled = compile_model(model_file(name, tmp_path_factory).path.read_bytes())
+    (dw,) = [s for s, step in enumerate(compiled.steps) if step.op.name == "DEPTHWISE_CONV_2D"]
+    assert dw in compiled.plan.inplace_steps
+    g = compiled.graph
+    x, y = (g.tensors[t] for t in (compiled.steps[dw].op.inputs[0], compiled.steps[dw].op.outputs[0]))
+    assert compiled.plan.placement[x.index] == compiled.plan.placement[y.index]  # one buffer for both
+    plane = x.shape[1] * x.shape[2] * x.dtype.itemsize
+    (scratch,) = [b for b in compiled.plan.buffers if b.label == f"scratch of step {dw}"]
+    assert plane <= scratch.size <= plane + 3 and scratch.first == scratch.last == dw
+    # the conv output (= depthwise input) and one channel plane of scratch (in the arena, or borrowed from
+    # the not-yet-written output buffer): no separate depthwise output
+    assert compiled.arena_bytes == x.nbytes + (scratch.size if scratch.region == "arena" else 0)
+    assert compiled.arena_bytes < x.nbytes + y.nbytes
+    assert "tfc_depthwise_inplace" in compiled.sources.files["model.c"]
+    # exactness of the in-place kernel is checked with every other model in test_compiler_exactness/_board
+
+
+@pytest.mark.parametrize("name", ["fc_tanh_batch3", "fc_float_io", "fc_tanh_softmax_f32", "dw_inplace_s1", "residual_add_mean_logistic"])
 def test_arena_never_exceeds_tflm_used_arena(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     model = model_file(name, tmp_path_factory)
     compiled = compile_model(model.path.read_bytes())

@@ -138,3 +138,59 @@ void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float
         }
     }
 }
+
+/* In-place DEPTHWISE_CONV_2D with multiplier 1 (MCUNet/TinyEngine's trick): output channel c depends only on
+ * input channel c, so each channel's input plane is copied to `plane` (in_h * in_w elements) and its outputs
+ * are written over the shared buffer. Positions of channel c (index = c mod depth) hold no other channel's
+ * data, and a smaller output (stride > 1) only lands on positions already consumed, so the whole output
+ * tensor never needs memory of its own. Same arithmetic as tfc_depthwise_*: the same bytes out. */
+#define TFC_DW_INPLACE(T, ACC_T, INIT, TAP, FINISH)                                                           \
+    const int plane_n = g->in_h * g->in_w, depth = g->in_depth;                                             \
+    for (int b = 0; b < g->batches; ++b) {                                                                  \
+        for (int c = 0; c < depth; ++c) {                                                                   \
+            for (int p = 0; p < plane_n; ++p) plane[p] = buf[((size_t)b * plane_n + p) * depth + c];       \
+            for (int oy = 0; oy < g->out_h; ++oy) {                                                         \
+                const int iy0 = oy * g->stride_h - g->pad_h;                                                \
+                for (int ox = 0; ox < g->out_w; ++ox) {                                                     \
+                    const int ix0 = ox * g->stride_w - g->pad_w;                                            \
+                    ACC_T acc = INIT;                                                                       \
+                    for (int fy = 0; fy < g->filter_h; ++fy) {                                              \
+                        const int iy = iy0 + g->dilation_h * fy;                                            \
+                        if (iy < 0 || iy >= g->in_h) continue;                                              \
+                        for (int fx = 0; fx < g->filter_w; ++fx) {                                          \
+                            const int ix = ix0 + g->dilation_w * fx;                                        \
+                            if (ix < 0 || ix >= g->in_w) continue;                                          \
+                            const T x = plane[iy * g->in_w + ix];                                           \
+                            const T f = w[(fy * g->filter_w + fx) * depth + c];                             \
+                            TAP;                                                                            \
+                        }                                                                                   \
+                    }                                                                                       \
+                    buf[(((size_t)b * g->out_h + oy) * g->out_w + ox) * depth + c] = FINISH;                \
+                }                                                                                           \
+            }                                                                                               \
+        }                                                                                                   \
+    }
+
+static inline int8_t tfc_dw_finish_s8(int32_t acc, const int32_t *bias, int c, int32_t out_offset, const int32_t *mult,
+                                      const int32_t *shift, int32_t act_min, int32_t act_max) {
+    if (bias) acc += bias[c];
+    return (int8_t)tfc_clamp(tfc_mbqm(acc, mult[c], (int)shift[c]) + out_offset, act_min, act_max);
+}
+
+static inline float tfc_dw_finish_f32(float total, const float *bias, int c, float act_min, float act_max) {
+    float v = total + (bias ? bias[c] : 0.0f);
+    v = v < act_min ? act_min : v;
+    return v > act_max ? act_max : v;
+}
+
+void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const tfc_conv_geom *g,
+                              int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift,
+                              int32_t act_min, int32_t act_max, int8_t *plane) {
+    TFC_DW_INPLACE(int8_t, int32_t, 0, acc += (int32_t)f * ((int32_t)x + in_offset),
+                   tfc_dw_finish_s8(acc, bias, c, out_offset, mult, shift, act_min, act_max))
+}
+
+void tfc_depthwise_inplace_f32(float *buf, const float *w, const float *bias, const tfc_conv_geom *g, float act_min,
+                               float act_max, float *plane) {
+    TFC_DW_INPLACE(float, float, 0.f, acc += x * f, tfc_dw_finish_f32(acc, bias, c, act_min, act_max))
+}

@@ -55,6 +55,12 @@ void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, in
                       const int32_t *shift, int32_t act_min, int32_t act_max);
 void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g,
                        int depth_multiplier, float act_min, float act_max);
+/* Depth multiplier 1, output written over the input (buf); plane: scratch of in_h * in_w elements. */
+void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const tfc_conv_geom *g,
+                              int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift,
+                              int32_t act_min, int32_t act_max, int8_t *plane);
+void tfc_depthwise_inplace_f32(float *buf, const float *w, const float *bias, const tfc_conv_geom *g, float act_min,
+                               float act_max, float *plane);
 
 void tfc_avg_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int32_t act_min, int32_t act_max);
 void tfc_avg_pool_f32(const float *in, float *out, const tfc_conv_geom *g, float act_min, float act_max);
