@@ -13,7 +13,6 @@ the TD context inlined from ``contexts/``: nothing is fetched at run time.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from rdflib import Graph

@@ -26,7 +26,7 @@ from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sin
 from edge.identity import device_id_of
 from server.checkpoint import Checkpoint, Checkpointer
 from ontology.thing_description import device_iri
-from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, initial_weights
+from server.federation import DeviceRoundConfig, FederationSettings, initial_weights
 from server.registry_link import FederationRegistry, RunVersions
 from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptileConfig

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -24,8 +24,6 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from edge import record_keys as keys
-from edge.flower_records import from_array_record
-from edge.validation import InvalidInputError, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -136,35 +134,6 @@ class DeviceOrderedGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> list[Message]:
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         return sorted(replies, key=lambda m: self._key(m.metadata.src_node_id))
-
-
-def screen_replies(
-    replies: Iterable[Message], reference: Mapping[str, np.ndarray]
-) -> list[tuple[int, dict[str, np.ndarray], MetricRecord]]:
-    """Keep replies whose weights match ``reference`` in names, shapes, dtypes and are finite.
-
-    A refused reply is logged with its reason and dropped: one broken or
-    malicious device must not stop the round or poison θ.
-    """
-    spec = {k: (v.shape, v.dtype) for k, v in reference.items()}
-    accepted = []
-    for message in replies:
-        node = message.metadata.src_node_id
-        if message.has_error():
-            log.warning("node %s replied with an error: %s", node, message.error.reason)
-            continue
-        content = message.content
-        if keys.ARRAYS not in content.array_records:
-            log.warning("node %s reply has no '%s' record; dropped", node, keys.ARRAYS)
-            continue
-        try:
-            weights = check_weights(from_array_record(content.array_records[keys.ARRAYS]), spec)
-        except InvalidInputError as exc:
-            log.warning("node %s reply refused: %s", node, exc)
-            continue
-        metrics = content.metric_records.get(keys.METRICS, MetricRecord())
-        accepted.append((node, weights, metrics))
-    return accepted
 
 
 def mean_metrics(metrics: list[MetricRecord], weight_key: str = keys.NUM_EXAMPLES) -> dict[str, float]:

@@ -15,12 +15,11 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ConfigRecord, RecordDict
 
 from edge import record_keys as keys
-from edge.flower_records import from_array_record, to_array_record
+from edge.flower_records import to_array_record
 from edge.step_sizes import LogScaleAdam, scale_spec
-from edge.validation import InvalidInputError, check_weights
 
 log = logging.getLogger(__name__)
 
@@ -57,22 +56,13 @@ class StepSizeLearning:
         config[keys.STEP_SIZE_SHOTS] = self.shots
         config[keys.STEP_SIZE_QUERY] = self.query
 
-    def update(self, replies: Sequence[Message], accepted_nodes: set[int], theta: Mapping[str, np.ndarray]) -> int:
-        """One Adam step on the mean hypergradient of the accepted replies; returns how many contributed."""
-        spec = scale_spec(theta)
-        gradients = []
-        for message in replies:
-            node = message.metadata.src_node_id
-            if node not in accepted_nodes or keys.HYPERGRADIENT not in message.content.array_records:
-                continue
-            try:
-                gradients.append(check_weights(from_array_record(message.content.array_records[keys.HYPERGRADIENT]), spec))
-            except InvalidInputError as exc:
-                log.warning("node %s step-size hypergradient refused: %s", node, exc)
+    def update(self, gradients: Sequence[Mapping[str, np.ndarray]], theta: Mapping[str, np.ndarray]) -> int:
+        """One Adam step on the mean of the round's screened hypergradients (:mod:`server.strategies.screening`);
+        returns how many contributed."""
         if gradients:
             self.adam.start(theta)
-            self.adam.step({k: np.mean([g[k] for g in gradients], axis=0) for k in spec})
-        elif accepted_nodes and not self._warned:
+            self.adam.step({k: np.mean([g[k] for g in gradients], axis=0) for k in scale_spec(theta)})
+        elif not self._warned:
             log.warning("no device sent a step-size hypergradient (e.g. MQTT firmware without the feature); "
                         "step sizes stay as they are until one does")  # fmt: skip
             self._warned = True

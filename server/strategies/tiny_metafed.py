@@ -38,11 +38,9 @@ from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
 from edge.reconstruction import RECONSTRUCTION_RULES, split_weights
-from edge.sparse_records import sparse_from_array_record
-from edge.validation import InvalidInputError, check_weights
-from edge.wire.sparse import SparseTensor, apply_sparse, sum_sparse, top_p_sparsify
+from edge.wire.sparse import apply_sparse, sum_sparse
 from server.strategies.common import mean_metrics
-from server.strategies.schedules import Anneal
+from server.strategies.screening import screen_replies
 from server.strategies.tiny_reptile import CLIENTS, META_STEP_SIZE, TinyReptile, TinyReptileConfig
 
 log = logging.getLogger(__name__)
@@ -118,50 +116,19 @@ class TinyMetaFed(TinyReptile):
         shared, sent = self._shared_request(arrays, config)
         return self._messages(server_round, shared, sent, grid, self.config.evaluate_clients, MessageType.EVALUATE)
 
-    def _screen(
-        self, replies: Iterable[Message], shared: dict[str, np.ndarray]
-    ) -> list[tuple[int, dict[str, SparseTensor], MetricRecord]]:
-        """Sparse updates of usable replies; every refusal is logged with its reason and dropped."""
-        spec = {k: (v.shape, v.dtype) for k, v in shared.items()}
-        accepted: list[tuple[int, dict[str, SparseTensor], MetricRecord]] = []
-        seen: set[int] = set()
-        for message in replies:
-            node = message.metadata.src_node_id
-            if message.has_error():
-                log.warning("node %s replied with an error: %s", node, message.error.reason)
-                continue
-            if node in seen:
-                log.warning("node %s replied twice this round; the duplicate is dropped", node)
-                continue
-            records = message.content.array_records
-            try:
-                if keys.SPARSE_DELTA in records:
-                    delta = sparse_from_array_record(records[keys.SPARSE_DELTA], spec)
-                elif keys.ARRAYS in records:
-                    phi = check_weights(from_array_record(records[keys.ARRAYS]), spec)
-                    delta = top_p_sparsify(W.subtract(phi, shared), 1.0)
-                else:
-                    raise InvalidInputError(f"no '{keys.SPARSE_DELTA}' or '{keys.ARRAYS}' record")
-            except InvalidInputError as exc:
-                log.warning("node %s reply refused: %s", node, exc)
-                continue
-            seen.add(node)
-            accepted.append((node, delta, message.content.metric_records.get(keys.METRICS, MetricRecord())))
-        return accepted
-
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._theta is None:
             raise RuntimeError("aggregate_train called before configure_train")
         shared, private = split_weights(self._theta, self.config.private_names)
-        accepted = self._screen(replies, shared)
+        accepted = screen_replies(replies, shared, sparse=True)
         absolute = server_round + self.round_offset
         if not accepted:
             log.warning("round %d: no usable reply; θ unchanged", absolute)
             return None, None
         epsilon = self.epsilon(server_round)
-        total = sum_sparse([delta for _, delta, _ in accepted])
+        total = sum_sparse([r.delta for r in accepted if r.delta is not None])
         if self.config.outer_momentum > 0.0:  # the momentum buffer is dense: it remembers every entry ever sent
             direction = apply_sparse({k: np.zeros_like(v) for k, v in shared.items()}, total, 1.0 / len(accepted))
             shared = W.add(shared, W.scale(self.momentum_step(direction), epsilon))
@@ -169,11 +136,11 @@ class TinyMetaFed(TinyReptile):
             shared = apply_sparse(shared, total, epsilon / len(accepted))
         self._theta = {name: (shared[name] if name in shared else private[name]) for name in self._theta}
         self.traffic[absolute] = {
-            node: {k: float(m[k]) for k in (keys.BYTES_RECEIVED, keys.BYTES_SENT) if k in m} for node, _, m in accepted
+            r.node: {k: float(r.metrics[k]) for k in (keys.BYTES_RECEIVED, keys.BYTES_SENT) if k in r.metrics} for r in accepted
         }
-        metrics = mean_metrics([m for _, _, m in accepted])
+        metrics = mean_metrics([r.metrics for r in accepted])
         metrics[META_STEP_SIZE] = epsilon
         metrics[CLIENTS] = len(accepted)
         n_shared = sum(v.size for v in shared.values()) or 1
-        metrics[UPLINK_DENSITY] = sum(st.nnz for _, d, _ in accepted for st in d.values()) / (n_shared * len(accepted))
+        metrics[UPLINK_DENSITY] = sum(st.nnz for r in accepted for st in (r.delta or {}).values()) / (n_shared * len(accepted))
         return to_array_record(self._theta), MetricRecord(metrics)

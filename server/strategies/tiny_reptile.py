@@ -30,7 +30,8 @@ from flwr.serverapp.strategy import Strategy
 from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
-from server.strategies.common import mean_metrics, round_rng, sample_node_ids, screen_replies
+from server.strategies.common import mean_metrics, round_rng, sample_node_ids
+from server.strategies.screening import screen_replies
 from server.strategies.schedules import Anneal, annealed_step_size
 from server.strategies.step_size_learning import StepSizeLearning
 
@@ -134,19 +135,21 @@ class TinyReptile(Strategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._theta is None:
             raise RuntimeError("aggregate_train called before configure_train")
-        replies = list(replies)
-        accepted = screen_replies(replies, self._theta)
+        accepted = screen_replies(replies, self._theta, hypergradients=self.step_sizes is not None)
         if not accepted:
             log.warning("round %d: no usable reply; θ unchanged", server_round + self.round_offset)
             return None, None
-        hypergradients = self.step_sizes.update(replies, {n for n, _, _ in accepted}, self._theta) if self.step_sizes else 0
-        phi = W.mean([weights for _, weights, _ in accepted])
+        hypergradients = 0
+        if self.step_sizes:
+            gradients = [r.hypergradient for r in accepted if r.hypergradient is not None]
+            hypergradients = self.step_sizes.update(gradients, self._theta)
+        phi = W.mean([r.weights for r in accepted if r.weights is not None])
         epsilon = self.epsilon(server_round)
         if self.config.outer_momentum > 0.0:
             self._theta = W.add(self._theta, W.scale(self.momentum_step(W.subtract(phi, self._theta)), epsilon))
         else:
             self._theta = W.interpolate(self._theta, phi, epsilon)
-        metrics = mean_metrics([m for _, _, m in accepted])
+        metrics = mean_metrics([r.metrics for r in accepted])
         metrics[META_STEP_SIZE] = epsilon
         metrics[CLIENTS] = len(accepted)
         if self.step_sizes:
