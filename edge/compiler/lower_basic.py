@@ -11,7 +11,7 @@ import numpy as np
 
 from edge.compiler import quant
 from edge.compiler.graph import Graph, Operator
-from edge.compiler.step import ConstArray, Step, c_double, c_float, refuse, require_constant, require_types, tensors
+from edge.compiler.step import ConstArray, Step, c_double, c_float, folded_bias, refuse, require_constant, require_types, tensors
 
 INT8_FLOAT = ("int8", "float32")
 
@@ -55,8 +55,10 @@ def lower_fully_connected(graph: Graph, op: Operator) -> Step:
         mults, shifts = [m], [s]
     consts += [ConstArray("mult", "int32_t", np.asarray(mults, np.int64)), ConstArray("shift", "int32_t", np.asarray(shifts, np.int64))]
     lo, hi = quant.activation_range(activation, out.scale, out.zero_point)
-    code = (f"tfc_fully_connected_s8({{in0}}, {{const:w}}, {bias_expr}, {{out0}}, {batches}, {accum}, {out_depth}, "
-            f"{-x.zero_point}, {out.zero_point}, {{const:mult}}, {{const:shift}}, {int(per_channel)}, {lo}, {hi});")
+    # the input offset's share of every sum is a constant: fold it into the bias, so the kernel is a plain dot product
+    consts = [c for c in consts if c.suffix != "b"] + [ConstArray("b", "int32_t", folded_bias(None if bias is None else bias.data, w.data, -x.zero_point))]
+    code = (f"tfc_fully_connected_s8({{in0}}, {{const:w}}, {{const:b}}, {{out0}}, {batches}, {accum}, {out_depth}, "
+            f"0, {out.zero_point}, {{const:mult}}, {{const:shift}}, {int(per_channel)}, {lo}, {hi});")
     return Step(op, ("fully_connected.c",), code, consts, macs=macs)
 
 

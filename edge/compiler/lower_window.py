@@ -11,7 +11,8 @@ import numpy as np
 
 from edge.compiler import quant
 from edge.compiler.graph import Graph, Operator, Tensor
-from edge.compiler.step import ConstArray, ConstStruct, Step, c_float, c_ints, refuse, require_constant, require_types, tensors
+from edge.compiler.step import (ConstArray, ConstStruct, Step, c_float, c_ints, folded_bias, refuse, require_constant,
+                                require_types, tensors)
 
 INT8_FLOAT = ("int8", "float32")
 _SAME, _VALID = 0, 1
@@ -90,10 +91,13 @@ def _conv_like(graph: Graph, op: Operator, depthwise: bool) -> Step:
     mults, shifts = quant.per_channel_multipliers(x.scale, scales, out.scale)
     consts += [ConstArray("mult", "int32_t", np.asarray(mults)), ConstArray("shift", "int32_t", np.asarray(shifts))]
     lo, hi = quant.activation_range(activation, out.scale, out.zero_point)
-    code = (f"tfc_{kind}_s8({{in0}}, {{const:w}}, {bias_expr}, {{out0}}, {{const:geom}}, {mult_arg}{-x.zero_point}, "
-            f"{out.zero_point}, {{const:mult}}, {{const:shift}}, {lo}, {hi});")
-    inplace_code = (f"tfc_depthwise_inplace_s8({{out0}}, {{const:w}}, {bias_expr}, {{const:geom}}, {-x.zero_point}, "
-                    f"{out.zero_point}, {{const:mult}}, {{const:shift}}, {lo}, {hi}, (int8_t *){{scratch}});")
+    # windows wholly inside the image start from bias + offset * sum(filter): a plain dot product each
+    per_channel_filter = w.data if not depthwise else np.moveaxis(w.data.reshape(-1, out_depth), -1, 0)
+    consts.append(ConstArray("bfull", "int32_t", folded_bias(None if bias is None else bias.data, per_channel_filter, -x.zero_point)))
+    tail = f"{-x.zero_point}, {out.zero_point}, {{const:mult}}, {{const:shift}}, {lo}, {hi}"
+    code = f"tfc_{kind}_s8({{in0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{out0}}, {{const:geom}}, {mult_arg}{tail});"
+    inplace_code = (f"tfc_depthwise_inplace_s8({{out0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{const:geom}}, {tail}, "
+                    f"(int8_t *){{scratch}});")
     return Step(op, ("conv.c",), code, consts, macs=macs, inplace=inplace, inplace_shrinks=True,
                 inplace_code=inplace_code if inplace else None, inplace_scratch=plane)
 

@@ -109,3 +109,15 @@ def extend_dims(shape: tuple[int, ...], n: int = 6) -> list[int]:
     if len(shape) > n:
         raise ValueError(f"shape {shape} has more than {n} dimensions")
     return [1] * (n - len(shape)) + [int(d) for d in shape]
+
+
+def wrap_int32(values) -> np.ndarray:
+    """Integers reduced to int32 two's complement: the compile-time half of a sum the kernel finishes in int32."""
+    return ((np.asarray(values, np.int64) + (1 << 31)) % (1 << 32) - (1 << 31)).astype(np.int64)
+
+
+def folded_bias(bias, weights: np.ndarray, input_offset: int) -> np.ndarray:
+    """bias + input_offset * (sum of each output channel's weights): sum w*(x + off) = sum w*x + off*sum w."""
+    sums = np.asarray(weights, np.int64).reshape(weights.shape[0], -1).sum(axis=1)
+    base = np.zeros(weights.shape[0], np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+    return wrap_int32(base + int(input_offset) * sums)

@@ -8,19 +8,46 @@
 #include "tfc_fixedpoint.h"
 #include "tfc_kernels.h"
 
-void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out, const tfc_conv_geom *g,
-                 int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift, int32_t act_min,
-                 int32_t act_max) {
+/* Sum over a window that lies wholly inside the image, without the input offset (folded into bias_full). */
+static int32_t tfc_conv_window_s8(const int8_t *in, const int8_t *w, const tfc_conv_geom *g, int b, int iy0, int ix0,
+                                  int oc, int group) {
+    const int fid = g->filter_in_depth;
+    int32_t acc = 0;
+    for (int fy = 0; fy < g->filter_h; ++fy) {
+        const int8_t *row = in + ((b * g->in_h + iy0 + g->dilation_h * fy) * g->in_w + ix0) * g->in_depth + group * fid;
+        const int8_t *wrow = w + (oc * g->filter_h + fy) * g->filter_w * fid;
+        if (g->dilation_w == 1 && fid == g->in_depth) {
+            acc += tfc_dot_s8(row, wrow, g->filter_w * fid); /* the filter row is one contiguous span */
+        } else {
+            for (int fx = 0; fx < g->filter_w; ++fx) acc += tfc_dot_s8(row + g->dilation_w * fx * g->in_depth, wrow + fx * fid, fid);
+        }
+    }
+    return acc;
+}
+
+/* bias_full[oc] = bias[oc] + in_offset * sum(filter[oc]): the accumulator start of an all-inside window
+ * (NULL: no fast path). Border windows skip the taps outside, as TFLM, and add the offset per tap. */
+void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
+                 const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                 const int32_t *shift, int32_t act_min, int32_t act_max) {
     const int filter_in_depth = g->filter_in_depth;
     const int groups = g->in_depth / filter_in_depth;
     const int filters_per_group = g->out_depth / groups;
     for (int b = 0; b < g->batches; ++b) {
         for (int oy = 0; oy < g->out_h; ++oy) {
             const int iy0 = oy * g->stride_h - g->pad_h;
+            const int rows_inside = iy0 >= 0 && iy0 + g->dilation_h * (g->filter_h - 1) < g->in_h;
             for (int ox = 0; ox < g->out_w; ++ox) {
                 const int ix0 = ox * g->stride_w - g->pad_w;
+                const int inside = rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w;
                 for (int oc = 0; oc < g->out_depth; ++oc) {
                     const int group = oc / filters_per_group;
+                    if (inside && bias_full) {
+                        int32_t acc = bias_full[oc] + tfc_conv_window_s8(in, w, g, b, iy0, ix0, oc, group);
+                        int32_t v = tfc_mbqm(acc, mult[oc], (int)shift[oc]) + out_offset;
+                        out[((b * g->out_h + oy) * g->out_w + ox) * g->out_depth + oc] = (int8_t)tfc_clamp(v, act_min, act_max);
+                        continue;
+                    }
                     int32_t acc = 0;
                     for (int fy = 0; fy < g->filter_h; ++fy) {
                         const int iy = iy0 + g->dilation_h * fy;
@@ -75,30 +102,52 @@ void tfc_conv_f32(const float *in, const float *w, const float *bias, float *out
     }
 }
 
-void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out, const tfc_conv_geom *g,
-                      int depth_multiplier, int32_t in_offset, int32_t out_offset, const int32_t *mult,
-                      const int32_t *shift, int32_t act_min, int32_t act_max) {
+/* A depthwise window wholly inside the image: taps at fixed strides from the window's first tap (`x`, step
+ * `x_col` per column and `x_row` per row) against the filter column of one output channel (step `w_col`). */
+static inline int32_t tfc_dw_window_s8(const int8_t *x, int x_col, int x_row, const int8_t *w, int w_col, int fh, int fw) {
+    int32_t acc = 0;
+    for (int fy = 0; fy < fh; ++fy, x += x_row, w += fw * w_col) {
+        const int8_t *xp = x;
+        const int8_t *wp = w;
+        for (int fx = 0; fx < fw; ++fx, xp += x_col, wp += w_col) acc += (int32_t)*wp * (int32_t)*xp;
+    }
+    return acc;
+}
+
+/* bias_full[oc] = bias[oc] + in_offset * sum(filter[..][oc]), the start of an all-inside window (NULL: none). */
+void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
+                      const tfc_conv_geom *g, int depth_multiplier, int32_t in_offset, int32_t out_offset,
+                      const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max) {
     for (int b = 0; b < g->batches; ++b) {
         for (int oy = 0; oy < g->out_h; ++oy) {
             const int iy0 = oy * g->stride_h - g->pad_h;
+            const int rows_inside = iy0 >= 0 && iy0 + g->dilation_h * (g->filter_h - 1) < g->in_h;
             for (int ox = 0; ox < g->out_w; ++ox) {
                 const int ix0 = ox * g->stride_w - g->pad_w;
+                const int inside = bias_full && rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w;
                 for (int ic = 0; ic < g->in_depth; ++ic) {
                     for (int m = 0; m < depth_multiplier; ++m) {
                         const int oc = m + ic * depth_multiplier;
-                        int32_t acc = 0;
-                        for (int fy = 0; fy < g->filter_h; ++fy) {
-                            const int iy = iy0 + g->dilation_h * fy;
-                            if (iy < 0 || iy >= g->in_h) continue;
-                            for (int fx = 0; fx < g->filter_w; ++fx) {
-                                const int ix = ix0 + g->dilation_w * fx;
-                                if (ix < 0 || ix >= g->in_w) continue;
-                                int32_t x = in[((b * g->in_h + iy) * g->in_w + ix) * g->in_depth + ic];
-                                int32_t f = w[(fy * g->filter_w + fx) * g->out_depth + oc];
-                                acc += f * (x + in_offset);
+                        int32_t acc;
+                        if (inside) {
+                            const int8_t *x = in + ((b * g->in_h + iy0) * g->in_w + ix0) * g->in_depth + ic;
+                            acc = bias_full[oc] + tfc_dw_window_s8(x, g->dilation_w * g->in_depth, g->dilation_h * g->in_w * g->in_depth,
+                                                                   w + oc, g->out_depth, g->filter_h, g->filter_w);
+                        } else {
+                            acc = 0;
+                            for (int fy = 0; fy < g->filter_h; ++fy) {
+                                const int iy = iy0 + g->dilation_h * fy;
+                                if (iy < 0 || iy >= g->in_h) continue;
+                                for (int fx = 0; fx < g->filter_w; ++fx) {
+                                    const int ix = ix0 + g->dilation_w * fx;
+                                    if (ix < 0 || ix >= g->in_w) continue;
+                                    int32_t xv = in[((b * g->in_h + iy) * g->in_w + ix) * g->in_depth + ic];
+                                    int32_t f = w[(fy * g->filter_w + fx) * g->out_depth + oc];
+                                    acc += f * (xv + in_offset);
+                                }
                             }
+                            if (bias) acc += bias[oc];
                         }
-                        if (bias) acc += bias[oc];
                         int32_t v = tfc_mbqm(acc, mult[oc], (int)shift[oc]) + out_offset;
                         out[((b * g->out_h + oy) * g->out_w + ox) * g->out_depth + oc] = (int8_t)tfc_clamp(v, act_min, act_max);
                     }
@@ -171,23 +220,47 @@ void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float
         }                                                                                                   \
     }
 
-static inline int8_t tfc_dw_finish_s8(int32_t acc, const int32_t *bias, int c, int32_t out_offset, const int32_t *mult,
-                                      const int32_t *shift, int32_t act_min, int32_t act_max) {
-    if (bias) acc += bias[c];
-    return (int8_t)tfc_clamp(tfc_mbqm(acc, mult[c], (int)shift[c]) + out_offset, act_min, act_max);
-}
-
 static inline float tfc_dw_finish_f32(float total, const float *bias, int c, float act_min, float act_max) {
     float v = total + (bias ? bias[c] : 0.0f);
     v = v < act_min ? act_min : v;
     return v > act_max ? act_max : v;
 }
 
-void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const tfc_conv_geom *g,
-                              int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift,
-                              int32_t act_min, int32_t act_max, int8_t *plane) {
-    TFC_DW_INPLACE(int8_t, int32_t, 0, acc += (int32_t)f * ((int32_t)x + in_offset),
-                   tfc_dw_finish_s8(acc, bias, c, out_offset, mult, shift, act_min, act_max))
+void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const int32_t *bias_full,
+                              const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                              const int32_t *shift, int32_t act_min, int32_t act_max, int8_t *plane) {
+    const int plane_n = g->in_h * g->in_w, depth = g->in_depth;
+    for (int b = 0; b < g->batches; ++b) {
+        for (int c = 0; c < depth; ++c) {
+            for (int p = 0; p < plane_n; ++p) plane[p] = buf[((size_t)b * plane_n + p) * depth + c];
+            for (int oy = 0; oy < g->out_h; ++oy) {
+                const int iy0 = oy * g->stride_h - g->pad_h;
+                const int rows_inside = iy0 >= 0 && iy0 + g->dilation_h * (g->filter_h - 1) < g->in_h;
+                for (int ox = 0; ox < g->out_w; ++ox) {
+                    const int ix0 = ox * g->stride_w - g->pad_w;
+                    int32_t acc;
+                    if (bias_full && rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w) {
+                        acc = bias_full[c] + tfc_dw_window_s8(plane + iy0 * g->in_w + ix0, g->dilation_w, g->dilation_h * g->in_w,
+                                                              w + c, depth, g->filter_h, g->filter_w);
+                    } else {
+                        acc = 0;
+                        for (int fy = 0; fy < g->filter_h; ++fy) {
+                            const int iy = iy0 + g->dilation_h * fy;
+                            if (iy < 0 || iy >= g->in_h) continue;
+                            for (int fx = 0; fx < g->filter_w; ++fx) {
+                                const int ix = ix0 + g->dilation_w * fx;
+                                if (ix < 0 || ix >= g->in_w) continue;
+                                acc += (int32_t)w[(fy * g->filter_w + fx) * depth + c] * ((int32_t)plane[iy * g->in_w + ix] + in_offset);
+                            }
+                        }
+                        if (bias) acc += bias[c];
+                    }
+                    buf[(((size_t)b * g->out_h + oy) * g->out_w + ox) * depth + c] =
+                        (int8_t)tfc_clamp(tfc_mbqm(acc, mult[c], (int)shift[c]) + out_offset, act_min, act_max);
+                }
+            }
+        }
+    }
 }
 
 void tfc_depthwise_inplace_f32(float *buf, const float *w, const float *bias, const tfc_conv_geom *g, float act_min,

@@ -10,8 +10,13 @@ void tfc_fully_connected_s8(const int8_t *in, const int8_t *w, const int32_t *bi
         const int8_t *row = in + b * accum_depth;
         for (int o = 0; o < out_depth; ++o) {
             const int8_t *wrow = w + o * accum_depth;
-            int32_t acc = 0;
-            for (int d = 0; d < accum_depth; ++d) acc += (int32_t)wrow[d] * ((int32_t)row[d] + in_offset);
+            int32_t acc;
+            if (in_offset == 0) { /* the compiler folded in_offset * sum(w) into the bias */
+                acc = tfc_dot_s8(row, wrow, accum_depth);
+            } else {
+                acc = 0;
+                for (int d = 0; d < accum_depth; ++d) acc += (int32_t)wrow[d] * ((int32_t)row[d] + in_offset);
+            }
             if (bias) acc += bias[o];
             const int c = per_channel ? o : 0;
             int32_t v = tfc_mbqm(acc, mult[c], (int)shift[c]) + out_offset;

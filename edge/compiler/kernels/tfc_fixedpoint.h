@@ -155,4 +155,31 @@ static inline int32_t tfc_reciprocal(int32_t x, int x_integer_digits, int *num_b
 
 static inline int32_t tfc_clamp(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+/* Sum of a[i] * b[i] over n int8 pairs, in wrapping int32 (as every TFLM accumulator, barring overflow).
+ * On a core with the DSP extension (Cortex-M4/M7/M33) four products take two SXTB16 pairs and two SMLADs
+ * (CMSIS-NN's trick); elsewhere a plain loop. The same integer either way. */
+#if defined(__ARM_FEATURE_DSP) && __ARM_FEATURE_DSP
+#include <arm_acle.h>
+#include <string.h>
+static inline int32_t tfc_dot_s8(const int8_t *a, const int8_t *b, int n) {
+    int32_t acc = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t wa, wb;
+        memcpy(&wa, a + i, 4);
+        memcpy(&wb, b + i, 4);
+        acc = __smlad(__sxtb16(wa), __sxtb16(wb), acc);
+        acc = __smlad(__sxtb16((wa >> 8) | (wa << 24)), __sxtb16((wb >> 8) | (wb << 24)), acc);
+    }
+    for (; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
+    return acc;
+}
+#else
+static inline int32_t tfc_dot_s8(const int8_t *a, const int8_t *b, int n) {
+    int32_t acc = 0;
+    for (int i = 0; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
+    return acc;
+}
+#endif
+
 #endif

@@ -45,20 +45,20 @@ typedef struct {
     int filter_h, filter_w, filter_in_depth, stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
 } tfc_conv_geom;
 
-void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out, const tfc_conv_geom *g,
-                 int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift, int32_t act_min,
-                 int32_t act_max);
+void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
+                 const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                 const int32_t *shift, int32_t act_min, int32_t act_max);
 void tfc_conv_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g, float act_min,
                   float act_max);
-void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, int8_t *out, const tfc_conv_geom *g,
-                      int depth_multiplier, int32_t in_offset, int32_t out_offset, const int32_t *mult,
-                      const int32_t *shift, int32_t act_min, int32_t act_max);
+void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
+                      const tfc_conv_geom *g, int depth_multiplier, int32_t in_offset, int32_t out_offset,
+                      const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max);
 void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g,
                        int depth_multiplier, float act_min, float act_max);
 /* Depth multiplier 1, output written over the input (buf); plane: scratch of in_h * in_w elements. */
-void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const tfc_conv_geom *g,
-                              int32_t in_offset, int32_t out_offset, const int32_t *mult, const int32_t *shift,
-                              int32_t act_min, int32_t act_max, int8_t *plane);
+void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const int32_t *bias_full,
+                              const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                              const int32_t *shift, int32_t act_min, int32_t act_max, int8_t *plane);
 void tfc_depthwise_inplace_f32(float *buf, const float *w, const float *bias, const tfc_conv_geom *g, float act_min,
                                float act_max, float *plane);
 
