@@ -10,9 +10,10 @@ mean of ``--repeats`` runs) and instructions per MAC of the CONV_2D and
 FULLY_CONNECTED steps; and exactness: host output vs TFLM on seeded random
 inputs (int8 bit-identical, float max |diff|) and QEMU vs host bytes.
 
-Models: the project's sine backbones (int8 and float, 1-40-40), every small
-model the compiler tests build (tests/edge/compiler_models.py), and any
-.tflite given on the command line. Usage::
+Models: the project's sine backbones (int8 and float, 1-40-40) and its
+keywords (DS-CNN), characters (CNN) and presence (MLP) int8 backbones, every
+small model the compiler tests build (tests/edge/compiler_models.py), and
+any .tflite given on the command line. Usage::
 
     python bench/compiler.py                          # -> runs/bench/compiler.json
     python bench/compiler.py person_detect.tflite --no-zoo --out runs/bench/x.json
@@ -99,12 +100,12 @@ def measure(name: str, path: Path, work: Path, samples: int, repeats: int) -> di
 
 
 def _zoo(folder: Path) -> list[tuple[str, Path]]:
-    from compiler_models import SPECS, build_model_bytes
+    from compiler_models import ALL_MODELS, build_model_bytes
     from tflite_models import export_backbones
 
     backbones = export_backbones(folder)
     models = [("sine_backbone_int8", backbones.int8_path), ("sine_backbone_float", backbones.float_path)]
-    for name in SPECS:
+    for name in ALL_MODELS:
         path = folder / f"{name}.tflite"
         path.write_bytes(build_model_bytes(name))
         models.append((name, path))

@@ -252,8 +252,35 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
 POST: dict[str, Callable[[bytes], bytes]] = {"fc_requantize": with_requantize}  # edits after conversion
 
 
+PROJECT_BACKBONES = ("keywords", "characters", "presence")  # server.models.<task>.ARCH: DS-CNN, CNN, MLP
+
+
+def _project_backbone_bytes(task: str) -> bytes:
+    """The project's int8 backbone of ``task`` (server.models.backbone_export), He-initialised, random biases."""
+    import importlib
+
+    from server.models.architecture import init_params
+    from server.models.backbone_export import export_backbone
+
+    arch = importlib.import_module(f"server.models.{task}").ARCH
+    rng = np.random.default_rng(len(task))
+    params = [(w, rng.normal(0.0, 0.1, b.shape).astype(np.float32)) for w, b in init_params(arch, seed=3)]
+    return export_backbone(arch, params, rng.normal(0.0, 1.0, size=(48, arch.n_inputs)).astype(np.float32))
+
+
+def _project_input_shape(task: str) -> tuple[int, ...]:
+    import importlib
+
+    return (1, importlib.import_module(f"server.models.{task}").ARCH.n_inputs)
+
+
+ALL_MODELS = sorted(SPECS) + [f"backbone_{t}" for t in PROJECT_BACKBONES]
+
+
 def build_model_bytes(name: str) -> bytes:
-    """Convert SPECS[name] (and apply its POST edit): the bytes of the .tflite file."""
+    """Convert SPECS[name] (and apply its POST edit), or export a project backbone: the .tflite's bytes."""
+    if name.startswith("backbone_"):
+        return _project_backbone_bytes(name.removeprefix("backbone_"))
     builder, shape, dtype, per_channel = SPECS[name]
     data = _convert(builder(), shape, dtype, per_channel, seed=0)
     return POST[name](data) if name in POST else data
@@ -262,7 +289,10 @@ def build_model_bytes(name: str) -> bytes:
 def model_file(name: str, tmp_path_factory: pytest.TempPathFactory) -> ModelFile:
     """The converted model ``name`` of SPECS, built once per session."""
     if name not in _CACHE:
-        _, shape, dtype, _ = SPECS[name]
+        if name.startswith("backbone_"):
+            shape, dtype = _project_input_shape(name.removeprefix("backbone_")), "int8"
+        else:
+            _, shape, dtype, _ = SPECS[name]
         folder = tmp_path_factory.getbasetemp() / "compiler_models"
         folder.mkdir(exist_ok=True)
         path = folder / f"{name}.tflite"

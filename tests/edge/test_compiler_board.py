@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from compiler_models import SPECS, model_file
+from compiler_models import ALL_MODELS, model_file
 from tflite_models import BackboneModels
 
 from edge.compiler import compile_model
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def host_and_board(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    paths = {name: model_file(name, tmp_path_factory).path for name in SPECS}
-    inputs = {name: model_file(name, tmp_path_factory).random_inputs(8, seed=3) for name in SPECS}
+    paths = {name: model_file(name, tmp_path_factory).path for name in ALL_MODELS}
+    inputs = {name: model_file(name, tmp_path_factory).random_inputs(8, seed=3) for name in ALL_MODELS}
     paths["backbone_int8"] = backbone_models.int8_path
     inputs["backbone_int8"] = np.random.default_rng(7).integers(-128, 128, size=(32, 1, 1), dtype=np.int8)
     cases = [(compile_model(paths[n].read_bytes(), prefix=n), inputs[n]) for n in paths]
@@ -35,7 +35,7 @@ def host_and_board(tmp_path_factory: pytest.TempPathFactory, backbone_models: Ba
     return {n: (h, b.outputs) for n, h, b in zip(paths, host, board)}
 
 
-@pytest.mark.parametrize("name", sorted(SPECS) + ["backbone_int8"])
+@pytest.mark.parametrize("name", ALL_MODELS + ["backbone_int8"])
 def test_same_bytes_on_host_and_under_qemu(name: str, host_and_board: dict) -> None:
     host, board = host_and_board[name]
     assert board.shape == host.shape and len(board) > 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from compiler_models import SPECS, model_file, tflm_outputs
+from compiler_models import ALL_MODELS, model_file, tflm_outputs
 from tflite_models import BackboneModels
 
 from edge.compiler import compile_model
@@ -35,8 +35,8 @@ def _assert_matches(ours: np.ndarray, ref: np.ndarray) -> None:
 def host_runs(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """name -> (inputs, our host outputs) for every small model and the project's two backbones."""
     rng = np.random.default_rng(5)
-    paths = {name: model_file(name, tmp_path_factory).path for name in SPECS}
-    inputs = {name: model_file(name, tmp_path_factory).random_inputs(N_SAMPLES, seed=11) for name in SPECS}
+    paths = {name: model_file(name, tmp_path_factory).path for name in ALL_MODELS}
+    inputs = {name: model_file(name, tmp_path_factory).random_inputs(N_SAMPLES, seed=11) for name in ALL_MODELS}
     paths["backbone_int8"], paths["backbone_float"] = backbone_models.int8_path, backbone_models.float_path
     inputs["backbone_int8"] = rng.integers(-128, 128, size=(256, 1, 1), dtype=np.int8)
     inputs["backbone_float"] = rng.uniform(-5, 5, size=(64, 1, 1)).astype(np.float32)
@@ -45,7 +45,7 @@ def host_runs(tmp_path_factory: pytest.TempPathFactory, backbone_models: Backbon
     return {n: (paths[n], inputs[n], out) for n, out in zip(paths, outputs)}
 
 
-@pytest.mark.parametrize("name", sorted(SPECS))
+@pytest.mark.parametrize("name", ALL_MODELS)
 def test_small_model_matches_tflm(name: str, host_runs: dict) -> None:
     path, inputs, ours = host_runs[name]
     _assert_matches(ours, tflm_outputs(path, inputs))

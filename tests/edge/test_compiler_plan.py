@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from compiler_models import SPECS, model_file, refused_model
+from compiler_models import ALL_MODELS, PROJECT_BACKBONES, model_file, refused_model
 from tflite_models import BackboneModels
 
 from edge.compiler import UnsupportedModelError, compile_model, export_c
@@ -72,9 +72,18 @@ def test_arena_never_exceeds_tflm_used_arena(name: str, tmp_path_factory: pytest
     assert compiled.arena_bytes <= tflm.head
 
 
+@pytest.mark.parametrize("task", PROJECT_BACKBONES)
+def test_project_backbones_need_less_ram_than_tflm(task: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    model = model_file(f"backbone_{task}", tmp_path_factory)
+    compiled = compile_model(model.path.read_bytes())
+    tflm = tflm_arena(model.path)
+    assert compiled.arena_bytes + compiled.input_bytes + compiled.output_bytes < tflm.total
+    assert compiled.graph.tensors[compiled.graph.input].type_name == "int8"  # full-integer, as the device runs it
+
+
 def test_overlapping_lifetimes_get_disjoint_offsets(tmp_path_factory: pytest.TempPathFactory) -> None:
     used_output_region = 0
-    for name in SPECS:
+    for name in ALL_MODELS:
         compiled = compile_model(model_file(name, tmp_path_factory).path.read_bytes())
         plan, graph = compiled.plan, compiled.graph
         borrowed = {t for b in plan.buffers for t in b.tensors}
