@@ -58,6 +58,8 @@ from ontology.directory import Directory, ThingRejected, parse_json_body
 from ontology.named_queries import QueryParamError, get_named_query, named_queries, run_named_query
 from ontology.problems import Problem
 from ontology.query_sandbox import QueryLimits, QueryTooComplex, WorkerDied, check_query_shape, run_in_worker
+from ontology.sparql_protocol import Dataset as ProtocolDataset
+from ontology.sparql_protocol import DatasetConflict, has_where, implicit_graphs, with_using
 from ontology.sparql_results import OFFERS, negotiate, serialize
 from ontology.store import QueryResult, QueryTimeout, RegistryStore, StoreError
 
@@ -105,6 +107,21 @@ def _decode(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Problem(400, "bad-encoding", "body is not UTF-8", f"invalid byte at offset {exc.start}") from None
+
+
+_QUERY_DATASET = ("default-graph-uri", "named-graph-uri")
+_UPDATE_DATASET = ("using-graph-uri", "using-named-graph-uri")
+_DATASET_PARAMS = _QUERY_DATASET + _UPDATE_DATASET
+
+
+@dataclasses.dataclass(frozen=True)
+class Operation:
+    """One SPARQL 1.1 Protocol request: a query or an update, its dataset, the base IRI (the endpoint's URL)."""
+
+    query: str | None
+    update: str | None
+    dataset: ProtocolDataset
+    base: str
 
 
 def _single(pairs: Any, names: tuple[str, ...]) -> None:
@@ -231,21 +248,23 @@ def create_app(
         body = serialize(result, media_type) if media_type is not None else b""
         return result.kind, media_type, body, result.truncated
 
-    def untrusted(sparql: str, accept: str | None) -> tuple[str, str | None, bytes, bool]:
+    def untrusted(sparql: str, accept: str | None, dataset: ProtocolDataset | None, base: str | None) -> tuple[str, str | None, bytes, bool]:
         check_query_shape(sparql, limits)
+        options = {"dataset": dataset, "base_iri": base}
         if not isolate:
-            return answer(store.query(sparql, timeout_s=query_timeout_s, max_results=max_results), accept)
+            return answer(store.query(sparql, timeout_s=query_timeout_s, max_results=max_results, **options), accept)
 
         def work() -> tuple[str, str | None, bytes, bool]:  # in the worker: the parent kills it at the deadline
-            return answer(store.query(sparql, timeout_s=None, max_results=max_results, isolate=False), accept)
+            return answer(store.query(sparql, timeout_s=None, max_results=max_results, isolate=False, **options), accept)
 
         return run_in_worker(work, timeout_s=query_timeout_s, memory_bytes=limits.memory())
 
-    async def run_query(sparql: str, accept: str | None, bindings: dict[str, Any] | None = None, named: str | None = None) -> Response:
+    async def run_query(sparql: str, accept: str | None, bindings: dict[str, Any] | None = None, named: str | None = None,
+                        dataset: ProtocolDataset | None = None, base: str | None = None) -> Response:
         def work() -> tuple[str, str | None, bytes, bool]:
             if named is not None:
                 return answer(run_named_query(store, named, bindings or {}, timeout_s=query_timeout_s, max_results=max_results), accept)
-            return untrusted(sparql, accept)
+            return untrusted(sparql, accept, dataset, base)
 
         try:
             kind, media_type, body, truncated = await run_in_threadpool(work)
@@ -266,58 +285,88 @@ def create_app(
         headers = {"TinyFleet-Truncated": "true"} if truncated else {}
         return Response(body, media_type=media_type, headers=headers)
 
-    async def sparql_operation(request: Request) -> tuple[str | None, str | None]:
-        """(query, update) of a SPARQL 1.1 Protocol request."""
+    async def sparql_operation(request: Request) -> Operation:
+        """The query or update of a SPARQL 1.1 Protocol request, with its dataset parameters and base IRI."""
         params = request.query_params
-        if "default-graph-uri" in params or "named-graph-uri" in params:
-            raise Problem(400, "unsupported-parameter", "dataset parameters are not supported",
-                          "default-graph-uri/named-graph-uri are not supported: use GRAPH in the query (the default graph is the union)")
+        pairs: list[tuple[str, str]] = list(params.multi_items())
+        query = update = None
         if request.method == "GET":
             if "update" in params:
                 raise Problem(400, "invalid-request", "updates must be POSTed", "send SPARQL updates by POST")
             if "query" not in params:
                 raise Problem(400, "invalid-request", "missing query", "pass the SPARQL query as ?query=...")
-            _single(params.multi_items(), ("query",))
-            return params["query"], None
-        media_type = _media_type(request)
-        body = await _body(request)
-        if media_type == "application/x-www-form-urlencoded":
-            pairs = parse_qsl(_decode(body), keep_blank_values=True)
-            _single([*pairs, *params.multi_items()], ("query", "update"))  # in the body and the URL together
-            form = dict(pairs)
-            if ("query" in form) == ("update" in form):
-                raise Problem(400, "invalid-request", "exactly one of query or update", "the form must carry exactly one 'query' or 'update' field")
-            return form.get("query"), form.get("update")
-        if media_type == "application/sparql-query":
-            return _decode(body), None
-        if media_type == "application/sparql-update":
-            return None, _decode(body)
-        raise Problem(415, "unsupported-media-type", "unsupported content type",
-                      "POST application/x-www-form-urlencoded, application/sparql-query or application/sparql-update")
+            query = params["query"]
+        else:
+            media_type = _media_type(request)
+            body = await _body(request)
+            if media_type == "application/x-www-form-urlencoded":
+                form_pairs = parse_qsl(_decode(body), keep_blank_values=True)
+                pairs += form_pairs  # dataset parameters may come in the body or the URL
+                form = dict(form_pairs)
+                if ("query" in form) == ("update" in form):
+                    raise Problem(400, "invalid-request", "exactly one of query or update",
+                                  "the form must carry exactly one 'query' or 'update' field")
+                query, update = form.get("query"), form.get("update")
+            elif media_type == "application/sparql-query":
+                query = _decode(body)
+            elif media_type == "application/sparql-update":
+                update = _decode(body)
+            else:
+                raise Problem(415, "unsupported-media-type", "unsupported content type",
+                              "POST application/x-www-form-urlencoded, application/sparql-query or application/sparql-update")
+        _single(pairs, ("query", "update"))  # in the body and the URL together
+        values = {name: [v for k, v in pairs if k == name] for name in _DATASET_PARAMS}
+        wrong = [n for n in (_UPDATE_DATASET if update is None else _QUERY_DATASET) if values[n]]
+        if wrong:
+            raise Problem(400, "invalid-request", "dataset parameter of the other operation",
+                          f"{', '.join(wrong)} apply to {'updates' if update is None else 'queries'} only")
+        try:
+            if update is None:
+                dataset = ProtocolDataset.of(values["default-graph-uri"], values["named-graph-uri"])
+            else:
+                dataset = ProtocolDataset.of(values["using-graph-uri"], values["using-named-graph-uri"])
+        except ValueError as exc:
+            raise Problem(400, "invalid-parameter", "invalid graph IRI", str(exc)) from None
+        return Operation(query, update, dataset, str(request.url.replace(query="", fragment="")))
+
+    def union_update(text: str, dataset: ProtocolDataset) -> str:
+        """The update as the store runs it: its WHERE reads the protocol's graphs, or the same union a query reads."""
+        text = implicit_graphs(text)
+        if dataset.given:
+            return with_using(text, dataset.default_graphs or (), dataset.named_graphs or ())
+        if not store.local or not has_where(text):
+            return text  # a remote store defines its own default graph; INSERT DATA, CLEAR ... read no graph
+        names = store.graph_names()
+        try:
+            return with_using(text, names, names) if names else text
+        except DatasetConflict:  # the update names its own dataset (USING/WITH): it means exactly that
+            return text
 
     @app.api_route("/sparql", methods=["GET", "POST"])
     async def sparql(request: Request) -> Response:
-        query, update = await sparql_operation(request)
-        if update is not None:
+        op = await sparql_operation(request)
+        if op.update is not None:
             auth.require(request)
             try:
-                check_query_shape(update, dataclasses.replace(limits, max_chars=MAX_BODY_BYTES))  # INSERT DATA may be long
-                await bounded(store.update, update)
+                check_query_shape(op.update, dataclasses.replace(limits, max_chars=MAX_BODY_BYTES))  # INSERT DATA may be long
+                await bounded(lambda: store.update(union_update(op.update, op.dataset), base_iri=op.base))
             except QueryTooComplex as exc:
                 raise Problem(400, "update-too-complex", "update refused before parsing", str(exc)) from None
+            except DatasetConflict as exc:
+                raise Problem(400, "dataset-conflict", "dataset given twice", str(exc)) from None
             except ValueError as exc:
                 raise Problem(400, "invalid-update", "invalid SPARQL update", str(exc)) from None
             except StoreError as exc:
                 raise Problem(500, "store-error", "store error", str(exc)) from None
             return Response(status_code=204)
-        return await run_query(query or "", request.headers.get("accept"))
+        return await run_query(op.query or "", request.headers.get("accept"), dataset=op.dataset, base=op.base)
 
     @app.api_route("/search/sparql", methods=["GET", "POST"])
     async def search_sparql(request: Request) -> Response:
-        query, update = await sparql_operation(request)
-        if update is not None:
+        op = await sparql_operation(request)
+        if op.update is not None:
             raise Problem(400, "invalid-request", "search is read-only", "send updates to /sparql")
-        return await run_query(query or "", request.headers.get("accept"))
+        return await run_query(op.query or "", request.headers.get("accept"), dataset=op.dataset, base=op.base)
 
     @app.get("/queries")
     async def list_queries() -> JSONResponse:

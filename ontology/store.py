@@ -72,6 +72,7 @@ from ontology.derived import (
     with_derived,
 )
 from ontology.query_sandbox import FORK_GUARD
+from ontology.sparql_protocol import Dataset as ProtocolDataset
 from ontology.store_terms import (  # re-exported: callers import them from here
     _IRI,
     XSD_INTEGER,
@@ -210,7 +211,7 @@ class RegistryStore:
             derive=False,
         )
 
-    def update(self, sparql_update: str, *, derive: bool = True) -> None:
+    def update(self, sparql_update: str, *, derive: bool = True, base_iri: str | None = None) -> None:
         """Run a SPARQL 1.1 Update (already validated/escaped by the caller).
 
         A raw update may change any device, so by default the derived
@@ -218,21 +219,25 @@ class RegistryStore:
         (:meth:`derive_all`, seconds at 100,000 devices). The registry's own
         writes, which keep them up to date themselves, pass ``derive=False``.
         """
-        self._update(sparql_update)
+        self._update(sparql_update, base_iri)
         if derive:
             self.derive_all()
 
-    def _update(self, sparql_update: str) -> None:
+    def _update(self, sparql_update: str, base_iri: str | None = None) -> None:
         try:
             if self.native is not None:
                 with FORK_GUARD.shared():
-                    self.native.update(sparql_update)  # one Oxigraph transaction
+                    self.native.update(sparql_update, base_iri=base_iri)  # one Oxigraph transaction
             else:
                 self.dataset.update(sparql_update)
         except SyntaxError as exc:
             raise ValueError(f"invalid SPARQL update: {exc}") from None
         except OSError as exc:
             raise StoreError(f"write to {self.url} failed: {exc}") from exc
+        except RuntimeError as exc:
+            if self.native is not None and not isinstance(exc, StoreError):  # Oxigraph's evaluation errors: the update's fault
+                raise ValueError(f"update failed: {exc}") from None
+            raise
         except Exception as exc:  # rdflib's pyparsing errors share no base class with SyntaxError
             if "ParseException" in type(exc).__name__:
                 raise ValueError(f"invalid SPARQL update: {exc}") from None
@@ -419,6 +424,8 @@ class RegistryStore:
         max_results: int | None = 10_000,
         isolate: bool = True,
         self_contained: bool = False,
+        dataset: ProtocolDataset | None = None,
+        base_iri: str | None = None,
     ) -> QueryResult:
         """Run a SPARQL query with pre-bound variables, a deadline and a cap on returned rows/triples.
 
@@ -435,11 +442,15 @@ class RegistryStore:
         and ``truncated`` is set. ``self_contained`` says the text declares
         every prefix it uses, so the store's own prefix table is not handed to
         the parser (the shipped named queries; a test checks they parse alone).
+        ``dataset`` (SPARQL Protocol ``default-graph-uri``/``named-graph-uri``) replaces the union
+        default graph with exactly the graphs named (embedded Oxigraph only); ``base_iri``
+        resolves relative IRIs.
         """
+        extra = {"dataset": dataset, "base_iri": base_iri}
         if not isolate:
             stop = _Deadline(timeout_s)
             try:
-                result = self._run(sparql, bindings, max_results, stop, self_contained)
+                result = self._run(sparql, bindings, max_results, stop, self_contained, **extra)
             except Exception as exc:
                 raise _query_error(exc) from None
             if stop.passed:
@@ -450,7 +461,7 @@ class RegistryStore:
 
         def run() -> None:
             try:
-                box["result"] = self._run(sparql, bindings, max_results, cancel, self_contained)
+                box["result"] = self._run(sparql, bindings, max_results, cancel, self_contained, **extra)
             except BaseException as exc:  # handed to the caller's thread below
                 box["error"] = exc
 
@@ -469,11 +480,14 @@ class RegistryStore:
         return box["result"]  # type: ignore[return-value]
 
     def _run(
-        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False
+        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False,
+        *, dataset: ProtocolDataset | None = None, base_iri: str | None = None,
     ) -> QueryResult:
         if self.native is not None:
             with FORK_GUARD.shared():  # the engine is never inside a call on another thread while a query worker forks
-                return self._native_query(sparql, bindings, cap, cancel, self_contained)
+                return self._native_query(sparql, bindings, cap, cancel, self_contained, dataset=dataset, base_iri=base_iri)
+        if dataset is not None and dataset.given:
+            raise ValueError("default-graph-uri/named-graph-uri need the embedded Oxigraph backend; use FROM/GRAPH in the query")
         raw = self._raw_query(sparql, bindings)
         try:
             return materialise(raw, cap, cancel)
@@ -481,7 +495,8 @@ class RegistryStore:
             _release(raw)
 
     def _native_query(
-        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False
+        self, sparql: str, bindings: Mapping[str, Identifier] | None, cap: int | None, cancel: _Stop, self_contained: bool = False,
+        *, dataset: ProtocolDataset | None = None, base_iri: str | None = None,
     ) -> QueryResult:
         """Embedded Oxigraph without the rdflib layer: what oxrdflib does, minus per-cell conversions."""
         import pyoxigraph as ox
@@ -489,9 +504,14 @@ class RegistryStore:
 
         if self._prefixes is None:  # the dataset's bindings, as rdflib would pass them through oxrdflib
             self._prefixes = {prefix: str(ns) for prefix, ns in self.dataset.namespaces()}
+        graphs: dict[str, Any] = {"use_default_graph_as_union": True}
+        if dataset is not None and dataset.given:  # exactly the graphs named (a FROM in the text is overridden)
+            graphs = {"default_graph": [ox.NamedNode(g) for g in dataset.default_graphs or ()],
+                      "named_graphs": [ox.NamedNode(g) for g in dataset.named_graphs or ()]}
         result = self.native.query(
             sparql,
-            use_default_graph_as_union=True,
+            **graphs,
+            base_iri=base_iri,
             prefixes=None if self_contained else self._prefixes,
             substitutions={ox.Variable(k): to_ox(v) for k, v in (bindings or {}).items()},
         )
