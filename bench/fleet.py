@@ -1,9 +1,9 @@
 """A fleet of simulated MCUs on mosquitto: full updates vs Top-10% under TinyMetaFed.
 
 What it answers (issue 4): with N simulated devices (default 1,000) each on
-its own MQTT connection to a real mosquitto (:class:`server.broker.LocalBroker`,
+its own MQTT connection to a real mosquitto (:class:`server.transports.broker.LocalBroker`,
 per-device accounts and ACL), and rounds of M sampled devices (default 100)
-driven by Flower's ``Strategy.start`` over :class:`server.mqtt_grid.MqttGrid`:
+driven by Flower's ``Strategy.start`` over :class:`server.transports.mqtt_grid.MqttGrid`:
 
 - round wall time (p50 / max over rounds),
 - bytes up and down per round, counted from the payloads (the strategy's
@@ -54,8 +54,8 @@ from edge.mlp import init_mlp_weights  # noqa: E402
 from firmware_sim.meta_eval import unseen_device_mse  # noqa: E402
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet, device_id_of  # noqa: E402
 from firmware_sim.mqtt_selector import SelectorFleet  # noqa: E402
-from server.broker import SERVER_USER, BrokerAccounts, LocalBroker  # noqa: E402
-from server.mqtt_grid import MqttGrid, MqttGridConfig  # noqa: E402
+from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker  # noqa: E402
+from server.transports.mqtt_grid import MqttGrid, MqttGridConfig  # noqa: E402
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig  # noqa: E402
 
 LAYERS = (1, 40, 40, 1)

@@ -1,7 +1,7 @@
 """Is the demo's headline robust? TinyReptile vs FedAvg vs random init over many seeds, on validation devices.
 
 The demo (``tinyfleet demo``) reports one training run. This benchmark trains
-TinyReptile and FedAvg with the demo's settings (:class:`server.demo.DemoConfig`)
+TinyReptile and FedAvg with the demo's settings (:class:`server.experiments.demo.DemoConfig`)
 for S seeds, where seed s changes everything a run depends on: the training
 fleet (device seeds ``s·N … s·N+N−1``; s = 0 is the demo's fleet), θ at
 round 0, the device sampling of both federations, and the random init it is
@@ -13,10 +13,10 @@ devices — and reports, per seed and as median / worst over seeds, the 5-shot
 ratios TinyReptile/FedAvg (bar: ≤ 0.5) and TinyReptile/random (bar: ≤ 1/3).
 
 How it trains: the very ServerApp code of the demo
-(:func:`server.federation.run_federation`: the ``TinyReptile`` and
+(:func:`server.core.federation.run_federation`: the ``TinyReptile`` and
 ``SeededFedAvg`` strategies, checkpointing, device-ordered sampling) and the
 very ClientApp (:mod:`firmware_sim.client_app`), joined by
-:class:`server.inprocess_grid.InProcessGrid` instead of Flower's Ray
+:class:`server.transports.inprocess_grid.InProcessGrid` instead of Flower's Ray
 simulation engine, which costs ~0.1 s per round by itself. Node ids are drawn
 at random every run, as Flower does; ``tests/server/test_simulation_reproducible.py``
 checks that this grid and Flower's simulation engine give the same θ.
@@ -62,12 +62,12 @@ import numpy as np  # noqa: E402
 from edge.adaptation import adapt_online  # noqa: E402
 from edge.mlp import NumpyMLP, init_mlp_weights  # noqa: E402
 from firmware_sim.client_app import app as client_app  # noqa: E402
-from server.inprocess_grid import InProcessGrid  # noqa: E402
+from server.transports.inprocess_grid import InProcessGrid  # noqa: E402
 from firmware_sim.fleet import UNSEEN_SEED_BASE, sine_device  # noqa: E402
 from firmware_sim.meta_eval import unseen_device_mse  # noqa: E402
-from server.checkpoint import Checkpointer  # noqa: E402
-from server.demo import DemoConfig, federation_settings  # noqa: E402
-from server.federation import FederationSettings, run_federation  # noqa: E402
+from server.core.checkpoint import Checkpointer  # noqa: E402
+from server.experiments.demo import DemoConfig, federation_settings  # noqa: E402
+from server.core.federation import FederationSettings, run_federation  # noqa: E402
 from server.strategies.common import round_rng  # noqa: E402
 from server.strategies.step_size_learning import StepSizeLearning, step_sizes_from_state  # noqa: E402
 from edge.mlp import regression_gradients  # noqa: E402
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "command": " ".join(["python bench/sine_meta.py", *(argv if argv is not None else sys.argv[1:])]),
-        "trained_through": "run_federation over server.inprocess_grid.InProcessGrid (no Ray)",
+        "trained_through": "run_federation over server.transports.inprocess_grid.InProcessGrid (no Ray)",
         "evaluated_on": (
             f"rate chosen from {list(args.lr_grid)} per init on validation devices {UNSEEN_SEED_BASE} + "
             f"[0, {args.select_devices}), scored on + [{args.select_devices}, {args.select_devices + args.score_devices})"

@@ -4,7 +4,7 @@ For each task this trains TinyMetaFed, TinyReptile, FedAvg and the
 local-only baseline over simulated Nano 33 BLE Sense devices (the real
 strategies, driven over an in-process Flower grid), scores those and
 from-scratch on the same unseen devices after K = 1, 5, 10 online shots, and
-runs the concept-drift experiment (see :mod:`server.task_report`). It writes
+runs the concept-drift experiment (see :mod:`server.experiments.task_report`). It writes
 ``runs/bench/<task>.json`` and ``.png`` per task and ``runs/bench/tasks.json``
 with the headline numbers, including issue 5's bar on characters 5-way
 5-shot: TinyMetaFed − FedAvg ≥ 10 points and TinyMetaFed − from-scratch ≥ 20.
@@ -32,9 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from server.drift_curves import DriftConfig  # noqa: E402
-from server.task_bench import TaskBenchConfig  # noqa: E402
-from server.task_report import run_task_bench  # noqa: E402
+from server.experiments.drift_curves import DriftConfig  # noqa: E402
+from server.experiments.task_bench import TaskBenchConfig  # noqa: E402
+from server.experiments.task_report import run_task_bench  # noqa: E402
 
 TASKS = ("characters", "keywords", "presence")
 

@@ -4,7 +4,7 @@ A device parses ``--mqtt`` and ``--superlink`` and picks a free port for its
 SuperNode's Runtime API; the server does the same for its SuperLink and
 mosquitto. This is their one home, on the device side of the layering
 (``firmware_sim`` imports only ``edge``), so a device install needs nothing
-from ``server``; :mod:`server.flower_deploy` and :mod:`server.broker`
+from ``server``; :mod:`server.transports.flower_deploy` and :mod:`server.transports.broker`
 re-export both names.
 """
 

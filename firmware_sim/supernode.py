@@ -9,7 +9,7 @@ nothing but the standard library.
 :class:`FlowerProcess` starts an executable in its own session so
 :meth:`FlowerProcess.stop` can end its whole tree (a SuperNode forks app
 processes). The server starts its SuperLink with the same class
-(:mod:`server.flower_deploy` imports it from here); telemetry and update
+(:mod:`server.transports.flower_deploy` imports it from here); telemetry and update
 checks are off in :func:`flower_env`: neither side may phone home.
 """
 

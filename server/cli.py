@@ -78,7 +78,7 @@ def demo(
     _quiet_frameworks()
     from dataclasses import replace
 
-    from server.demo import DemoConfig, run_demo
+    from server.experiments.demo import DemoConfig, run_demo
 
     config = DemoConfig(out_dir=str(out), resume=resume)
     overrides = {
@@ -139,10 +139,10 @@ def bench(
     _quiet_frameworks()
     from dataclasses import replace
 
-    from server.drift_curves import DriftConfig
+    from server.experiments.drift_curves import DriftConfig
     from firmware_sim.task_families import task_family
-    from server.task_bench import METHODS, TaskBenchConfig
-    from server.task_report import run_task_bench
+    from server.experiments.task_bench import METHODS, TaskBenchConfig
+    from server.experiments.task_report import run_task_bench
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     overrides = {
@@ -275,8 +275,8 @@ def server(
     """Run a federation: a Flower SuperLink + the TinyFleet ServerApp, or MQTT devices (--mqtt / --local-broker)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_frameworks()  # our own per-round line replaces Flower's per-round log
-    from server.broker import BrokerError
-    from server.flower_deploy import FlowerError
+    from server.transports.broker import BrokerError
+    from server.transports.flower_deploy import FlowerError
     from server.process_signals import Stopped
 
     try:
@@ -361,7 +361,7 @@ def fleet_run(
     """Run many simulated microcontrollers in this process, each its own MQTT client."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from firmware_sim.linux_device import run_simulated_fleet, seed_of
-    from server.flower_deploy import parse_address
+    from server.transports.flower_deploy import parse_address
 
     try:
         known = json.loads(accounts.read_text())

@@ -1,29 +1,29 @@
 """``tinyfleet server``: one federation, over a Flower deployment or over MQTT.
 
 Why both modes share one settings path: the flat run config
-(:mod:`server.run_config`) is what a Flower ServerApp receives, so the MQTT
-mode builds its :class:`~server.federation.FederationSettings` from the same
+(:mod:`server.core.run_config`) is what a Flower ServerApp receives, so the MQTT
+mode builds its :class:`~server.core.federation.FederationSettings` from the same
 keys. ``--run-config top-p=0.2`` therefore means the same in both modes, and
-both end in :func:`server.federation.run_federation` with the same strategy.
+both end in :func:`server.core.federation.run_federation` with the same strategy.
 
 - Flower mode starts a SuperLink on loopback (or attaches to ``--superlink``),
   writes the connection into ``$FLWR_HOME/config.toml``, submits the Flower
   App with ``flwr run`` and follows the run to its end within a deadline.
   A SuperLink it started is stopped on the way out, even on Ctrl-C.
-- MQTT mode drives devices through :class:`server.mqtt_grid.MqttGrid`, on an
-  external broker or on a :class:`server.broker.LocalBroker` it starts with
+- MQTT mode drives devices through :class:`server.transports.mqtt_grid.MqttGrid`, on an
+  external broker or on a :class:`server.transports.broker.LocalBroker` it starts with
   accounts for the fleet (written to ``accounts.json`` for the devices).
 
 In both modes a registry (``--registry DIR``, an Oxigraph store directory as
 ``tinyfleet registry --store`` takes) gets every round's meta-model version
 with its provenance (round, participating devices, metrics;
-:class:`server.registry_link.RunVersions`); the registry is opened before
+:class:`server.registry.registry_link.RunVersions`); the registry is opened before
 anything starts, so a bad one starts nothing. In Flower mode the ServerApp
-process registers the versions (:mod:`server.flower_server_app`). In MQTT
+process registers the versions (:mod:`server.transports.flower_server_app`). In MQTT
 mode the registry also chooses the devices: the server registers the Thing
 Description each device announces, describes the model and task, and samples
 only among the devices the ``eligible-devices`` query returns
-(:mod:`server.registry_selection`).
+(:mod:`server.registry.registry_selection`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from server.broker import SERVER_USER, BrokerAccounts, LocalBroker
-from server.checkpoint import Checkpointer
-from server.flower_deploy import (
+from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker
+from server.core.checkpoint import Checkpointer
+from server.transports.flower_deploy import (
     FlowerProcess,
     flower_env,
     parse_address,
@@ -48,15 +48,15 @@ from server.flower_deploy import (
     write_connection,
 )
 from server.process_signals import stop_on_sigterm
-from server.run_config import SERVER_APP_KEYS, flatten_settings, known_keys, settings_from_run_config
+from server.core.run_config import SERVER_APP_KEYS, flatten_settings, known_keys, settings_from_run_config
 
 if TYPE_CHECKING:
     import numpy as np
 
     from ontology.store import RegistryStore
-    from server.federation import FederationSettings
-    from server.registry_link import FederationRegistry, RunVersions
-    from server.registry_selection import AnnouncedSelection
+    from server.core.federation import FederationSettings
+    from server.registry.registry_link import FederationRegistry, RunVersions
+    from server.registry.registry_selection import AnnouncedSelection
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,9 @@ def run_versions(store: RegistryStore, federation_id: str, settings: FederationS
     With ``models`` (a directory) the model is first exported there as a TFLite training graph and described in
     the store, so each version registered is a version of a described model; without, only the clash is checked.
     """
-    from server.federation import initial_weights
-    from server.registry_link import open_run_versions
-    from server.registry_selection import describe_training_model
+    from server.core.federation import initial_weights
+    from server.registry.registry_link import open_run_versions
+    from server.registry.registry_selection import describe_training_model
 
     latest = Checkpointer(settings.checkpoint_dir).load_latest()
     start_round = latest.server_round if latest is not None else 0
@@ -234,8 +234,8 @@ def run_versions(store: RegistryStore, federation_id: str, settings: FederationS
 
 def device_selection(registry: FederationRegistry, settings: FederationSettings, models: Path, say: Say) -> AnnouncedSelection:
     """Describe the model (exported to ``models``) and task in the registry; the grid hooks that select by them."""
-    from server.federation import initial_weights
-    from server.registry_selection import open_selection
+    from server.core.federation import initial_weights
+    from server.registry.registry_selection import open_selection
 
     selection = open_selection(registry, settings.layer_sizes, initial_weights(settings), models, say)
     say(f"registry: devices must be eligible for {selection.model} on {selection.task} (query eligible-devices)")
@@ -249,8 +249,8 @@ def _serve_mqtt(
     say: Say,
     selection: AnnouncedSelection | None = None,
 ) -> Path:
-    from server.federation import run_federation
-    from server.mqtt_grid import MqttGrid, MqttGridConfig
+    from server.core.federation import run_federation
+    from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
 
     broker: LocalBroker | None = None
     try:

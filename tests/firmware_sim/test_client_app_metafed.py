@@ -16,8 +16,8 @@ from firmware_sim.client_app import handle_round, parse_layer_sizes
 from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
-from server.federation import FederationSettings, initial_weights, train_config
-from server.mqtt_rounds import to_wire
+from server.core.federation import FederationSettings, initial_weights, train_config
+from server.transports.mqtt_rounds import to_wire
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 SEED, ROUND = 3, 7

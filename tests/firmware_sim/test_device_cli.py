@@ -133,8 +133,8 @@ def test_a_device_only_install_finishes_its_rounds_in_a_real_mqtt_federation(tmp
         assert f"sine-{i}: 2 round(s) done" in logs[f"device-{i}.log"], logs
         assert "Traceback" not in logs[f"device-{i}.log"], logs
 
-    from server.checkpoint import Checkpointer
-    from server.federation import FederationSettings, initial_weights
+    from server.core.checkpoint import Checkpointer
+    from server.core.federation import FederationSettings, initial_weights
 
     final = Checkpointer(ckpt).load_latest()
     assert final.server_round == 2 and final.meta["metrics"]["clients"] == 2
@@ -150,7 +150,7 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout_s: fl
 
 
 def one_device_broker(tmp_path: Path):
-    from server.broker import BrokerAccounts, LocalBroker
+    from server.transports.broker import BrokerAccounts, LocalBroker
 
     accounts = BrokerAccounts()
     accounts.add_devices(["sine-0"])

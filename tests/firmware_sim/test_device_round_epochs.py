@@ -16,8 +16,8 @@ from firmware_sim.client_app import handle_round
 from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
-from server.mqtt_rounds import to_wire
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
+from server.transports.mqtt_rounds import to_wire
 
 SEED, ROUND = 4, 3
 

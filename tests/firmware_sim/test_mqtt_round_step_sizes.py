@@ -25,8 +25,8 @@ from edge.device import Ledger
 from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
-from server.mqtt_rounds import WireRequest, hypergradient_from_payload, reply_from_update, to_wire
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
+from server.transports.mqtt_rounds import WireRequest, hypergradient_from_payload, reply_from_update, to_wire
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 from tests.server.strategy_harness import configured
 

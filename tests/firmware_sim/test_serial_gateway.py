@@ -18,7 +18,7 @@ from edge.serial_link import Topic, encode_frame
 from edge.wire import parse_telemetry
 from edge.wire.topics import DEVICE_ROOT, device_topic
 from firmware_sim.serial_gateway import GatewayConfig, SerialGateway, load_account, main
-from server.broker import SERVER_USER, BrokerAccounts, LocalBroker, find_executable, free_port
+from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker, find_executable, free_port
 
 DEVICE = "qemu-echo-0"
 OTHER = "sine-0"

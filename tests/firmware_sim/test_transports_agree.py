@@ -23,7 +23,7 @@ from edge.round_contract import RoundReply, RoundRequest, StepSizeRequest
 from firmware_sim.client_app import sine_round
 from firmware_sim.fleet import local_init, sine_device
 from firmware_sim.mqtt_round import run_task
-from server.mqtt_rounds import to_wire
+from server.transports.mqtt_rounds import to_wire
 
 SEED, ROUND, LAYERS = 5, 7, (1, 40, 40, 1)
 PRIVATE = ("w2", "b2")

@@ -13,7 +13,7 @@ import pytest
 
 from firmware_sim.mqtt_fleet import device_id_of
 from mqtt_helpers import EXTRA_DEVICES, FLEET_SEEDS
-from server.broker import BrokerAccounts, LocalBroker
+from server.transports.broker import BrokerAccounts, LocalBroker
 
 
 
@@ -35,6 +35,6 @@ def accounts() -> BrokerAccounts:
 
 @pytest.fixture
 def broker(tmp_path, accounts) -> Iterator[LocalBroker]:
-    logging.getLogger("server.mqtt_grid").setLevel(logging.INFO)
+    logging.getLogger("server.transports.mqtt_grid").setLevel(logging.INFO)
     with LocalBroker(tmp_path / "broker", accounts) as running:
         yield running

@@ -12,8 +12,8 @@ from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from firmware_sim.meta_eval import unseen_device_mse
-from server.broker import SERVER_USER, LocalBroker
-from server.mqtt_grid import MqttGrid, MqttGridConfig
+from server.transports.broker import SERVER_USER, LocalBroker
+from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
 
 LAYERS = (1, 40, 40, 1)
 FLEET_SEEDS = range(24)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 import sys
 
-from server.broker import SERVER_USER
-from server.federation import DeviceRoundConfig, FederationSettings, run_federation
-from server.mqtt_grid import MqttGrid, MqttGridConfig
+from server.transports.broker import SERVER_USER
+from server.core.federation import DeviceRoundConfig, FederationSettings, run_federation
+from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 

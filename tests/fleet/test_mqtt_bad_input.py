@@ -14,7 +14,7 @@ from mqtt_helpers import LAYERS, federate, grid_config, initial_theta, wait_for_
 
 from edge.wire import TaskAssignment, device_topic, encode_weights, top_p_sparsify
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
-from server.mqtt_grid import MqttGrid
+from server.transports.mqtt_grid import MqttGrid
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 SEEDS = range(6)
@@ -45,7 +45,7 @@ def bad_updates(device_id: str, round_id: int) -> dict[str, bytes]:
 
 
 def test_bad_updates_are_dropped_with_reasons_and_the_round_goes_on(broker, caplog):
-    caplog.set_level(logging.WARNING, logger="server.mqtt_grid")
+    caplog.set_level(logging.WARNING, logger="server.transports.mqtt_grid")
     victim = "sine-0"
     # an impostor with sine-0's credentials (another client id) reads sine-0's tasks and answers first
     impostor = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="impostor", protocol=mqtt.MQTTv5)

@@ -10,7 +10,7 @@ from mqtt_helpers import LAYERS, federate, grid_config, initial_theta, wait_for_
 from edge.wire import MessageKind, apply_sparse, decode_weights, device_topic, sum_sparse
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from firmware_sim.mqtt_round import RoundResult
-from server.mqtt_grid import MqttGrid
+from server.transports.mqtt_grid import MqttGrid
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 SHARED = ("w0", "b0", "w1", "b1")

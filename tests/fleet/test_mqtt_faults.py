@@ -14,8 +14,8 @@ from pathlib import Path
 from mqtt_helpers import FLEET_SEEDS, LAYERS, assert_meta_model_improved, federate, grid_config, wait_for_devices
 
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
-from server.checkpoint import Checkpointer
-from server.mqtt_grid import MqttGrid
+from server.core.checkpoint import Checkpointer
+from server.transports.mqtt_grid import MqttGrid
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 METAFED = TinyMetaFedConfig(clients_per_round=12, total_rounds=12, meta_step_size=1.0, top_p=0.1, node_timeout_s=20)

@@ -7,7 +7,7 @@ from mqtt_helpers import FLEET_SEEDS, LAYERS, assert_meta_model_improved, federa
 
 from edge.wire import encode_weights
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
-from server.mqtt_grid import MqttGrid
+from server.transports.mqtt_grid import MqttGrid
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 

@@ -16,10 +16,10 @@ from edge.flower_records import from_array_record, to_array_record
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from ontology.store import open_store
 from ontology.thing_description import device_iri
-from server.mqtt_grid import MqttGrid
-from server.mqtt_rounds import DEVICE_ID, PARTICIPANT
-from server.registry_link import FederationRegistry, RunVersions, participants_of, weights_digest
-from server.round_loop import RoundReport, run_rounds
+from server.transports.mqtt_grid import MqttGrid
+from server.transports.mqtt_rounds import DEVICE_ID, PARTICIPANT
+from server.registry.registry_link import FederationRegistry, RunVersions, participants_of, weights_digest
+from server.core.round_loop import RoundReport, run_rounds
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 
 SEEDS = range(6)

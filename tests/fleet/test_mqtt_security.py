@@ -10,9 +10,9 @@ from mqtt_helpers import LAYERS, federate, grid_config, wait_for_devices
 
 from edge.wire import device_topic
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
-from server.broker import SERVER_USER, BrokerAccounts, LocalBroker
-from server.broker_tls import make_test_certificates
-from server.mqtt_grid import MqttGrid
+from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker
+from server.transports.broker_tls import make_test_certificates
+from server.transports.mqtt_grid import MqttGrid
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
 

@@ -18,10 +18,10 @@ from edge import record_keys as keys
 from firmware_sim.client_app import app as client_app
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from firmware_sim.mqtt_round import RoundResult
-from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings, run_federation
-from server.inprocess_grid import InProcessGrid
-from server.mqtt_grid import MqttGrid
+from server.core.checkpoint import Checkpointer
+from server.core.federation import DeviceRoundConfig, FederationSettings, run_federation
+from server.transports.inprocess_grid import InProcessGrid
+from server.transports.mqtt_grid import MqttGrid
 from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptileConfig
 

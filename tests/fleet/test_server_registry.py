@@ -20,9 +20,9 @@ from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet, device_id_of
 from ontology.named_queries import run_named_query
 from ontology.store import open_store
 from ontology.thing_description import device_iri
-from server.checkpoint import Checkpointer
+from server.core.checkpoint import Checkpointer
 from server.cli import app
-from server.registry_link import PARTICIPANT_DEVICES, weights_digest
+from server.registry.registry_link import PARTICIPANT_DEVICES, weights_digest
 
 FLEET = 6
 PER_ROUND = 3

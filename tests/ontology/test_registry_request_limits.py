@@ -119,7 +119,7 @@ def test_a_merge_patch_with_an_unsafe_member_name_gets_400_and_changes_nothing(s
 
 
 def test_the_directory_refuses_an_unsafe_name_whatever_the_door() -> None:
-    """The MQTT announce path registers through Directory.put too (server.registry_link)."""
+    """The MQTT announce path registers through Directory.put too (server.registry.registry_link)."""
     doc = td("door-1")
     doc["bad key"] = True
     with pytest.raises(ThingRejected) as caught:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from server.checkpoint import Checkpointer
+from server.core.checkpoint import Checkpointer
 
 
 def test_latest_checkpoint_round_trips_and_old_ones_are_pruned(tmp_path):

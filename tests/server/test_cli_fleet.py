@@ -14,11 +14,11 @@ import pytest
 from process_tree import spawn, terminate_tree
 from typer.testing import CliRunner
 
-from server.checkpoint import Checkpointer
+from server.core.checkpoint import Checkpointer
 from server.cli import app
-from server.federation import FederationSettings, initial_weights
-from server.flower_deploy import APP_DIR, format_run_config, flower_env
-from server.run_config import known_keys, settings_from_run_config
+from server.core.federation import FederationSettings, initial_weights
+from server.transports.flower_deploy import APP_DIR, format_run_config, flower_env
+from server.core.run_config import known_keys, settings_from_run_config
 from server.serve import parse_run_config_items
 
 
@@ -94,7 +94,7 @@ def test_the_flower_app_config_table_is_a_valid_run_config():
     assert set(table) == known_keys()  # flwr run refuses to override a key the table lacks
     assert settings_from_run_config(table) == FederationSettings()  # the table is the dataclasses' defaults
     assert config["tool"]["flwr"]["app"]["components"] == {
-        "serverapp": "server.flower_server_app:app", "clientapp": "firmware_sim.client_app:app",
+        "serverapp": "server.transports.flower_server_app:app", "clientapp": "firmware_sim.client_app:app",
     }
 
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from server.demo import DemoConfig, run_demo
-from server.federation import DeviceRoundConfig
+from server.experiments.demo import DemoConfig, run_demo
+from server.core.federation import DeviceRoundConfig
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 pytestmark = pytest.mark.slow

@@ -15,11 +15,11 @@ from rdflib import URIRef
 
 from ontology.named_queries import run_named_query
 from ontology.store import open_store
-from server.broker import free_port
-from server.checkpoint import Checkpointer
-from server.federation import FederationSettings, initial_weights
-from server.flower_deploy import flower_env
-from server.registry_link import weights_digest
+from server.transports.broker import free_port
+from server.core.checkpoint import Checkpointer
+from server.core.federation import FederationSettings, initial_weights
+from server.transports.flower_deploy import flower_env
+from server.registry.registry_link import weights_digest
 from process_tree import spawn, terminate_tree
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from edge.profiles import NANO_33_BLE_SENSE, RP2040_PICO_W
 from ontology.store import open_store
 from ontology.thing_description import device_iri
 from ontology.validation import check_description
-from server.registry_link import FederationRegistry, wait_until_expired
+from server.registry.registry_link import FederationRegistry, wait_until_expired
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_selection_excludes_lapsed_and_too_small_devices_and_versions_have_linea
 
 def test_run_versions_register_what_run_federation_reports_and_refuse_clashes(tmp_path, caplog):
     """`tinyfleet server --registry`: versions from on_round, version 0 only once a round trained, no overwrites."""
-    from server.registry_link import PARTICIPANT_DEVICES, open_run_versions
+    from server.registry.registry_link import PARTICIPANT_DEVICES, open_run_versions
 
     theta0 = init_mlp_weights((1, 40, 40, 1), 0)
     theta1 = {k: v + 0.1 for k, v in theta0.items()}

@@ -1,4 +1,4 @@
-"""The MQTT server's device selection by the registry (server/registry_selection.py), without a broker: announced
+"""The MQTT server's device selection by the registry (server/registry/registry_selection.py), without a broker: announced
 Thing Descriptions are only queued on the announcing (network) thread and registered, through the registry's own
 validation, when the round thread asks which devices may train; the `eligible-devices` query decides, and each
 device left out is said once, with why."""
@@ -13,8 +13,8 @@ from edge.mlp import init_mlp_weights
 from edge.profiles import PROFILES
 from ontology.store import open_store
 from ontology.thing_description import device_iri, thing_description
-from server.registry_link import FederationRegistry
-from server.registry_selection import open_selection
+from server.registry.registry_link import FederationRegistry
+from server.registry.registry_selection import open_selection
 
 LAYERS = (1, 64, 64, 1)  # training needs ~273 kB of RAM: an ESP32-S3 has it free, a Nano 33 BLE does not
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from server.federation import DeviceRoundConfig, FederationSettings
-from server.run_config import SERVER_APP_KEYS, default_run_config, flatten_settings, settings_from_run_config
+from server.core.federation import DeviceRoundConfig, FederationSettings
+from server.core.run_config import SERVER_APP_KEYS, default_run_config, flatten_settings, settings_from_run_config
 from server.strategies.tiny_metafed import TinyMetaFedConfig
 from server.strategies.tiny_reptile import TinyReptileConfig
 

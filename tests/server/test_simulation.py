@@ -7,8 +7,8 @@ from flwr.simulation import run_simulation
 from edge import weights as W
 from edge.wire import encoded_size
 from firmware_sim.client_app import app as client_app
-from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, make_server_app
+from server.core.checkpoint import Checkpointer
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, make_server_app
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 pytestmark = pytest.mark.slow

@@ -6,8 +6,8 @@ from flwr.simulation import run_simulation
 
 from edge import weights as W
 from firmware_sim.client_app import app as client_app
-from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, make_server_app
+from server.core.checkpoint import Checkpointer
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, make_server_app
 from server.strategies.tiny_metafed import UPLINK_DENSITY, TinyMetaFedConfig
 
 pytestmark = pytest.mark.slow

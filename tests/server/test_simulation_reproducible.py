@@ -15,9 +15,9 @@ import pytest
 from flwr.simulation import run_simulation
 
 from firmware_sim.client_app import app as client_app
-from server.checkpoint import Checkpointer
-from server.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, make_server_app, run_federation
-from server.inprocess_grid import InProcessGrid
+from server.core.checkpoint import Checkpointer
+from server.core.federation import PARTICIPANTS, DeviceRoundConfig, FederationSettings, make_server_app, run_federation
+from server.transports.inprocess_grid import InProcessGrid
 from server.strategies.tiny_reptile import TinyReptileConfig
 
 REPTILE = FederationSettings(

@@ -16,9 +16,9 @@ from edge.mlp import regression_gradients
 from firmware_sim.client_app import app as client_app
 from firmware_sim.client_app import handle_round
 from firmware_sim.fleet import sine_device
-from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights, run_federation, train_config
-from server.inprocess_grid import InProcessGrid
+from server.core.checkpoint import Checkpointer
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, run_federation, train_config
+from server.transports.inprocess_grid import InProcessGrid
 from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
 from tests.server.strategy_harness import configured

@@ -1,6 +1,6 @@
 """The TinyML task families through the federation: a tiny end-to-end run per task, and the real simulation engine.
 
-The benchmark drives the strategies over :class:`server.inprocess_grid.InProcessGrid`;
+The benchmark drives the strategies over :class:`server.transports.inprocess_grid.InProcessGrid`;
 the last test runs the same ClientApp and ServerApp under Flower's simulation
 engine (Ray) and checks both transports produce the same meta-model.
 """
@@ -17,11 +17,11 @@ from edge import record_keys as keys
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
 from firmware_sim.task_families import task_family
 from firmware_sim.tasks.espeak import espeak_available
-from server.drift_curves import DriftConfig, online_step
-from server.federation import run_federation
-from server.inprocess_grid import InProcessGrid
-from server.checkpoint import Checkpointer
-from server.task_bench import (
+from server.experiments.drift_curves import DriftConfig, online_step
+from server.core.federation import run_federation
+from server.transports.inprocess_grid import InProcessGrid
+from server.core.checkpoint import Checkpointer
+from server.experiments.task_bench import (
     CONTROLS,
     LR_GRID,
     METHODS,
@@ -34,7 +34,7 @@ from server.task_bench import (
     federation_settings,
     train_federated,
 )
-from server.task_report import run_task_bench
+from server.experiments.task_report import run_task_bench
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng not installed (apt-get install espeak-ng)")
 TINY = dict(
@@ -203,8 +203,8 @@ def test_a_metafed_device_keeps_its_output_layer_and_starts_it_empty():
 def test_flower_simulation_and_the_in_process_grid_learn_the_same_meta_model(tmp_path):
     from flwr.simulation import run_simulation
 
-    from server.checkpoint import Checkpointer
-    from server.federation import make_server_app
+    from server.core.checkpoint import Checkpointer
+    from server.core.federation import make_server_app
 
     config = TaskBenchConfig(task="characters", **TINY)
     family = task_family("characters")

@@ -23,7 +23,7 @@ tested without a broker, and so the refusal rules live in one place:
 - every reply names the device it came from (:data:`PARTICIPANT` config
   record), taken from the topic the broker authenticated, not from the
   payload, so a round's PROV-O provenance can list its participants
-  (:func:`server.registry_link.participants_of`). Flower-path replies name
+  (:func:`server.registry.registry_link.participants_of`). Flower-path replies name
   theirs with the ``device-seed`` metric instead.
 """
 

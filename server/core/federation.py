@@ -21,9 +21,9 @@ from flwr.serverapp.strategy import Strategy
 from edge import record_keys as keys
 from edge.flower_records import to_array_record
 from edge.mlp import init_mlp_weights
-from server.checkpoint import Checkpointer
-from server.round_loop import PARTICIPANT_DEVICES, PARTICIPANTS, Observer, RoundCallback, RoundReport, StatefulStrategy
-from server.round_loop import callback_observer, run_rounds
+from server.core.checkpoint import Checkpointer
+from server.core.round_loop import PARTICIPANT_DEVICES, PARTICIPANTS, Observer, RoundCallback, RoundReport, StatefulStrategy
+from server.core.round_loop import callback_observer, run_rounds
 from server.strategies.common import DeviceOrderedGrid, wait_for_nodes
 from server.strategies.seeded_fedavg import SeededFedAvg
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig

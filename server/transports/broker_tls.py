@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.broker import TlsFiles
+from server.transports.broker import TlsFiles
 
 
 def _name(common_name: str) -> x509.Name:

@@ -26,7 +26,7 @@ from flwr.serverapp.strategy import Strategy
 from edge import record_keys as keys
 from edge.flower_records import from_array_record
 from edge.identity import device_iri, device_id_of
-from server.mqtt_rounds import reply_device_id
+from server.transports.mqtt_rounds import reply_device_id
 
 log = logging.getLogger(__name__)
 

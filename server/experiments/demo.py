@@ -24,10 +24,10 @@ from edge.learner import Learner
 from edge.mlp import NumpyMLP, init_mlp_weights
 from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sine_device
 from edge.identity import device_id_of
-from server.checkpoint import Checkpoint, Checkpointer
+from server.core.checkpoint import Checkpoint, Checkpointer
 from ontology.thing_description import device_iri
-from server.federation import DeviceRoundConfig, FederationSettings, initial_weights
-from server.registry_link import FederationRegistry, RunVersions
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights
+from server.registry.registry_link import FederationRegistry, RunVersions
 from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptileConfig
 
@@ -109,7 +109,7 @@ def train_in_simulation(
     from flwr.simulation import run_simulation
 
     from firmware_sim.client_app import app as client_app
-    from server.federation import make_server_app
+    from server.core.federation import make_server_app
 
     def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
         if on_version is not None:
@@ -275,7 +275,7 @@ class RegistrySelection:
     records: dict[str, RunVersions] = field(default_factory=dict)
 
     def for_method(self, store, method: str, settings: FederationSettings) -> RunVersions:  # type: ignore[no-untyped-def]
-        from server.registry_link import FederationRegistry
+        from server.registry.registry_link import FederationRegistry
 
         registry = FederationRegistry(store, f"sine-{method}")
         registry.link_federation(self.model, self.task)
@@ -300,8 +300,8 @@ class RegistrySelection:
 
 def select_devices_from_registry(store, config: DemoConfig, out: Path) -> RegistrySelection:  # type: ignore[no-untyped-def]
     """Register the candidate fleet, the task and the model; let SPARQL pick who can train it."""
-    from server.registry_link import FederationRegistry, wait_until_expired
-    from server.registry_selection import describe_training_model
+    from server.registry.registry_link import FederationRegistry, wait_until_expired
+    from server.registry.registry_selection import describe_training_model
 
     registry = FederationRegistry(store, "sine")
     active = range(config.n_train_devices)

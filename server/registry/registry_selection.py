@@ -34,7 +34,7 @@ from ontology.thing_description import device_iri
 if TYPE_CHECKING:
     import numpy as np
 
-    from server.registry_link import FederationRegistry
+    from server.registry.registry_link import FederationRegistry
 
 log = logging.getLogger(__name__)
 

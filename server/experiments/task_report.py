@@ -1,11 +1,11 @@
 """``tinyfleet bench --task``: train every method on one task, score them, measure drift, write JSON and a plot.
 
-The pieces live in :mod:`server.task_bench` (training and K-shot scoring),
-:mod:`server.drift_curves` and :mod:`server.task_plots`; this module runs them
+The pieces live in :mod:`server.experiments.task_bench` (training and K-shot scoring),
+:mod:`server.experiments.drift_curves` and :mod:`server.experiments.task_plots`; this module runs them
 in order and assembles ``runs/bench/<task>.json``:
 
 - ``adaptation``: rows ``{method, shots, metric, value, stderr, n_devices, per_device}``,
-  the control rows (:data:`server.task_bench.CONTROLS`) among them;
+  the control rows (:data:`server.experiments.task_bench.CONTROLS`) among them;
 - ``controls``: per control row, the method whose training it reuses and a
   note (it has no training costs of its own: they are that method's);
 - ``training``: per trained method, rounds, wall time, per device-round bytes
@@ -28,8 +28,8 @@ from pathlib import Path
 
 from edge.profiles import NANO_33_BLE_SENSE
 from firmware_sim.task_families import task_family
-from server.drift_curves import DriftConfig, drift_curves
-from server.task_bench import (
+from server.experiments.drift_curves import DriftConfig, drift_curves
+from server.experiments.task_bench import (
     CONTROL_NOTES,
     CONTROLS,
     METHODS,
@@ -44,7 +44,7 @@ from server.task_bench import (
     training_ram,
     with_controls,
 )
-from server.task_plots import plot_task_report
+from server.experiments.task_plots import plot_task_report
 
 
 def run_task_bench(

@@ -10,7 +10,7 @@ so what is tested is the configuration that runs.
 Uses Debian's ``mosquitto`` 2.0 (no systemd): one config file, a password file
 made with ``mosquitto_passwd -U`` (hashes a whole ``user:password`` file in one
 call, fast for thousands of devices), an ACL file and optionally a TLS
-listener (:mod:`server.broker_tls` makes throw-away certificates).
+listener (:mod:`server.transports.broker_tls` makes throw-away certificates).
 """
 
 from __future__ import annotations

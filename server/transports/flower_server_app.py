@@ -1,14 +1,14 @@
 """The module-level ServerApp a Flower deployment runs (``flwr run server/flower_app <connection>``).
 
-Why a second entry point beside :func:`server.federation.make_server_app`: in
+Why a second entry point beside :func:`server.core.federation.make_server_app`: in
 a deployment the SuperLink starts the ServerApp in its own process from the
 Flower App's ``[tool.flwr.app.components]``, so the app must be importable at
 module level and can only learn its settings from ``context.run_config``
 (the App's ``[tool.flwr.app.config]`` table plus ``--run-config`` overrides).
 Everything else — strategy, checkpointing, resuming, registering each
 round's version when the run config names a ``registry`` — is the same as in
-simulation and MQTT (:func:`server.federation.run_federation`,
-:class:`server.registry_link.RunVersions`).
+simulation and MQTT (:func:`server.core.federation.run_federation`,
+:class:`server.registry.registry_link.RunVersions`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from server.federation import run_federation
-from server.run_config import settings_from_run_config
+from server.core.federation import run_federation
+from server.core.run_config import settings_from_run_config
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Concept drift on a deployed device: accuracy over its stream with online learning on and off.
 
 An unseen device installs a method's initialisation and adapts on its K-shot
-episode exactly as in :func:`server.task_bench.adapted_learner`. Then two
+episode exactly as in :func:`server.experiments.task_bench.adapted_learner`. Then two
 copies of it face the same stream of its classes, which starts drifting at
 sample ``drift_start`` (the family's ``drifting`` stream: a writer's slant, a
 room's noise, a room's sensors). Both predict each sample before its label is
@@ -27,7 +27,7 @@ from edge.imprinting import Imprinter
 from edge.mlp_classifier import MLPClassifier
 from firmware_sim.task_families import TaskFamily
 from firmware_sim.tasks.episodes import Episode
-from server.task_bench import TaskBenchConfig, adapted_learner
+from server.experiments.task_bench import TaskBenchConfig, adapted_learner
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class DriftConfig:
 
 
 DRIFT_PRESETS: dict[str, dict[str, object]] = {
-    "keywords": dict(n_devices=10, samples=400, drift_start=150),  # ~15-35 ms a clip: see server.task_bench.TASK_PRESETS
+    "keywords": dict(n_devices=10, samples=400, drift_start=150),  # ~15-35 ms a clip: see server.experiments.task_bench.TASK_PRESETS
 }
 
 

@@ -9,7 +9,7 @@ provenance: the round that generated it (and its participants), the version
 it derives from, and the round's metrics, so ``model-lineage`` can trace any
 version back to the initialisation.
 
-Participants are read by the round loop (:func:`server.round_loop.participants_of`)
+Participants are read by the round loop (:func:`server.core.round_loop.participants_of`)
 from the replies a round aggregated, whichever way they came: an MQTT reply
 names its device (from the broker-authenticated topic), a Flower-path reply its
 simulated device's seed. :class:`RunVersions`, an observer of the round loop,
@@ -38,12 +38,12 @@ from ontology.named_queries import run_named_query
 from ontology.store import RegistryStore
 from ontology.thing_description import device_iri, thing_description
 from ontology.vocab import RESOURCE_BASE, SCHEMA, TF
-from server.round_loop import PARTICIPANT_DEVICES, RoundReport, participants_of  # noqa: F401  (re-exported)
+from server.core.round_loop import PARTICIPANT_DEVICES, RoundReport, participants_of  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 #: Key of a round's participants (device IRIs, :func:`participants_of`) in the metrics that
-#: :func:`server.federation.run_federation` hands its ``on_round`` callback. Present only for a round
+#: :func:`server.core.federation.run_federation` hands its ``on_round`` callback. Present only for a round
 #: whose aggregation produced a new θ.
 _FEDERATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
@@ -177,10 +177,10 @@ class FederationRegistry:
 
 
 class RunVersions:
-    """Registers the versions a :func:`server.federation.run_federation` run reports through ``on_round``.
+    """Registers the versions a :func:`server.core.federation.run_federation` run reports through ``on_round``.
 
     The one registration path for every transport: an observer of the round loop
-    (:mod:`server.round_loop`), told each round after its checkpoint is written. Version ``r`` is what round ``r`` aggregated, with the devices whose
+    (:mod:`server.core.round_loop`), told each round after its checkpoint is written. Version ``r`` is what round ``r`` aggregated, with the devices whose
     replies made it (:data:`PARTICIPANT_DEVICES`) and the round's numeric metrics. A round that
     aggregated nothing (no usable reply) registers nothing. The θ a
     fresh run starts from (``initial``, version 0) is registered with the first round's version, so a

@@ -2,14 +2,14 @@
 
 ``strategy.start(grid=MqttGrid(...))`` runs TinyReptile or TinyMetaFed
 unchanged. Devices are Flower nodes: a device id becomes a stable node id
-(:func:`server.mqtt_rounds.node_id_of`) once its retained status is ``online``
+(:func:`server.transports.mqtt_rounds.node_id_of`) once its retained status is ``online``
 and its Thing Description is announced; ``offline`` (its Last Will) removes it.
 Two optional hooks let a caller choose among them without the grid knowing
 how: ``on_announce(device_id, td)`` hears every announced Thing Description
 (``None`` when a device clears it) on paho's network thread, under the grid's
 lock, so it must only take note; ``device_filter(device_ids)`` narrows the
 available devices on the thread that asks for node ids (e.g. to those a
-registry finds eligible, :mod:`server.registry_selection`).
+registry finds eligible, :mod:`server.registry.registry_selection`).
 
 Each ``push_messages`` call is one wire round with a fresh 32-bit ``round_id``
 (random base, so a restarted server never takes the previous incarnation's
@@ -52,9 +52,9 @@ from edge.wire import Channel, WireFormatError, parse_announce, parse_device_top
 from edge.wire import read_header, server_subscriptions
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
 from edge.wire.topics import QOS, SERVER_STATUS, STATUS_ONLINE, device_topic, server_last_will
-from server.mqtt_rounds import Hypergradient, WireRequest, hypergradient_from_payload, node_id_of, reply_from_update
-from server.mqtt_rounds import to_wire
-from server.own_grid import OwnGrid
+from server.transports.mqtt_rounds import Hypergradient, WireRequest, hypergradient_from_payload, node_id_of, reply_from_update
+from server.transports.mqtt_rounds import to_wire
+from server.transports.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
 

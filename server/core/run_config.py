@@ -3,7 +3,7 @@
 Why a separate mapping: a Flower deployment hands the ServerApp only the flat
 ``[tool.flwr.app.config]`` table of the Flower App (overridable with
 ``flwr run --run-config``), while the code wants the typed, validated
-:class:`server.federation.FederationSettings`. Keys are kebab-case like
+:class:`server.core.federation.FederationSettings`. Keys are kebab-case like
 Flower's own; an unknown key or a value of the wrong type is refused with a
 message naming the key, never silently ignored, because a typo in a run
 config would otherwise run a different experiment than the one asked for.
@@ -14,7 +14,7 @@ to whichever strategy ``strategy`` names. A key only another strategy has
 Flower App's config table lists every key whatever the strategy.
 
 One source of defaults: the dataclasses. The Flower App's table is
-:func:`default_run_config` (``python -m server.run_config`` prints it, and a
+:func:`default_run_config` (``python -m server.core.run_config`` prints it, and a
 test holds ``server/flower_app/pyproject.toml`` equal to it), and
 ``tinyfleet server`` in Flower mode submits the whole resolved settings
 (:func:`flatten_settings`), so the same command means the same experiment
@@ -28,7 +28,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from server.federation import DeviceRoundConfig, FederationSettings
+from server.core.federation import DeviceRoundConfig, FederationSettings
 from server.strategies.tiny_metafed import TinyMetaFedConfig
 from server.strategies.tiny_reptile import TinyReptileConfig
 

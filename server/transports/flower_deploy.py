@@ -38,7 +38,7 @@ from firmware_sim.supernode import FlowerError, FlowerProcess, flower_env, flowe
 
 log = logging.getLogger(__name__)
 
-APP_DIR = Path(__file__).with_name("flower_app")  # the Flower App `flwr run` packs into a FAB
+APP_DIR = Path(__file__).resolve().parents[1] / "flower_app"  # the Flower App `flwr run` packs into a FAB
 FINISHED = "finished"
 
 __all__ = [

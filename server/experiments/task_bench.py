@@ -38,7 +38,7 @@ Every adaptation is online, each sample seen once: one SGD step per sample,
 or one running-mean update of its class for an imprinted output layer.
 
 The three federated methods run through ``Strategy.start`` on
-:class:`server.inprocess_grid.InProcessGrid` with the task's ClientApp
+:class:`server.transports.inprocess_grid.InProcessGrid` with the task's ClientApp
 (:func:`firmware_sim.task_client_app.make_task_client_app`); per-device bytes,
 simulated time and energy per round are read from every reply.
 """
@@ -60,9 +60,9 @@ from edge.reconstruction import RECONSTRUCTION_RULES, split_weights, train_subse
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
 from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, TaskFamily, task_family
 from firmware_sim.tasks.episodes import Episode
-from server.checkpoint import Checkpointer
-from server.federation import DeviceRoundConfig, FederationSettings, run_federation
-from server.inprocess_grid import InProcessGrid
+from server.core.checkpoint import Checkpointer
+from server.core.federation import DeviceRoundConfig, FederationSettings, run_federation
+from server.transports.inprocess_grid import InProcessGrid
 from server.strategies.tiny_metafed import TinyMetaFedConfig
 from server.strategies.tiny_reptile import TinyReptileConfig
 

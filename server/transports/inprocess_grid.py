@@ -30,7 +30,7 @@ from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
-from server.own_grid import OwnGrid
+from server.transports.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
 

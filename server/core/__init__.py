@@ -1,0 +1,1 @@
+"""The federation core: the round loop and its observers, settings from one source, checkpoints."""

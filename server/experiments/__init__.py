@@ -1,0 +1,1 @@
+"""The experiments: the demo and the task benchmark, their reports and plots."""
