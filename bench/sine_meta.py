@@ -7,7 +7,7 @@ fleet (device seeds ``s·N … s·N+N−1``; s = 0 is the demo's fleet), θ at
 round 0, the device sampling of both federations, and the random init it is
 compared with (``random_init_seed + s``). It then scores each initialisation
 by the mean grid MSE after K online shots on *validation* devices
-(:data:`firmware_sim.fleet.UNSEEN_SEED_BASE` onwards, through
+(:data:`firmware_sim.fleet.VALIDATION_SEED_BASE` onwards, through
 :func:`firmware_sim.meta_eval.unseen_device_mse`) — never the demo's test
 devices — and reports, per seed and as median / worst over seeds, the 5-shot
 ratios TinyReptile/FedAvg (bar: ≤ 0.5) and TinyReptile/random (bar: ≤ 1/3).
@@ -63,7 +63,7 @@ from edge.adaptation import adapt_online  # noqa: E402
 from edge.mlp import NumpyMLP, init_mlp_weights  # noqa: E402
 from firmware_sim.client_app import app as client_app  # noqa: E402
 from server.transports.inprocess_grid import InProcessGrid  # noqa: E402
-from firmware_sim.fleet import UNSEEN_SEED_BASE, sine_device  # noqa: E402
+from firmware_sim.fleet import VALIDATION_SEED_BASE, sine_device  # noqa: E402
 from firmware_sim.meta_eval import unseen_device_mse  # noqa: E402
 from server.core.checkpoint import Checkpointer  # noqa: E402
 from server.experiments.demo import DemoConfig, federation_settings  # noqa: E402
@@ -127,14 +127,14 @@ def validation_mse(
     theta: dict[str, np.ndarray], layer_sizes: tuple[int, ...], *, first: int, n_devices: int, shots: int,
     learning_rate: float, step_sizes: dict[str, np.ndarray] | None = None,
 ) -> float:
-    """Mean grid MSE of validation devices ``UNSEEN_SEED_BASE + first`` … after ``shots`` online SGD steps.
+    """Mean grid MSE of validation devices ``VALIDATION_SEED_BASE + first`` … after ``shots`` online SGD steps.
 
     The same protocol as :func:`firmware_sim.meta_eval.unseen_device_mse` (which
     always starts at the first validation device), on any slice of them.
     """
     errors = []
     for j in range(first, first + n_devices):
-        device = sine_device(UNSEEN_SEED_BASE + j, stream_key=0)
+        device = sine_device(VALIDATION_SEED_BASE + j, stream_key=0)
         learner = NumpyMLP(layer_sizes)
         learner.set_weights(theta)
         learner.set_step_sizes(step_sizes)
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(config, reptile=_override(config.reptile, args.reptile),
                      reptile_device=_override(config.reptile_device, args.reptile_device))  # fmt: skip
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    if (max(seeds) + 1) * config.n_train_devices > UNSEEN_SEED_BASE:
+    if (max(seeds) + 1) * config.n_train_devices > VALIDATION_SEED_BASE:
         parser.error("training fleets would reach the validation devices' seeds")
 
     result: dict[str, Any] = {
@@ -363,9 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python bench/sine_meta.py", *(argv if argv is not None else sys.argv[1:])]),
         "trained_through": "run_federation over server.transports.inprocess_grid.InProcessGrid (no Ray)",
         "evaluated_on": (
-            f"rate chosen from {list(args.lr_grid)} per init on validation devices {UNSEEN_SEED_BASE} + "
+            f"rate chosen from {list(args.lr_grid)} per init on validation devices {VALIDATION_SEED_BASE} + "
             f"[0, {args.select_devices}), scored on + [{args.select_devices}, {args.select_devices + args.score_devices})"
-            if args.select_lr else f"{args.val_devices} validation devices from seed {UNSEEN_SEED_BASE}"
+            if args.select_lr else f"{args.val_devices} validation devices from seed {VALIDATION_SEED_BASE}"
         ),
         "config": asdict(config),
         "per_seed": [],

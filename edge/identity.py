@@ -24,9 +24,10 @@ RESOURCE_BASE = "https://w3id.org/tinyfleet/id/"
 #: The family of the default sine-regression devices; a device id is ``<family>-<seed>``.
 DEFAULT_FAMILY = "sine"
 
-#: Seed ranges of the sine fleet. Training fleets use seeds from 0; validation devices (used while tuning)
-#: start at UNSEEN_SEED_BASE; the demo's held-out test devices, never used for any choice, at TEST_SEED_BASE.
-UNSEEN_SEED_BASE = 1_000_000
+#: Seed ranges of every simulated fleet (sine and the task families). Training fleets use seeds from 0;
+#: validation devices (used to choose settings) start at VALIDATION_SEED_BASE; held-out test devices, reported
+#: on and never used for any choice, at TEST_SEED_BASE.
+VALIDATION_SEED_BASE = 1_000_000
 TEST_SEED_BASE = 2_000_000
 
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -13,13 +13,13 @@ import numpy as np
 from collections.abc import Sequence
 
 from edge.device import SimulatedDevice
-from edge.identity import TEST_SEED_BASE, UNSEEN_SEED_BASE, DeviceIdentity
+from edge.identity import TEST_SEED_BASE, VALIDATION_SEED_BASE, DeviceIdentity
 from edge.learner import Learner
 from edge.mlp import NumpyMLP, init_mlp_weights
 from edge.profiles import MICROCONTROLLERS, DeviceProfile
 from firmware_sim.tasks.sine import SineStream, sample_task
 
-__all__ = ["TEST_SEED_BASE", "UNSEEN_SEED_BASE", "local_init", "mlp_learner_for", "profile_for", "sine_device"]
+__all__ = ["TEST_SEED_BASE", "VALIDATION_SEED_BASE", "local_init", "mlp_learner_for", "profile_for", "sine_device"]
 
 PRIVATE_INIT_SEED_OFFSET = 10_000  # a device's firmware-local init of its private part: seed + offset
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from edge.mlp import NumpyMLP
 from edge.reconstruction import reconstruct_and_adapt, split_weights
-from firmware_sim.fleet import UNSEEN_SEED_BASE, local_init, sine_device
+from firmware_sim.fleet import VALIDATION_SEED_BASE, local_init, sine_device
 
 
 def unseen_device_mse(
@@ -37,7 +37,7 @@ def unseen_device_mse(
     shared, _ = split_weights(theta, private_names)
     errors = []
     for j in range(n_devices):
-        seed = UNSEEN_SEED_BASE + j
+        seed = VALIDATION_SEED_BASE + j
         device = sine_device(seed, stream_key=0)
         learner = NumpyMLP(layer_sizes)
         learner.set_step_sizes(step_sizes)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.adaptation import Sample
+from edge.identity import TEST_SEED_BASE, VALIDATION_SEED_BASE  # noqa: F401  (re-exported)
 from edge.features import FrontEnd
 from firmware_sim.tasks import characters as chars
 from firmware_sim.tasks import keywords as kws
@@ -44,8 +45,8 @@ from firmware_sim.tasks import presence as pres
 from firmware_sim.tasks.episodes import Episode, episode_of, shuffled_support
 
 DATASET_SEED = 0  # which generated world (glyphs, alphabets, buildings); devices are drawn inside it
-VALIDATION_DEVICE_BASE = 1_000_000  # unseen devices used to choose settings
-TEST_DEVICE_BASE = 2_000_000  # unseen devices reported on, never used for any choice
+# unseen devices: VALIDATION_SEED_BASE onwards choose settings, TEST_SEED_BASE onwards are reported on and never
+# used for any choice; the same ranges as the sine fleet's, named once in edge.identity
 
 
 @dataclass(frozen=True)

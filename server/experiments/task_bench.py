@@ -2,7 +2,7 @@
 
 Methods, all training the same :class:`edge.mlp_classifier.MLPClassifier`
 (see :mod:`firmware_sim.task_families`), all scored on the same unseen
-devices (``TEST_DEVICE_BASE`` onwards) with the same K-shot episodes:
+devices (``TEST_SEED_BASE`` onwards) with the same K-shot episodes:
 
 - **tinymetafed** — :class:`server.strategies.tiny_metafed.TinyMetaFed`: the
   output layer stays on each device; Top-P% sparse uplink. A new device
@@ -58,7 +58,7 @@ from edge.mlp_classifier import MLPClassifier
 from edge.imprinting import imprint_output_layer
 from edge.reconstruction import RECONSTRUCTION_RULES, split_weights, train_subset
 from firmware_sim.task_client_app import firmware_init, make_task_client_app
-from firmware_sim.task_families import TEST_DEVICE_BASE, VALIDATION_DEVICE_BASE, TaskFamily, task_family
+from firmware_sim.task_families import TEST_SEED_BASE, VALIDATION_SEED_BASE, TaskFamily, task_family
 from firmware_sim.tasks.episodes import Episode
 from server.core.checkpoint import Checkpointer
 from server.core.federation import DeviceRoundConfig, FederationSettings, run_federation
@@ -163,7 +163,7 @@ class TaskBenchConfig:
 
     @property
     def eval_device_base(self) -> int:
-        return TEST_DEVICE_BASE if self.evaluate_on == "test" else VALIDATION_DEVICE_BASE
+        return TEST_SEED_BASE if self.evaluate_on == "test" else VALIDATION_SEED_BASE
 
 
 # Keywords cost ~15-35 ms a sample (room reverberation and the MFCC front end, both FFTs), a

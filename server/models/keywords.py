@@ -52,7 +52,7 @@ ARCH = Architecture(
     ),
 )  # fmt: skip
 TRAIN_DEVICES = range(0, 400)
-TEST_DEVICE_BASE = 10_000
+BACKBONE_TEST_SPEAKER_BASE = 10_000  # speakers the keyword backbone is tested on; not a device seed range (see edge.identity)
 
 # (clips per keyword, epochs); the architecture never changes with the size
 SIZES = {"default": (160, 30), "small": (40, 10)}
@@ -98,4 +98,4 @@ def build(seed: int = 0, small: bool = False, corpus: KeywordCorpus | None = Non
 
 def test_tasks(seed: int, n_devices: int) -> list[KeywordTask]:
     """Unseen devices: speakers and rooms drawn from ids the training never used."""
-    return [sample_task(seed, TEST_DEVICE_BASE + i) for i in range(n_devices)]
+    return [sample_task(seed, BACKBONE_TEST_SPEAKER_BASE + i) for i in range(n_devices)]

@@ -9,7 +9,7 @@ import pytest
 
 from firmware_sim.task_families import (
     DRIFT_RAMP_SAMPLES,
-    TEST_DEVICE_BASE,
+    TEST_SEED_BASE,
     _character_world,
     drift_strength,
     task_family,
@@ -35,7 +35,7 @@ def test_streams_and_episodes_are_pure_functions_of_their_seeds(name):
         assert ya == yb
     other = take(family.stream(3, 8), 12)
     assert any(not np.array_equal(x, y) for (x, _), (y, _) in zip(a, other)), "another round must bring fresh samples"
-    e1, e2 = family.episode(TEST_DEVICE_BASE, 2, 3), family.episode(TEST_DEVICE_BASE, 2, 3)
+    e1, e2 = family.episode(TEST_SEED_BASE, 2, 3), family.episode(TEST_SEED_BASE, 2, 3)
     np.testing.assert_array_equal(e1.support_x, e2.support_x)
     np.testing.assert_array_equal(e1.query_y, e2.query_y)
 
@@ -46,7 +46,7 @@ def test_samples_fit_the_model_the_device_trains(name):
     x, y = next(family.stream(0, 0))
     assert x.shape == (family.n_features,) and x.dtype == np.float32 and np.all(np.isfinite(x))
     assert 0 <= int(y) < family.n_way
-    episode = family.episode(TEST_DEVICE_BASE + 1, 3, 2)
+    episode = family.episode(TEST_SEED_BASE + 1, 3, 2)
     assert episode.support_x.shape[1] == family.n_features
     # K shots of every class, in a shuffled stream order
     assert np.bincount(episode.support_y, minlength=family.n_way).tolist() == [3] * family.n_way
@@ -57,7 +57,7 @@ def test_samples_fit_the_model_the_device_trains(name):
 def test_unseen_writers_write_characters_of_alphabets_no_training_device_holds():
     world, split = _character_world()
     train_classes = {c for d in range(50) for c in chars.sample_task(0, d, split.meta_train, 5).classes}
-    test_classes = set(chars.sample_task(0, TEST_DEVICE_BASE, split.meta_test, 5).classes)
+    test_classes = set(chars.sample_task(0, TEST_SEED_BASE, split.meta_test, 5).classes)
     assert train_classes and test_classes and not train_classes & test_classes
     assert {c // chars.CHARACTERS_PER_ALPHABET for c in train_classes}.isdisjoint(
         {c // chars.CHARACTERS_PER_ALPHABET for c in test_classes}
@@ -74,8 +74,8 @@ def test_drift_strength_ramps_in_after_the_start():
 def test_a_drifting_stream_matches_its_undrifted_twin_until_the_drift(name):
     family = task_family(name)
     start = 20
-    drifting = take(family.drifting(TEST_DEVICE_BASE, start), start + DRIFT_RAMP_SAMPLES + 10)
-    steady = take(family.drifting(TEST_DEVICE_BASE, 10**9), start + DRIFT_RAMP_SAMPLES + 10)
+    drifting = take(family.drifting(TEST_SEED_BASE, start), start + DRIFT_RAMP_SAMPLES + 10)
+    steady = take(family.drifting(TEST_SEED_BASE, 10**9), start + DRIFT_RAMP_SAMPLES + 10)
     for i, ((xd, yd), (xs, ys)) in enumerate(zip(drifting, steady)):
         assert yd == ys  # the same labels in the same order
         if i <= start:
