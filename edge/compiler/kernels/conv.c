@@ -28,8 +28,10 @@ static int32_t tfc_conv_window_s8(const int8_t *in, const int8_t *w, const tfc_c
 /* bias_full[oc] = bias[oc] + in_offset * sum(filter[oc]): the accumulator start of an all-inside window
  * (NULL: no fast path). Border windows skip the taps outside, as TFLM, and add the offset per tap. */
 void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
-                 const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                 const tfc_conv_geom *geom, int32_t in_offset, int32_t out_offset, const int32_t *mult,
                  const int32_t *shift, int32_t act_min, int32_t act_max) {
+    const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
+    const tfc_conv_geom *g = &local;
     const int filter_in_depth = g->filter_in_depth;
     const int groups = g->in_depth / filter_in_depth;
     const int filters_per_group = g->out_depth / groups;
@@ -69,8 +71,10 @@ void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const i
     }
 }
 
-void tfc_conv_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g, float act_min,
+void tfc_conv_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *geom, float act_min,
                   float act_max) {
+    const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
+    const tfc_conv_geom *g = &local;
     const int filter_in_depth = g->filter_in_depth;
     const int groups = g->in_depth / filter_in_depth;
     const int filters_per_group = g->out_depth / groups;
@@ -116,8 +120,10 @@ static inline int32_t tfc_dw_window_s8(const int8_t *x, int x_col, int x_row, co
 
 /* bias_full[oc] = bias[oc] + in_offset * sum(filter[..][oc]), the start of an all-inside window (NULL: none). */
 void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
-                      const tfc_conv_geom *g, int depth_multiplier, int32_t in_offset, int32_t out_offset,
+                      const tfc_conv_geom *geom, int depth_multiplier, int32_t in_offset, int32_t out_offset,
                       const int32_t *mult, const int32_t *shift, int32_t act_min, int32_t act_max) {
+    const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
+    const tfc_conv_geom *g = &local;
     for (int b = 0; b < g->batches; ++b) {
         for (int oy = 0; oy < g->out_h; ++oy) {
             const int iy0 = oy * g->stride_h - g->pad_h;
@@ -125,6 +131,11 @@ void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, co
             for (int ox = 0; ox < g->out_w; ++ox) {
                 const int ix0 = ox * g->stride_w - g->pad_w;
                 const int inside = bias_full && rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w;
+                int fy0 = 0, fy1 = g->filter_h, fx0 = 0, fx1 = g->filter_w; /* the taps that land inside */
+                while (fy0 < fy1 && iy0 + g->dilation_h * fy0 < 0) ++fy0;
+                while (fy1 > fy0 && iy0 + g->dilation_h * (fy1 - 1) >= g->in_h) --fy1;
+                while (fx0 < fx1 && ix0 + g->dilation_w * fx0 < 0) ++fx0;
+                while (fx1 > fx0 && ix0 + g->dilation_w * (fx1 - 1) >= g->in_w) --fx1;
                 for (int ic = 0; ic < g->in_depth; ++ic) {
                     for (int m = 0; m < depth_multiplier; ++m) {
                         const int oc = m + ic * depth_multiplier;
@@ -133,17 +144,15 @@ void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, co
                             const int8_t *x = in + ((b * g->in_h + iy0) * g->in_w + ix0) * g->in_depth + ic;
                             acc = bias_full[oc] + tfc_dw_window_s8(x, g->dilation_w * g->in_depth, g->dilation_h * g->in_w * g->in_depth,
                                                                    w + oc, g->out_depth, g->filter_h, g->filter_w);
-                        } else {
+                        } else { /* border: only the taps inside the image, each with the input offset */
                             acc = 0;
-                            for (int fy = 0; fy < g->filter_h; ++fy) {
+                            for (int fy = fy0; fy < fy1; ++fy) {
                                 const int iy = iy0 + g->dilation_h * fy;
-                                if (iy < 0 || iy >= g->in_h) continue;
-                                for (int fx = 0; fx < g->filter_w; ++fx) {
-                                    const int ix = ix0 + g->dilation_w * fx;
-                                    if (ix < 0 || ix >= g->in_w) continue;
-                                    int32_t xv = in[((b * g->in_h + iy) * g->in_w + ix) * g->in_depth + ic];
-                                    int32_t f = w[(fy * g->filter_w + fx) * g->out_depth + oc];
-                                    acc += f * (xv + in_offset);
+                                const int8_t *xrow = in + ((b * g->in_h + iy) * g->in_w) * g->in_depth + ic;
+                                const int8_t *wrow = w + fy * g->filter_w * g->out_depth + oc;
+                                for (int fx = fx0; fx < fx1; ++fx) {
+                                    const int32_t xv = xrow[(ix0 + g->dilation_w * fx) * g->in_depth];
+                                    acc += (int32_t)wrow[fx * g->out_depth] * (xv + in_offset);
                                 }
                             }
                             if (bias) acc += bias[oc];
@@ -157,8 +166,10 @@ void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, co
     }
 }
 
-void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g,
+void tfc_depthwise_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *geom,
                        int depth_multiplier, float act_min, float act_max) {
+    const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
+    const tfc_conv_geom *g = &local;
     for (int b = 0; b < g->batches; ++b) {
         for (int oy = 0; oy < g->out_h; ++oy) {
             const int iy0 = oy * g->stride_h - g->pad_h;
@@ -227,8 +238,10 @@ static inline float tfc_dw_finish_f32(float total, const float *bias, int c, flo
 }
 
 void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias, const int32_t *bias_full,
-                              const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
+                              const tfc_conv_geom *geom, int32_t in_offset, int32_t out_offset, const int32_t *mult,
                               const int32_t *shift, int32_t act_min, int32_t act_max, int8_t *plane) {
+    const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
+    const tfc_conv_geom *g = &local;
     const int plane_n = g->in_h * g->in_w, depth = g->in_depth;
     for (int b = 0; b < g->batches; ++b) {
         for (int c = 0; c < depth; ++c) {
@@ -263,7 +276,9 @@ void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias,
     }
 }
 
-void tfc_depthwise_inplace_f32(float *buf, const float *w, const float *bias, const tfc_conv_geom *g, float act_min,
+void tfc_depthwise_inplace_f32(float *buf, const float *w, const float *bias, const tfc_conv_geom *geom, float act_min,
                                float act_max, float *plane) {
+    const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
+    const tfc_conv_geom *g = &local;
     TFC_DW_INPLACE(float, float, 0.f, acc += x * f, tfc_dw_finish_f32(acc, bias, c, act_min, act_max))
 }

@@ -17,7 +17,9 @@
                 }
 #define TFC_AT(fy, fx) in[((b * g->in_h + iy0 + (fy)) * g->in_w + ix0 + (fx)) * g->in_depth + c]
 
-void tfc_avg_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int32_t act_min, int32_t act_max) {
+void tfc_avg_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *geom, int32_t act_min, int32_t act_max) {
+    const tfc_conv_geom local = *geom;
+    const tfc_conv_geom *g = &local;
     TFC_POOL_LOOP({
         int32_t acc = 0;
         int count = 0;
@@ -29,7 +31,9 @@ void tfc_avg_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int3
     })
 }
 
-void tfc_avg_pool_f32(const float *in, float *out, const tfc_conv_geom *g, float act_min, float act_max) {
+void tfc_avg_pool_f32(const float *in, float *out, const tfc_conv_geom *geom, float act_min, float act_max) {
+    const tfc_conv_geom local = *geom;
+    const tfc_conv_geom *g = &local;
     TFC_POOL_LOOP({
         float total = 0.f, count = 0.f;
         for (int fy = fy0; fy < fy1; ++fy)
@@ -40,7 +44,9 @@ void tfc_avg_pool_f32(const float *in, float *out, const tfc_conv_geom *g, float
     })
 }
 
-void tfc_max_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int32_t act_min, int32_t act_max) {
+void tfc_max_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *geom, int32_t act_min, int32_t act_max) {
+    const tfc_conv_geom local = *geom;
+    const tfc_conv_geom *g = &local;
     TFC_POOL_LOOP({
         int32_t m = -128;
         for (int fy = fy0; fy < fy1; ++fy)
@@ -49,7 +55,9 @@ void tfc_max_pool_s8(const int8_t *in, int8_t *out, const tfc_conv_geom *g, int3
     })
 }
 
-void tfc_max_pool_f32(const float *in, float *out, const tfc_conv_geom *g, float act_min, float act_max) {
+void tfc_max_pool_f32(const float *in, float *out, const tfc_conv_geom *geom, float act_min, float act_max) {
+    const tfc_conv_geom local = *geom;
+    const tfc_conv_geom *g = &local;
     TFC_POOL_LOOP({
         float m = -3.402823466e38f;
         for (int fy = fy0; fy < fy1; ++fy)
