@@ -30,6 +30,11 @@ from edge.compiler.step import Step
 ALIGN = 4  # int32 and float32 arena tensors need 4-byte alignment; int8 needs none
 
 
+def _c_comment_safe(text: str) -> str:
+    """Tensor names go into the plan, which the emitter prints inside a C comment."""
+    return "".join(c if c.isprintable() else "?" for c in text).replace("*/", "*_/").replace("/*", "/_*")
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -71,14 +76,14 @@ class MemoryPlan:
                 if b.region == "arena" and b.first <= s <= b.last and b.size:
                     for c in range(b.offset // per_col, min((b.offset + b.size - 1) // per_col + 1, width)):
                         row[c] = letters[i % len(letters)]
-            lines.append(f"{s:4d} {graph.operators[s].name[:22]:<22} |{''.join(row)}|")
+            lines.append(f"{s:4d} {_c_comment_safe(graph.operators[s].name[:22]):<22} |{''.join(row)}|")
         for i, b in enumerate(self.buffers):
             where = "" if b.region == "arena" else "  (in the caller's output buffer, before the output is written)"
             lines.append(f"  {letters[i % len(letters)]}  {b.label:<32} offset {b.offset:6d}  {b.size:6d} B  steps {b.first}-{b.last}{where}")
         in_buffers = {m for b in self.buffers for m in b.tensors}
         for t, (where, _) in sorted(self.placement.items()):
             if where != "arena" and t not in in_buffers:
-                lines.append(f"  tensor {t} ({graph.tensors[t].name}) is the caller's {where} buffer")
+                lines.append(f"  tensor {t} ({_c_comment_safe(graph.tensors[t].name)}) is the caller's {where} buffer")
         return "\n".join(lines)
 
 
@@ -207,7 +212,8 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
         first = min(producer.get(m, 0) for m in members)
         last = max(last_use.get(m, first) for m in members)
         items.append((size, first, last, max(graph.tensors[m].dtype.itemsize for m in members)))
-        labels.append((" = ".join(f"t{m}" for m in sorted(members)) + f" {graph.tensors[min(members)].name[:18]}", tuple(sorted(members))))
+        name = _c_comment_safe(graph.tensors[min(members)].name[:18])
+        labels.append((" = ".join(f"t{m}" for m in sorted(members)) + f" {name}", tuple(sorted(members))))
     def scratch_of(s: int) -> int:
         step = steps[s]
         return step.inplace_scratch if s in inplace_steps and step.inplace_code else step.scratch_bytes

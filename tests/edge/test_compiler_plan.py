@@ -130,3 +130,9 @@ def test_uint8_model_io_converted_by_quantize_is_compiled(tmp_path_factory: pyte
 def test_not_a_model_is_refused() -> None:
     with pytest.raises(UnsupportedModelError, match="TFL3"):
         compile_model(b"\x00" * 64)
+
+
+def test_plan_text_is_safe_inside_the_generated_c_comment() -> None:
+    from edge.compiler.planner import _c_comment_safe
+
+    assert "*/" not in _c_comment_safe("model/conv*/x\n") and "/*" not in _c_comment_safe("a/*b")
