@@ -75,9 +75,10 @@ def _refusals() -> Iterator[None]:
 
 
 @contextmanager
-def _opened(store_url: str) -> Iterator[RegistryStore]:
+def _opened(store_url: str, *, create: bool) -> Iterator[RegistryStore]:
+    """The store at ``store_url``; a directory that is not a store yet is created only if ``create``."""
     with _refusals():
-        store = open_store(store_url)
+        store = open_store(store_url, create=create)
     try:
         yield store
     finally:
@@ -105,15 +106,30 @@ def describe_model(
     out.print(graph.serialize(format=fmt), end="", markup=False, highlight=False)
 
 
-def _read_description(file: Path) -> tuple[Graph, dict[str, Any] | None]:
-    """(checked RDF, the TD document if the file is a TD) of a description file."""
+def _read_description(file: Path, *, check: bool = True) -> tuple[Graph, dict[str, Any] | None]:
+    """(RDF, the TD document if the file is a TD) of a description file; a TD is always checked, other RDF if ``check``."""
     text = file.read_text(encoding="utf-8")
     fmt = format_for(file.name)
     if fmt == "json-ld":
         document = parse_json_document(text)
         if _looks_like_td(document):
             return check_td(document), document
-    return check_description(parse_rdf(text, fmt)), None
+    graph = parse_rdf(text, fmt)
+    return (check_description(graph) if check else graph), None
+
+
+def _known_types(store: RegistryStore, graph: Graph) -> Graph:
+    """The store's ``rdf:type`` facts about the IRIs ``graph`` points to but does not describe."""
+    described = set(graph.subjects())
+    targets = sorted({o for o in graph.objects() if isinstance(o, URIRef) and o not in described and not str(o).startswith(str(TF))})
+    context = Graph()
+    if not targets:
+        return context
+    values = " ".join(t.n3() for t in targets[:500])
+    rows = store.query(f"SELECT DISTINCT ?s ?t WHERE {{ VALUES ?s {{ {values} }} ?s a ?t }}", max_results=None).rows
+    for subject, kind in rows:
+        context.add((subject, RDF.type, kind))
+    return context
 
 
 def _looks_like_td(document: Any) -> bool:
@@ -165,11 +181,13 @@ def add(
             from ontology.describe_model import describe_model_file
 
             iri, rdf = describe_model_file(file, runtime=runtime, task=task, train_last_dense=train_last_dense)
-            rdf, name = check_description(rdf), str(iri)
+            name = str(iri)
         else:
-            rdf, td = _read_description(file)
+            rdf, td = _read_description(file, check=False)
             name = graph or (td.get("id") if td else None) or _graph_name(rdf)
-    with _opened(store_url) as store, _refusals():
+    with _opened(store_url, create=True) as store, _refusals():  # registering creates the store
+        if td is None:  # checked against what the store already knows (a --task registered before is a tf:Task)
+            check_description(rdf, _known_types(store, rdf))
         if td is not None:
             directory = Directory(store)
             if "id" in td:
@@ -234,6 +252,7 @@ def query(
     store_url: str = StoreOption,
     timeout: float = typer.Option(30.0, help="Give up after this many seconds."),
     limit: int = typer.Option(10_000, help="Return at most this many rows/triples."),
+    create: bool = typer.Option(False, "--create", help="Create the store if the directory is not one yet (else refused)."),
 ) -> None:
     """Run raw SPARQL or a named query with safely bound parameters."""
     if fmt not in ("table", "json", "xml", "csv", "tsv"):
@@ -242,7 +261,7 @@ def query(
         raise _fail("give either a SPARQL query or --named NAME (not both)")
     if param and named is None:
         raise _fail("--param only applies to --named queries")
-    with _opened(store_url) as store, _refusals():
+    with _opened(store_url, create=create) as store, _refusals():
         if named is not None:
             result = run_named_query(store, named, parse_param_args(param), timeout_s=timeout, max_results=limit)
         else:
@@ -284,7 +303,7 @@ def serve(
     if token is None:
         token = secrets.token_urlsafe(24)
         err.print(f"write token (pass as 'Authorization: Bearer ...'): {token}", highlight=False, markup=False)
-    with _opened(store_url) as store:
+    with _opened(store_url, create=True) as store:  # serving a new path starts an empty registry there
         application = create_app(store, token, query_timeout, max_results, purge_interval_s=purge_interval,
                                  query_memory_bytes=None if query_memory_mb is None else query_memory_mb << 20,
                                  write_timeout_s=write_timeout)

@@ -567,7 +567,12 @@ class RegistryStore:
 # -- backends ------------------------------------------------------------------------
 
 
-def _oxigraph(location: str) -> RegistryStore:
+def is_oxigraph_dir(path: Path) -> bool:
+    """Whether ``path`` holds an Oxigraph (RocksDB) store: its ``CURRENT`` and ``IDENTITY`` files."""
+    return (path / "CURRENT").is_file() and (path / "IDENTITY").is_file()
+
+
+def _oxigraph(location: str, *, create: bool = True) -> RegistryStore:
     import pyoxigraph
     from oxrdflib import OxigraphStore
 
@@ -575,6 +580,14 @@ def _oxigraph(location: str) -> RegistryStore:
         path = Path(location)
         if path.exists() and not path.is_dir():
             raise StoreError(f"registry location {location} exists and is not a directory")
+        existing = is_oxigraph_dir(path)
+        if not existing and path.is_dir() and any(path.iterdir()):
+            some = ", ".join(sorted(p.name for p in path.iterdir())[:3])
+            raise StoreError(f"{location} is not a registry store: the directory holds other files ({some}, ...); "
+                             "point --store at a registry, or at a new or empty directory to create one")
+        if not existing and not create:
+            raise StoreError(f"no registry store at {location} (a typo?); `registry add` and `registry serve` create one, "
+                             "as does --create")
         try:
             inner = pyoxigraph.Store(str(path))
         except OSError as exc:
@@ -600,19 +613,21 @@ def _sparql_endpoint(location: str, update_url: str | None = None, token: str | 
     return RegistryStore(dataset, location, persistent=True)
 
 
-BACKENDS: dict[str, Callable[[str], RegistryStore]] = {
+BACKENDS: dict[str, Callable[..., RegistryStore]] = {
     "oxigraph": _oxigraph,
-    "memory": lambda _loc: _oxigraph(""),
-    "rdflib-memory": _rdflib_memory,
+    "memory": lambda _loc, **_: _oxigraph(""),
+    "rdflib-memory": lambda loc, **_: _rdflib_memory(loc),
 }
 
 
-def open_store(url: str, *, update_url: str | None = None, load_ontology: bool = True, token: str | None = None) -> RegistryStore:
+def open_store(url: str, *, update_url: str | None = None, load_ontology: bool = True, token: str | None = None,
+               create: bool = True) -> RegistryStore:
     """Open the registry at ``url`` (see the module table); the ontology graph is (re)loaded unless told not to.
 
     A store whose derived facts predate the current design is re-derived here (:meth:`RegistryStore.ensure_derived`).
     A remote store is written only where needed: its ontology graph is loaded if missing (or if a token is
-    at hand to refresh it), so read-only use needs no token.
+    at hand to refresh it), so read-only use needs no token. An Oxigraph directory that does not exist yet
+    is created only with ``create``; a non-empty directory that is not a store is always refused.
     """
     if url.startswith(("sparql+http://", "sparql+https://")):
         store = _sparql_endpoint(url[len("sparql+") :], update_url, token)
@@ -621,11 +636,11 @@ def open_store(url: str, *, update_url: str | None = None, load_ontology: bool =
     else:
         scheme, sep, rest = url.partition(":")
         if sep and scheme in BACKENDS:
-            store = BACKENDS[scheme](rest)
+            store = BACKENDS[scheme](rest, create=create)
         elif "://" in url:
             raise StoreError(f"unknown registry URL {url!r}; use oxigraph:DIR, memory:, rdflib-memory: or sparql+http(s)://...")
         else:
-            store = _oxigraph(url)
+            store = _oxigraph(url, create=create)
     if load_ontology:
         store.load_ontology()
     store.ensure_derived()

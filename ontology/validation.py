@@ -74,8 +74,21 @@ def _show(node: Node | None, names: Graph, data: Graph) -> str | None:
     return f"[{kinds} at {_show(owner[0], names, data)} {owner[1].n3(names.namespace_manager)}]"
 
 
-def validate_graph(data: Graph) -> list[Violation]:
-    """All violations of ``data`` against the shapes (empty list = accepted)."""
+def validate_graph(data: Graph, context: Graph | None = None) -> list[Violation]:
+    """All violations of ``data`` against the shapes (empty list = accepted).
+
+    ``context`` holds facts from elsewhere (the store) that ``data`` relies on, e.g. that the task a
+    model names is a ``tf:Task``; it is validated with ``data`` but its own nodes are not judged.
+    """
+    judged = None
+    if context is not None and len(context):
+        judged = set(data.subjects())
+        combined = Graph()
+        for triple in data:
+            combined.add(triple)
+        for triple in context:
+            combined.add(triple)
+        data = combined
     conforms, report, _text = validate(
         data,
         shacl_graph=_shapes(),
@@ -88,6 +101,8 @@ def validate_graph(data: Graph) -> list[Violation]:
     names = bind_prefixes(Graph())
     out = []
     for result in report.subjects(SH.resultSeverity, None):
+        if judged is not None and report.value(result, SH.focusNode) not in judged:
+            continue  # a node only the context describes
         message = report.value(result, SH.resultMessage)
         severity = report.value(result, SH.resultSeverity)
         out.append(
@@ -102,16 +117,16 @@ def validate_graph(data: Graph) -> list[Violation]:
     return sorted(set(out), key=lambda v: (v.focus, v.path or "", v.message))  # one shape can fail twice on a value
 
 
-def check_description(data: Graph) -> Graph:
+def check_description(data: Graph, context: Graph | None = None) -> Graph:
     """Return ``data`` if it conforms, else raise DescriptionRejected with every problem.
 
     Besides the shapes, the TinyFleet vocabulary is closed: a ``tf:`` term the ontology does not
     define (a sensor predicate spelt ``hasSensr``) is a violation naming the nearest defined term, since
-    matchmaking would silently never see the device.
+    matchmaking would silently never see the device. ``context``: see :func:`validate_graph`.
     """
     from ontology.td_validation import unknown_terms
 
-    violations = validate_graph(data)
+    violations = validate_graph(data, context)
     violations += [Violation(focus="vocabulary", path=None, message=m, value=None, severity="Violation") for m in unknown_terms(data)]
     if violations:
         raise DescriptionRejected(violations)
