@@ -127,8 +127,14 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     strategy_keys = STRATEGY_KEYS.get(str(strategy), {})
     given = set(run_config) - set(TOP_LEVEL) - set(DEVICE_KEYS) - set(SERVER_APP_KEYS)
     foreign = sorted(given - set(strategy_keys))
+    for key in foreign:  # at its default it is the table's filler; set to anything else it asks for the wrong strategy
+        owners = [name for name, keys in STRATEGY_KEYS.items() if key in keys]
+        field = STRATEGY_KEYS[owners[0]][key]
+        if _coerce(key, run_config[key], _default(field)) != _default(field):
+            raise ValueError(f"run config {key!r} = {run_config[key]!r} applies to strategy {' or '.join(owners)} only, "
+                             f"not {strategy!r}; drop it or choose that strategy")
     if foreign:
-        log.info("run config keys %s do not apply to strategy %r; ignored", foreign, strategy)
+        log.info("run config keys %s do not apply to strategy %r; ignored at their defaults", foreign, strategy)
     chosen = {f.name: _coerce(key, run_config[key], _default(f)) for key, f in strategy_keys.items() if key in given}
     settings = FederationSettings(**top, device=DeviceRoundConfig(**device))  # validates the strategy name
     if strategy == "tinyreptile":

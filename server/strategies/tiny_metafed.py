@@ -41,7 +41,7 @@ from edge.reconstruction import RECONSTRUCTION_RULES, split_weights
 from edge.wire.sparse import apply_sparse, sum_sparse
 from server.strategies.common import mean_metrics
 from server.strategies.screening import screen_replies
-from server.strategies.tiny_reptile import CLIENTS, META_STEP_SIZE, TinyReptile, TinyReptileConfig
+from server.strategies.tiny_reptile import CLIENTS, META_STEP_SIZE, MetaConfig, TinyReptile
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ UPLINK_DENSITY = "uplink-density"  # fraction of shared entries the accepted rep
 
 
 @dataclass(frozen=True)
-class TinyMetaFedConfig(TinyReptileConfig):
-    """TinyReptile's hyperparameters plus the three TinyMetaFed ones."""
+class TinyMetaFedConfig(MetaConfig):
+    """The shared outer loop (:class:`MetaConfig`) plus TinyMetaFed's own: the private part, its rebuilding, Top-P."""
 
     private_names: tuple[str, ...] = ("w2", "b2")  # the 1-40-40-1 MLP's head
     top_p: float = 0.1  # kept fraction of update entries; 1.0 = dense updates
@@ -66,11 +66,6 @@ class TinyMetaFedConfig(TinyReptileConfig):
             raise ValueError(f"top_p is the kept fraction in (0, 1], e.g. 0.1 for Top-10%; got {self.top_p}")
         if self.reconstruction_samples < 0 or self.reconstruction_lr < 0:
             raise ValueError("reconstruction_samples and reconstruction_lr must be >= 0")
-        if self.step_size_learning_rate:
-            raise ValueError(
-                "step_size_learning_rate: Meta-SGD step sizes are learned by TinyReptile only; a TinyMetaFed round "
-                "rebuilds its private part and adapts the rest at one rate, so no device would measure them"
-            )
         if self.reconstruction_rule not in RECONSTRUCTION_RULES:
             raise ValueError(f"reconstruction_rule {self.reconstruction_rule!r} is not one of {RECONSTRUCTION_RULES}")
         if any("," in name for name in self.private_names):

@@ -43,22 +43,21 @@ STEP_SIZE_CLIENTS = "step-size-clients"
 
 
 @dataclass(frozen=True)
-class TinyReptileConfig:
-    """Server-side hyperparameters, named as in the Reptile paper."""
+class MetaConfig:
+    """What every meta-learning strategy shares: the outer loop's schedule and sampling, named as in Reptile.
+
+    TinyReptile and TinyMetaFed each add their own fields to it; neither
+    inherits a field it would have to refuse.
+    """
 
     clients_per_round: int = 1
     meta_step_size: float = 1.0  # ε at round 1
     final_meta_step_size: float = 0.0  # ε at the last round
-    anneal: Anneal = "cosine"  # one default for every strategy: a flat run config has one anneal key
+    anneal: Anneal = "cosine"
     outer_momentum: float = 0.0  # μ; 0 is the paper's plain outer step
     nesterov: bool = False  # look-ahead momentum: step along d + μ·m instead of m
     total_rounds: int = 1000  # the schedule's length, fixed across resumes
     evaluate_clients: int = 0  # devices asked for a federated evaluation each round
-    # Meta-learned per-weight step sizes (Meta-SGD, edge/step_sizes.py): Adam rate on their log; 0 = off.
-    step_size_learning_rate: float = 0.0
-    step_size_base_rate: float = 0.02  # the devices' shared adaptation rate, which the step sizes multiply
-    step_size_shots: int = 5  # online steps a device differentiates through (the K it will adapt with)
-    step_size_query: int = 20  # fresh samples the adapted model is then scored on
     min_available_nodes: int = 1
     node_timeout_s: float = 120.0
     seed: int = 0
@@ -70,6 +69,20 @@ class TinyReptileConfig:
             raise ValueError("meta step sizes must lie in (0, 1] (final: [0, 1])")
         if not 0.0 <= self.outer_momentum < 1.0:
             raise ValueError("outer_momentum must lie in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TinyReptileConfig(MetaConfig):
+    """TinyReptile's hyperparameters: the shared outer loop plus Meta-SGD step sizes."""
+
+    # Meta-learned per-weight step sizes (Meta-SGD, edge/step_sizes.py): Adam rate on their log; 0 = off.
+    step_size_learning_rate: float = 0.0
+    step_size_base_rate: float = 0.02  # the devices' shared adaptation rate, which the step sizes multiply
+    step_size_shots: int = 5  # online steps a device differentiates through (the K it will adapt with)
+    step_size_query: int = 20  # fresh samples the adapted model is then scored on
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         if self.step_size_learning_rate < 0.0:
             raise ValueError("step_size_learning_rate must be >= 0 (0 turns step-size learning off)")
 
@@ -77,13 +90,13 @@ class TinyReptileConfig:
 class TinyReptile(Strategy):
     """Flower Message-API strategy; ``round_offset`` continues a resumed run's schedule."""
 
-    def __init__(self, config: TinyReptileConfig = TinyReptileConfig(), round_offset: int = 0) -> None:
+    def __init__(self, config: MetaConfig = TinyReptileConfig(), round_offset: int = 0) -> None:
         self.config = config
         self.round_offset = round_offset
         self._theta: dict[str, np.ndarray] | None = None
         self._momentum: dict[str, np.ndarray] | None = None
         self.step_sizes: StepSizeLearning | None = None
-        if config.step_size_learning_rate > 0.0:
+        if isinstance(config, TinyReptileConfig) and config.step_size_learning_rate > 0.0:
             self.step_sizes = StepSizeLearning(
                 config.step_size_learning_rate, config.step_size_base_rate, config.step_size_shots, config.step_size_query
             )

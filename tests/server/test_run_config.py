@@ -59,5 +59,9 @@ def test_every_setting_survives_its_flat_form(settings):
 def test_each_strategy_shares_the_flat_tables_defaults():
     # a flat table has one value per key, so a key two strategy configs share must default the same in both
     reptile, metafed = TinyReptileConfig(), TinyMetaFedConfig()
-    for name in vars(reptile):
+    shared = set(vars(reptile)) & set(vars(metafed))
+    assert {"clients_per_round", "anneal", "meta_step_size", "seed"} <= shared
+    for name in shared:
         assert getattr(reptile, name) == getattr(metafed, name), name
+    # composition, not refusal: TinyMetaFed has no step-size fields to refuse, TinyReptile no private part
+    assert "step_size_learning_rate" not in vars(metafed) and "top_p" not in vars(reptile)

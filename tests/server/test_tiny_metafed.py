@@ -51,8 +51,13 @@ def test_the_imprint_rule_is_sent_and_an_unknown_rule_is_refused():
 
 
 def test_step_size_learning_is_refused_rather_than_silently_ignored():
-    with pytest.raises(ValueError, match="learned by TinyReptile only"):
+    from server.core.run_config import settings_from_run_config
+
+    with pytest.raises(TypeError):  # TinyMetaFed's config has no step sizes to set
         TinyMetaFedConfig(**CONFIG, step_size_learning_rate=0.01)
+    with pytest.raises(ValueError, match="applies to strategy tinyreptile only"):  # nor does its run config
+        settings_from_run_config({"strategy": "tinymetafed", "step-size-learning-rate": 0.01})
+    settings_from_run_config({"strategy": "tinymetafed", "step-size-learning-rate": 0.0})  # the table's filler
 
 
 def test_sparse_updates_are_summed_and_applied_with_epsilon_over_n():
