@@ -141,6 +141,14 @@ def padded_resized(align_corners: bool, seed: int = 0) -> Callable:
     return f
 
 
+def padv2_pool(seed: int = 0) -> Callable:
+    """PADV2 (a non-zero constant value) between a conv and a VALID max pool."""
+    import tensorflow as tf
+
+    c = conv("conv", activation="none", seed=seed)
+    return lambda x: tf.nn.max_pool2d(tf.pad(c(x), [[0, 0], [2, 1], [1, 1], [0, 0]], constant_values=0.75), 2, 2, "VALID")
+
+
 def mean_last_axis(seed: int = 0) -> Callable:
     import tensorflow as tf
 
@@ -248,6 +256,8 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "dw_inplace_s1": (lambda: mobilenet_block(1), IMG, "int8", True),
     "dw_inplace_s2": (lambda: mobilenet_block(2, seed=1), IMG, "int8", True),
     "dw_inplace_s1_f32": (lambda: mobilenet_block(1, seed=2), IMG, "float32", True),
+    "padv2_maxpool": (lambda: padv2_pool(), IMG, "int8", True),
+    "padv2_maxpool_f32": (lambda: padv2_pool(seed=1), IMG, "float32", True),
 }
 POST: dict[str, Callable[[bytes], bytes]] = {"fc_requantize": with_requantize}  # edits after conversion
 
