@@ -20,27 +20,27 @@ are :mod:`firmware_sim.device_cli` and :mod:`server.cli`, both through
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from firmware_sim.addresses import free_port, parse_address
+from edge.identity import DEFAULT_FAMILY, DeviceIdentity
 from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice
 from firmware_sim.process_signals import Stopped, stop_on_sigterm
 from firmware_sim.supernode import FlowerProcess, flower_env, supernode_args
 
 Say = Callable[[str], None]
-DEVICE_ID = re.compile(r"sine-(\d{1,9})")
-
-
 def seed_of(device_id: str) -> int:
-    """``sine-7`` -> 7: the simulated device (task, stream, profile) this id plays."""
-    match = DEVICE_ID.fullmatch(device_id)
-    if match is None:
+    """``sine-7`` -> 7: the simulated device (task, stream, profile) this id plays (see edge.identity)."""
+    try:
+        identity = DeviceIdentity.parse(device_id)
+    except ValueError as exc:
+        raise ValueError(f"device id must be sine-<number> (the simulated sine fleet): {exc}") from None
+    if identity.seed is None or not device_id.startswith(DEFAULT_FAMILY + "-"):
         raise ValueError(f"device id must be sine-<number> (the simulated sine fleet), got {device_id!r}")
-    return int(match.group(1))
+    return identity.seed
 
 
 def run_mqtt_device(
