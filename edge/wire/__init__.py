@@ -38,7 +38,7 @@ from edge.wire.codec import (
 )
 from edge.wire.control import TaskAssignment, encode_telemetry, parse_announce, parse_telemetry
 from edge.wire.errors import ControlMessageError, WireFormatError
-from edge.wire.sparse import SparseTensor, apply_sparse, densify, sum_sparse, top_p_count, top_p_sparsify
+from edge.wire.sparse import SparseTensor, densify, top_p_count, top_p_sparsify
 from edge.wire.topics import (
     PREFIX,
     Channel,
@@ -58,7 +58,7 @@ __all__ = [
     "encode_weights", "encoded_size", "read_header", "wire_dtype",
     "TaskAssignment", "encode_telemetry", "parse_announce", "parse_telemetry",
     "ControlMessageError", "WireFormatError",
-    "SparseTensor", "apply_sparse", "densify", "sum_sparse", "top_p_count", "top_p_sparsify",
+    "SparseTensor", "densify", "top_p_count", "top_p_sparsify",
     "PREFIX", "Channel", "LastWill", "device_subscriptions", "device_topic", "last_will", "parse_device_topic",
     "parse_status", "server_subscriptions",
 ]

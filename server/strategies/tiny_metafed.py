@@ -38,9 +38,9 @@ from edge import record_keys as keys
 from edge import weights as W
 from edge.flower_records import from_array_record, to_array_record
 from edge.reconstruction import RECONSTRUCTION_RULES, split_weights
-from edge.wire.sparse import apply_sparse, sum_sparse
 from server.strategies.common import mean_metrics
 from server.strategies.screening import screen_replies
+from server.strategies.sparse_math import apply_sparse, sum_sparse
 from server.strategies.tiny_reptile import CLIENTS, META_STEP_SIZE, MetaConfig, TinyReptile
 
 log = logging.getLogger(__name__)

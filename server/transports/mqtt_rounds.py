@@ -41,8 +41,9 @@ from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_to_array_record
 from edge.step_sizes import scale_spec
 from edge.wire import DEFAULT_MAX_PAYLOAD, MessageKind, SparseTensor, TaskAssignment, WireFormatError
-from edge.wire import apply_sparse, check_spec, decode_hypergradient, decode_weights, encode_model, encode_step_sizes
+from edge.wire import check_spec, decode_hypergradient, decode_weights, encode_model, encode_step_sizes
 from edge.wire.control import MAX_HYPERPARAMETERS, MAX_STRING_LEN
+from server.strategies.sparse_math import apply_sparse
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import time
 import numpy as np
 from mqtt_helpers import LAYERS, federate, grid_config, initial_theta, wait_for_devices
 
-from edge.wire import MessageKind, apply_sparse, decode_weights, device_topic, sum_sparse
+from edge.wire import MessageKind, decode_weights, device_topic
+from server.strategies.sparse_math import apply_sparse, sum_sparse
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from firmware_sim.mqtt_round import RoundResult
 from server.transports.mqtt_grid import MqttGrid

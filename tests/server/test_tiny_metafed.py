@@ -8,7 +8,8 @@ from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.sparse_records import sparse_from_array_record, sparse_to_array_record
 from edge.validation import InvalidInputError
-from edge.wire import SparseTensor, apply_sparse, sum_sparse, top_p_sparsify
+from edge.wire import SparseTensor, top_p_sparsify
+from server.strategies.sparse_math import apply_sparse, sum_sparse
 from tests.server.strategy_harness import FixedGrid, configured, flower_task_identity  # noqa: F401 (fixture)
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
