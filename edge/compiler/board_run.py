@@ -63,8 +63,15 @@ def run_qemu(compiled: CompiledModel, inputs: np.ndarray, work_dir: Path | str, 
     return run_qemu_many([(compiled, inputs)], work_dir, timing=timing, repeats=repeats)[0]
 
 
-def flash_bytes(compiled: CompiledModel, work_dir: Path | str, optimize: str = "-O2") -> int:
-    """text + data of the generated objects (model and used kernels) for Cortex-M4F, by ``arm-none-eabi-size``."""
+def flash_bytes(compiled: CompiledModel, work_dir: Path | str, optimize: str = "-O2", reachable_only: bool = True) -> int:
+    """text + data of the generated code for Cortex-M4F, by ``arm-none-eabi-size``.
+
+    ``reachable_only``: the objects are first linked into one relocatable
+    object keeping only the sections reachable from ``{prefix}_invoke`` and
+    the two size functions (``ld -r --gc-sections``), so a kernel file's
+    unused variants (the float32 twin of an int8 kernel) are not counted.
+    Otherwise every object as compiled.
+    """
     work = Path(work_dir)
     model_dir = work / "model"
     compiled.sources.write(model_dir)
@@ -75,6 +82,12 @@ def flash_bytes(compiled: CompiledModel, work_dir: Path | str, optimize: str = "
         subprocess.run([GCC, *CPU_FLAGS, "-std=c99", optimize, "-ffunction-sections", "-fdata-sections", f"-I{model_dir}",
                         "-c", str(source), "-o", str(obj)], check=True, capture_output=True, text=True)
         objects.append(str(obj))
+    if reachable_only:
+        p = compiled.prefix
+        linked = work / f"{p}_reachable.o"
+        subprocess.run(["arm-none-eabi-ld", "-r", "--gc-sections", "-e", f"{p}_invoke", "-u", f"{p}_input_bytes",
+                        "-u", f"{p}_output_bytes", "-o", str(linked), *objects], check=True, capture_output=True, text=True)
+        objects = [str(linked)]
     done = subprocess.run(["arm-none-eabi-size", "-B", *objects], check=True, capture_output=True, text=True)
     total = 0
     for line in done.stdout.splitlines()[1:]:
