@@ -1,0 +1,72 @@
+/* mlp.h - the float32 multilayer perceptron a device trains one sample at a time.
+ *
+ * The C twin of edge/mlp.py's NumpyMLP (the 1-40-40-1 sine regressor): tanh on
+ * hidden layers, linear output, mean-squared-error loss, one SGD step per
+ * sample, every gradient computed from the weights before the step. Weights are
+ * stored as NumpyMLP names them, w0, b0, w1, b1, ... in that order, each in C
+ * order (w_i is fan_in x fan_out, row-major), contiguously in `params`: the
+ * order a MODEL payload lists them in.
+ *
+ * Memory: the caller owns one float arena (tf_mlp_arena_floats() says how
+ * many); nothing is allocated. Layout of the arena:
+ *
+ *   | params (n_params) | grads (n_params) | activations (sum of sizes) | delta | delta' |
+ *
+ * Order of operations (so the numpy reference can be matched): z_j = (sum_k
+ * h_k w_kj, k ascending) + b_j; the output delta is (out - y) * (2 / out_dim);
+ * the previous delta is (sum_j delta_j w_kj, j ascending) * (1 - a_k^2). What
+ * float32 cannot make identical is numpy's BLAS summation order and tanh; see
+ * tests/edge/test_firmware_device_mlp.py for the tolerance this gives.
+ */
+#ifndef TINYFLEET_DEVICE_MLP_H
+#define TINYFLEET_DEVICE_MLP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TF_MLP_MAX_LAYERS 4 /* weight layers; 8 tensors */
+#define TF_MLP_MAX_TENSORS (2 * TF_MLP_MAX_LAYERS)
+
+enum {
+    TF_MLP_OK = 0,
+    TF_MLP_BAD_SHAPE = 1,   /* layer sizes out of range */
+    TF_MLP_NO_ROOM = 2,     /* arena too small */
+    TF_MLP_NON_FINITE = 3,  /* a sample was NaN/Inf */
+    TF_MLP_DIVERGED = 4,    /* the step would leave a non-finite weight: refused, weights untouched */
+};
+
+typedef struct {
+    uint32_t n_layers;                       /* weight layers (sizes has n_layers + 1 entries) */
+    uint32_t sizes[TF_MLP_MAX_LAYERS + 1];
+    uint32_t n_params;
+    float *params;                           /* w0, b0, w1, b1, ... contiguous */
+    float *grads;                            /* same layout as params */
+    float *w[TF_MLP_MAX_LAYERS], *b[TF_MLP_MAX_LAYERS];
+    float *gw[TF_MLP_MAX_LAYERS], *gb[TF_MLP_MAX_LAYERS];
+    float *act[TF_MLP_MAX_LAYERS + 1];       /* act[0] = input, act[n_layers] = output */
+    float *delta, *delta_prev;
+} tf_mlp;
+
+/* Floats the arena must hold for these sizes; 0 if the sizes are refused. */
+size_t tf_mlp_arena_floats(uint32_t n_layers, const uint32_t *sizes);
+
+/* Lay the MLP out in the caller's arena (weights left as they are in it; set them through params). */
+int tf_mlp_init(tf_mlp *m, uint32_t n_layers, const uint32_t *sizes, float *arena, size_t arena_floats);
+
+/* Tensor t (0 = w0, 1 = b0, ...): its values and element count. */
+float *tf_mlp_tensor(const tf_mlp *m, uint32_t t, uint32_t *count);
+uint32_t tf_mlp_tensor_count(const tf_mlp *m);
+
+/* Forward pass of one sample; returns the output layer (m->act[n_layers]). */
+const float *tf_mlp_forward(tf_mlp *m, const float *x);
+
+/* Squared error of one sample, summed over outputs (the sum NumpyMLP's loss divides). */
+float tf_mlp_sample_sse(tf_mlp *m, const float *x, const float *y);
+
+/* One SGD step on (x, y): loss before the step in *loss. `trainable` is a bit mask over tensors
+ * (bit t = tensor t; ~0u = all): frozen tensors keep their values, as edge.reconstruction.train_subset
+ * restores them. A step that would make any weight non-finite is refused (TF_MLP_DIVERGED) and
+ * changes nothing, as NumpyMLP.learn_one refuses it. */
+int tf_mlp_learn_one(tf_mlp *m, const float *x, const float *y, float learning_rate, uint32_t trainable, float *loss);
+
+#endif

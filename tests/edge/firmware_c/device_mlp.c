@@ -1,0 +1,52 @@
+/* Test main: K SGD steps of the device MLP (edge/firmware/device/mlp.c) from weights and samples the test
+ * generated into vectors.h; prints each step's loss and then phi as float32 bit patterns, one per line,
+ * so Python compares them with NumpyMLP. Builds on the host (cc) and for the board (arm-none-eabi-gcc),
+ * where it also counts the ticks of TIMING_STEPS more steps (x BOARD_INSTRUCTIONS_PER_TICK under -icount). */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mlp.h"
+#include "vectors.h" /* N_LAYERS, SIZES, N_PARAMS, INIT[], N_STEPS, XS[], YS[], LR, TRAINABLE */
+
+#ifdef __arm__
+#include "board.h"
+#include "board_config.h"
+#endif
+
+static float arena[2 * N_PARAMS + 512];
+
+static uint32_t bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+int main(void) {
+    static const uint32_t sizes[N_LAYERS + 1] = SIZES;
+    tf_mlp m;
+    int rc = tf_mlp_init(&m, N_LAYERS, sizes, arena, sizeof arena / sizeof arena[0]);
+    if (rc != TF_MLP_OK || m.n_params != N_PARAMS) {
+        printf("init failed rc=%d\n", rc);
+        return 2;
+    }
+    const uint32_t n_in = sizes[0], n_out = sizes[N_LAYERS];
+    memcpy(m.params, INIT, sizeof INIT);
+    for (uint32_t s = 0; s < N_STEPS; ++s) {
+        float loss = -1.0f;
+        rc = tf_mlp_learn_one(&m, &XS[s * n_in], &YS[s * n_out], LR, TRAINABLE, &loss);
+        printf("loss %lu %d %08lx\n", (unsigned long)s, rc, (unsigned long)bits(loss));
+    }
+    for (uint32_t i = 0; i < m.n_params; ++i) printf("p %08lx\n", (unsigned long)bits(m.params[i]));
+#if defined(__arm__) && defined(TIMING_STEPS)
+    memcpy(m.params, INIT, sizeof INIT);
+    float loss;
+    uint32_t t0 = board_ticks();
+    for (uint32_t s = 0; s < TIMING_STEPS; ++s) tf_mlp_learn_one(&m, &XS[(s % N_STEPS) * n_in], &YS[(s % N_STEPS) * n_out], LR, TRAINABLE, &loss);
+    uint32_t t1 = board_ticks();
+    printf("ticks %lu steps %lu per_tick %lu\n", (unsigned long)(t1 - t0), (unsigned long)TIMING_STEPS,
+           (unsigned long)BOARD_INSTRUCTIONS_PER_TICK);
+#endif
+    printf("done\n");
+    return 0;
+}

@@ -1,0 +1,145 @@
+"""The device MLP in firmware C (edge/firmware/device/mlp.c) takes NumpyMLP's SGD steps: after K steps from the same
+seeded weights on the same samples, φ and every step's loss agree within float32 tolerance, on the host (cc -std=c99
+-O2) and on the emulated Cortex-M4F (QEMU mps2-an386). Also the refusals: a non-finite sample, a diverging step.
+
+Tolerance, and why not bit-identity: the C code fixes its own summation order (k ascending), but numpy's h @ W goes
+through BLAS, whose order and kernels differ between CPUs (docs: background.md), and numpy's float32 tanh is not
+newlib's or glibc's tanhf (each within ~1-2 ulp). Each step thus differs by a few ulp (~1e-7 relative); over K steps at
+lr 0.02 on the 1-40-40-1 regressor those differences stay bounded by a few 1e-6 relative (SGD is contractive here),
+so rtol 1e-4 with atol 1e-6 leaves two orders of margin and still catches any real slip (a wrong derivative, an
+update from the new weights, a missing bias) which moves φ by 1e-3 or more in these runs (checked below).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.firmware.build import build_elf, image_size
+from edge.firmware.device import MLP_C, build_host, c_floats, c_header, host_compiler
+from edge.firmware.qemu import run_elf
+from edge.mlp import NumpyMLP
+from edge.validation import InvalidInputError
+
+FIRMWARE_C = Path(__file__).parent / "firmware_c"
+MAIN = FIRMWARE_C / "device_mlp.c"
+RTOL, ATOL = 1e-4, 1e-6
+needs_cc = pytest.mark.skipif(host_compiler() is None, reason="no host C compiler")
+needs_arm = pytest.mark.skipif(
+    shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
+    reason="make system-deps installs arm-none-eabi-gcc and qemu-system-arm",
+)
+
+
+def sine_samples(n: int, seed: int, n_in: int = 1, n_out: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-5, 5, size=(n, n_in)).astype(np.float32)
+    y = (rng.uniform(0.1, 5.0) * np.sin(x.sum(axis=1, keepdims=True) + rng.uniform(0, np.pi))).astype(np.float32)
+    return x, np.repeat(y, n_out, axis=1).astype(np.float32)
+
+
+def flat(weights: dict[str, np.ndarray], n_layers: int) -> np.ndarray:
+    return np.concatenate([weights[f"{p}{i}"].ravel() for i in range(n_layers) for p in ("w", "b")])
+
+
+def write_vectors(out: Path, sizes: tuple[int, ...], init: np.ndarray, xs: np.ndarray, ys: np.ndarray, lr: float,
+                  trainable: int = 0xFFFFFFFF) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    c_header(out / "vectors.h", {
+        "N_LAYERS": len(sizes) - 1, "SIZES": "{" + ",".join(map(str, sizes)) + "}", "N_PARAMS": init.size,
+        "N_STEPS": len(xs), "LR": f"{np.float32(lr).item().hex()}f", "TRAINABLE": f"0x{trainable:08x}u",
+    }, [c_floats("INIT", init), c_floats("XS", xs), c_floats("YS", ys)])  # fmt: skip
+    return out
+
+
+def parse(stdout: str) -> tuple[list[tuple[int, float]], np.ndarray]:
+    losses = [(int(rc), np.uint32(int(b, 16)).view(np.float32).item()) for rc, b in re.findall(r"^loss \d+ (-?\d+) ([0-9a-f]{8})$", stdout, re.M)]
+    params = np.array([int(b, 16) for b in re.findall(r"^p ([0-9a-f]{8})$", stdout, re.M)], np.uint32).view(np.float32)
+    assert stdout.rstrip().endswith("done"), stdout[-500:]
+    return losses, params
+
+
+def run_host(tmp_path: Path, vectors: Path) -> str:
+    exe = build_host([MAIN, MLP_C], [vectors], tmp_path / "device_mlp")
+    done = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def reference(sizes: tuple[int, ...], seed: int, xs: np.ndarray, ys: np.ndarray, lr: float) -> tuple[list[float], np.ndarray, np.ndarray]:
+    mlp = NumpyMLP(sizes, seed=seed)
+    init = flat(mlp.get_weights(), len(sizes) - 1)
+    losses = [mlp.learn_one(x, y, lr) for x, y in zip(xs, ys)]
+    return losses, init, flat(mlp.get_weights(), len(sizes) - 1)
+
+
+def check_against_numpy(stdout: str, want_losses: list[float], want_phi: np.ndarray, init: np.ndarray) -> None:
+    losses, phi = parse(stdout)
+    assert [rc for rc, _ in losses] == [0] * len(want_losses)
+    np.testing.assert_allclose([v for _, v in losses], want_losses, rtol=RTOL, atol=ATOL)
+    assert phi.shape == want_phi.shape
+    np.testing.assert_allclose(phi, want_phi, rtol=RTOL, atol=ATOL)
+    assert np.abs(want_phi - init).max() > 1e-3  # the steps really moved the weights, far beyond the tolerance
+
+
+@needs_cc
+@pytest.mark.parametrize(("sizes", "steps"), [((1, 40, 40, 1), 50), ((3, 7, 2), 40), ((2, 5, 4, 3, 2), 30)])
+def test_host_sgd_steps_equal_numpy_mlp(tmp_path: Path, sizes: tuple[int, ...], steps: int) -> None:
+    xs, ys = sine_samples(steps, seed=sum(sizes), n_in=sizes[0], n_out=sizes[-1])
+    want_losses, init, want_phi = reference(sizes, 7, xs, ys, 0.02)
+    check_against_numpy(run_host(tmp_path, write_vectors(tmp_path / "v", sizes, init, xs, ys, 0.02)), want_losses, want_phi, init)
+
+
+@needs_cc
+def test_host_frozen_tensors_keep_their_values_like_train_subset(tmp_path: Path) -> None:
+    """A trainable mask of w2,b2 (tensors 4, 5) is edge.reconstruction.train_subset's private-part step."""
+    from edge.reconstruction import train_subset
+
+    sizes = (1, 40, 40, 1)
+    xs, ys = sine_samples(20, seed=3)
+    mlp = NumpyMLP(sizes, seed=11)
+    init = flat(mlp.get_weights(), 3)
+    want_losses = train_subset(mlp, iter(zip(xs, ys)), 20, 0.05, trainable={"w2", "b2"})
+    want = flat(mlp.get_weights(), 3)
+    losses, phi = parse(run_host(tmp_path, write_vectors(tmp_path / "v", sizes, init, xs, ys, 0.05, trainable=0b110000)))
+    np.testing.assert_allclose([v for _, v in losses], want_losses, rtol=RTOL, atol=ATOL)
+    frozen = slice(0, 40 + 40 + 40 * 40 + 40)
+    assert np.array_equal(phi[frozen], init[frozen])  # bit for bit
+    np.testing.assert_allclose(phi, want, rtol=RTOL, atol=ATOL)
+
+
+@needs_cc
+def test_host_refuses_non_finite_samples_and_diverging_steps_leaving_weights(tmp_path: Path) -> None:
+    sizes = (1, 4, 1)
+    xs = np.array([[np.nan], [1.0], [1.0]], np.float32)
+    ys = np.array([[0.0], [np.inf], [3e38]], np.float32)  # 2·error overflows float32
+    init = flat(NumpyMLP(sizes, seed=1).get_weights(), 2)
+    losses, phi = parse(run_host(tmp_path, write_vectors(tmp_path / "v", sizes, init, xs, ys, 1.0)))
+    assert [rc for rc, _ in losses] == [3, 3, 4]  # TF_MLP_NON_FINITE twice, then TF_MLP_DIVERGED
+    assert np.array_equal(phi, init)
+    mlp = NumpyMLP(sizes, seed=1)
+    with pytest.raises(InvalidInputError, match="diverged"), np.errstate(over="ignore", invalid="ignore"):
+        mlp.learn_one(xs[2], ys[2], 1.0)  # the reference refuses the same step
+
+
+@needs_arm
+def test_qemu_sgd_steps_equal_numpy_mlp_and_instruction_count(tmp_path: Path) -> None:
+    sizes = (1, 40, 40, 1)
+    xs, ys = sine_samples(50, seed=82)
+    want_losses, init, want_phi = reference(sizes, 7, xs, ys, 0.02)
+    vectors = write_vectors(tmp_path / "v", sizes, init, xs, ys, 0.02)
+    elf = build_elf("mps2-an386", [MAIN, MLP_C], include_dirs=[vectors, MLP_C.parent], out_dir=tmp_path,
+                    name="device_mlp", defines={"TIMING_STEPS": 20})  # fmt: skip
+    result = run_elf(elf, timeout=20, icount=True)
+    assert result.exit_code == 0, result.stdout[-500:]
+    check_against_numpy(result.stdout, want_losses, want_phi, init)
+    ticks, steps, per_tick = map(int, re.search(r"ticks (\d+) steps (\d+) per_tick (\d+)", result.stdout).groups())
+    per_step = ticks * per_tick / steps
+    print(f"1-40-40-1 SGD step under QEMU -icount shift=0: {per_step:.0f} instructions; image {image_size(elf)}")
+    # 3 x 1,761 multiply-adds plus 80 tanhf: tens of thousands of instructions, not hundreds of thousands
+    assert 10_000 < per_step < 200_000
