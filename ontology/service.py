@@ -53,9 +53,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 
 from ontology.directory import Directory, ThingRejected, parse_json_body
 from ontology.named_queries import QueryParamError, get_named_query, named_queries, run_named_query
+from ontology.openapi import openapi_document
 from ontology.problems import Problem
 from ontology.query_sandbox import QueryLimits, QueryTooComplex, WorkerDied, check_query_shape, run_in_worker
 from ontology.sparql_protocol import Dataset as ProtocolDataset
@@ -213,7 +215,9 @@ def create_app(
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        headers = dict(exc.headers or {})  # Starlette's 405 carries Allow (RFC 9110 15.5.6: it MUST)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # RFC 9110 15.5.6: Allow MUST list every method of the resource, over all its routes
+            headers["Allow"] = ", ".join(_allowed_methods(app, request))
         return Problem(exc.status_code, kind, str(exc.detail), headers=headers).response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
@@ -455,7 +459,19 @@ def create_app(
             raise Problem(404, "not-found", "no such Thing", f"no Thing {thing_id!r} is registered")
         return Response(status_code=204)
 
+    document = openapi_document(app.title, app.version)
+    app.openapi = lambda: document  # type: ignore[method-assign]  # written out: see ontology.openapi
     return app
+
+
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at this request's path (Starlette's 405 names only the first route's)."""
+    methods: set[str] = set()
+    for route in app.routes:
+        match, _scope = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 def _int_param(request: Request, name: str, default: int, low: int, high: int | None) -> int:

@@ -71,6 +71,9 @@ def test_405_carries_allow(url: str) -> None:
         allowed = {m.strip() for m in response.headers["allow"].split(",")}
         assert method not in allowed and allowed, (path, allowed)
     assert {m.strip() for m in httpx.delete(f"{url}/sparql").headers["allow"].split(",")} >= {"GET", "POST"}
+    # a path served by several routes lists them all (Starlette alone named only the first)
+    assert {m.strip() for m in httpx.request("OPTIONS", f"{url}/things").headers["allow"].split(",")} >= {"GET", "POST"}
+    assert {m.strip() for m in httpx.request("OPTIONS", f"{url}/things/x").headers["allow"].split(",")} >= {"GET", "PUT", "PATCH", "DELETE"}
 
 
 def test_a_repeated_query_parameter_is_refused(url: str) -> None:
