@@ -141,6 +141,16 @@ def padded_resized(align_corners: bool, seed: int = 0) -> Callable:
     return f
 
 
+def reshaped(kind: str, seed: int = 0) -> Callable:
+    """RESHAPE at the edges: the whole model ("only": input to output, a copy) or after the last FC (an alias)."""
+    import tensorflow as tf
+
+    if kind == "only":
+        return lambda x: tf.reshape(x, [1, 2, 5])
+    w = tf.constant(_weights(np.random.default_rng(seed), 10, 12, scale=2.0))
+    return lambda x: tf.reshape(tf.nn.relu(tf.matmul(x, w)), [1, 3, 4])
+
+
 def padv2_pool(seed: int = 0) -> Callable:
     """PADV2 (a non-zero constant value) between a conv and a VALID max pool."""
     import tensorflow as tf
@@ -258,6 +268,8 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "dw_inplace_s1_f32": (lambda: mobilenet_block(1, seed=2), IMG, "float32", True),
     "padv2_maxpool": (lambda: padv2_pool(), IMG, "int8", True),
     "padv2_maxpool_f32": (lambda: padv2_pool(seed=1), IMG, "float32", True),
+    "reshape_only": (lambda: reshaped("only"), (1, 10), "int8", True),
+    "fc_then_reshape": (lambda: reshaped("last"), (1, 10), "int8", True),
 }
 POST: dict[str, Callable[[bytes], bytes]] = {"fc_requantize": with_requantize}  # edits after conversion
 
