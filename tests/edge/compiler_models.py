@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 _CACHE: dict[str, "ModelFile"] = {}
+_HOST_RUNS: dict[str, tuple[Path, np.ndarray, np.ndarray]] = {}
+N_SAMPLES = 64  # seeded random inputs per model for the exactness tests
 
 
 @dataclass(frozen=True)
@@ -385,3 +387,24 @@ def refused_model(name: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
         path.write_bytes(build())
         _CACHE[key] = ModelFile(key, path, "float32", (1, 10))
     return _CACHE[key].path
+
+
+def host_runs(names: list[str], tmp_path_factory: pytest.TempPathFactory, extra: dict[str, tuple[Path, np.ndarray]] | None = None
+              ) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
+    """name -> (model path, inputs, our host-built outputs), all models in one host program, once per session.
+
+    ``extra`` adds models by path with their inputs (the project's sine backbones from conftest).
+    """
+    from edge.compiler import compile_model
+    from edge.compiler.harness import run_host_many
+
+    todo = {n: (model_file(n, tmp_path_factory).path, model_file(n, tmp_path_factory).random_inputs(N_SAMPLES, seed=11))
+            for n in names if n not in _HOST_RUNS}
+    todo |= {n: v for n, v in (extra or {}).items() if n not in _HOST_RUNS}
+    if todo:
+        cases = [(compile_model(path.read_bytes(), prefix=n), x) for n, (path, x) in todo.items()]
+        outputs = run_host_many(cases, tmp_path_factory.mktemp("compiler_host"))
+        for (n, (path, x)), out in zip(todo.items(), outputs):
+            _HOST_RUNS[n] = (path, x, out)
+    wanted = list(names) + list(extra or {})
+    return {n: _HOST_RUNS[n] for n in wanted}

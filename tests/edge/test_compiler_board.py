@@ -6,16 +6,16 @@ All models share one firmware image (one build, one QEMU boot).
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
-from compiler_models import ALL_MODELS, model_file
+from compiler_models import ALL_MODELS, host_runs
 from tflite_models import BackboneModels
 
 from edge.compiler import compile_model
 from edge.compiler.board_run import flash_bytes, run_qemu, run_qemu_many
-from edge.compiler.harness import run_host_many
 
 pytestmark = pytest.mark.skipif(
     shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None or shutil.which("cc") is None,
@@ -23,16 +23,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+N_BOARD = 8  # the first inputs of each model's host run go through QEMU too
+
+
 @pytest.fixture(scope="module")
 def host_and_board(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    paths = {name: model_file(name, tmp_path_factory).path for name in ALL_MODELS}
-    inputs = {name: model_file(name, tmp_path_factory).random_inputs(8, seed=3) for name in ALL_MODELS}
-    paths["backbone_int8"] = backbone_models.int8_path
-    inputs["backbone_int8"] = np.random.default_rng(7).integers(-128, 128, size=(32, 1, 1), dtype=np.int8)
-    cases = [(compile_model(paths[n].read_bytes(), prefix=n), inputs[n]) for n in paths]
-    host = run_host_many(cases, tmp_path_factory.mktemp("compiler_board_host"))
-    board = run_qemu_many(cases, tmp_path_factory.mktemp("compiler_board"))
-    return {n: (h, b.outputs) for n, h, b in zip(paths, host, board)}
+    """name -> (host outputs, QEMU outputs) of the same inputs; two firmware images built and run side by side."""
+    rng = np.random.default_rng(5)
+    extra = {"backbone_int8": (backbone_models.int8_path, rng.integers(-128, 128, size=(256, 1, 1), dtype=np.int8))}
+    runs = host_runs(ALL_MODELS, tmp_path_factory, extra)
+    cases = [(compile_model(path.read_bytes(), prefix=n), x[:N_BOARD]) for n, (path, x, _) in runs.items()]
+    halves = [cases[0::2], cases[1::2]]
+    dirs = [tmp_path_factory.mktemp("compiler_board") for _ in halves]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        boards = list(pool.map(run_qemu_many, halves, dirs))
+    by_name = {c.prefix: b.outputs for half, result in zip(halves, boards) for (c, _), b in zip(half, result)}
+    return {n: (out[:N_BOARD], by_name[n]) for n, (_, _, out) in runs.items()}
 
 
 @pytest.mark.parametrize("name", ALL_MODELS + ["backbone_int8"])

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from compiler_models import ALL_MODELS, model_file, tflm_outputs
+from compiler_models import ALL_MODELS, host_runs, tflm_outputs
 from tflite_models import BackboneModels
 
 from edge.compiler import compile_model
-from edge.compiler.harness import run_host_many
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None, reason="needs a host C compiler")
-N_SAMPLES = 64
 
 
 def _assert_matches(ours: np.ndarray, ref: np.ndarray) -> None:
@@ -32,33 +30,28 @@ def _assert_matches(ours: np.ndarray, ref: np.ndarray) -> None:
 
 
 @pytest.fixture(scope="module")
-def host_runs(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """name -> (inputs, our host outputs) for every small model and the project's two backbones."""
+def host_runs_all(tmp_path_factory: pytest.TempPathFactory, backbone_models: BackboneModels) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
+    """name -> (path, inputs, our host outputs) for every small model and the project's sine backbones."""
     rng = np.random.default_rng(5)
-    paths = {name: model_file(name, tmp_path_factory).path for name in ALL_MODELS}
-    inputs = {name: model_file(name, tmp_path_factory).random_inputs(N_SAMPLES, seed=11) for name in ALL_MODELS}
-    paths["backbone_int8"], paths["backbone_float"] = backbone_models.int8_path, backbone_models.float_path
-    inputs["backbone_int8"] = rng.integers(-128, 128, size=(256, 1, 1), dtype=np.int8)
-    inputs["backbone_float"] = rng.uniform(-5, 5, size=(64, 1, 1)).astype(np.float32)
-    cases = [(compile_model(paths[n].read_bytes(), prefix=n), inputs[n]) for n in paths]
-    outputs = run_host_many(cases, tmp_path_factory.mktemp("compiler_host"))
-    return {n: (paths[n], inputs[n], out) for n, out in zip(paths, outputs)}
+    extra = {"backbone_int8": (backbone_models.int8_path, rng.integers(-128, 128, size=(256, 1, 1), dtype=np.int8)),
+             "backbone_float": (backbone_models.float_path, rng.uniform(-5, 5, size=(64, 1, 1)).astype(np.float32))}
+    return host_runs(ALL_MODELS, tmp_path_factory, extra)
 
 
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_small_model_matches_tflm(name: str, host_runs: dict) -> None:
-    path, inputs, ours = host_runs[name]
+def test_small_model_matches_tflm(name: str, host_runs_all: dict) -> None:
+    path, inputs, ours = host_runs_all[name]
     _assert_matches(ours, tflm_outputs(path, inputs))
 
 
-def test_project_int8_backbone_matches_tflm_bit_for_bit(host_runs: dict) -> None:
-    path, inputs, ours = host_runs["backbone_int8"]
+def test_project_int8_backbone_matches_tflm_bit_for_bit(host_runs_all: dict) -> None:
+    path, inputs, ours = host_runs_all["backbone_int8"]
     _assert_matches(ours, tflm_outputs(path, inputs))
     assert compile_model(path.read_bytes()).op_counts == {"FULLY_CONNECTED": 2, "TANH": 2}
 
 
-def test_project_float_backbone_within_1e5(host_runs: dict) -> None:
-    path, inputs, ours = host_runs["backbone_float"]
+def test_project_float_backbone_within_1e5(host_runs_all: dict) -> None:
+    path, inputs, ours = host_runs_all["backbone_float"]
     _assert_matches(ours, tflm_outputs(path, inputs))
 
 
