@@ -234,6 +234,8 @@ def _run_config(strategy: str | None, rounds: int | None, clients_per_round: int
              "checkpoint-dir": str(checkpoint_dir.resolve()) if checkpoint_dir else None, "node-timeout-s": node_timeout}
     config.update({k: v for k, v in named.items() if v is not None})
     config.update(parse_run_config_items(items))
+    if config.get("strategy") == "fedavg" and "clients-per-round" in config:  # FedAvg's own key for the same knob
+        config["fedavg-clients-per-round"] = config.pop("clients-per-round")
     return config
 
 
@@ -251,7 +253,10 @@ def server(
     checkpoint_dir: Path = typer.Option(None, help="Where the meta-model is checkpointed each round (resumed if present)."),
     node_timeout: float = typer.Option(None, help="Seconds to wait for enough devices."),
     run_config: list[str] = typer.Option([], "--run-config", "-c", help="KEY=VALUE, repeatable (see server/flower_app/pyproject.toml)."),
-    workdir: Path = typer.Option(Path("runs/server"), help="Logs, FLWR_HOME, broker files."),
+    workdir: Path = typer.Option(Path("runs/server"), help="Everything the run writes: checkpoints, rounds.jsonl, "
+                                                          "broker files, logs, FLWR_HOME."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --workdir from its last checkpoint."),
+    fresh: bool = typer.Option(False, "--fresh", help="Delete the run in --workdir (checkpoints, rounds) and start over."),
     superlink: str = typer.Option(None, help="Attach to this SuperLink (HOST:PORT) instead of starting one."),
     port: int = typer.Option(None, help="Port of the SuperLink started here (default: a free one)."),
     root_certificates: str = typer.Option(None, help="CA certificate of a TLS SuperLink given with --superlink."),
@@ -275,13 +280,15 @@ def server(
     """Run a federation: a Flower SuperLink + the TinyFleet ServerApp, or MQTT devices (--mqtt / --local-broker)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     _quiet_frameworks()  # our own per-round line replaces Flower's per-round log
+    from server.core.run_dir import prepare_run
+    from server.process_signals import Stopped
     from server.transports.broker import BrokerError
     from server.transports.flower_deploy import FlowerError
-    from server.process_signals import Stopped
 
     try:
         config = _run_config(strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
         workdir.mkdir(parents=True, exist_ok=True)
+        config = prepare_run(workdir, config, resume=resume, fresh=fresh)  # a workdir holds one run, never silently
         if mqtt or local_broker:
             from server.serve import MqttServerOptions, serve_mqtt
 

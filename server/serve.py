@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from typing import TYPE_CHECKING
 
 from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker
 from server.core.checkpoint import Checkpointer
+from server.core.round_loop import RoundReport
+from server.core.run_dir import ROUNDS_LOG, RoundsLog, check_rounds_left, read_rounds, round_line, round_record
 from server.transports.flower_deploy import (
     FlowerProcess,
     flower_env,
@@ -110,6 +113,9 @@ def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object],
     versions, starts nothing.
     """
     settings = settings_from_run_config(run_config)  # refuse bad settings here, not inside the SuperLink
+    check_rounds_left(settings.checkpoint_dir, settings.num_rounds)
+    rounds_log = options.workdir / ROUNDS_LOG
+    run_config = {**run_config, "rounds-log": str(rounds_log)}
     if options.federation and not options.registry:
         raise ValueError("--federation names the federation in a registry: give --registry too")
     if options.registry:
@@ -144,8 +150,18 @@ def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object],
         submitted = {**flatten_settings(settings), **{k: v for k, v in run_config.items() if k in SERVER_APP_KEYS}}
         run_id = submit_run(CONNECTION, env, submitted)
         say(f"run {run_id} submitted; follow it with: FLWR_HOME={flwr_home} flwr log {run_id} {CONNECTION}")
-        status = wait_for_run(CONNECTION, run_id, env, options.run_timeout_s)
-        say(f"run {run_id}: {status}")
+        shown = len(read_rounds(rounds_log))
+
+        def show_new_rounds() -> None:  # the ServerApp records each round in rounds.jsonl; show what is new
+            nonlocal shown
+            rounds = read_rounds(rounds_log)
+            for record in rounds[shown:]:
+                say(round_line(record, settings.num_rounds))
+            shown = len(rounds)
+
+        status = wait_for_run(CONNECTION, run_id, env, options.run_timeout_s, on_poll=show_new_rounds)
+        show_new_rounds()
+        say(f"run {run_id}: {status}; checkpoints in {settings.checkpoint_dir}, rounds in {rounds_log}")
         return status
     finally:
         if superlink is not None:
@@ -176,6 +192,7 @@ def write_accounts(path: Path, broker: LocalBroker) -> None:
 def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say: Say = print) -> Path:
     """Run the federation over MQTT; the checkpoint directory. Bad options or registry: ValueError, nothing started."""
     settings = settings_from_run_config(run_config)
+    check_rounds_left(settings.checkpoint_dir, settings.num_rounds)
     if options.local_broker == (options.broker is not None):
         raise ValueError("give exactly one of --mqtt HOST:PORT (an external broker) or --local-broker")
     if options.local_broker and options.fleet < 1:
@@ -257,6 +274,7 @@ def _serve_mqtt(
         if options.local_broker:
             accounts = BrokerAccounts()
             accounts.add_devices(f"sine-{i}" for i in range(options.fleet))
+            (options.workdir / "accounts.json").unlink(missing_ok=True)  # an earlier run's names its old broker
             broker = LocalBroker(options.workdir / "broker", accounts)
             broker.start()
             write_accounts(options.workdir / "accounts.json", broker)
@@ -270,18 +288,19 @@ def _serve_mqtt(
             round_timeout_s=options.round_timeout_s, quorum=options.quorum,
         )  # fmt: skip
 
-        def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict[str, object]) -> None:
-            shown = {k: round(v, 4) for k, v in metrics.items() if k in ("clients", "loss-after", "bytes-sent")}
-            say(f"round {server_round}/{settings.num_rounds}: {shown}")
-            if versions is not None:
-                versions.on_round(server_round, weights, metrics)
+        started = time.monotonic()
 
+        def progress(report: RoundReport) -> None:
+            say(round_line(round_record(report, time.monotonic() - started), settings.num_rounds))
+
+        observers = [RoundsLog(options.workdir / ROUNDS_LOG), progress, *([versions] if versions is not None else [])]
         hooks = {} if selection is None else {"device_filter": selection, "on_announce": selection.announced}
         with MqttGrid(config, **hooks) as grid:  # type: ignore[arg-type]
             say(f"waiting up to {settings.node_timeout_s:.0f} s for {settings.min_nodes} device(s)")
-            directory = run_federation(grid, settings, on_round)
+            directory = run_federation(grid, settings, observers=observers)
         latest = Checkpointer(directory).load_latest()
-        say(f"checkpoint {directory} at round {latest.server_round if latest else 0}")
+        say(f"checkpoint {directory} at round {latest.server_round if latest else 0}; "
+            f"rounds in {options.workdir / ROUNDS_LOG}")  # fmt: skip
         return directory
     finally:
         if broker is not None:

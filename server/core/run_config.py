@@ -45,8 +45,9 @@ TOP_LEVEL = {
     "node-timeout-s": "node_timeout_s",
 }
 # keys the ServerApp itself reads, not federation settings: where a Flower deployment registers every round's
-# meta-model version (an Oxigraph directory as the SuperLink's host sees it) and the federation's id there
-SERVER_APP_KEYS = ("registry", "federation")
+# meta-model version (an Oxigraph directory as the SuperLink's host sees it), the federation's id there, and
+# the rounds.jsonl it appends each round to
+SERVER_APP_KEYS = ("registry", "federation", "rounds-log")
 # fields of the strategy configs the server fixes itself (from num-rounds / node-timeout-s)
 DERIVED = {"total_rounds", "node_timeout_s"}
 

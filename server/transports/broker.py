@@ -95,6 +95,7 @@ class LocalBroker:
         self.host = "127.0.0.1"
         self._process: subprocess.Popen[bytes] | None = None
         self.config_path = self.directory / "mosquitto.conf"
+        self._configured = False  # a config left by an earlier run names other ports: never reuse it
         self.log_path = self.directory / "mosquitto.log"
 
     # ------------------------------------------------------------ configuration
@@ -149,8 +150,9 @@ class LocalBroker:
     def start(self, timeout_s: float = 10.0) -> None:
         if self.running:
             return
-        if not self.config_path.exists():
+        if not self._configured:  # this instance's ports and passwords; a restart keeps them
             self.write_config()
+            self._configured = True
         log_file = open(self.log_path, "ab")
         self._process = subprocess.Popen(
             [find_executable("mosquitto"), "-c", str(self.config_path)], stdout=log_file, stderr=log_file

@@ -30,7 +30,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from firmware_sim.addresses import free_port, parse_address
@@ -189,10 +189,18 @@ def run_status(connection: str, run_id: int, env: Mapping[str, str], timeout_s: 
     return str(runs[0].get("status", ""))
 
 
-def wait_for_run(connection: str, run_id: int, env: Mapping[str, str], timeout_s: float, poll_s: float = 1.0) -> str:
-    """Poll until the run finishes; its final status (``finished:completed`` on success)."""
+def wait_for_run(
+    connection: str, run_id: int, env: Mapping[str, str], timeout_s: float, poll_s: float = 1.0,
+    on_poll: Callable[[], None] | None = None,
+) -> str:
+    """Poll until the run finishes; its final status (``finished:completed`` on success).
+
+    ``on_poll`` runs at every poll (e.g. to show the rounds the ServerApp has recorded so far).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
+        if on_poll is not None:
+            on_poll()
         status = run_status(connection, run_id, env)
         if status.startswith(FINISHED):
             return status

@@ -21,6 +21,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from server.core.federation import run_federation
+from server.core.run_dir import RoundsLog
 from server.core.run_config import settings_from_run_config
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ def main(grid: Grid, context: Context) -> None:
         if versions is not None:
             versions.on_round(server_round, weights, metrics)
 
+    rounds_log = str(context.run_config.get("rounds-log", "") or "")
+    observers = [RoundsLog(Path(rounds_log))] if rounds_log else []  # what `tinyfleet server` shows and keeps
     try:
-        run_federation(grid, settings, on_round)
+        run_federation(grid, settings, on_round, observers=observers)
     finally:
         if store is not None:
             store.close()

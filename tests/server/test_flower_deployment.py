@@ -58,6 +58,9 @@ def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp
         log = (tmp_path / "server.log").read_text()
         assert server.returncode == 0, log[-3000:]
         assert "finished:completed" in log
+        # the ServerApp's rounds reach the user: one progress line per round, and rounds.jsonl in the workdir
+        assert all(f"round {r}/{ROUNDS}: 2 device(s)" in log.replace("\n", " ") for r in range(1, ROUNDS + 1)), log[-3000:]
+        assert (tmp_path / "server" / "rounds.jsonl").read_text().count("\n") == ROUNDS
         assert all(p.poll() is None for p in started[1:]), "a SuperNode died during the run"
     finally:
         for process in reversed(started):
