@@ -45,3 +45,13 @@ def test_the_tinyfleet_script_says_what_is_missing_on_a_device_install():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "lacks 'typer'" in done.stderr and "tinyfleet-device" in done.stderr
+
+
+def test_clients_per_round_means_the_same_knob_for_fedavg():
+    from server.cli import _run_config
+    from server.core.run_config import settings_from_run_config
+
+    fedavg = settings_from_run_config(_run_config("fedavg", None, 4, None, None, None, []))
+    assert fedavg.fedavg_clients_per_round == 4 and fedavg.min_nodes == 4
+    reptile = settings_from_run_config(_run_config("tinyreptile", None, 4, None, None, None, []))
+    assert reptile.reptile.clients_per_round == 4
