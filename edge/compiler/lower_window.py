@@ -95,11 +95,17 @@ def _conv_like(graph: Graph, op: Operator, depthwise: bool) -> Step:
     per_channel_filter = w.data if not depthwise else np.moveaxis(w.data.reshape(-1, out_depth), -1, 0)
     consts.append(ConstArray("bfull", "int32_t", folded_bias(None if bias is None else bias.data, per_channel_filter, -x.zero_point)))
     tail = f"{-x.zero_point}, {out.zero_point}, {{const:mult}}, {{const:shift}}, {lo}, {hi}"
-    code = f"tfc_{kind}_s8({{in0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{out0}}, {{const:geom}}, {mult_arg}{tail});"
+    if depthwise:
+        code = f"tfc_depthwise_s8({{in0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{out0}}, {{const:geom}}, {mult_arg}{tail});"
+        scratch = 0
+    else:  # an im2col patch of one window (none for 1x1 filters, nor grouped convs, which take the per-tap path)
+        scratch = fh * fw * in_depth if (fh * fw > 1 and filter_in_depth == in_depth) else 0
+        patch = "(int8_t *){scratch}" if scratch else "NULL"
+        code = f"tfc_conv_s8({{in0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{out0}}, {{const:geom}}, {tail}, {patch});"
     inplace_code = (f"tfc_depthwise_inplace_s8({{out0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{const:geom}}, {tail}, "
                     f"(int8_t *){{scratch}});")
     return Step(op, ("conv.c",), code, consts, macs=macs, inplace=inplace, inplace_shrinks=True,
-                inplace_code=inplace_code if inplace else None, inplace_scratch=plane)
+                inplace_code=inplace_code if inplace else None, inplace_scratch=plane, scratch_bytes=scratch)
 
 
 def lower_conv(graph: Graph, op: Operator) -> Step:

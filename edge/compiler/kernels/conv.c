@@ -5,6 +5,8 @@
  * Geometry: in[b][ih][iw][ic], conv filter[oc][fh][fw][ic/groups],
  * depthwise filter[0][fh][fw][ic*mult], out[b][oh][ow][oc].
  */
+#include <string.h>
+
 #include "tfc_fixedpoint.h"
 #include "tfc_kernels.h"
 
@@ -25,11 +27,48 @@ static int32_t tfc_conv_window_s8(const int8_t *in, const int8_t *w, const tfc_c
     return acc;
 }
 
+static inline int8_t tfc_requant_s8(int32_t acc, int32_t mult, int32_t shift, int32_t out_offset, int32_t act_min,
+                                    int32_t act_max) {
+    return (int8_t)tfc_clamp(tfc_mbqm(acc, mult, (int)shift) + out_offset, act_min, act_max);
+}
+
+/* An all-inside window of an ungrouped conv: the patch (the pixel itself for 1x1 filters, else gathered into
+ * `patch_buf`, fh * fw * in_depth bytes) against every output channel's contiguous filter, two at a time. */
+static void tfc_conv_patch_s8(const int8_t *in, const int8_t *w, const int32_t *bias_full, int8_t *out_px,
+                              const tfc_conv_geom *g, int b, int iy0, int ix0, int8_t *patch_buf, const int32_t *mult,
+                              const int32_t *shift, int32_t out_offset, int32_t act_min, int32_t act_max) {
+    const int k = g->filter_h * g->filter_w * g->in_depth;
+    const int8_t *patch = in + ((b * g->in_h + iy0) * g->in_w + ix0) * g->in_depth;
+    if (g->filter_h != 1 || g->filter_w != 1) {
+        int8_t *dst = patch_buf;
+        for (int fy = 0; fy < g->filter_h; ++fy) {
+            const int8_t *row = in + ((b * g->in_h + iy0 + g->dilation_h * fy) * g->in_w + ix0) * g->in_depth;
+            if (g->dilation_w == 1) {
+                memcpy(dst, row, (size_t)g->filter_w * g->in_depth);
+                dst += g->filter_w * g->in_depth;
+            } else {
+                for (int fx = 0; fx < g->filter_w; ++fx, dst += g->in_depth) memcpy(dst, row + g->dilation_w * fx * g->in_depth, (size_t)g->in_depth);
+            }
+        }
+        patch = patch_buf;
+    }
+    int oc = 0;
+    for (; oc + 2 <= g->out_depth; oc += 2) {
+        int32_t a0, a1;
+        tfc_dot2_s8(patch, w + oc * k, w + (oc + 1) * k, k, &a0, &a1);
+        out_px[oc] = tfc_requant_s8(bias_full[oc] + a0, mult[oc], shift[oc], out_offset, act_min, act_max);
+        out_px[oc + 1] = tfc_requant_s8(bias_full[oc + 1] + a1, mult[oc + 1], shift[oc + 1], out_offset, act_min, act_max);
+    }
+    for (; oc < g->out_depth; ++oc)
+        out_px[oc] = tfc_requant_s8(bias_full[oc] + tfc_dot_s8(patch, w + oc * k, k), mult[oc], shift[oc], out_offset, act_min, act_max);
+}
+
 /* bias_full[oc] = bias[oc] + in_offset * sum(filter[oc]): the accumulator start of an all-inside window
- * (NULL: no fast path). Border windows skip the taps outside, as TFLM, and add the offset per tap. */
+ * (NULL: no fast path). Border windows skip the taps outside, as TFLM, and add the offset per tap.
+ * patch_buf: fh * fw * in_depth bytes of scratch for ungrouped filters larger than 1x1 (else unused). */
 void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
                  const tfc_conv_geom *geom, int32_t in_offset, int32_t out_offset, const int32_t *mult,
-                 const int32_t *shift, int32_t act_min, int32_t act_max) {
+                 const int32_t *shift, int32_t act_min, int32_t act_max, int8_t *patch_buf) {
     const tfc_conv_geom local = *geom; /* int8/float stores may alias *geom; a local copy stays in registers */
     const tfc_conv_geom *g = &local;
     const int filter_in_depth = g->filter_in_depth;
@@ -42,6 +81,11 @@ void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const i
             for (int ox = 0; ox < g->out_w; ++ox) {
                 const int ix0 = ox * g->stride_w - g->pad_w;
                 const int inside = rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w;
+                if (inside && bias_full && groups == 1 && (patch_buf || (g->filter_h == 1 && g->filter_w == 1))) {
+                    tfc_conv_patch_s8(in, w, bias_full, out + ((b * g->out_h + oy) * g->out_w + ox) * g->out_depth, g, b,
+                                      iy0, ix0, patch_buf, mult, shift, out_offset, act_min, act_max);
+                    continue;
+                }
                 for (int oc = 0; oc < g->out_depth; ++oc) {
                     const int group = oc / filters_per_group;
                     if (inside && bias_full) {

@@ -174,7 +174,38 @@ static inline int32_t tfc_dot_s8(const int8_t *a, const int8_t *b, int n) {
     for (; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];
     return acc;
 }
+/* Two dot products sharing the vector a: a . b0 and a . b1 (two output channels of one input patch). */
+static inline void tfc_dot2_s8(const int8_t *a, const int8_t *b0, const int8_t *b1, int n, int32_t *r0, int32_t *r1) {
+    int32_t acc0 = 0, acc1 = 0;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        uint32_t wa, w0, w1;
+        memcpy(&wa, a + i, 4);
+        memcpy(&w0, b0 + i, 4);
+        memcpy(&w1, b1 + i, 4);
+        const uint32_t a02 = __sxtb16(wa), a13 = __sxtb16((wa >> 8) | (wa << 24));
+        acc0 = __smlad(a02, __sxtb16(w0), acc0);
+        acc0 = __smlad(a13, __sxtb16((w0 >> 8) | (w0 << 24)), acc0);
+        acc1 = __smlad(a02, __sxtb16(w1), acc1);
+        acc1 = __smlad(a13, __sxtb16((w1 >> 8) | (w1 << 24)), acc1);
+    }
+    for (; i < n; ++i) {
+        acc0 += (int32_t)a[i] * (int32_t)b0[i];
+        acc1 += (int32_t)a[i] * (int32_t)b1[i];
+    }
+    *r0 = acc0;
+    *r1 = acc1;
+}
 #else
+static inline void tfc_dot2_s8(const int8_t *a, const int8_t *b0, const int8_t *b1, int n, int32_t *r0, int32_t *r1) {
+    int32_t acc0 = 0, acc1 = 0;
+    for (int i = 0; i < n; ++i) {
+        acc0 += (int32_t)a[i] * (int32_t)b0[i];
+        acc1 += (int32_t)a[i] * (int32_t)b1[i];
+    }
+    *r0 = acc0;
+    *r1 = acc1;
+}
 static inline int32_t tfc_dot_s8(const int8_t *a, const int8_t *b, int n) {
     int32_t acc = 0;
     for (int i = 0; i < n; ++i) acc += (int32_t)a[i] * (int32_t)b[i];

@@ -47,7 +47,7 @@ typedef struct {
 
 void tfc_conv_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
                  const tfc_conv_geom *g, int32_t in_offset, int32_t out_offset, const int32_t *mult,
-                 const int32_t *shift, int32_t act_min, int32_t act_max);
+                 const int32_t *shift, int32_t act_min, int32_t act_max, int8_t *patch_buf);
 void tfc_conv_f32(const float *in, const float *w, const float *bias, float *out, const tfc_conv_geom *g, float act_min,
                   float act_max);
 void tfc_depthwise_s8(const int8_t *in, const int8_t *w, const int32_t *bias, const int32_t *bias_full, int8_t *out,
