@@ -235,16 +235,16 @@ def run_versions(store: RegistryStore, federation_id: str, settings: FederationS
     """
     from server.core.federation import initial_weights
     from server.registry.registry_link import open_run_versions
-    from server.registry.registry_selection import describe_training_model
+    from server.registry.registry_selection import describe_training_model, sine_model_name
 
     latest = Checkpointer(settings.checkpoint_dir).load_latest()
     start_round = latest.server_round if latest is not None else 0
-    name = "sine-mlp-" + "-".join(str(n) for n in settings.layer_sizes)
+    name = sine_model_name(settings.layer_sizes)
     initial = initial_weights(settings)
 
     def describe(registry: FederationRegistry, task: str) -> str:
         assert models is not None
-        return describe_training_model(registry, task, settings.layer_sizes, initial, models / f"{name}-train.tflite")
+        return describe_training_model(registry, task, settings.layer_sizes, initial, models / f"{name}.tflite")
 
     return open_run_versions(store, federation_id, name, start_round, initial, describe=describe if models else None)
 

@@ -301,7 +301,7 @@ class RegistrySelection:
 def select_devices_from_registry(store, config: DemoConfig, out: Path) -> RegistrySelection:  # type: ignore[no-untyped-def]
     """Register the candidate fleet, the task and the model; let SPARQL pick who can train it."""
     from server.registry.registry_link import FederationRegistry, wait_until_expired
-    from server.registry.registry_selection import describe_training_model
+    from server.registry.registry_selection import SINE_TASK, describe_training_model
 
     registry = FederationRegistry(store, "sine")
     active = range(config.n_train_devices)
@@ -310,7 +310,7 @@ def select_devices_from_registry(store, config: DemoConfig, out: Path) -> Regist
     registry.register_devices(((device_id_of(s), profile_for(s)) for s in lapsed), ttl_s=1)
     # every lapsing lease started before this moment, however long registering them took
     registered = time.monotonic()
-    task = registry.register_task("sine", "sine-wave regression")
+    task = registry.register_task(*SINE_TASK)
     initial = init_mlp_weights(config.layer_sizes, config.init_seed)
     model = describe_training_model(registry, task, config.layer_sizes, initial, out / "models" / "sine_mlp_train.tflite")
     if config.lapsed_devices:

@@ -238,7 +238,9 @@ def open_run_versions(
             f"the registry already holds version 0 of federation {federation_id!r} (from an earlier run); "
             "give another federation id or registry, or resume that run from its checkpoint"
         )
-    task = registry.register_task("sine", "sine-wave regression")
+    from server.registry.registry_selection import SINE_TASK
+
+    task = registry.register_task(*SINE_TASK)
     if describe is not None:
         model = describe(registry, task)
     registry.link_federation(model, task)

@@ -39,6 +39,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TRAINING_METHOD = "whole-model SGD (TFLite training signatures)"
+#: The sine task as the registry names it: (id under task/, label). The one place it is named.
+SINE_TASK = ("sine", "sine-wave regression")
+
+
+def sine_model_name(layer_sizes: Sequence[int]) -> str:
+    """The registry name (and file stem) of the sine MLP's training model, e.g. ``sine-mlp-1-40-40-1-train``."""
+    return "sine-mlp-" + "-".join(str(n) for n in layer_sizes) + "-train"
 
 _MODEL_NEEDS = """PREFIX tf: <https://w3id.org/tinyfleet#>
 SELECT ?model ?runtime ?size ?training_ram WHERE {
@@ -163,7 +170,7 @@ def open_selection(
     say: Callable[[str], None] | None = None,
 ) -> AnnouncedSelection:
     """Describe the task (``task/sine``) and the trained model in the registry; the grid hooks that select by them."""
-    task = registry.register_task("sine", "sine-wave regression")
-    name = "sine-mlp-" + "-".join(str(n) for n in layer_sizes) + "-train"
+    task = registry.register_task(*SINE_TASK)
+    name = sine_model_name(layer_sizes)
     model = describe_training_model(registry, task, layer_sizes, weights, directory / f"{name}.tflite")
     return AnnouncedSelection(registry, model, task, say)
