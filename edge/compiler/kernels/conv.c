@@ -290,13 +290,24 @@ void tfc_depthwise_inplace_s8(int8_t *buf, const int8_t *w, const int32_t *bias,
     for (int b = 0; b < g->batches; ++b) {
         for (int c = 0; c < depth; ++c) {
             for (int p = 0; p < plane_n; ++p) plane[p] = buf[((size_t)b * plane_n + p) * depth + c];
+            const int k3x3 = g->filter_h == 3 && g->filter_w == 3 && g->dilation_h == 1 && g->dilation_w == 1;
+            int32_t w0 = 0, w1 = 0, w2 = 0, w3 = 0, w4 = 0, w5 = 0, w6 = 0, w7 = 0, w8 = 0;
+            if (k3x3) {
+                w0 = w[c], w1 = w[depth + c], w2 = w[2 * depth + c], w3 = w[3 * depth + c], w4 = w[4 * depth + c];
+                w5 = w[5 * depth + c], w6 = w[6 * depth + c], w7 = w[7 * depth + c], w8 = w[8 * depth + c];
+            }
             for (int oy = 0; oy < g->out_h; ++oy) {
                 const int iy0 = oy * g->stride_h - g->pad_h;
                 const int rows_inside = iy0 >= 0 && iy0 + g->dilation_h * (g->filter_h - 1) < g->in_h;
                 for (int ox = 0; ox < g->out_w; ++ox) {
                     const int ix0 = ox * g->stride_w - g->pad_w;
                     int32_t acc;
-                    if (bias_full && rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w) {
+                    const int inside = bias_full && rows_inside && ix0 >= 0 && ix0 + g->dilation_w * (g->filter_w - 1) < g->in_w;
+                    if (inside && k3x3) { /* the common 3x3 filter: its nine taps of this channel held in registers */
+                        const int8_t *p0 = plane + iy0 * g->in_w + ix0, *p1 = p0 + g->in_w, *p2 = p1 + g->in_w;
+                        acc = bias_full[c] + w0 * p0[0] + w1 * p0[1] + w2 * p0[2] + w3 * p1[0] + w4 * p1[1] + w5 * p1[2] +
+                              w6 * p2[0] + w7 * p2[1] + w8 * p2[2];
+                    } else if (inside) {
                         acc = bias_full[c] + tfc_dw_window_s8(plane + iy0 * g->in_w + ix0, g->dilation_w, g->dilation_h * g->in_w,
                                                               w + c, depth, g->filter_h, g->filter_w);
                     } else {
