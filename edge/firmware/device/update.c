@@ -33,11 +33,18 @@ const char *tfw_mlp_tensor_name(uint32_t t) { return t < TF_MLP_MAX_TENSORS ? ML
 
 static const uint8_t ITEMSIZE[7] = {0, 4, 2, 1, 1, 2, 4};
 
+/* CRC-32 (zlib.crc32) four bits at a time: a 64-byte table in flash, ~4x the speed of the bitwise loop */
+static const uint32_t CRC_NIBBLE[16] = {
+    0x00000000u, 0x1db71064u, 0x3b6e20c8u, 0x26d930acu, 0x76dc4190u, 0x6b6b51f4u, 0x4db26158u, 0x5005713cu,
+    0xedb88320u, 0xf00f9344u, 0xd6d6a3e8u, 0xcb61b38cu, 0x9b64c2b0u, 0x86d3d2d4u, 0xa00ae278u, 0xbdbdf21cu,
+};
+
 uint32_t tfw_crc32(const uint8_t *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     while (n--) {
         c ^= *p++;
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+        c = (c >> 4) ^ CRC_NIBBLE[c & 15u];
+        c = (c >> 4) ^ CRC_NIBBLE[c & 15u];
     }
     return ~c;
 }
@@ -250,6 +257,8 @@ tfw_status_t tfw_read_model(const uint8_t *buf, size_t len, size_t cap, uint32_t
     if (s == TFW_OK && h.round_id != round_id) s = TFW_WRONG_ROUND;
     if (s == TFW_OK) s = parse(buf, &h, views);
     if (s == TFW_OK) s = check_spec(&h, views, m, shared, which);
+    if (s == TFW_OK)
+        for (unsigned i = 0; i < h.tensor_count; i++) h.order[i] = which[i];
     if (info) *info = h;
     if (s != TFW_OK) return s;
     for (unsigned i = 0; i < h.tensor_count; i++) {

@@ -61,6 +61,7 @@ typedef struct {
     uint32_t total_len, round_id, num_examples;
     uint16_t tensor_count;
     uint8_t metric_count;
+    uint8_t order[TF_MLP_MAX_TENSORS]; /* tfw_read_model: the MLP tensor of each wire tensor, in wire order */
 } tfw_info_t;
 
 uint32_t tfw_crc32(const uint8_t *data, size_t n);

@@ -1,0 +1,223 @@
+/* The device round; see round.h for the contract, edge/device_round.py and edge/reconstruction.py for the reference
+ * it is tested equal to (tests/edge/test_firmware_device_round.py). */
+#include "round.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef struct {
+    tf_device *d;
+    uint32_t n_in, n_out;
+    float *probe; /* probe samples, then the replayed shots */
+    float *shots;
+} ctx_t;
+
+static int pull(tf_device *d, float *x, float *y) { return d->next(d->stream, x, y); }
+
+/* train_subset(): one step per fresh sample, then epochs - 1 replays; the mean first-pass loss (NaN if none) */
+static int train(ctx_t *c, uint32_t samples, uint32_t epochs, float lr, uint32_t trainable, int keep, float *mean,
+                 uint32_t *steps, const char **code) {
+    tf_mlp *m = c->d->mlp;
+    double sum = 0.0;
+    float xbuf[64], ybuf[64];
+    for (uint32_t s = 0; s < samples; ++s) {
+        float *x = keep ? c->shots + (size_t)s * (c->n_in + c->n_out) : xbuf;
+        float *y = keep ? x + c->n_in : ybuf;
+        float loss;
+        if (pull(c->d, x, y)) { *code = "stream-ended"; return 1; }
+        if (tf_mlp_learn_one(m, x, y, lr, trainable, &loss) != TF_MLP_OK) { *code = "diverged"; return 1; }
+        sum += (double)loss;
+        ++*steps;
+    }
+    for (uint32_t e = 1; e < epochs; ++e)
+        for (uint32_t s = 0; s < samples; ++s) {
+            float *x = c->shots + (size_t)s * (c->n_in + c->n_out);
+            float loss;
+            if (tf_mlp_learn_one(m, x, x + c->n_in, lr, trainable, &loss) != TF_MLP_OK) { *code = "diverged"; return 1; }
+            ++*steps;
+        }
+    *mean = samples ? (float)(sum / samples) : NAN;
+    return 0;
+}
+
+/* learner.loss() over the probe: mean squared error of every output */
+static float probe_loss(ctx_t *c, uint32_t probe) {
+    if (!probe) return NAN;
+    double sum = 0.0;
+    for (uint32_t s = 0; s < probe; ++s) {
+        const float *x = c->probe + (size_t)s * (c->n_in + c->n_out);
+        sum += (double)tf_mlp_sample_sse(c->d->mlp, x, x + c->n_in);
+    }
+    return (float)(sum / ((double)probe * c->n_out));
+}
+
+static uint32_t abs_bits(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return u & 0x7FFFFFFFu;
+}
+
+/* Shared tensors in ASCII name order (top_p_sparsify's order, and its tie order). */
+static uint32_t sorted_tensors(const tf_mlp *m, uint32_t shared, uint8_t *out) {
+    uint32_t n = 0;
+    for (uint32_t t = 0; t < tf_mlp_tensor_count(m); ++t)
+        if (shared & (1u << t)) out[n++] = (uint8_t)t;
+    for (uint32_t i = 1; i < n; ++i)
+        for (uint32_t j = i; j > 0 && strcmp(tfw_mlp_tensor_name(out[j - 1]), tfw_mlp_tensor_name(out[j])) > 0; --j) {
+            uint8_t t = out[j]; out[j] = out[j - 1]; out[j - 1] = t;
+        }
+    return n;
+}
+
+/* top_p_count(): ceil(round(p * total, 9)), at least 1, at most total */
+static uint32_t top_p_count(uint32_t total, double p) {
+    if (!total) return 0;
+    double k = ceil(round(p * total * 1e9) / 1e9);
+    if (k < 1) k = 1;
+    return k > total ? total : (uint32_t)k;
+}
+
+/* The k largest |δ| over the shared tensors: every entry above the threshold bit pattern, and of those at it the
+ * first in (name, index) order; found by bisection on the bits (|float| orders as its bits), no memory. */
+static void top_p_threshold(const tf_mlp *m, const float *delta, const uint8_t *order, uint32_t n, uint32_t k,
+                            uint32_t *threshold, uint32_t *ties) {
+    uint32_t lo = 0, hi = 0x7F800000u; /* count(bits >= lo) >= k; the answer is the largest such lo */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo + 1) / 2, above = 0;
+        for (uint32_t i = 0; i < n; ++i) {
+            uint32_t count;
+            float *p = tf_mlp_tensor(m, order[i], &count);
+            const float *dv = delta + (p - m->params);
+            for (uint32_t j = 0; j < count; ++j) above += abs_bits(dv[j]) >= mid;
+        }
+        if (above >= k) lo = mid; else hi = mid - 1;
+    }
+    uint32_t strictly = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+        uint32_t count;
+        float *p = tf_mlp_tensor(m, order[i], &count);
+        const float *dv = delta + (p - m->params);
+        for (uint32_t j = 0; j < count; ++j) strictly += abs_bits(dv[j]) > lo;
+    }
+    *threshold = lo;
+    *ties = k - strictly;
+}
+
+static void shape_of(const tf_mlp *m, uint32_t t, uint8_t *ndim, uint32_t *shape) {
+    uint32_t layer = t / 2;
+    *ndim = t % 2 ? 1 : 2;
+    shape[0] = t % 2 ? m->sizes[layer + 1] : m->sizes[layer];
+    shape[1] = m->sizes[layer + 1];
+}
+
+static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *model, uint32_t shared,
+                     const tf_round_report *r, uint8_t *buf, size_t cap, const char **code) {
+    tf_mlp *m = d->mlp;
+    float *delta = d->theta; /* θ becomes δ = φ − θ in place (float32, as (phi - theta).astype(float32)) */
+    for (uint32_t i = 0; i < m->n_params; ++i) delta[i] = m->params[i] - delta[i];
+    const char *names[6];
+    float values[6];
+    uint8_t n = 0;
+    float pairs[4] = {r->loss_before, r->loss_after, r->prequential_loss, r->reconstruction_loss};
+    static const char *const METRICS[4] = {"loss-before", "loss-after", "prequential-loss", "reconstruction-loss"};
+    for (int i = 0; i < 4; ++i) {
+        if (i == 3 && !task->private_mask) break;
+        if (isfinite(pairs[i])) { names[n] = METRICS[i]; values[n++] = pairs[i]; }
+    }
+    d->costs(d->costs_ctx, r, &values[n], &values[n + 1]);
+    names[n++] = "device-time-s";
+    names[n++] = "device-energy-j";
+    uint8_t order[TF_MLP_MAX_TENSORS];
+    uint32_t n_shared = sorted_tensors(m, shared, order);
+    uint16_t tensors = task->evaluate ? 0 : (uint16_t)n_shared;
+    tfw_writer w;
+    tfw_begin(&w, buf, cap, TFW_KIND_UPDATE, task->round_id, r->num_examples, d->device_id, n, tensors);
+    for (uint8_t i = 0; i < n; ++i) tfw_metric(&w, names[i], values[i]);
+    if (!task->evaluate && task->top_p <= 0.0) {
+        for (uint32_t i = 0; i < model->tensor_count; ++i) { /* encode_reply: in θ's (the MODEL's) order */
+            uint32_t t = model->order[i], shape[2];
+            uint8_t ndim;
+            shape_of(m, t, &ndim, shape);
+            float *p = tf_mlp_tensor(m, t, NULL);
+            tfw_dense_f32(&w, tfw_mlp_tensor_name(t), ndim, shape, delta + (p - m->params));
+        }
+    } else if (!task->evaluate) {
+        uint32_t total = 0, threshold, ties;
+        for (uint32_t i = 0; i < n_shared; ++i) {
+            uint32_t count;
+            tf_mlp_tensor(m, order[i], &count);
+            total += count;
+        }
+        top_p_threshold(m, delta, order, n_shared, top_p_count(total, task->top_p), &threshold, &ties);
+        /* each kept entry is written as it is found: indices first, so two passes per tensor over the
+         * same selection; the selection state (ties left) is replayed for the values pass */
+        for (uint32_t i = 0; i < n_shared; ++i) {
+            uint32_t count, shape[2], kept = 0, ties_left = ties;
+            uint8_t ndim;
+            float *p = tf_mlp_tensor(m, order[i], &count);
+            const float *dv = delta + (p - m->params);
+            for (uint32_t j = 0; j < count; ++j) {
+                uint32_t b = abs_bits(dv[j]);
+                if (b > threshold || (b == threshold && ties_left && ties_left--)) kept++;
+            }
+            shape_of(m, order[i], &ndim, shape);
+            /* indices and values of this tensor go into the UPDATE buffer's tail as scratch, then in place */
+            size_t need = (size_t)kept * 8u; /* the scratch, after room for this record (<= 8 B an entry + 64) */
+            if (w.status != TFW_OK || 2 * need + 64 > w.cap - w.pos) { *code = "oversized"; return 0; }
+            uint32_t *idx = (uint32_t *)(void *)(buf + ((w.cap - need) & ~(size_t)3u));
+            float *val = (float *)(idx + kept);
+            uint32_t at = 0;
+            for (uint32_t j = 0; j < count; ++j) {
+                uint32_t b = abs_bits(dv[j]);
+                if (b > threshold || (b == threshold && ties && ties--)) { idx[at] = j; val[at++] = dv[j]; }
+            }
+            tfw_sparse_f32(&w, tfw_mlp_tensor_name(order[i]), ndim, shape, kept, idx, val);
+        }
+    }
+    size_t len = tfw_finish(&w);
+    if (!len) *code = tfw_error_code(w.status);
+    return len;
+}
+
+int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
+                 size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
+                 tf_round_report *report, const char **code) {
+    tf_mlp *m = d->mlp;
+    const uint32_t all = (1u << tf_mlp_tensor_count(m)) - 1u;
+    *update_len = 0;
+    *code = "ok";
+    tf_task_status_t ts = tf_task_parse(task_json, task_len, tf_mlp_tensor_count(m), task);
+    if (ts != TF_TASK_OK) { *code = tf_task_error_code(ts); return 1; }
+    const uint32_t shared = all & ~task->private_mask;
+    const uint32_t n_in = m->sizes[0], n_out = m->sizes[m->n_layers];
+    size_t need = ((size_t)task->probe + (task->epochs > 1 ? task->shots : 0)) * (n_in + n_out);
+    if (n_in > 64 || n_out > 64 || need > d->replay_floats) { *code = "too-many"; return 1; } /* the firmware's buffer */
+    tfw_info_t info; /* θ is checked against the weight table before anything changes */
+    tfw_status_t ws = tfw_read_model(model, model_len, model_cap, task->round_id, m, shared, &info);
+    if (ws != TFW_OK) { *code = tfw_error_code(ws); return 1; }
+    for (uint32_t t = 0; t < tf_mlp_tensor_count(m); ++t)
+        if (task->private_mask & (1u << t)) {
+            uint32_t count;
+            float *p = tf_mlp_tensor(m, t, &count);
+            memcpy(p, d->local_init + (p - m->params), count * sizeof(float));
+        }
+    memcpy(d->theta, m->params, m->n_params * sizeof(float));
+
+    ctx_t c = {d, n_in, n_out, d->replay, d->replay + (size_t)task->probe * (n_in + n_out)};
+    tf_round_report r = {NAN, NAN, NAN, NAN, task->reconstruction_samples + task->shots, 0, 0};
+    for (uint32_t s = 0; s < task->probe; ++s) {
+        float *x = c.probe + (size_t)s * (n_in + n_out);
+        if (pull(d, x, x + n_in)) { *code = "stream-ended"; return 1; }
+    }
+    if (train(&c, task->reconstruction_samples, 1, (float)task->reconstruction_lr, task->private_mask, 0,
+              &r.reconstruction_loss, &r.steps, code))
+        return 1;
+    r.loss_before = probe_loss(&c, task->probe);
+    if (train(&c, task->shots, task->epochs, (float)task->learning_rate, shared, task->epochs > 1, &r.prequential_loss,
+              &r.steps, code))
+        return 1;
+    r.loss_after = probe_loss(&c, task->probe);
+    *update_len = encode(d, task, &info, shared, &r, update, update_cap, code);
+    if (report) *report = r;
+    return *update_len ? 0 : 1;
+}

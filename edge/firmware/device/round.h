@@ -1,0 +1,64 @@
+/* round.h - the one device round in firmware C: edge/device_round.py's run_device_round as
+ * firmware_sim.mqtt_round.run_task drives it, TASK and MODEL bytes in, UPDATE bytes out.
+ *
+ *   1. parse the TASK (task.h) and check the MODEL against the shared part of
+ *      the weight table (update.h); refuse, changing nothing, with the Python code;
+ *   2. install θ, and the firmware's local init for the private tensors;
+ *   3. hold back `probe` samples; rebuild the private part by SGD on
+ *      `reconstruction-samples` samples (shared part frozen); score the probe;
+ *      adapt the shared part on `stream-samples` samples, `local-epochs` passes
+ *      (private part frozen); score the probe again (edge.reconstruction.reconstruct_and_adapt);
+ *   4. reply δ = φ − θ dense, or its Top-P entries (edge.wire.top_p_sparsify),
+ *      or no tensors for an evaluation round, with the metrics run_task sends.
+ *
+ * Samples come from a callback, one (x, y) at a time, as from a sensor. The
+ * round keeps the probe samples and, for more than one epoch, the shots in the
+ * caller's replay buffer: (probe + shots) * (n_in + n_out) floats; a task
+ * needing more is refused as "too-many". Time and energy are the firmware's
+ * own books: a callback reports them (e.g. ticks times the board's profile).
+ */
+#ifndef TINYFLEET_DEVICE_ROUND_H
+#define TINYFLEET_DEVICE_ROUND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mlp.h"
+#include "task.h"
+#include "update.h"
+
+/* Next sample of the stream into x[n_in], y[n_out]; non-zero if there is none. */
+typedef int (*tf_sample_fn)(void *ctx, float *x, float *y);
+
+typedef struct {
+    float loss_before, loss_after;   /* probe loss with θ (and the rebuilt private part), then with φ; NaN if no probe */
+    float prequential_loss;          /* mean loss before each adaptation step (first pass); NaN if no shots */
+    float reconstruction_loss;       /* mean loss while rebuilding the private part; NaN if none */
+    uint32_t num_examples;           /* reconstruction + adaptation samples */
+    uint32_t steps;                  /* SGD steps taken */
+    uint32_t kept;                   /* entries of a sparse reply */
+} tf_round_report;
+
+/* The device's time and energy for the round (the metrics device-time-s and device-energy-j). */
+typedef void (*tf_costs_fn)(void *ctx, const tf_round_report *report, float *time_s, float *energy_j);
+
+typedef struct {
+    tf_mlp *mlp;
+    const float *local_init;   /* mlp->n_params floats: the weights the firmware ships with */
+    float *theta;              /* mlp->n_params floats of scratch */
+    float *replay;             /* replay buffer (see above) */
+    size_t replay_floats;
+    const char *device_id;
+    tf_sample_fn next;
+    void *stream;
+    tf_costs_fn costs;
+    void *costs_ctx;
+} tf_device;
+
+/* One round. Returns 0 and the UPDATE in update[0..*update_len), or non-zero with *code the refusal
+ * ("bad-field", "bad-crc", ..., "too-many", "stream-ended", "diverged"). */
+int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
+                 size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
+                 tf_round_report *report, const char **code);
+
+#endif

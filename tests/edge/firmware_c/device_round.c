@@ -1,0 +1,70 @@
+/* Test main: whole device rounds (edge/firmware/device/round.c) on the TASK/MODEL pairs the test generated into
+ * rounds.h, every round fed the same sample sequence SAMPLES from its start; prints each round's code, UPDATE
+ * bytes and samples consumed, for Python to compare with firmware_sim.mqtt_round.run_task. Under QEMU it also
+ * counts each round's ticks (x BOARD_INSTRUCTIONS_PER_TICK with -icount shift=0). */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "round.h"
+#include "rounds.h" /* N_LAYERS, SIZES, N_PARAMS, LOCAL_INIT[], SAMPLES[], N_SAMPLES, DEVICE_ID, ROUNDS[N_ROUNDS] */
+
+#ifdef __arm__
+#include "board.h"
+#include "board_config.h"
+#define TICKS() board_ticks()
+#else
+#define TICKS() 0u
+#endif
+
+static float arena[2 * N_PARAMS + 512];
+static float theta[N_PARAMS];
+static float replay[2 * 256];
+static uint8_t update[TFW_DEFAULT_MAX_PAYLOAD];
+
+typedef struct {
+    uint32_t next;
+} stream_t;
+
+static int next_sample(void *ctx, float *x, float *y) {
+    stream_t *s = ctx;
+    if (s->next >= N_SAMPLES) return 1;
+    x[0] = SAMPLES[2 * s->next];
+    y[0] = SAMPLES[2 * s->next + 1];
+    s->next++;
+    return 0;
+}
+
+/* the test's books: the time and energy Python's device profile gave the same round */
+static void costs(void *ctx, const tf_round_report *r, float *time_s, float *energy_j) {
+    const round_t *rc = ctx;
+    (void)r;
+    *time_s = rc->time_s;
+    *energy_j = rc->energy_j;
+}
+
+int main(void) {
+    static const uint32_t sizes[N_LAYERS + 1] = SIZES;
+    tf_mlp m;
+    if (tf_mlp_init(&m, N_LAYERS, sizes, arena, sizeof arena / sizeof arena[0]) != TF_MLP_OK) return 2;
+    for (unsigned i = 0; i < N_ROUNDS; i++) {
+        memcpy(m.params, LOCAL_INIT, sizeof LOCAL_INIT); /* the firmware boots with its own weights */
+        stream_t stream = {0};
+        tf_device d = {&m, LOCAL_INIT, theta, replay, sizeof replay / sizeof replay[0], DEVICE_ID,
+                       next_sample, &stream, costs, (void *)&ROUNDS[i]};
+        tf_task_t task;
+        tf_round_report report;
+        const char *code;
+        size_t len;
+        uint32_t t0 = TICKS();
+        tf_round_run(&d, (const char *)ROUNDS[i].task, ROUNDS[i].task_len, ROUNDS[i].model, ROUNDS[i].model_len,
+                     TFW_DEFAULT_MAX_PAYLOAD, update, sizeof update, &len, &task, &report, &code);
+        uint32_t t1 = TICKS();
+        printf("round %u %s consumed %lu steps %lu ticks %lu update ", i, code, (unsigned long)stream.next,
+               (unsigned long)(len ? report.steps : 0), (unsigned long)(t1 - t0));
+        for (size_t k = 0; k < len; k++) printf("%02x", update[k]);
+        printf("\n");
+    }
+    printf("done\n");
+    return 0;
+}
