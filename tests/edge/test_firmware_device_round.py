@@ -120,11 +120,11 @@ def write_rounds(out: Path, runs: list[tuple]) -> Path:
 def compare(stdout: str, runs: list[tuple]) -> list[int]:
     """Assert every round agrees; the ticks of each round."""
     assert stdout.rstrip().endswith("done"), stdout[-300:]
-    got = re.findall(r"^round (\d+) (\S+) consumed (\d+) steps (\d+) ticks (\d+) update ([0-9a-f]*)$", stdout, re.M)
+    got = re.findall(r"^round (\d+) (\S+) consumed (\d+) steps (\d+) ticks (\d+) booked (\d+) (\d+) update ([0-9a-f]*)$", stdout, re.M)
     assert len(got) == len(runs)
     device_id = sine_device(SEED, stream_key=ROUND).device_id
     worst = 0.0
-    for (label, *_), (_, _, code, update, reply, consumed), (_, c_code, c_consumed, _, _, c_hex) in zip(ROUNDS, runs, got):
+    for (label, *_), (_, _, code, update, reply, consumed), (_, c_code, c_consumed, _, _, sent, received, c_hex) in zip(ROUNDS, runs, got):
         assert c_code == code, label
         if code != "ok":
             assert c_hex == "", label
@@ -132,6 +132,8 @@ def compare(stdout: str, runs: list[tuple]) -> list[int]:
         assert int(c_consumed) == consumed, label  # the same samples, in the same roles
         c_update = bytes.fromhex(c_hex)
         assert len(c_update) == len(update), label
+        # the device books what Python's does: these payloads' lengths, none when it learns alone (radio false)
+        assert (int(sent), int(received)) == (reply.bytes_sent, reply.bytes_received), label
         mine = decode_weights(c_update, expected_kind=MessageKind.UPDATE, expected_round_id=ROUND, expected_device_id=device_id)
         want = decode_weights(update)
         assert (mine.num_examples, list(mine.metrics), list(mine.tensors)) == (want.num_examples, list(want.metrics), list(want.tensors)), label

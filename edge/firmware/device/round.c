@@ -110,30 +110,79 @@ static void shape_of(const tf_mlp *m, uint32_t t, uint8_t *ndim, uint32_t *shape
     shape[1] = m->sizes[layer + 1];
 }
 
+static size_t pad4(size_t n) { return (n + 3u) & ~(size_t)3u; }
+
+/* Entries of tensor t a Top-P reply keeps: above the threshold, and `*ties` at it (consumed in order). */
+static uint32_t kept_in(const tf_mlp *m, const float *delta, uint32_t t, uint32_t threshold, uint32_t *ties,
+                        uint32_t *idx, float *val) {
+    uint32_t count, kept = 0;
+    float *p = tf_mlp_tensor(m, t, &count);
+    const float *dv = delta + (p - m->params);
+    for (uint32_t j = 0; j < count; ++j) {
+        uint32_t b = abs_bits(dv[j]);
+        if (b > threshold || (b == threshold && *ties && (*ties)--)) {
+            if (idx) { idx[kept] = j; val[kept] = dv[j]; }
+            kept++;
+        }
+    }
+    return kept;
+}
+
 static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *model, uint32_t shared,
-                     const tf_round_report *r, uint8_t *buf, size_t cap, const char **code) {
+                     tf_round_report *r, uint8_t *buf, size_t cap, const char **code) {
     tf_mlp *m = d->mlp;
     float *delta = d->theta; /* θ becomes δ = φ − θ in place (float32, as (phi - theta).astype(float32)) */
     for (uint32_t i = 0; i < m->n_params; ++i) delta[i] = m->params[i] - delta[i];
     const char *names[6];
     float values[6];
     uint8_t n = 0;
-    float pairs[4] = {r->loss_before, r->loss_after, r->prequential_loss, r->reconstruction_loss};
+    float losses[4] = {r->loss_before, r->loss_after, r->prequential_loss, r->reconstruction_loss};
     static const char *const METRICS[4] = {"loss-before", "loss-after", "prequential-loss", "reconstruction-loss"};
     for (int i = 0; i < 4; ++i) {
         if (i == 3 && !task->private_mask) break;
-        if (isfinite(pairs[i])) { names[n] = METRICS[i]; values[n++] = pairs[i]; }
+        if (isfinite(losses[i])) { names[n] = METRICS[i]; values[n++] = losses[i]; }
     }
-    d->costs(d->costs_ctx, r, &values[n], &values[n + 1]);
-    names[n++] = "device-time-s";
-    names[n++] = "device-energy-j";
+    names[n] = "device-time-s";
+    names[n + 1] = "device-energy-j";
     uint8_t order[TF_MLP_MAX_TENSORS];
     uint32_t n_shared = sorted_tensors(m, shared, order);
-    uint16_t tensors = task->evaluate ? 0 : (uint16_t)n_shared;
+    const int sparse = !task->evaluate && task->top_p > 0.0;
+    uint32_t threshold = 0, ties = 0;
+    /* the payload's length first (docs/protocol.md §2): the device books it in its time and energy */
+    size_t len = 24 + pad4(strlen(d->device_id)) + 4;
+    for (uint8_t i = 0; i < n + 2; ++i) len += 8 + pad4(strlen(names[i]));
+    if (sparse) {
+        uint32_t total = 0, t_ties;
+        for (uint32_t i = 0; i < n_shared; ++i) {
+            uint32_t count;
+            tf_mlp_tensor(m, order[i], &count);
+            total += count;
+        }
+        top_p_threshold(m, delta, order, n_shared, top_p_count(total, task->top_p), &threshold, &ties);
+        t_ties = ties;
+        r->kept = 0;
+        for (uint32_t i = 0; i < n_shared; ++i) {
+            uint32_t count, kept = kept_in(m, delta, order[i], threshold, &t_ties, NULL, NULL);
+            tf_mlp_tensor(m, order[i], &count);
+            len += 24 + pad4(strlen(tfw_mlp_tensor_name(order[i]))) + pad4((count <= 65536u ? 2u : 4u) * kept) + 4u * kept;
+            r->kept += kept;
+        }
+    } else if (!task->evaluate) {
+        for (uint32_t i = 0; i < n_shared; ++i) {
+            uint32_t count;
+            tf_mlp_tensor(m, order[i], &count);
+            len += 24 + pad4(strlen(tfw_mlp_tensor_name(order[i]))) + 4u * count;
+        }
+    }
+    r->bytes_sent = task->radio ? (uint32_t)len : 0;
+    d->costs(d->costs_ctx, r, &values[n], &values[n + 1]);
+    n += 2;
+
     tfw_writer w;
-    tfw_begin(&w, buf, cap, TFW_KIND_UPDATE, task->round_id, r->num_examples, d->device_id, n, tensors);
+    tfw_begin(&w, buf, cap, TFW_KIND_UPDATE, task->round_id, r->num_examples, d->device_id, n,
+              task->evaluate ? 0 : (uint16_t)n_shared);
     for (uint8_t i = 0; i < n; ++i) tfw_metric(&w, names[i], values[i]);
-    if (!task->evaluate && task->top_p <= 0.0) {
+    if (!task->evaluate && !sparse) {
         for (uint32_t i = 0; i < model->tensor_count; ++i) { /* encode_reply: in θ's (the MODEL's) order */
             uint32_t t = model->order[i], shape[2];
             uint8_t ndim;
@@ -141,40 +190,22 @@ static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *mode
             float *p = tf_mlp_tensor(m, t, NULL);
             tfw_dense_f32(&w, tfw_mlp_tensor_name(t), ndim, shape, delta + (p - m->params));
         }
-    } else if (!task->evaluate) {
-        uint32_t total = 0, threshold, ties;
+    } else if (sparse) { /* top_p_sparsify: every shared tensor in name order, indices ascending */
         for (uint32_t i = 0; i < n_shared; ++i) {
-            uint32_t count;
-            tf_mlp_tensor(m, order[i], &count);
-            total += count;
-        }
-        top_p_threshold(m, delta, order, n_shared, top_p_count(total, task->top_p), &threshold, &ties);
-        /* each kept entry is written as it is found: indices first, so two passes per tensor over the
-         * same selection; the selection state (ties left) is replayed for the values pass */
-        for (uint32_t i = 0; i < n_shared; ++i) {
-            uint32_t count, shape[2], kept = 0, ties_left = ties;
+            uint32_t shape[2], t_ties = ties;
             uint8_t ndim;
-            float *p = tf_mlp_tensor(m, order[i], &count);
-            const float *dv = delta + (p - m->params);
-            for (uint32_t j = 0; j < count; ++j) {
-                uint32_t b = abs_bits(dv[j]);
-                if (b > threshold || (b == threshold && ties_left && ties_left--)) kept++;
-            }
+            uint32_t kept = kept_in(m, delta, order[i], threshold, &t_ties, NULL, NULL);
             shape_of(m, order[i], &ndim, shape);
-            /* indices and values of this tensor go into the UPDATE buffer's tail as scratch, then in place */
-            size_t need = (size_t)kept * 8u; /* the scratch, after room for this record (<= 8 B an entry + 64) */
+            /* indices and values go to the UPDATE buffer's tail as scratch, past room for this record */
+            size_t need = (size_t)kept * 8u;
             if (w.status != TFW_OK || 2 * need + 64 > w.cap - w.pos) { *code = "oversized"; return 0; }
             uint32_t *idx = (uint32_t *)(void *)(buf + ((w.cap - need) & ~(size_t)3u));
             float *val = (float *)(idx + kept);
-            uint32_t at = 0;
-            for (uint32_t j = 0; j < count; ++j) {
-                uint32_t b = abs_bits(dv[j]);
-                if (b > threshold || (b == threshold && ties && ties--)) { idx[at] = j; val[at++] = dv[j]; }
-            }
+            kept_in(m, delta, order[i], threshold, &ties, idx, val);
             tfw_sparse_f32(&w, tfw_mlp_tensor_name(order[i]), ndim, shape, kept, idx, val);
         }
     }
-    size_t len = tfw_finish(&w);
+    len = tfw_finish(&w);
     if (!len) *code = tfw_error_code(w.status);
     return len;
 }
@@ -204,7 +235,8 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
     memcpy(d->theta, m->params, m->n_params * sizeof(float));
 
     ctx_t c = {d, n_in, n_out, d->replay, d->replay + (size_t)task->probe * (n_in + n_out)};
-    tf_round_report r = {NAN, NAN, NAN, NAN, task->reconstruction_samples + task->shots, 0, 0};
+    tf_round_report r = {NAN, NAN, NAN, NAN, task->reconstruction_samples + task->shots, 0, 0,
+                         task->radio ? (uint32_t)(task_len + model_len) : 0, 0};
     for (uint32_t s = 0; s < task->probe; ++s) {
         float *x = c.probe + (size_t)s * (n_in + n_out);
         if (pull(d, x, x + n_in)) { *code = "stream-ended"; return 1; }
@@ -218,6 +250,8 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
         return 1;
     r.loss_after = probe_loss(&c, task->probe);
     *update_len = encode(d, task, &info, shared, &r, update, update_cap, code);
+    /* the length booked is the length written (the metric values do not change it) */
+    if (*update_len && r.bytes_sent && r.bytes_sent != *update_len) { *code = "length-mismatch"; *update_len = 0; }
     if (report) *report = r;
     return *update_len ? 0 : 1;
 }

@@ -37,6 +37,8 @@ typedef struct {
     uint32_t num_examples;           /* reconstruction + adaptation samples */
     uint32_t steps;                  /* SGD steps taken */
     uint32_t kept;                   /* entries of a sparse reply */
+    uint32_t bytes_received;         /* TASK + MODEL bytes (0 if the task says radio false, as Python books it) */
+    uint32_t bytes_sent;             /* the UPDATE's length, known before its metrics are (0 if radio false) */
 } tf_round_report;
 
 /* The device's time and energy for the round (the metrics device-time-s and device-energy-j). */

@@ -36,9 +36,12 @@ static int next_sample(void *ctx, float *x, float *y) {
 }
 
 /* the test's books: the time and energy Python's device profile gave the same round */
+static uint32_t booked_sent, booked_received;
+
 static void costs(void *ctx, const tf_round_report *r, float *time_s, float *energy_j) {
     const round_t *rc = ctx;
-    (void)r;
+    booked_sent = r->bytes_sent;
+    booked_received = r->bytes_received;
     *time_s = rc->time_s;
     *energy_j = rc->energy_j;
 }
@@ -56,12 +59,14 @@ int main(void) {
         tf_round_report report;
         const char *code;
         size_t len;
+        booked_sent = booked_received = 0;
         uint32_t t0 = TICKS();
         tf_round_run(&d, (const char *)ROUNDS[i].task, ROUNDS[i].task_len, ROUNDS[i].model, ROUNDS[i].model_len,
                      TFW_DEFAULT_MAX_PAYLOAD, update, sizeof update, &len, &task, &report, &code);
         uint32_t t1 = TICKS();
-        printf("round %u %s consumed %lu steps %lu ticks %lu update ", i, code, (unsigned long)stream.next,
-               (unsigned long)(len ? report.steps : 0), (unsigned long)(t1 - t0));
+        printf("round %u %s consumed %lu steps %lu ticks %lu booked %lu %lu update ", i, code, (unsigned long)stream.next,
+               (unsigned long)(len ? report.steps : 0), (unsigned long)(t1 - t0), (unsigned long)booked_sent,
+               (unsigned long)booked_received);
         for (size_t k = 0; k < len; k++) printf("%02x", update[k]);
         printf("\n");
     }
