@@ -65,6 +65,9 @@ def run_mqtt_device(
         while rounds is None or device.rounds_done < rounds:
             if deadline is not None and time.monotonic() > deadline:
                 break
+            if device.finished.is_set():
+                say(f"{device_id}: the server's federation has ended")
+                break
             if device.rounds_done > reported:
                 reported = device.rounds_done
                 ledger = device.device.ledger
@@ -117,6 +120,9 @@ def run_simulated_fleet(
         say(f"{len(seeds)} simulated devices online at {host}:{port}")
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while deadline is None or time.monotonic() < deadline:
+            if all(device.finished.is_set() for device in fleet.devices.values()):
+                say("the server's federation has ended")
+                break
             time.sleep(0.2)
     except (KeyboardInterrupt, Stopped):
         pass

@@ -35,7 +35,7 @@ from edge.thing_description import thing_description
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
-from edge.wire.topics import QOS, STATUS_OFFLINE, STATUS_ONLINE
+from edge.wire.topics import QOS, SERVER_STATUS, STATUS_FINISHED, STATUS_OFFLINE, STATUS_ONLINE
 from firmware_sim.fleet import local_init, sine_device
 from firmware_sim.mqtt_round import RoundResult, expects_step_sizes, run_task
 
@@ -81,6 +81,8 @@ class MqttDevice:
         self._tasks: dict[int, tuple[bytes, TaskAssignment]] = {}
         self._dead = False
         self.connected = threading.Event()
+        self.finished = threading.Event()  # the server said its federation has ended
+        self.server_status = b""
         self.client = self._make_client(password)
 
     def _make_client(self, password: str) -> mqtt.Client:
@@ -93,7 +95,13 @@ class MqttDevice:
         client.reconnect_delay_set(0.05, 2.0)
         client.on_connect = self._on_connect
         client.on_message = self._on_message
+        client.on_disconnect = self._on_disconnect
         return client
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
+        if not self._dead:
+            log.warning("%s lost the broker (%s); reconnecting with back-off", self.device_id, reason)
+            self.connected.clear()
 
     def start(self) -> None:
         self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive_s)
@@ -107,11 +115,16 @@ class MqttDevice:
         td = thing_description(self.device.profile, self.device_id, broker=broker)
         client.publish(device_topic(self.device_id, Channel.ANNOUNCE), json.dumps(td).encode(), qos=1, retain=True)
         client.publish(device_topic(self.device_id, Channel.STATUS), STATUS_ONLINE, qos=1, retain=True)
-        client.subscribe(device_subscriptions(self.device_id))
+        client.subscribe([*device_subscriptions(self.device_id), (SERVER_STATUS, 1)])  # and when the run ends
         self.connected.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         if self._dead:
+            return
+        if msg.topic == SERVER_STATUS:
+            self.server_status = bytes(msg.payload)
+            if self.server_status == STATUS_FINISHED:
+                self.finished.set()
             return
         try:
             if msg.topic.endswith("/model"):

@@ -298,6 +298,7 @@ def _serve_mqtt(
         with MqttGrid(config, **hooks) as grid:  # type: ignore[arg-type]
             say(f"waiting up to {settings.node_timeout_s:.0f} s for {settings.min_nodes} device(s)")
             directory = run_federation(grid, settings, observers=observers)
+            grid.finish()  # the devices hear that the federation has ended, and leave
         latest = Checkpointer(directory).load_latest()
         say(f"checkpoint {directory} at round {latest.server_round if latest else 0}; "
             f"rounds in {options.workdir / ROUNDS_LOG}")  # fmt: skip

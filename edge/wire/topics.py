@@ -16,10 +16,12 @@ from edge.wire.errors import WireFormatError
 
 PREFIX = "tinyfleet/v1"
 DEVICE_ROOT = f"{PREFIX}/dev"
-SERVER_STATUS = f"{PREFIX}/server/status"  # retained "online"/"offline" (server's Last Will)
+SERVER_STATUS = f"{PREFIX}/server/status"  # retained "online"/"offline" (server's Last Will)/"finished"
 
 STATUS_ONLINE = b"online"
 STATUS_OFFLINE = b"offline"
+#: The server's status once its federation has ended (retained): devices that see it may leave.
+STATUS_FINISHED = b"finished"
 
 
 class Channel(str, Enum):

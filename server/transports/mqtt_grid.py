@@ -51,7 +51,7 @@ from flwr.app import Message
 from edge.wire import Channel, WireFormatError, parse_announce, parse_device_topic, parse_status, parse_telemetry
 from edge.wire import read_header, server_subscriptions
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
-from edge.wire.topics import QOS, SERVER_STATUS, STATUS_ONLINE, device_topic, server_last_will
+from edge.wire.topics import QOS, SERVER_STATUS, STATUS_FINISHED, STATUS_OFFLINE, STATUS_ONLINE, device_topic, server_last_will
 from server.transports.mqtt_rounds import Hypergradient, WireRequest, hypergradient_from_payload, node_id_of, reply_from_update
 from server.transports.mqtt_rounds import to_wire
 from server.transports.own_grid import OwnGrid
@@ -125,6 +125,7 @@ class MqttGrid(OwnGrid):
         self._client = self._make_client()
         self._connected = threading.Event()
         self._closing = False
+        self._finished = False  # finish() was called: close() says "finished", not "offline"
         self._client.connect_async(config.host, config.port, keepalive=30)
         self._client.loop_start()
         if not self._connected.wait(config.connect_timeout_s):
@@ -341,12 +342,17 @@ class MqttGrid(OwnGrid):
         self.round_log.append({"asked": len(ids), "replied": len(replies), "closed": reason})
         return replies
 
+    def finish(self) -> None:
+        """Say the federation has ended (retained ``finished``): devices waiting for rounds may leave."""
+        self._finished = True
+
     def close(self) -> None:
-        """Publish ``offline``, disconnect and stop the network thread."""
+        """Publish ``finished`` (after :meth:`finish`) or ``offline``, disconnect and stop the network thread."""
         self._closing = True
+        status = STATUS_FINISHED if self._finished else STATUS_OFFLINE
         try:
             if self._client.is_connected():
-                self._client.publish(SERVER_STATUS, b"offline", qos=1, retain=True).wait_for_publish(2.0)
+                self._client.publish(SERVER_STATUS, status, qos=1, retain=True).wait_for_publish(2.0)
         except (RuntimeError, ValueError):
             pass
         self._client.disconnect()

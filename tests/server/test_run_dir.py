@@ -81,10 +81,15 @@ def federate(work: Path, tmp_path: Path, name: str, rounds: int, *extra: str) ->
             started.append(spawn(tinyfleet("device", "run", "--accounts", str(work / "accounts.json"), "--id", f"sine-{i}",
                                            "--duration", "40"), flower_env(), tmp_path / f"{name}-device-{i}.log"))  # fmt: skip
         started[0].wait(timeout=60)
+        for device in started[1:]:  # the server's "finished" lets the devices leave on their own, long before 40 s
+            device.wait(timeout=15)
     finally:
         for process in reversed(started):
             terminate_tree(process)
     assert started[0].returncode == 0, log.read_text()
+    for i in range(2):
+        device_log = (tmp_path / f"{name}-device-{i}.log").read_text()
+        assert started[1 + i].returncode == 0 and "federation has ended" in device_log, device_log
     return log.read_text()
 
 
