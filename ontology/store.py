@@ -513,7 +513,7 @@ class RegistryStore:
             **graphs,
             base_iri=base_iri,
             prefixes=None if self_contained else self._prefixes,
-            substitutions={ox.Variable(k): to_ox(v) for k, v in (bindings or {}).items()},
+            substitutions={ox.Variable(k): _substitution(v, to_ox) for k, v in (bindings or {}).items()},
         )
         if isinstance(result, ox.QueryBoolean):
             return QueryResult(kind="ASK", boolean=bool(result))
@@ -562,6 +562,16 @@ class RegistryStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _substitution(term: Identifier, to_ox: Callable[[Identifier], Any]) -> Any:
+    """A bound value as a pyoxigraph term; an IRI stays an IRI (oxrdflib maps rdflib's
+    ``urn:x-rdflib:default`` to the default graph, which no variable can hold: found by bench/fuzz.py)."""
+    if isinstance(term, URIRef):
+        import pyoxigraph as ox
+
+        return ox.NamedNode(str(term))
+    return to_ox(term)
 
 
 # -- backends ------------------------------------------------------------------------

@@ -42,9 +42,18 @@ class QueryResult:
 
 
 def check_iri(iri: str) -> URIRef:
-    """URIRef of ``iri`` if it is an absolute IRI without characters that could break SPARQL syntax."""
+    """URIRef of ``iri`` if it is an absolute IRI without characters that could break SPARQL syntax,
+    and one Oxigraph accepts (RFC 3987: no U+FFFD or other forbidden code points, well-formed ``%xx``)."""
     if not isinstance(iri, str) or not _IRI.match(iri):
         raise ValueError(f"{iri!r} is not an absolute IRI (scheme:..., no spaces or <>\"{{}}|\\^`)")
+    try:
+        from pyoxigraph import NamedNode
+    except ImportError:  # pragma: no cover - the registry always has pyoxigraph; the regex above still holds
+        return URIRef(iri)
+    try:
+        NamedNode(iri)
+    except ValueError as exc:
+        raise ValueError(f"{iri!r} is not a valid IRI: {exc}") from None
     return URIRef(iri)
 
 
