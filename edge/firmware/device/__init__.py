@@ -20,11 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.firmware.build import SERIAL_LINK_C, build_elf
+from edge.profiles import DeviceProfile
+from edge.wire import check_device_id
+
 DEVICE_DIR = Path(__file__).resolve().parent
 MLP_C = DEVICE_DIR / "mlp.c"
 UPDATE_C = DEVICE_DIR / "update.c"
 TASK_C = DEVICE_DIR / "task.c"
 ROUND_C = DEVICE_DIR / "round.c"
+SINE_FIRMWARE_C = DEVICE_DIR / "sine_firmware.c"
+LIBRARY = (MLP_C, UPDATE_C, TASK_C, ROUND_C)
 HOST_FLAGS = ("-std=c99", "-O2", "-Wall", "-Wextra", "-Werror")
 
 
@@ -74,3 +80,35 @@ def build_host(sources: Iterable[Path], include_dirs: Iterable[Path], out: Path,
     if done.returncode != 0:
         raise RuntimeError(f"host build of {out.name} failed\n{done.stdout}{done.stderr}")
     return out
+
+
+def build_sine_firmware(
+    out_dir: Path,
+    *,
+    device_id: str,
+    local_init: Mapping[str, np.ndarray],
+    sensor: Sequence[tuple[np.ndarray, np.ndarray]],
+    profile: DeviceProfile,
+    board: str = "mps2-an386",
+    name: str = "sine_firmware",
+) -> Path:
+    """The UART firmware of a 1-input 1-output MLP device (``sine_firmware.c``): its ``device_config.h`` generated from
+    the device's id, shipped weights (w0, b0, ... in order), sensor recording and profile, then built for ``board``."""
+    names = sorted(local_init, key=lambda k: (int(k[1:]), k[0] != "w"))
+    n_layers = len(names) // 2
+    sizes = [local_init["w0"].shape[0]] + [local_init[f"w{i}"].shape[1] for i in range(n_layers)]
+    if sizes[0] != 1 or sizes[-1] != 1:
+        raise ValueError(f"sine_firmware reads one x and one y per sample; the MLP is {sizes}")
+    check_device_id(device_id)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    recording = np.array([[float(np.ravel(x)[0]), float(np.ravel(y)[0])] for x, y in sensor], np.float32)
+    c_header(out / "device_config.h", {
+        "DEVICE_ID": f'"{device_id}"', "N_LAYERS": n_layers, "SIZES": "{" + ",".join(map(str, sizes)) + "}",
+        "N_PARAMS": sum(v.size for v in local_init.values()), "N_SENSOR_SAMPLES": len(recording),
+        "PROFILE_CLOCK_HZ": f"{float(profile.clock_hz)!r}", "PROFILE_SUPPLY_V": repr(float(profile.supply_voltage_v)),
+        "PROFILE_ACTIVE_A": repr(float(profile.active_current_a)), "PROFILE_RADIO_BPS": f"{float(profile.radio_bitrate_bps)!r}",
+        "PROFILE_TX_A": repr(float(profile.radio_tx_current_a)), "PROFILE_RX_A": repr(float(profile.radio_rx_current_a)),
+    }, [c_floats("LOCAL_INIT", np.concatenate([np.asarray(local_init[k], np.float32).ravel() for k in names])),
+        c_floats("SENSOR", recording)])  # fmt: skip
+    return build_elf(board, [SINE_FIRMWARE_C, *LIBRARY, SERIAL_LINK_C], include_dirs=[out, DEVICE_DIR], out_dir=out, name=name)
