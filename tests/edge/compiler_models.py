@@ -270,6 +270,9 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "dw_inplace_s1_f32": (lambda: mobilenet_block(1, seed=2), IMG, "float32", True),
     "padv2_maxpool": (lambda: padv2_pool(), IMG, "int8", True),
     "padv2_maxpool_f32": (lambda: padv2_pool(seed=1), IMG, "float32", True),
+    "dw_inplace_s2_batch2": (lambda: mobilenet_block(2, seed=3), (2, 9, 9, 3), "int8", True),
+    "dw_inplace_s1_batch2_f32": (lambda: mobilenet_block(1, seed=4), (2, 9, 9, 3), "float32", True),
+    "avgpool_batch3": (lambda: pooled("avg", 3, 2, "SAME", seed=4), (3, 9, 9, 3), "int8", True),
     "reshape_only": (lambda: reshaped("only"), (1, 10), "int8", True),
     "fc_then_reshape": (lambda: reshaped("last"), (1, 10), "int8", True),
 }
