@@ -73,6 +73,8 @@ def demo(
     reptile_rounds: int = typer.Option(None, help="TinyReptile rounds."),
     fedavg_rounds: int = typer.Option(None, help="FedAvg rounds."),
     resume: bool = typer.Option(False, help="Continue from the checkpoints in OUT instead of starting over."),
+    engine: str = typer.Option("inprocess", click_type=click.Choice(["inprocess", "flower"]), help="inprocess (the same ServerApp and ClientApp, no Ray) or flower "
+                                                 "(Flower's simulation engine); the figures are the same."),
 ) -> None:
     """Meta-train TinyReptile and FedAvg over simulated devices, then adapt on unseen ones."""
     _quiet_frameworks()
@@ -80,7 +82,7 @@ def demo(
 
     from server.experiments.demo import DemoConfig, run_demo
 
-    config = DemoConfig(out_dir=str(out), resume=resume)
+    config = DemoConfig(out_dir=str(out), resume=resume, engine=engine)
     overrides = {
         "n_train_devices": train_devices,
         "n_unseen_devices": unseen_devices,

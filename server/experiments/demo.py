@@ -73,8 +73,16 @@ class DemoConfig:
     # Candidates registered in the registry beyond the training fleet whose lease
     # lapses before selection (they stopped renewing), so the SPARQL selection has work to do.
     lapsed_devices: int = 10
+    # "inprocess": the same ServerApp, strategies and ClientApp over server.transports.inprocess_grid (no Ray, no
+    # polling; a test holds it bit-identical to Flower's engine); "flower": Flower's simulation engine (Ray).
+    engine: str = "inprocess"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
 
 
+ENGINES = ("inprocess", "flower")
 THETA_ONLY = "tinyreptile-theta-only"  # TinyReptile's θ adapted at the shared rate, without its step sizes
 
 
@@ -104,12 +112,15 @@ def train_in_simulation(
     n_devices: int,
     progress: ProgressFn | None,
     on_version: Callable[[int, dict[str, np.ndarray], dict], None] | None = None,
+    engine: str = "inprocess",
 ) -> Checkpoint:
-    """One Flower simulation run; returns its final checkpoint (θ, and what the strategy learned besides)."""
-    from flwr.simulation import run_simulation
+    """One simulated federation; returns its final checkpoint (θ, and what the strategy learned besides).
 
+    Both engines run the same ServerApp loop, strategies and ClientApp; ``inprocess`` only leaves out
+    Ray's actors and the engine's polling, which cost the demo more than its training did.
+    """
     from firmware_sim.client_app import app as client_app
-    from server.core.federation import make_server_app
+    from server.core.federation import make_server_app, run_federation
 
     def on_round(server_round: int, weights: dict[str, np.ndarray], metrics: dict) -> None:
         if on_version is not None:
@@ -117,12 +128,19 @@ def train_in_simulation(
         if progress is not None:
             progress(settings.strategy, server_round, settings.num_rounds, metrics)
 
-    run_simulation(
-        server_app=make_server_app(settings, on_round),
-        client_app=client_app,
-        num_supernodes=n_devices,
-        backend_config=SIMULATION_BACKEND,
-    )
+    if engine == "inprocess":
+        from server.transports.inprocess_grid import InProcessGrid
+
+        run_federation(InProcessGrid(client_app, n_devices), settings, on_round)
+    else:
+        from flwr.simulation import run_simulation
+
+        run_simulation(
+            server_app=make_server_app(settings, on_round),
+            client_app=client_app,
+            num_supernodes=n_devices,
+            backend_config=SIMULATION_BACKEND,
+        )
     checkpoint = Checkpointer(settings.checkpoint_dir).load_latest()
     if checkpoint is None or checkpoint.server_round < settings.num_rounds:
         reached = checkpoint.server_round if checkpoint else 0
@@ -347,7 +365,7 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
             settings = federation_settings(config, method)
             settings = replace(settings, device=replace(settings.device, device_seeds=tuple(selection.seeds)))
             record = selection.for_method(store, method, settings)
-            final = train_in_simulation(settings, len(selection.seeds), progress, record.on_round)
+            final = train_in_simulation(settings, len(selection.seeds), progress, record.on_round, config.engine)
             inits[method] = final.weights
             if method == "tinyreptile":
                 step_sizes = step_sizes_from_state(final.strategy_state)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from server.strategies.tiny_reptile import TinyReptileConfig
 pytestmark = pytest.mark.slow
 
 
-def test_demo_writes_report_and_plot(tmp_path):
+def tiny_demo(out_dir, **changes) -> DemoConfig:
     config = DemoConfig(
         n_train_devices=3,
         n_unseen_devices=4,
@@ -24,9 +25,14 @@ def test_demo_writes_report_and_plot(tmp_path):
         fedavg_rounds=2,
         fedavg_clients_per_round=2,
         fedavg_device=DeviceRoundConfig(stream_samples=4, probe_samples=2, local_epochs=2),
-        out_dir=str(tmp_path),
+        out_dir=str(out_dir),
         lapsed_devices=2,
     )
+    return replace(config, **changes)
+
+
+def test_demo_writes_report_and_plot(tmp_path):
+    config = tiny_demo(tmp_path)
     progress = []
     run_demo(config, lambda method, r, n, _m: progress.append((method, r, n)))
     assert progress == [("tinyreptile", 1, 2), ("tinyreptile", 2, 2), ("fedavg", 1, 2), ("fedavg", 2, 2)]
@@ -85,3 +91,15 @@ def test_sine_meta_bench_selects_the_adaptation_rate_on_validation_devices_only(
     assert set(scores) == {str(lr) for lr in grid}
     assert scores == {str(lr): bench.validation_mse(theta, sizes, first=0, n_devices=3, shots=5, learning_rate=lr) for lr in grid}
     assert rate == min(grid, key=lambda lr: scores[str(lr)])
+
+
+def test_flowers_simulation_engine_and_the_in_process_grid_give_the_same_demo(tmp_path):
+    """The demo trains on the in-process grid by default; Flower's engine (--engine flower) must learn the same."""
+    reports = {}
+    for engine in ("inprocess", "flower"):
+        run_demo(tiny_demo(tmp_path / engine, engine=engine))
+        reports[engine] = json.loads((tmp_path / engine / "report.json").read_text())
+    values = {e: [(r["method"], r["shots"], r["value"]) for r in rep["adaptation"]] for e, rep in reports.items()}
+    assert values["inprocess"] == values["flower"]  # one process each, the same calls: equal bit for bit
+    assert reports["inprocess"]["step_sizes"]["multiplier_quantiles_5_50_95"] == \
+        reports["flower"]["step_sizes"]["multiplier_quantiles_5_50_95"]
