@@ -45,8 +45,8 @@ MAIN_CLASSES = (TF.Device, TF.Model, TF.Federation, TF.ModelVersion, TF.Task)
 
 app = typer.Typer(help="Semantic registry: describe devices and models in RDF, validate, store and query them.",
                   no_args_is_help=True)
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True, emoji=False)  # IRIs like urn:x:foo print as written
+err = Console(stderr=True, soft_wrap=True, emoji=False)
 
 StoreOption = typer.Option(DEFAULT_STORE, "--store", envvar=STORE_ENV,
                            help="Registry location: an Oxigraph directory, memory:, or sparql+http://host/path.")

@@ -52,7 +52,22 @@ def _registry_command() -> click.Command:
 
 app = typer.Typer(help="TinyFleet: on-device online learning and federated meta-learning for TinyML fleets.",
                   no_args_is_help=True, cls=_LazyRegistryGroup)  # the registry is mounted on demand
-console = Console()
+console = Console(emoji=False)  # device ids and IRIs like urn:x:foo must print as written, not as :x: emoji
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        console.print(f"tinyfleet {version('tinyfleet')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """TinyFleet: on-device online learning and federated meta-learning for TinyML fleets."""
 
 
 def _quiet_frameworks() -> None:

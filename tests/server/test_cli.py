@@ -55,3 +55,15 @@ def test_clients_per_round_means_the_same_knob_for_fedavg():
     assert fedavg.fedavg_clients_per_round == 4 and fedavg.min_nodes == 4
     reptile = settings_from_run_config(_run_config("tinyreptile", None, 4, None, None, None, []))
     assert reptile.reptile.clients_per_round == 4
+
+
+def test_version_and_iris_print_as_written():
+    from typer.testing import CliRunner
+
+    from server.cli import app, console
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("tinyfleet ")
+    with console.capture() as captured:
+        console.print("urn:x:foo")
+    assert captured.get().strip() == "urn:x:foo"  # not rich's :x: emoji
