@@ -122,3 +122,27 @@ def test_firmware_rounds_over_the_uart_answer_as_run_task(tmp_path: Path) -> Non
         update = line.next()
         assert update.topic == Topic.UPDATE
         assert_same_update(update.payload, run_task(device, local_init(SEED, SIZES), task, model).update, reference.device_id, 6)
+
+
+# Measured with Debian's arm-none-eabi-gcc 12.2, -O2, for the 1-40-40-1 MLP and an 80-sample recording. Of the flash,
+# the device library (mlp.c, update.c, task.c, round.c) is 13.7 KB of code and the shipped weights 7 KB; the rest
+# is the board support, the serial binding, newlib-nano's snprintf and strtod. Of the RAM, the receive, MODEL, TASK
+# and UPDATE buffers are 28.5 KB, the MLP's arena 16 KB, θ 7 KB, the replay buffer 4 KB. A test that fails when
+# either grows by more than 3 % makes growth a decision (the way TFLite Micro pins its arena).
+SINE_FIRMWARE_FLASH, SINE_FIRMWARE_RAM = 49_708, 57_744
+
+
+@pytest.mark.parametrize("board", ["mps2-an386", "nano33ble"])
+def test_sine_firmware_fits_the_nano_and_its_size_is_pinned(tmp_path: Path, board: str) -> None:
+    from edge.firmware.build import objcopy
+    from edge.profiles import NANO_33_BLE_SENSE
+
+    reference = sine_device(SEED, stream_key=3)
+    elf = build_sine_firmware(tmp_path, device_id=reference.device_id, local_init=local_init(SEED, SIZES),
+                              sensor=reference.stream.take(80), profile=profile_for(SEED), board=board)  # fmt: skip
+    size = image_size(elf)
+    assert size.flash_bytes <= 1.03 * SINE_FIRMWARE_FLASH and size.ram_bytes <= 1.03 * SINE_FIRMWARE_RAM, size
+    assert size.flash_bytes <= NANO_33_BLE_SENSE.usable_flash_bytes and size.ram_bytes <= NANO_33_BLE_SENSE.usable_ram_bytes
+    if board == "nano33ble":
+        assert objcopy(elf, "binary").stat().st_size == size.flash_bytes
+        assert objcopy(elf, "ihex").read_text().startswith(":020000021000")  # the application at 0x10000
