@@ -10,7 +10,9 @@
  * On start: 0x00 (flush), status "online", a small announce. Per frame from the host:
  *   model -> kept (the latest one);  task -> kept (the latest one);
  *   both held with the same round_id -> the round (round.h): an update frame, then telemetry
- *     {"bytes-received":N,"bytes-sent":N,"round-id":R,"v":1}; or, if refused, no update and telemetry
+ *     {"bytes-received":N,"bytes-sent":N,"device-instructions":I,"round-id":R,"v":1} (I: the round's
+ *     instructions, board ticks x BOARD_INSTRUCTIONS_PER_TICK, exact under QEMU -icount shift=0, to within
+ *     one tick); or, if refused, no update and telemetry
  *     {"round-error":"<code>","round-id":R,"v":1}; either way both are dropped;
  *   a refused frame -> telemetry {"serial-error":"<code>","v":1}.
  * Time and energy are the firmware's own books: board ticks as instructions (exact under QEMU -icount
@@ -43,7 +45,7 @@ static float theta[N_PARAMS];
 static float replay[DEVICE_REPLAY_FLOATS];
 static uint16_t tx_sequence;
 static uint32_t sensor_next;
-static uint32_t round_start;
+static uint32_t round_start, round_ticks;
 
 static void uart_sink(void *ctx, const uint8_t *data, size_t len) {
     (void)ctx;
@@ -67,7 +69,8 @@ static int sensor(void *ctx, float *x, float *y) {
 
 static void costs(void *ctx, const tf_round_report *r, float *time_s, float *energy_j) {
     (void)ctx;
-    double compute = (double)(board_ticks() - round_start) * BOARD_INSTRUCTIONS_PER_TICK / PROFILE_CLOCK_HZ;
+    round_ticks = board_ticks() - round_start;
+    double compute = (double)round_ticks * BOARD_INSTRUCTIONS_PER_TICK / PROFILE_CLOCK_HZ;
     double tx = 8.0 * r->bytes_sent / PROFILE_RADIO_BPS, rx = 8.0 * r->bytes_received / PROFILE_RADIO_BPS;
     *time_s = (float)(compute + tx + rx);
     *energy_j = (float)(PROFILE_SUPPLY_V * (PROFILE_ACTIVE_A * compute + PROFILE_TX_A * tx + PROFILE_RX_A * rx));
@@ -125,8 +128,10 @@ int main(void) {
                                    sizeof update_buf, &len, &task, &report, &code);
         if (!refused) {
             send(SL_TOPIC_UPDATE, update_buf, len);
-            snprintf(text, sizeof text, "{\"bytes-received\":%lu,\"bytes-sent\":%lu,\"round-id\":%lu,\"v\":1}",
-                     (unsigned long)report.bytes_received, (unsigned long)report.bytes_sent, (unsigned long)task.round_id);
+            snprintf(text, sizeof text,
+                     "{\"bytes-received\":%lu,\"bytes-sent\":%lu,\"device-instructions\":%lu,\"round-id\":%lu,\"v\":1}",
+                     (unsigned long)report.bytes_received, (unsigned long)report.bytes_sent,
+                     (unsigned long)round_ticks * BOARD_INSTRUCTIONS_PER_TICK, (unsigned long)task.round_id);
         } else {
             snprintf(text, sizeof text, "{\"round-error\":\"%s\",\"round-id\":%lu,\"v\":1}", code,
                      (unsigned long)(ts == TF_TASK_OK ? task.round_id : model_round(model_len)));
