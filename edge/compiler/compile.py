@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.compiler.emit import CSources, emit_sources
+from edge.compiler.fuse import fuse_pads
 from edge.compiler.graph import Graph, read_graph
 from edge.compiler.lowering import lower
 from edge.compiler.planner import MemoryPlan, plan_memory
@@ -53,7 +54,7 @@ class CompiledModel:
 
 def compile_model(data: bytes, prefix: str = "model") -> CompiledModel:
     """Compile a .tflite's bytes; raises UnsupportedModelError for ops/dtypes outside the supported set."""
-    graph = read_graph(data)
+    graph = fuse_pads(read_graph(data))
     steps = lower(graph)
     plan = plan_memory(graph, steps)
     return CompiledModel(graph, steps, plan, emit_sources(graph, steps, plan, prefix), prefix)

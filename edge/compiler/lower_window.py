@@ -28,6 +28,8 @@ def _padding(op: Operator, padding: int, stride: int, dilation: int, in_size: in
 
 
 def _geometry(op: Operator, x: Tensor, out: Tensor, fh: int, fw: int, filter_in_depth: int) -> str:
+    """The kernel's window geometry. With ``fusedPad`` (edge.compiler.fuse) the window is laid out on the
+    padded shape the model describes but reads the unpadded tensor ``x``, so the PAD adds to the offset."""
     if len(x.shape) != 4 or len(out.shape) != 4:
         raise refuse(op, f"needs 4-D NHWC tensors, got {x.shape} -> {out.shape}")
     o = op.options
@@ -35,8 +37,9 @@ def _geometry(op: Operator, x: Tensor, out: Tensor, fh: int, fw: int, filter_in_
     dh, dw = int(o.get("dilationHFactor", 1) or 1), int(o.get("dilationWFactor", 1) or 1)
     b, ih, iw, ic = x.shape
     _, oh, ow, oc = out.shape
-    ph = _padding(op, int(o.get("padding", 0)), sh, dh, ih, fh, oh)
-    pw = _padding(op, int(o.get("padding", 0)), sw, dw, iw, fw, ow)
+    top, left, padded = o.get("fusedPad", (0, 0, x.shape))
+    ph = top + _padding(op, int(o.get("padding", 0)), sh, dh, padded[1], fh, oh)
+    pw = left + _padding(op, int(o.get("padding", 0)), sw, dw, padded[2], fw, ow)
     return c_ints([b, ih, iw, ic, oh, ow, oc, fh, fw, filter_in_depth, sh, sw, dh, dw, ph, pw])[1:-1]
 
 
@@ -105,7 +108,7 @@ def _conv_like(graph: Graph, op: Operator, depthwise: bool) -> Step:
     inplace_code = (f"tfc_depthwise_inplace_s8({{out0}}, {{const:w}}, {bias_expr}, {{const:bfull}}, {{const:geom}}, {tail}, "
                     f"(int8_t *){{scratch}});")
     return Step(op, ("conv.c",), code, consts, macs=macs, inplace=inplace, inplace_shrinks=True,
-                inplace_code=inplace_code if inplace else None, inplace_scratch=plane, scratch_bytes=scratch)
+                inplace_code=inplace_code if inplace else None, inplace_scratch=plane, scratch_bytes=scratch, scratch_align=1)
 
 
 def lower_conv(graph: Graph, op: Operator) -> Step:

@@ -65,7 +65,7 @@ class MemoryPlan:
 
     def render(self, graph: Graph, width: int = 64) -> str:
         """ASCII layout, one row per step: a letter per live buffer across the arena, as TFLM documents its plan."""
-        n_steps = len(graph.operators)
+        n_steps = len(graph.operators)  # one step per operator left after edge.compiler.fuse
         size = max(self.arena_bytes, 1)
         per_col = max((size + width - 1) // width, 1)
         letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
@@ -220,7 +220,7 @@ def plan_memory(graph: Graph, steps: list[Step]) -> MemoryPlan:
 
     scratch_steps = [s for s in range(len(steps)) if scratch_of(s) > 0]
     for s in scratch_steps:
-        items.append((scratch_of(s), s, s, 4))
+        items.append((scratch_of(s), s, s, steps[s].scratch_align))
         labels.append((f"scratch of step {s}", ()))
     out = graph.tensors[graph.output]
     where = _place(items, out.nbytes if graph.output != graph.input else 0, out_free_until, out.dtype.itemsize)

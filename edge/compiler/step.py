@@ -59,6 +59,7 @@ class Step:
     inplace_shrinks: bool = False  # in place even when the output is smaller than input 0 (strided depthwise)
     inplace_code: str | None = None  # the call to emit instead of ``code`` when the planner runs it in place
     inplace_scratch: int = 0  # scratch bytes of ``inplace_code``
+    scratch_align: int = 4  # alignment the scratch needs (1 for int8 buffers, 4 for int32/float)
 
 
 def refuse(op: Operator, why: str) -> UnsupportedModelError:

@@ -81,6 +81,22 @@ def test_project_backbones_need_less_ram_than_tflm(task: str, tmp_path_factory: 
     assert compiled.graph.tensors[compiled.graph.input].type_name == "int8"  # full-integer, as the device runs it
 
 
+@pytest.mark.parametrize("name", ["pad_resize_half_pixel", "pad_resize_f32"])
+def test_zero_pad_is_folded_into_the_convolution(name: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from edge.compiler.graph import read_graph
+
+    data = model_file(name, tmp_path_factory).path.read_bytes()
+    original = read_graph(data)
+    assert [op.name for op in original.operators][:2] == ["PAD", "CONV_2D"]
+    compiled = compile_model(data)
+    assert "PAD" not in compiled.op_counts and compiled.op_counts["CONV_2D"] == 1
+    conv = compiled.steps[0].op
+    assert conv.inputs[0] == original.input and conv.options["fusedPad"][:2] == (1, 2)  # tf.pad's top and left
+    padded = original.tensors[original.operators[0].outputs[0]]
+    assert all(padded.index not in b.tensors for b in compiled.plan.buffers)  # the padded tensor never exists
+    # bit-identity with TFLM's PAD + CONV_2D is checked with every model in test_compiler_exactness/_board
+
+
 def test_overlapping_lifetimes_get_disjoint_offsets(tmp_path_factory: pytest.TempPathFactory) -> None:
     used_output_region = 0
     for name in ALL_MODELS:
