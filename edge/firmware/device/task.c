@@ -186,27 +186,32 @@ static int parse_number(jcur *c, jval *v) {
     return 1;
 }
 
-static int parse_value(jcur *c, jval *v, int depth);
+/* Keys of the objects being parsed, as offsets into the document, innermost object's last: each new key is
+ * compared with its own object's earlier keys only (duplicates refused at any depth, as Python's json with
+ * object_pairs_hook). A key takes at least 5 bytes ("":0,), so a 4 KiB document has at most 819. Static: the
+ * parser is not reentrant (one TASK at a time on a device). */
+static uint16_t key_at[TF_TASK_MAX_BYTES / 5 + 1];
+static uint8_t key_hash[TF_TASK_MAX_BYTES / 5 + 1]; /* of the decoded key: most pairs differ here, cheaply */
+static unsigned key_top;
+static const char *doc_base;
 
-/* Is the key token `key` (the n-th of the object starting at `object`) the same as an earlier key? Rescans
- * the object: O(keys^2) on a 4 KiB document, and no memory. */
-static int duplicate_key(const char *object, const char *end, const jval *key) {
-    jcur c = {object + 1, end};
-    for (;;) {
-        jval k, value;
-        ws(&c);
-        parse_string(&c, &k);
-        if (k.at == key->at) return 0;
-        if (jstr_equal(&k, key)) return 1;
-        ws(&c);
-        c.p++; /* ':' */
-        ws(&c);
-        parse_value(&c, &value, 0);
-        ws(&c);
-        c.p++; /* ',' */
-    }
+static uint8_t hash_of(const jval *key) {
+    uint32_t h = 2166136261u;
+    const char *p = key->at + 1;
+    for (long ch; (ch = jstr_next(&p)) >= 0;) h = (h ^ (uint32_t)ch) * 16777619u;
+    return (uint8_t)(h ^ (h >> 8) ^ (h >> 16) ^ (h >> 24));
 }
 
+static int duplicate_key(unsigned first, const jval *key, uint8_t hash) {
+    for (unsigned i = first; i < key_top; i++) {
+        if (key_hash[i] != hash) continue;
+        jval earlier = {J_STR, doc_base + key_at[i], NULL, 0, 0};
+        if (jstr_equal(&earlier, key)) return 1;
+    }
+    return 0;
+}
+
+/* depth < 0: skip a value already validated (no duplicate checks, nothing recorded) */
 static int parse_value(jcur *c, jval *v, int depth) {
     ws(c);
     if (c->p >= c->end) return 0;
@@ -235,17 +240,23 @@ static int parse_value(jcur *c, jval *v, int depth) {
         v->end = ++c->p;
         return 1;
     }
+    const unsigned first = key_top; /* this object's keys start here */
     for (;;) {
         jval item;
         ws(c);
         if (object) {
             if (c->p >= c->end || *c->p != '"' || !parse_string(c, &item)) return 0;
-            if (duplicate_key(v->at, c->end, &item)) return 0;
+            if (depth >= 0) {
+                uint8_t hash = hash_of(&item);
+                if (duplicate_key(first, &item, hash) || key_top >= sizeof key_at / sizeof key_at[0]) return 0;
+                key_hash[key_top] = hash;
+                key_at[key_top++] = (uint16_t)(item.at - doc_base);
+            }
             ws(c);
             if (c->p >= c->end || *c->p != ':') return 0;
             c->p++;
         }
-        if (!parse_value(c, &item, depth + 1)) return 0;
+        if (!parse_value(c, &item, depth < 0 ? depth : depth + 1)) return 0;
         ws(c);
         if (c->p >= c->end) return 0;
         if (*c->p == ',') {
@@ -254,6 +265,7 @@ static int parse_value(jcur *c, jval *v, int depth) {
         }
         if (*c->p != close) return 0;
         v->end = ++c->p;
+        if (depth >= 0) key_top = first; /* the object is closed: its keys leave the stack */
         return 1;
     }
 }
@@ -274,7 +286,7 @@ static int members_next(jmembers *m, jval *key, jval *value) {
     parse_string(&m->c, key);
     ws(&m->c);
     m->c.p++;
-    parse_value(&m->c, value, 0);
+    parse_value(&m->c, value, -1);
     ws(&m->c);
     if (*m->c.p == ',') m->c.p++;
     return 1;
@@ -385,6 +397,8 @@ tf_task_status_t tf_task_parse(const char *json, size_t len, uint32_t n_tensors,
     if (len > TF_TASK_MAX_BYTES) return TF_TASK_OVERSIZED;
     jcur c = {json, json + len};
     jval doc, v, k;
+    doc_base = json;
+    key_top = 0;
     if (!parse_value(&c, &doc, 0)) return TF_TASK_BAD_JSON;
     ws(&c);
     if (c.p != c.end || doc.type != J_OBJECT) return TF_TASK_BAD_JSON;

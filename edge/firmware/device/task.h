@@ -20,7 +20,8 @@
  * (bad-json), reconstruction-rule "imprint" (bad-field: Python refuses it too
  * for a regression MLP). Step-size keys are checked, then ignored: this
  * firmware predates kind 3 (STEP_SIZES), as mqtt_round.run_task(...,
- * measures_step_sizes=False). No allocation; the parser uses ~1 KB of stack.
+ * measures_step_sizes=False). No allocation: the parser keeps the open objects' keys in a static 2.5 KB table
+ * (so it is not reentrant) and recurses at most TF_TASK_MAX_DEPTH deep on the stack.
  */
 #ifndef TINYFLEET_DEVICE_TASK_H
 #define TINYFLEET_DEVICE_TASK_H

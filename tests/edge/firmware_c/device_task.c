@@ -8,6 +8,15 @@
 #include "task.h"
 #include "tasks.h" /* N_TASKS, TASKS[] = {data, len} */
 
+#ifdef __arm__
+#include "board.h"
+#include "board_config.h"
+#define TICKS() board_ticks()
+#else
+#define TICKS() 0u
+#define BOARD_INSTRUCTIONS_PER_TICK 0u
+#endif
+
 static uint64_t bits(double d) {
     uint64_t u;
     memcpy(&u, &d, sizeof u);
@@ -18,7 +27,10 @@ int main(void) {
     for (unsigned i = 0; i < N_TASKS; i++) {
         tf_task_t t;
         memset(&t, 0, sizeof t);
+        uint32_t t0 = TICKS();
         tf_task_status_t s = tf_task_parse((const char *)TASKS[i].data, TASKS[i].len, 6, &t);
+        uint32_t t1 = TICKS();
+        printf("instructions %u %lu\n", i, (unsigned long)(t1 - t0) * BOARD_INSTRUCTIONS_PER_TICK);
         printf("task %u %s", i, tf_task_error_code(s));
         if (s == TF_TASK_OK)
             printf(" %lu %lu %d %lu %lu %lu %08lx%08lx %lu %lu %08lx%08lx %08lx%08lx %d", (unsigned long)t.round_id,
