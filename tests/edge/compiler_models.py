@@ -153,6 +153,23 @@ def reshaped(kind: str, seed: int = 0) -> Callable:
     return lambda x: tf.reshape(tf.nn.relu(tf.matmul(x, w)), [1, 3, 4])
 
 
+def padded_depthwise(strides: int, pads: tuple[int, int, int, int], seed: int = 0) -> Callable:
+    """conv -> explicit PAD -> VALID depthwise (multiplier 1) -> 1x1 conv: the PAD the compiler folds away."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    c = conv("conv", activation="relu6", channels=4, seed=seed)
+    dw = tf.constant(_weights(rng, 9, 4, scale=1.5).reshape(3, 3, 4, 1))
+    pw = tf.constant(_weights(rng, 4, 3).reshape(1, 1, 4, 3))
+    top, bottom, left, right = pads
+
+    def f(x):
+        h = tf.pad(c(x), [[0, 0], [top, bottom], [left, right], [0, 0]])
+        return tf.nn.conv2d(tf.nn.relu(tf.nn.depthwise_conv2d(h, dw, [1, strides, strides, 1], "VALID")), pw, 1, "SAME")
+
+    return f
+
+
 def padv2_pool(seed: int = 0) -> Callable:
     """PADV2 (a non-zero constant value) between a conv and a VALID max pool."""
     import tensorflow as tf
@@ -273,6 +290,8 @@ SPECS: dict[str, tuple[Callable[[], Callable], tuple[int, ...], str, bool]] = {
     "dw_inplace_s2_batch2": (lambda: mobilenet_block(2, seed=3), (2, 9, 9, 3), "int8", True),
     "dw_inplace_s1_batch2_f32": (lambda: mobilenet_block(1, seed=4), (2, 9, 9, 3), "float32", True),
     "avgpool_batch3": (lambda: pooled("avg", 3, 2, "SAME", seed=4), (3, 9, 9, 3), "int8", True),
+    "pad_dw_inplace": (lambda: padded_depthwise(1, (1, 1, 2, 0)), IMG, "int8", True),
+    "pad_dw_s2_asym_f32": (lambda: padded_depthwise(2, (0, 1, 2, 1), seed=1), IMG, "float32", True),
     "reshape_only": (lambda: reshaped("only"), (1, 10), "int8", True),
     "fc_then_reshape": (lambda: reshaped("last"), (1, 10), "int8", True),
 }
