@@ -144,6 +144,8 @@ def test_qemu_sgd_steps_equal_numpy_mlp_and_instruction_count(tmp_path: Path) ->
     check_against_numpy(result.stdout, want_losses, want_phi, init)
     ticks, steps, per_tick = map(int, re.search(r"ticks (\d+) steps (\d+) per_tick (\d+)", result.stdout).groups())
     per_step = ticks * per_tick / steps
-    print(f"1-40-40-1 SGD step under QEMU -icount shift=0: {per_step:.0f} instructions; image {image_size(elf)}")
-    # 3 x 1,761 multiply-adds plus 80 tanhf: tens of thousands of instructions, not hundreds of thousands
-    assert 10_000 < per_step < 200_000
+    forward = int(re.search(r"forward_ticks (\d+)", result.stdout).group(1)) * per_tick / steps
+    print(f"1-40-40-1 under QEMU -icount shift=0: SGD step {per_step:.0f} instructions, forward pass {forward:.0f} "
+          f"(step/forward {per_step / forward:.2f}); image {image_size(elf)}")
+    # 3 x 1,680 multiply-adds plus 80 tanhf: tens of thousands of instructions, not hundreds of thousands
+    assert 10_000 < per_step < 200_000 and 0 < forward < per_step

@@ -46,6 +46,11 @@ int main(void) {
     uint32_t t1 = board_ticks();
     printf("ticks %lu steps %lu per_tick %lu\n", (unsigned long)(t1 - t0), (unsigned long)TIMING_STEPS,
            (unsigned long)BOARD_INSTRUCTIONS_PER_TICK);
+    volatile float sink = 0.0f;
+    t0 = board_ticks();
+    for (uint32_t s = 0; s < TIMING_STEPS; ++s) sink += tf_mlp_forward(&m, &XS[(s % N_STEPS) * n_in])[0];
+    t1 = board_ticks();
+    printf("forward_ticks %lu\n", (unsigned long)(t1 - t0));
 #endif
     printf("done\n");
     return 0;
