@@ -108,7 +108,8 @@ def emit_sources(graph: Graph, steps: list[Step], plan: MemoryPlan, prefix: str 
  * The input is {C_TYPES[x.type_name]}[{x.elements}] (shape {list(x.shape)}), the output {C_TYPES[y.type_name]}[{y.elements}] (shape {list(y.shape)}).
  * {upper}_ARENA_BYTES is every byte of working RAM the model needs beyond the caller's input and
  * output buffers: one static arena of intermediates and scratch. Weights are const (flash).
- * {prefix}_invoke is not reentrant (the arena is shared).
+ * {prefix}_invoke is not reentrant (the arena is shared); input and output must not overlap, and
+ * the output buffer may serve as scratch until the output is written into it.
  */
 #ifndef {upper}_H
 #define {upper}_H
