@@ -9,7 +9,7 @@ Engines:
 
 * **atheris** (libFuzzer for Python, coverage-guided), when it can be imported: each target runs in
   a child process (``atheris.Fuzz`` never returns), libFuzzer's own ``Done N runs`` line gives the
-  count and a crash leaves ``crash-*`` in ``runs/bench/fuzz-crashes/``. Pin: PyPI ``atheris`` (3.0.0 is
+  count and a crash leaves ``<target>-crash-*`` in ``fuzz-crashes/`` beside the JSON. Pin: PyPI ``atheris`` (3.0.0 is
   the newest cp311 wheel on this index; 3.1.0 is not there).
 * **mutation** (no atheris): a seeded, dependency-free mutator (bit flips, byte insertions and
   deletions, splices, interesting integers) over a seed corpus, in-process. Not coverage-guided;
@@ -27,8 +27,10 @@ Targets and what each may raise (anything else is a crash):
   strings: only ``QueryParamError`` / ``QueryTooComplex``; bound queries then run on an
   in-memory store.
 
-The C side (the firmware's serial-link parser under clang's libFuzzer with AddressSanitizer) is
-reported as skipped when ``clang`` is not installed (Debian ``clang`` + ``libfuzzer-14-dev``).
+* ``c-wire``: the firmware's serial-link decoder (``edge/firmware/serial_link.c``, COBS + CRC frames
+  from the UART) compiled with clang's libFuzzer, AddressSanitizer and UBSan; a decoded frame's
+  payload is read whole and must re-encode. Reported as skipped when ``clang`` is not installed
+  (Debian ``clang-14`` + ``libfuzzer-14-dev``).
 """
 
 from __future__ import annotations
@@ -241,9 +243,9 @@ def _atheris_child(target: str, runs: int, seconds: float | None, corpus_dir: Pa
     atheris.Fuzz()
 
 
-def run_atheris(target: str, runs: int, seconds: float | None) -> dict[str, Any]:
-    work = ROOT / "runs" / "bench" / "fuzz-corpus" / target
-    crash_dir = ROOT / "runs" / "bench" / "fuzz-crashes"
+def run_atheris(target: str, runs: int, seconds: float | None, root: Path = OUT.parent) -> dict[str, Any]:
+    work = root / "fuzz-corpus" / target
+    crash_dir = root / "fuzz-crashes"
     crash_dir.mkdir(parents=True, exist_ok=True)
     before = set(crash_dir.glob(f"{target}-*"))
     started = time.monotonic()
@@ -258,11 +260,78 @@ def run_atheris(target: str, runs: int, seconds: float | None) -> dict[str, Any]
             **({"stderr_tail": done.stderr[-1500:]} if crashed else {})}
 
 
-def c_wire() -> dict[str, Any]:
+#: libFuzzer harness for the firmware's serial-link decoder (edge/firmware/serial_link.c): every byte of
+#: the input after the first is pushed into a decoder (the first picks the accepted topic mask); each
+#: decoded frame's payload is read whole (AddressSanitizer checks the bounds) and must re-encode.
+C_HARNESS = r"""
+#include "serial_link.h"
+#include <stddef.h>
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    static uint8_t buf[SL_RAW_SIZE(256)];
+    static uint8_t out[SL_ENCODED_SIZE(256)];
+    sl_decoder_t d;
+    sl_frame_t frame;
+    unsigned accept = size ? (unsigned)(data[0] % 3u) + 1u : SL_ACCEPT_ANY;
+    sl_decoder_init(&d, buf, sizeof buf, accept);
+    for (size_t i = 1; i < size; i++) {
+        sl_result_t r = sl_decoder_push(&d, data[i], &frame);
+        (void)sl_result_code(r);
+        if (r == SL_FRAME) {
+            volatile uint8_t sink = 0;
+            for (size_t j = 0; j < frame.len; j++) sink ^= frame.payload[j];
+            (void)sink;
+            if (sl_encode_frame(out, sizeof out, frame.topic, frame.sequence, frame.payload, frame.len) == 0) __builtin_trap();
+        }
+    }
+    (void)sl_decoder_flush(&d);
+    return 0;
+}
+"""
+
+
+def _c_seeds() -> list[bytes]:
+    from edge.serial_link import Topic, encode_frame
+
+    frames = [encode_frame(Topic.MODEL, 7, b"\x01\x02\x00\x03" * 8), encode_frame(Topic.ANNOUNCE, 1, b'{"id": "x"}'),
+              encode_frame(Topic.UPDATE, 65535, b""), encode_frame(Topic.TASK, 2, bytes(range(256))[:200])]
+    return [bytes([i % 3]) + f for i, f in enumerate(frames)] + [b"\x02" + b"".join(frames)]
+
+
+def c_wire(runs: int, seconds: float | None, root: Path = OUT.parent) -> dict[str, Any]:
+    """The C serial-link decoder under clang's libFuzzer with AddressSanitizer and UBSan (skipped without clang)."""
     clang = shutil.which("clang") or shutil.which("clang-14")
+    engine = "libFuzzer+ASan+UBSan (C serial-link decoder)"
     if clang is None:
-        return {"engine": "libFuzzer+ASan", "skipped": "clang is not installed (Debian clang + libfuzzer-14-dev)", "inputs": 0, "crashes": 0}
-    return {"engine": "libFuzzer+ASan", "skipped": "no C harness for the serial-link parser yet", "inputs": 0, "crashes": 0}
+        return {"engine": engine, "skipped": "clang is not installed (Debian clang + libfuzzer-14-dev)", "inputs": 0, "crashes": 0}
+    work = root / "fuzz-c"
+    corpus = work / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    (work / "harness.c").write_text(C_HARNESS)
+    for i, seed in enumerate(_c_seeds()):
+        (corpus / f"seed-{i}").write_bytes(seed)
+    source = ROOT / "edge" / "firmware"
+    binary = work / "fuzz_serial_link"
+    build = subprocess.run([clang, "-g", "-O1", "-fsanitize=fuzzer,address,undefined", "-fno-sanitize-recover=undefined",
+                            f"-I{source}", str(work / "harness.c"), str(source / "serial_link.c"), "-o", str(binary)],
+                           capture_output=True, text=True)
+    if build.returncode != 0:
+        return {"engine": engine, "skipped": f"build failed: {build.stderr[-500:]}", "inputs": 0, "crashes": 0}
+    crash_dir = root / "fuzz-crashes"
+    crash_dir.mkdir(parents=True, exist_ok=True)
+    before = set(crash_dir.glob("c-serial-*"))
+    started = time.monotonic()
+    args = [str(binary), f"-runs={runs}", f"-artifact_prefix={crash_dir}/c-serial-", "-max_len=4096", str(corpus)]
+    if seconds is not None:
+        args.insert(1, f"-max_total_time={int(max(1, seconds))}")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=(seconds or 600) + 300)
+    counts = re.findall(r"Done (\d+) runs in", done.stderr)
+    new = sorted(set(crash_dir.glob("c-serial-*")) - before)
+    return {"engine": engine, "compiler": Path(clang).name, "inputs": int(counts[-1]) if counts else None,
+            "seconds": round(time.monotonic() - started, 2), "crashes": len(new) if new else int(done.returncode != 0),
+            "crash_files": [p.name for p in new], "exit_status": done.returncode,
+            **({"stderr_tail": done.stderr[-1500:]} if done.returncode else {})}
 
 
 def have_atheris() -> bool:
@@ -281,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=("auto", "atheris", "mutation"), default="auto")
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--no-c", action="store_true", help="Skip the C serial-link decoder (libFuzzer).")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--crash-dir", type=Path, help=argparse.SUPPRESS)
@@ -296,10 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     for target in [t for t in args.targets.split(",") if t]:
         if target not in SETUP:
             parser.error(f"unknown target {target!r}; choose from {', '.join(TARGETS)}")
-        results[target] = (run_atheris(target, args.runs, args.seconds) if engine == "atheris"
+        results[target] = (run_atheris(target, args.runs, args.seconds, args.out.parent) if engine == "atheris"
                            else run_mutation(target, args.runs, args.seconds, args.seed))
         print(f"{target}: {results[target]['inputs']} inputs, {results[target]['crashes']} crash(es) [{engine}]", flush=True)
-    results["c-wire"] = c_wire()
+    if not args.no_c:
+        results["c-wire"] = c_wire(args.runs, args.seconds, args.out.parent)
+        print(f"c-wire: {results['c-wire'].get('inputs')} inputs, {results['c-wire']['crashes']} crash(es)"
+              f"{' (' + results['c-wire']['skipped'] + ')' if 'skipped' in results['c-wire'] else ''}", flush=True)
     report = {"engine": engine, "python": sys.version.split()[0], "targets": results,
               "inputs": sum(r.get("inputs") or 0 for r in results.values()),
               "crashes": sum(r.get("crashes") or 0 for r in results.values())}

@@ -10,9 +10,10 @@ Endpoints (all errors are RFC 7807 ``application/problem+json``, see :mod:`ontol
 =============================  ===============================================================
 ``GET|POST /sparql``           SPARQL 1.1 Protocol: ``query`` (GET param, form, or
                                ``application/sparql-query``) and ``update`` (form or
-                               ``application/sparql-update``, bearer token required).
-                               SELECT/ASK -> ``application/sparql-results+json`` (or CSV);
-                               CONSTRUCT/DESCRIBE -> Turtle, JSON-LD or N-Triples by Accept.
+                               ``application/sparql-update``, bearer token required), with
+                               the dataset parameters (:mod:`ontology.sparql_protocol`).
+                               SELECT/ASK -> SPARQL JSON, XML (SELECT also CSV, TSV);
+                               CONSTRUCT/DESCRIBE -> Turtle, JSON-LD, N-Triples or RDF/XML.
 ``GET|POST /search/sparql``    WoT Discovery SPARQL search: queries only.
 ``GET /things``                TDs ordered by id, ``offset``/``limit``; ``Link: rel="next"``.
 ``PUT /things/{id}``           create (201) or replace (204); token required.

@@ -29,7 +29,9 @@ def test_a_short_run_of_every_target_finds_nothing(tmp_path: Path) -> None:
     assert set(report["targets"]) == {"wire", "td", "sparql-params", "c-wire"}
     for name in ("wire", "td", "sparql-params"):
         assert report["targets"][name]["inputs"] == 300 and report["targets"][name]["crashes"] == 0, report["targets"][name]
-    assert report["crashes"] == 0 and report["inputs"] == 900
+    c_part = report["targets"]["c-wire"]
+    assert c_part["crashes"] == 0 and ("skipped" in c_part or c_part["inputs"] >= 300), c_part  # clang may be absent
+    assert report["crashes"] == 0 and report["inputs"] >= 900
 
 
 def test_the_mutation_engine_reports_an_undocumented_exception(monkeypatch) -> None:
