@@ -25,6 +25,7 @@ from edge.firmware.build import build_elf, image_size
 from edge.firmware.device import MLP_C, build_host, c_floats, c_header, host_compiler
 from edge.firmware.qemu import run_elf
 from edge.mlp import NumpyMLP
+from edge.mlp_classifier import MLPClassifier
 from edge.validation import InvalidInputError
 
 FIRMWARE_C = Path(__file__).parent / "firmware_c"
@@ -65,8 +66,8 @@ def parse(stdout: str) -> tuple[list[tuple[int, float]], np.ndarray]:
     return losses, params
 
 
-def run_host(tmp_path: Path, vectors: Path) -> str:
-    exe = build_host([MAIN, MLP_C], [vectors], tmp_path / "device_mlp")
+def run_host(tmp_path: Path, vectors: Path, defines: dict | None = None) -> str:
+    exe = build_host([MAIN, MLP_C], [vectors], tmp_path / "device_mlp", defines)
     done = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
@@ -149,3 +150,64 @@ def test_qemu_sgd_steps_equal_numpy_mlp_and_instruction_count(tmp_path: Path) ->
           f"(step/forward {per_step / forward:.2f}); image {image_size(elf)}")
     # 3 x 1,680 multiply-adds plus 80 tanhf: tens of thousands of instructions, not hundreds of thousands
     assert 10_000 < per_step < 200_000 and 0 < forward < per_step
+
+
+# ------------------------------------------------------------------ the classifier (edge/mlp_classifier.py)
+
+
+def classifier_reference(sizes: tuple[int, ...], seed: int, xs: np.ndarray, labels: np.ndarray, lr: float,
+                         big_bias: bool = False) -> tuple[list[float], np.ndarray, np.ndarray]:
+    mlp = MLPClassifier(sizes, seed=seed)
+    if big_bias:  # logits near 200: an unshifted float32 exp would overflow
+        weights = mlp.get_weights()
+        weights[f"b{len(sizes) - 2}"] = np.linspace(200, 150, sizes[-1]).astype(np.float32)
+        mlp.set_weights(weights)
+    init = flat(mlp.get_weights(), len(sizes) - 1)
+    losses = [mlp.learn_one(x, int(label), lr) for x, label in zip(xs, labels)]
+    return losses, init, flat(mlp.get_weights(), len(sizes) - 1)
+
+
+@needs_cc
+@pytest.mark.parametrize(("sizes", "big_bias"), [((64, 32, 10), False), ((8, 16, 3), False), ((13, 7, 5, 4), False), ((8, 16, 3), True)])
+def test_host_classifier_steps_equal_mlp_classifier(tmp_path: Path, sizes: tuple[int, ...], big_bias: bool) -> None:
+    rng = np.random.default_rng(sum(sizes))
+    xs = rng.normal(size=(40, sizes[0])).astype(np.float32)
+    labels = rng.integers(0, sizes[-1], 40)
+    want_losses, init, want_phi = classifier_reference(sizes, 3, xs, labels, 0.05, big_bias)
+    vectors = write_vectors(tmp_path / "v", sizes, init, xs, labels.astype(np.float32), 0.05)
+    losses, phi = parse(run_host(tmp_path, vectors, {"CLASSIFY": None}))
+    assert [rc for rc, _ in losses] == [0] * len(xs)
+    np.testing.assert_allclose([v for _, v in losses], want_losses, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(phi, want_phi, rtol=RTOL, atol=ATOL)
+    assert np.abs(want_phi - init).max() > 1e-3
+
+
+@needs_cc
+def test_host_classifier_refuses_a_label_out_of_range(tmp_path: Path) -> None:
+    sizes = (4, 5, 3)
+    init = flat(MLPClassifier(sizes, seed=1).get_weights(), 2)
+    xs = np.ones((2, 4), np.float32)
+    losses, phi = parse(run_host(tmp_path, write_vectors(tmp_path / "v", sizes, init, xs, np.array([3.0, 2.0], np.float32), 0.1),
+                                 {"CLASSIFY": None}))  # fmt: skip
+    assert [rc for rc, _ in losses] == [1, 0]  # TF_MLP_BAD_SHAPE, then a good step
+    with pytest.raises(InvalidInputError, match="labels"):
+        MLPClassifier(sizes, seed=1).learn_one(xs[0], 3, 0.1)
+
+
+@needs_arm
+def test_qemu_classifier_steps_equal_mlp_classifier(tmp_path: Path) -> None:
+    sizes = (64, 32, 10)
+    rng = np.random.default_rng(7)
+    xs = rng.normal(size=(30, 64)).astype(np.float32)
+    labels = rng.integers(0, 10, 30)
+    want_losses, init, want_phi = classifier_reference(sizes, 3, xs, labels, 0.05)
+    vectors = write_vectors(tmp_path / "v", sizes, init, xs, labels.astype(np.float32), 0.05)
+    elf = build_elf("mps2-an386", [MAIN, MLP_C], include_dirs=[vectors, MLP_C.parent], out_dir=tmp_path,
+                    name="device_mlp_class", defines={"TIMING_STEPS": 10, "CLASSIFY": None})  # fmt: skip
+    result = run_elf(elf, timeout=20, icount=True)
+    assert result.exit_code == 0, result.stdout[-500:]
+    losses, phi = parse(result.stdout)
+    np.testing.assert_allclose([v for _, v in losses], want_losses, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(phi, want_phi, rtol=RTOL, atol=ATOL)
+    ticks, steps, per_tick = map(int, re.search(r"ticks (\d+) steps (\d+) per_tick (\d+)", result.stdout).groups())
+    print(f"64-32-10 classifier SGD step under QEMU -icount shift=0: {ticks * per_tick / steps:.0f} instructions")

@@ -91,17 +91,9 @@ static int finite_all(const float *v, uint32_t n) {
     return 1;
 }
 
-int tf_mlp_learn_one(tf_mlp *m, const float *x, const float *y, float learning_rate, uint32_t trainable, float *loss) {
-    const uint32_t L = m->n_layers, n_out = m->sizes[L];
-    if (!finite_all(x, m->sizes[0]) || !finite_all(y, n_out)) return TF_MLP_NON_FINITE;
-    const float *out = tf_mlp_forward(m, x);
-    float sse = 0.0f;
-    const float scale = (float)(2.0 / (double)n_out); /* numpy: error * (2.0 / (batch * out_dim)) in float32 */
-    for (uint32_t j = 0; j < n_out; ++j) {
-        float e = out[j] - y[j];
-        sse += e * e;
-        m->delta[j] = e * scale;
-    }
+/* backpropagate() of edge/mlp.py from the output delta in m->delta, then the checked SGD step */
+static int backward_and_step(tf_mlp *m, float learning_rate, uint32_t trainable) {
+    const uint32_t L = m->n_layers;
     /* backward, every gradient from the weights before the step (numpy's backpropagate) */
     for (uint32_t i = L; i-- > 0;) {
         const uint32_t n_in = m->sizes[i], n_o = m->sizes[i + 1];
@@ -132,6 +124,50 @@ int tf_mlp_learn_one(tf_mlp *m, const float *x, const float *y, float learning_r
         const float *g = m->grads + (p - m->params);
         for (uint32_t i = 0; i < n; ++i) p[i] = p[i] - step * g[i];
     }
-    if (loss) *loss = sse / (float)n_out;
     return TF_MLP_OK;
+}
+
+int tf_mlp_learn_one(tf_mlp *m, const float *x, const float *y, float learning_rate, uint32_t trainable, float *loss) {
+    const uint32_t n_out = m->sizes[m->n_layers];
+    if (!finite_all(x, m->sizes[0]) || !finite_all(y, n_out)) return TF_MLP_NON_FINITE;
+    const float *out = tf_mlp_forward(m, x);
+    float sse = 0.0f;
+    const float scale = (float)(2.0 / (double)n_out); /* numpy: error * (2.0 / (batch * out_dim)) in float32 */
+    for (uint32_t j = 0; j < n_out; ++j) {
+        float e = out[j] - y[j];
+        sse += e * e;
+        m->delta[j] = e * scale;
+    }
+    int rc = backward_and_step(m, learning_rate, trainable);
+    if (rc == TF_MLP_OK && loss) *loss = sse / (float)n_out;
+    return rc;
+}
+
+/* softmax() of edge/mlp_classifier.py into m->delta (probabilities); -log(max(p_label, 1e-12)) */
+static float softmax_cross_entropy(tf_mlp *m, const float *logits, uint32_t label) {
+    const uint32_t n = m->sizes[m->n_layers];
+    float top = logits[0], sum = 0.0f;
+    for (uint32_t j = 1; j < n; ++j)
+        if (logits[j] > top) top = logits[j];
+    for (uint32_t j = 0; j < n; ++j) {
+        m->delta[j] = expf(logits[j] - top);
+        sum += m->delta[j];
+    }
+    for (uint32_t j = 0; j < n; ++j) m->delta[j] = m->delta[j] / sum;
+    float picked = m->delta[label] > 1e-12f ? m->delta[label] : 1e-12f;
+    return -logf(picked);
+}
+
+float tf_mlp_sample_cross_entropy(tf_mlp *m, const float *x, uint32_t label) {
+    return softmax_cross_entropy(m, tf_mlp_forward(m, x), label);
+}
+
+int tf_mlp_learn_one_class(tf_mlp *m, const float *x, uint32_t label, float learning_rate, uint32_t trainable, float *loss) {
+    if (label >= m->sizes[m->n_layers] || m->sizes[m->n_layers] < 2) return TF_MLP_BAD_SHAPE;
+    if (!finite_all(x, m->sizes[0])) return TF_MLP_NON_FINITE;
+    float ce = softmax_cross_entropy(m, tf_mlp_forward(m, x), label);
+    m->delta[label] -= 1.0f; /* probs - onehot, over a batch of one */
+    int rc = backward_and_step(m, learning_rate, trainable);
+    if (rc == TF_MLP_OK && loss) *loss = ce;
+    return rc;
 }

@@ -69,4 +69,12 @@ float tf_mlp_sample_sse(tf_mlp *m, const float *x, const float *y);
  * changes nothing, as NumpyMLP.learn_one refuses it. */
 int tf_mlp_learn_one(tf_mlp *m, const float *x, const float *y, float learning_rate, uint32_t trainable, float *loss);
 
+/* The classification twin (edge/mlp_classifier.py, MLPClassifier.learn_one): softmax cross-entropy of class
+ * `label` (0 <= label < n_out) on the logits; the loss -log(max(p_label, 1e-12)) before the step in *loss.
+ * Same gradient path, trainable mask and refusals as tf_mlp_learn_one; TF_MLP_BAD_SHAPE for a bad label. */
+int tf_mlp_learn_one_class(tf_mlp *m, const float *x, uint32_t label, float learning_rate, uint32_t trainable, float *loss);
+
+/* Cross-entropy of one sample (MLPClassifier.loss over a batch of one). */
+float tf_mlp_sample_cross_entropy(tf_mlp *m, const float *x, uint32_t label);
+
 #endif

@@ -1,7 +1,8 @@
 /* Test main: K SGD steps of the device MLP (edge/firmware/device/mlp.c) from weights and samples the test
  * generated into vectors.h; prints each step's loss and then phi as float32 bit patterns, one per line,
  * so Python compares them with NumpyMLP. Builds on the host (cc) and for the board (arm-none-eabi-gcc),
- * where it also counts the ticks of TIMING_STEPS more steps (x BOARD_INSTRUCTIONS_PER_TICK under -icount). */
+ * where it also counts the ticks of TIMING_STEPS more steps (x BOARD_INSTRUCTIONS_PER_TICK under -icount).
+ * With CLASSIFY, the softmax cross-entropy step of MLPClassifier on labels YS. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,10 +32,15 @@ int main(void) {
         return 2;
     }
     const uint32_t n_in = sizes[0], n_out = sizes[N_LAYERS];
+    (void)n_out; /* unused with CLASSIFY: one label per sample */
     memcpy(m.params, INIT, sizeof INIT);
     for (uint32_t s = 0; s < N_STEPS; ++s) {
         float loss = -1.0f;
+#ifdef CLASSIFY /* YS holds one class label per sample (MLPClassifier) */
+        rc = tf_mlp_learn_one_class(&m, &XS[s * n_in], (uint32_t)YS[s], LR, TRAINABLE, &loss);
+#else
         rc = tf_mlp_learn_one(&m, &XS[s * n_in], &YS[s * n_out], LR, TRAINABLE, &loss);
+#endif
         printf("loss %lu %d %08lx\n", (unsigned long)s, rc, (unsigned long)bits(loss));
     }
     for (uint32_t i = 0; i < m.n_params; ++i) printf("p %08lx\n", (unsigned long)bits(m.params[i]));
@@ -42,7 +48,12 @@ int main(void) {
     memcpy(m.params, INIT, sizeof INIT);
     float loss;
     uint32_t t0 = board_ticks();
-    for (uint32_t s = 0; s < TIMING_STEPS; ++s) tf_mlp_learn_one(&m, &XS[(s % N_STEPS) * n_in], &YS[(s % N_STEPS) * n_out], LR, TRAINABLE, &loss);
+    for (uint32_t s = 0; s < TIMING_STEPS; ++s)
+#ifdef CLASSIFY
+        tf_mlp_learn_one_class(&m, &XS[(s % N_STEPS) * n_in], (uint32_t)YS[s % N_STEPS], LR, TRAINABLE, &loss);
+#else
+        tf_mlp_learn_one(&m, &XS[(s % N_STEPS) * n_in], &YS[(s % N_STEPS) * n_out], LR, TRAINABLE, &loss);
+#endif
     uint32_t t1 = board_ticks();
     printf("ticks %lu steps %lu per_tick %lu\n", (unsigned long)(t1 - t0), (unsigned long)TIMING_STEPS,
            (unsigned long)BOARD_INSTRUCTIONS_PER_TICK);
