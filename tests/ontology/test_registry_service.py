@@ -257,7 +257,7 @@ def test_ttl_sets_expires_and_the_periodic_task_purges(client: httpx.Client) -> 
 def test_expired_things_are_purged_on_read() -> None:
     with open_store("memory:") as store, ThreadServer(create_app(store, TOKEN, purge_interval_s=3600)) as url, \
             httpx.Client(base_url=url) as client:  # fmt: skip
-        assert client.put("/things/short", json=td("short", registration={"ttl": 4}), headers=TD_JSON).status_code == 201
+        assert client.put("/things/short", json=td("short", registration={"ttl": 3}), headers=TD_JSON).status_code == 201
         assert client.put("/things/long", json=td("long", registration={"ttl": 3600}), headers=TD_JSON).status_code == 201
         expires = datetime.fromisoformat(client.get("/things/short").json()["registration"]["expires"])
         time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 0.1)

@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from registry_server import ServiceProcess
 from test_registry_service import TD_JSON, TOKEN, td
 
 from ontology.thing_description import device_iri
 
 
+@pytest.mark.slow  # two service starts, ~6-15 s on a loaded machine
 def test_things_persist_across_a_restart(tmp_path: Path) -> None:
     store_dir = tmp_path / "registry"
     with ServiceProcess(store_dir, TOKEN) as service:
@@ -28,6 +30,7 @@ def test_things_persist_across_a_restart(tmp_path: Path) -> None:
         assert fit.status_code == 200
 
 
+@pytest.mark.slow  # two service starts and a write storm, ~12-20 s
 def test_acknowledged_puts_survive_kill_9_mid_write(tmp_path: Path) -> None:
     store_dir = tmp_path / "registry"
     acked: list[str] = []
