@@ -38,7 +38,8 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path, with_token: bool) ->
                 "--seed", "7" if with_token else "8"]
         if with_token:
             args += ["--header", f"Authorization: Bearer {TOKEN}"]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_COLOR": "1"})
+        done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=tmp_path,  # its .schemathesis/ cache
+                              env={**os.environ, "NO_COLOR": "1"})
         assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
         assert "passed" in done.stdout
         assert service.proc is not None and service.proc.poll() is None  # and the service is still up
