@@ -130,12 +130,13 @@ def test_firmware_rounds_over_the_uart_answer_as_run_task(tmp_path: Path) -> Non
 
 
 # Measured with Debian's arm-none-eabi-gcc 12.2, -O2, for the 1-40-40-1 MLP and an 80-sample recording. Of the flash,
-# the device library (mlp.c, update.c, task.c, round.c) is 13.7 KB of code and the shipped weights 7 KB; the rest
-# is the board support, the serial binding, newlib-nano's snprintf and strtod. Of the RAM, the receive, MODEL, TASK
+# the device library (mlp.c, update.c, task.c, round.c) is ~15 KB of code and the shipped weights 7 KB; the rest
+# is the board support, the serial binding, newlib-nano's snprintf and strtod, and the classifier's expf/logf (1.9 KB:
+# the round links the classifier step whether or not the device uses it). Of the RAM, the receive, MODEL, TASK
 # and UPDATE buffers are 28.9 KB, the MLP's arena 16 KB, θ 7 KB, the replay buffer 4 KB, the TASK parser's key table
 # 2.5 KB (it bounds a hostile task's parse to 1.6M instructions). A test that fails when
 # either grows by more than 3 % makes growth a decision (the way TFLite Micro pins its arena).
-SINE_FIRMWARE_FLASH, SINE_FIRMWARE_RAM = 49_668, 60_216
+SINE_FIRMWARE_FLASH, SINE_FIRMWARE_RAM = 51_608, 60_216
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "nano33ble"])

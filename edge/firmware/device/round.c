@@ -7,17 +7,25 @@
 
 typedef struct {
     tf_device *d;
-    uint32_t n_in, n_out;
+    uint32_t n_in, n_out; /* n_out: floats of y per sample (1, the label, for a classifier) */
     float *probe; /* probe samples, then the replayed shots */
     float *shots;
 } ctx_t;
 
 static int pull(tf_device *d, float *x, float *y) { return d->next(d->stream, x, y); }
 
+/* one SGD step of the device's learner; 0 or the refusal's code */
+static const char *step(ctx_t *c, const float *x, const float *y, float lr, uint32_t trainable, float *loss) {
+    int rc = c->d->classify ? (y[0] >= 0.0f && y[0] == (float)(uint32_t)y[0]
+                                   ? tf_mlp_learn_one_class(c->d->mlp, x, (uint32_t)y[0], lr, trainable, loss)
+                                   : TF_MLP_BAD_SHAPE)
+                            : tf_mlp_learn_one(c->d->mlp, x, y, lr, trainable, loss);
+    return rc == TF_MLP_OK ? NULL : rc == TF_MLP_BAD_SHAPE ? "bad-label" : "diverged";
+}
+
 /* train_subset(): one step per fresh sample, then epochs - 1 replays; the mean first-pass loss (NaN if none) */
 static int train(ctx_t *c, uint32_t samples, uint32_t epochs, float lr, uint32_t trainable, int keep, float *mean,
                  uint32_t *steps, const char **code) {
-    tf_mlp *m = c->d->mlp;
     double sum = 0.0;
     float xbuf[64], ybuf[64];
     for (uint32_t s = 0; s < samples; ++s) {
@@ -25,7 +33,8 @@ static int train(ctx_t *c, uint32_t samples, uint32_t epochs, float lr, uint32_t
         float *y = keep ? x + c->n_in : ybuf;
         float loss;
         if (pull(c->d, x, y)) { *code = "stream-ended"; return 1; }
-        if (tf_mlp_learn_one(m, x, y, lr, trainable, &loss) != TF_MLP_OK) { *code = "diverged"; return 1; }
+        const char *refused = step(c, x, y, lr, trainable, &loss);
+        if (refused) { *code = refused; return 1; }
         sum += (double)loss;
         ++*steps;
     }
@@ -33,22 +42,24 @@ static int train(ctx_t *c, uint32_t samples, uint32_t epochs, float lr, uint32_t
         for (uint32_t s = 0; s < samples; ++s) {
             float *x = c->shots + (size_t)s * (c->n_in + c->n_out);
             float loss;
-            if (tf_mlp_learn_one(m, x, x + c->n_in, lr, trainable, &loss) != TF_MLP_OK) { *code = "diverged"; return 1; }
+            const char *refused = step(c, x, x + c->n_in, lr, trainable, &loss);
+            if (refused) { *code = refused; return 1; }
             ++*steps;
         }
     *mean = samples ? (float)(sum / samples) : NAN;
     return 0;
 }
 
-/* learner.loss() over the probe: mean squared error of every output */
+/* learner.loss() over the probe: mean squared error of every output, or mean cross-entropy (a classifier) */
 static float probe_loss(ctx_t *c, uint32_t probe) {
     if (!probe) return NAN;
     double sum = 0.0;
     for (uint32_t s = 0; s < probe; ++s) {
         const float *x = c->probe + (size_t)s * (c->n_in + c->n_out);
-        sum += (double)tf_mlp_sample_sse(c->d->mlp, x, x + c->n_in);
+        sum += c->d->classify ? (double)tf_mlp_sample_cross_entropy(c->d->mlp, x, (uint32_t)x[c->n_in])
+                              : (double)tf_mlp_sample_sse(c->d->mlp, x, x + c->n_in);
     }
-    return (float)(sum / ((double)probe * c->n_out));
+    return (float)(sum / ((double)probe * (c->d->classify ? 1 : c->n_out)));
 }
 
 static uint32_t abs_bits(float v) {
@@ -220,7 +231,7 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
     tf_task_status_t ts = tf_task_parse(task_json, task_len, tf_mlp_tensor_count(m), task);
     if (ts != TF_TASK_OK) { *code = tf_task_error_code(ts); return 1; }
     const uint32_t shared = all & ~task->private_mask;
-    const uint32_t n_in = m->sizes[0], n_out = m->sizes[m->n_layers];
+    const uint32_t n_in = m->sizes[0], n_out = d->classify ? 1 : m->sizes[m->n_layers];
     size_t need = ((size_t)task->probe + (task->epochs > 1 ? task->shots : 0)) * (n_in + n_out);
     if (n_in > 64 || n_out > 64 || need > d->replay_floats) { *code = "too-many"; return 1; } /* the firmware's buffer */
     tfw_info_t info; /* θ is checked against the weight table before anything changes */
@@ -240,6 +251,10 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
     for (uint32_t s = 0; s < task->probe; ++s) {
         float *x = c.probe + (size_t)s * (n_in + n_out);
         if (pull(d, x, x + n_in)) { *code = "stream-ended"; return 1; }
+        if (d->classify && !(x[n_in] >= 0.0f && x[n_in] < (float)m->sizes[m->n_layers] && x[n_in] == (float)(uint32_t)x[n_in])) {
+            *code = "bad-label";
+            return 1;
+        }
     }
     if (train(&c, task->reconstruction_samples, 1, (float)task->reconstruction_lr, task->private_mask, 0,
               &r.reconstruction_loss, &r.steps, code))

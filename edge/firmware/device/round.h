@@ -13,8 +13,8 @@
  *
  * Samples come from a callback, one (x, y) at a time, as from a sensor. The
  * round keeps the probe samples and, for more than one epoch, the shots in the
- * caller's replay buffer: (probe + shots) * (n_in + n_out) floats; a task
- * needing more is refused as "too-many". Time and energy are the firmware's
+ * caller's replay buffer: (probe + shots) * (n_in + n_y) floats, n_y = n_out
+ * (1 for a classifier's label); a task needing more is refused as "too-many". Time and energy are the firmware's
  * own books: a callback reports them (e.g. ticks times the board's profile).
  */
 #ifndef TINYFLEET_DEVICE_ROUND_H
@@ -27,7 +27,7 @@
 #include "task.h"
 #include "update.h"
 
-/* Next sample of the stream into x[n_in], y[n_out]; non-zero if there is none. */
+/* Next sample of the stream into x[n_in], y[n_out] (a classifier: y[0] = the class label); non-zero if none. */
 typedef int (*tf_sample_fn)(void *ctx, float *x, float *y);
 
 typedef struct {
@@ -55,10 +55,11 @@ typedef struct {
     void *stream;
     tf_costs_fn costs;
     void *costs_ctx;
+    int classify;              /* 1: the MLP is MLPClassifier (softmax cross-entropy on a label), 0: NumpyMLP */
 } tf_device;
 
 /* One round. Returns 0 and the UPDATE in update[0..*update_len), or non-zero with *code the refusal
- * ("bad-field", "bad-crc", ..., "too-many", "stream-ended", "diverged"). */
+ * ("bad-field", "bad-crc", ..., "too-many", "stream-ended", "diverged", "bad-label"). */
 int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
                  size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
                  tf_round_report *report, const char **code);

@@ -88,7 +88,7 @@ int main(void) {
     tf_mlp m;
     if (tf_mlp_init(&m, N_LAYERS, sizes, arena, sizeof arena / sizeof arena[0]) != TF_MLP_OK) return 2;
     memcpy(m.params, LOCAL_INIT, sizeof LOCAL_INIT);
-    tf_device dev = {&m, LOCAL_INIT, theta, replay, DEVICE_REPLAY_FLOATS, DEVICE_ID, sensor, NULL, costs, NULL};
+    tf_device dev = {&m, LOCAL_INIT, theta, replay, DEVICE_REPLAY_FLOATS, DEVICE_ID, sensor, NULL, costs, NULL, 0};
 
     board_uart_putc(0);
     send_text(SL_TOPIC_STATUS, "online");

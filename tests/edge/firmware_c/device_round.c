@@ -9,6 +9,18 @@
 #include "round.h"
 #include "rounds.h" /* N_LAYERS, SIZES, N_PARAMS, LOCAL_INIT[], SAMPLES[], N_SAMPLES, DEVICE_ID, ROUNDS[N_ROUNDS] */
 
+#ifndef N_IN /* floats of x and of y per sample in SAMPLES; CLASSIFY: y is one class label */
+#define N_IN 1
+#endif
+#ifndef N_Y
+#define N_Y 1
+#endif
+#ifdef CLASSIFY
+#define IS_CLASSIFIER 1
+#else
+#define IS_CLASSIFIER 0
+#endif
+
 #ifdef __arm__
 #include "board.h"
 #include "board_config.h"
@@ -19,7 +31,7 @@
 
 static float arena[2 * N_PARAMS + 512];
 static float theta[N_PARAMS];
-static float replay[2 * 256];
+static float replay[(N_IN + N_Y) * 256];
 static uint8_t update[TFW_DEFAULT_MAX_PAYLOAD];
 
 typedef struct {
@@ -29,8 +41,8 @@ typedef struct {
 static int next_sample(void *ctx, float *x, float *y) {
     stream_t *s = ctx;
     if (s->next >= N_SAMPLES) return 1;
-    x[0] = SAMPLES[2 * s->next];
-    y[0] = SAMPLES[2 * s->next + 1];
+    memcpy(x, &SAMPLES[(N_IN + N_Y) * s->next], N_IN * sizeof(float));
+    memcpy(y, &SAMPLES[(N_IN + N_Y) * s->next + N_IN], N_Y * sizeof(float));
     s->next++;
     return 0;
 }
@@ -54,7 +66,7 @@ int main(void) {
         memcpy(m.params, LOCAL_INIT, sizeof LOCAL_INIT); /* the firmware boots with its own weights */
         stream_t stream = {0};
         tf_device d = {&m, LOCAL_INIT, theta, replay, sizeof replay / sizeof replay[0], DEVICE_ID,
-                       next_sample, &stream, costs, (void *)&ROUNDS[i]};
+                       next_sample, &stream, costs, (void *)&ROUNDS[i], IS_CLASSIFIER};
         tf_task_t task;
         tf_round_report report;
         const char *code;
