@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: install system-deps demo test test-fast bench clean
 
 # Debian packages the tests use for real: the MQTT broker, the speech synthesiser of the keyword corpus,
-# and the microcontroller line: QEMU's Cortex-M4F board and the arm-none-eabi toolchain with newlib.
+# the microcontroller line: QEMU's Cortex-M4F board and the arm-none-eabi toolchain with newlib; and clang's
+# libFuzzer with its sanitizer runtimes for fuzzing the C wire and serial parsers (bench/fuzz.py).
 system-deps:
 	@missing=""; \
 	  { test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null; } || missing="$$missing mosquitto"; \
@@ -15,6 +16,9 @@ system-deps:
 	  command -v qemu-system-arm >/dev/null || missing="$$missing qemu-system-arm"; \
 	  command -v arm-none-eabi-gcc >/dev/null || missing="$$missing gcc-arm-none-eabi"; \
 	  test -f /usr/lib/arm-none-eabi/newlib/libc.a || missing="$$missing libnewlib-arm-none-eabi"; \
+	  command -v clang-14 >/dev/null || missing="$$missing clang-14"; \
+	  ls /usr/lib/llvm-14/lib/libFuzzer.a >/dev/null 2>&1 || missing="$$missing libfuzzer-14-dev"; \
+	  ls /usr/lib/llvm-14/lib/clang/14*/lib/linux/libclang_rt.asan-x86_64.a >/dev/null 2>&1 || missing="$$missing libclang-rt-14-dev"; \
 	  if [ -n "$$missing" ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) || \
 	    { echo "install Debian's$$missing (apt-get install$$missing) and retry" >&2; exit 1; }; \
