@@ -124,7 +124,7 @@ def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object],
                              "store's path there as a run config key instead (-c registry=PATH -c federation=ID)")
         location = str(Path(options.registry).resolve())
         federation = options.federation or f"flower-{settings.strategy}"
-        store = open_registry(location)
+        store = open_registry(location, say)
         try:
             run_versions(store, federation, settings)  # refuses a clash now, while nothing runs
         finally:
@@ -201,7 +201,7 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
         parse_address(options.broker)
     if options.federation and not options.registry:
         raise ValueError("--federation names the federation in a registry: give --registry too")
-    store = open_registry(options.registry) if options.registry else None
+    store = open_registry(options.registry, say) if options.registry else None
     try:
         versions = selection = None
         if store is not None:
@@ -216,14 +216,22 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
             store.close()
 
 
-def open_registry(location: str) -> RegistryStore:
-    """The registry store at ``location`` (a directory = Oxigraph), or a ValueError saying why not."""
+def open_registry(location: str, say: Say | None = None) -> RegistryStore:
+    """The registry store at ``location`` (a directory = Oxigraph), or a ValueError saying why not.
+
+    A directory that does not exist yet becomes a new store (the run registers its versions there), and
+    ``say`` is told so: a mistyped path never silently starts an empty registry.
+    """
     from ontology.store import StoreError, open_store
 
+    fresh = "://" not in location and ":" not in location.split("/", 1)[0] and not Path(location).exists()
     try:
-        return open_store(location)
+        store = open_store(location)
     except (StoreError, OSError) as exc:
         raise ValueError(f"--registry {location}: {exc}") from exc
+    if fresh and say is not None:
+        say(f"registry {location}: no store there yet, a new one was created")
+    return store
 
 
 def run_versions(store: RegistryStore, federation_id: str, settings: FederationSettings, models: Path | None = None) -> RunVersions:

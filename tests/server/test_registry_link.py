@@ -86,3 +86,12 @@ def test_run_versions_register_what_run_federation_reports_and_refuse_clashes(tm
         assert [row["number"] for row in registry.lineage(registry.version_iri(2))] == ["2", "1", "0"]
         open_run_versions(store, "srv", "sine-mlp", 7, theta1)  # resumed from a round the registry never saw
         assert "no version 7 of federation 'srv'" in caplog.text
+
+
+def test_a_server_registry_on_a_new_path_says_it_created_a_store(tmp_path):
+    from server.serve import open_registry
+
+    said: list[str] = []
+    open_registry(str(tmp_path / "new"), said.append).close()
+    open_registry(str(tmp_path / "new"), said.append).close()  # the second time it is an existing store
+    assert said == [f"registry {tmp_path / 'new'}: no store there yet, a new one was created"]
