@@ -76,7 +76,12 @@ class FlowerProcess:
             return "(no log)"
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``timeout_s``; idempotent."""
+        """SIGTERM to the process group, SIGKILL after ``timeout_s``; idempotent.
+
+        Processes it started in sessions of their own (a SuperLink's ``flwr-serverapp``) are not in the
+        group, so they are found first, through their parent ids, and ended with it.
+        """
+        descendants = descendant_pids(self.process.pid) if self.process.poll() is None else []
         if self.process.poll() is None:
             self._signal_group(signal.SIGTERM)
             try:
@@ -85,12 +90,41 @@ class FlowerProcess:
                 self._signal_group(signal.SIGKILL)
                 self.process.wait(timeout=timeout_s)
         self._signal_group(signal.SIGKILL)  # children left in the group (app processes) go too
+        for pid in descendants:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def _signal_group(self, sig: signal.Signals) -> None:
         try:
             os.killpg(self.process.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def descendant_pids(root: int) -> list[int]:
+    """Every process below ``root`` (children, grandchildren, ...) by the parent ids in /proc; [] off Linux."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry))  # field 4 of stat, after "pid (comm)": state ppid
+    found, stack = [], [root]
+    while stack:
+        for child in parents.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
 
 
 def supernode_args(

@@ -325,9 +325,11 @@ def server(
         status = serve_flower(options, config, say=console.print)
     except (ValueError, TimeoutError, ConnectionError, FlowerError, BrokerError) as exc:
         _fail(str(exc))
-    except Stopped:
-        console.print("stopped (SIGTERM)")
-        raise typer.Exit(143) from None
+    except (Stopped, KeyboardInterrupt) as stop:
+        where = config.get("checkpoint-dir") if "config" in locals() else None
+        console.print(f"stopped ({'SIGTERM' if isinstance(stop, Stopped) else 'Ctrl-C'}); every child process ended"
+                      + (f"; checkpoints in {where} (continue with --resume)" if where else ""))
+        raise typer.Exit(143 if isinstance(stop, Stopped) else 130) from None
     if status != "finished:completed":
         _fail(f"the run ended {status}; its log: flwr log RUN_ID (FLWR_HOME={workdir.resolve() / 'flwr'})")
 

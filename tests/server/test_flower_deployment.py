@@ -86,3 +86,33 @@ def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp
     devices = {int(r["number"]): set(str(r["devices"] or "").split()) for r in rows}
     assert devices[0] == set() and all(len(devices[n]) == 2 for n in range(1, ROUNDS + 1)), devices
     assert str(digest[0][1]) == f"sha256:{weights_digest(final.weights)}"
+
+
+def test_stopping_the_server_ends_every_process_it_started(tmp_path: Path) -> None:
+    """SIGTERM (or Ctrl-C) mid-run: the SuperLink and the ServerApp process it spawned in a session of its own go too."""
+    import signal
+    import time
+
+    from firmware_sim.supernode import descendant_pids
+
+    env = flower_env(tmp_path / "flwr")
+    log = tmp_path / "server.log"
+    server = spawn(tinyfleet("server", "--workdir", str(tmp_path / "server"), "--rounds", "50", "--node-timeout", "60"),
+                   env, log)  # no device joins: the ServerApp waits for nodes
+    try:
+        deadline = time.monotonic() + 60
+        while "submitted" not in log.read_text():
+            assert server.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(2.0)  # the SuperLink starts its flwr-serverapp
+        started = descendant_pids(server.pid)
+        assert len(started) >= 2, started  # the SuperLink and its ServerApp at least
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+        time.sleep(0.5)
+        alive = [pid for pid in started if Path(f"/proc/{pid}").exists()
+                 and b"zombie" not in Path(f"/proc/{pid}/status").read_bytes().lower()]
+        assert alive == [], alive
+        assert "stopped (SIGTERM)" in log.read_text() and "--resume" in log.read_text()
+    finally:
+        terminate_tree(server)
