@@ -416,5 +416,14 @@ def _mount_export() -> None:
 
 _mount_export()
 
+
+def _mount_firmware() -> None:
+    from server.cli_firmware import firmware_app
+
+    app.add_typer(firmware_app, name="firmware")
+
+
+_mount_firmware()
+
 if __name__ == "__main__":
     app()
