@@ -21,9 +21,27 @@ from ontology.tflite_facts import ModelFacts, ModelReadError, read_facts
 from ontology.vocab import RESOURCE_BASE, RUNTIMES, SCHEMA, TF, bind_prefixes
 
 ARENA_METHOD = (
-    "greedy placement (TFLite Micro style, 16-byte aligned, largest first) of the non-constant tensors of the "
-    "main subgraph over their operator lifetimes; excludes op scratch buffers and interpreter overhead"
+    "TFLite Micro's whole used arena, estimated: its greedy planner's head replayed (non-constant tensors and the "
+    "reference kernels' scratch buffers over their operator lifetimes, 16-byte aligned, largest first, TFLM's tie-break) "
+    "plus its persistent tail modelled per tensor, operator, I/O tensor and per-channel quantisation array, calibrated on "
+    "the 64-bit PyPI tflite-micro interpreter (within about 10 % of its print_allocations() total on the models tested); "
+    "a 32-bit target needs somewhat less (tf:tensorArenaBytes32Bit, an estimate)"
 )
+
+
+def compiled_ram_bytes(data: bytes) -> int | None:
+    """RAM of the model compiled by :mod:`edge.compiler`: MODEL_ARENA_BYTES + the input and output buffers, or None.
+
+    Best-effort: a model the compiler refuses (an op or quantisation outside
+    its set), or that it fails on, gets None and so no tf:compiledRamBytes.
+    """
+    try:
+        from edge.compiler import compile_model
+
+        compiled = compile_model(data)
+    except Exception:  # noqa: BLE001 - any refusal or failure only means "no compiled figure"
+        return None
+    return compiled.arena_bytes + compiled.input_bytes + compiled.output_bytes
 
 
 def model_iri(data: bytes, name: str) -> URIRef:
@@ -36,7 +54,7 @@ def model_iri(data: bytes, name: str) -> URIRef:
 def tinyol_training_ram(facts: ModelFacts, layer_index: int) -> int:
     """RAM to train layer ``layer_index`` on device, TinyOL style, in bytes.
 
-    Inference arena + the layer's parameters held as float32 in RAM twice
+    Inference arena (TFLM's whole arena, estimated) + the layer's parameters held as float32 in RAM twice
     (weights and their gradient/update buffer) + its input activations as
     float32 (kept for the weight gradient). An estimate, stated as such in
     the RDF via the layer it refers to.
@@ -45,7 +63,7 @@ def tinyol_training_ram(facts: ModelFacts, layer_index: int) -> int:
     inputs = 1
     for d in layer.input_shape or ():
         inputs *= max(d, 1)
-    return facts.arena_bytes + 4 * (2 * layer.parameters + inputs)
+    return facts.tflm_arena_bytes + 4 * (2 * layer.parameters + inputs)
 
 
 def _shape(shape: tuple[int, ...] | None) -> Literal:
@@ -61,18 +79,33 @@ def describe_facts(
     task: str | None = None,
     train_last_dense: bool = False,
     sha256: str | None = None,
+    compiled_ram: int | None = None,
 ) -> Graph:
-    """Graph describing model ``iri``: sizes, layers, tensors, runtime, optional task and trainable part."""
+    """Graph describing model ``iri``: sizes, layers, tensors, runtime, optional task and trainable part.
+
+    A model TFLite Micro cannot run (``facts.tflm_unsupported``) is never
+    labelled tf:TFLiteMicro: it gets tf:LiteRT and tf:tflmUnsupported with
+    the reason, so matchmaking offers it to no microcontroller.
+    ``compiled_ram`` (see :func:`compiled_ram_bytes`) adds tf:compiledRamBytes.
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    if facts.tflm_unsupported and runtime == "tflite-micro":
+        runtime = "litert"
     g = bind_prefixes(Graph())
     g.add((iri, RDF.type, TF.Model))
     g.add((iri, SCHEMA.name, Literal(name)))
     if sha256:
         g.add((iri, SCHEMA.identifier, Literal(f"sha256:{sha256}")))
     g.add((iri, TF.modelSizeBytes, Literal(facts.file_bytes, datatype=XSD.integer)))
-    g.add((iri, TF.tensorArenaBytes, Literal(facts.arena_bytes, datatype=XSD.integer)))
+    g.add((iri, TF.tensorArenaBytes, Literal(facts.tflm_arena_bytes, datatype=XSD.integer)))
+    g.add((iri, TF.tensorArenaBytes32Bit, Literal(facts.tflm_arena_bytes_32bit, datatype=XSD.integer)))
+    g.add((iri, TF.plannerHeadBytes, Literal(facts.arena_bytes, datatype=XSD.integer)))
     g.add((iri, TF.arenaEstimateMethod, Literal(ARENA_METHOD)))
+    if compiled_ram is not None:
+        g.add((iri, TF.compiledRamBytes, Literal(compiled_ram, datatype=XSD.integer)))
+    if facts.tflm_unsupported:
+        g.add((iri, TF.tflmUnsupported, Literal(facts.tflm_unsupported)))
     g.add((iri, TF.parameterCount, Literal(facts.parameters, datatype=XSD.integer)))
     g.add((iri, TF.macs, Literal(facts.macs, datatype=XSD.integer)))
     g.add((iri, TF.runtime, TF[RUNTIMES[runtime]]))
@@ -120,7 +153,8 @@ def describe_model_bytes(data: bytes, name: str = "model", **options: object) ->
     """(IRI, RDF) of the model in ``data``; ModelReadError if it is not a readable .tflite."""
     facts = read_facts(data)
     iri = model_iri(data, name)
-    return iri, describe_facts(facts, iri, name=name, sha256=hashlib.sha256(data).hexdigest(), **options)  # type: ignore[arg-type]
+    return iri, describe_facts(facts, iri, name=name, sha256=hashlib.sha256(data).hexdigest(),  # type: ignore[arg-type]
+                               compiled_ram=compiled_ram_bytes(data), **options)
 
 
 def describe_model_file(path: str | Path, **options: object) -> tuple[URIRef, Graph]:
