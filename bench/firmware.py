@@ -1,0 +1,319 @@
+"""The firmware's measured cost and a short federation with QEMU devices among simulated ones (issue 15).
+
+Per task with firmware (sine only, so far; the others are listed under
+``not_measured`` with the reason ``tinyfleet firmware build`` gives):
+
+- ``instructions``: under QEMU mps2-an386 with ``-icount shift=0`` (one
+  instruction per ns of virtual time), read with the board timer
+  (``board_ticks()`` x ``BOARD_INSTRUCTIONS_PER_TICK`` = 40), averaged over
+  ``--timing-steps`` calls, from the device-MLP test main the firmware tests
+  use (``tests/edge/firmware_c/device_mlp.c``, built here unchanged):
+  ``inference`` is one forward pass of the 1-40-40-1 MLP, ``head_update``
+  one SGD step training only the private part (w2, b2: the head a TinyMetaFed
+  round rebuilds; the trainable mask ``0x30``), ``imprint`` is null (a
+  regressor has no class rows to imprint; the firmware refuses it, as Python
+  does). ``details`` adds the whole-model step.
+- ``flash_bytes``/``ram_bytes``: ``arm-none-eabi-size`` of the image
+  ``tinyfleet firmware build --board mps2-an386 --task sine`` writes
+  (flash = text + data, RAM = data + bss).
+
+``federation``: ``--rounds`` TinyMetaFed rounds through a private mosquitto
+with per-device ACL: ``--qemu`` sine firmwares under QEMU (-icount
+shift=0), each behind its own serial gateway logged in as that device, and
+``--simulated`` Python devices (``firmware_sim.mqtt_fleet``), all asked
+every round; ``qemu_updates_accepted_per_round`` counts, per training round,
+the QEMU devices' updates the server received and handed to the strategy
+(a refused UPDATE is dropped by the grid, see ``grid_drops``). The approach
+of ``tests/edge/test_firmware_device_federation.py``.
+
+    python bench/firmware.py                                  # -> runs/bench/firmware.json
+    python bench/firmware.py --rounds 1 --qemu 1 --simulated 1 --out /tmp/fw.json
+
+The paper's TinyOL update cost about 10 % of an inference on a Nano 33 BLE
+Sense; ``ratios`` puts ours beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import re
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script
+    sys.path.insert(0, str(ROOT))
+
+from edge.firmware.build import build_elf, image_size  # noqa: E402
+from edge.firmware.device import MLP_C, c_floats, c_header  # noqa: E402
+from edge.firmware.images import NOT_YET, SINE_LAYERS, UnsupportedTaskError, check_task  # noqa: E402
+from edge.firmware.qemu import run_elf  # noqa: E402
+
+DEVICE_MLP_MAIN = ROOT / "tests" / "edge" / "firmware_c" / "device_mlp.c"
+BOARD = "mps2-an386"
+PAPER_HEAD_OVER_INFERENCE = 0.10  # TinyOL (Ren et al. 2021) on a Nano 33 BLE Sense: the update ~10 % of inference
+ALL_BITS, HEAD_BITS = 0xFFFFFFFF, 0b110000  # tensors w0 b0 w1 b1 w2 b2: bit t = tensor t; w2, b2 = the head
+
+
+# ------------------------------------------------------------------ instructions
+
+
+def _mlp_vectors(out: Path, sizes: tuple[int, ...], steps: int, trainable: int, lr: float = 0.02) -> Path:
+    from edge.mlp import NumpyMLP
+
+    rng = np.random.default_rng(82)
+    xs = rng.uniform(-5, 5, size=(steps, sizes[0])).astype(np.float32)
+    ys = (2.0 * np.sin(xs + 0.5)).astype(np.float32)
+    weights = NumpyMLP(sizes, seed=7).get_weights()
+    init = np.concatenate([weights[f"{p}{i}"].ravel() for i in range(len(sizes) - 1) for p in ("w", "b")])
+    out.mkdir(parents=True, exist_ok=True)
+    c_header(out / "vectors.h", {
+        "N_LAYERS": len(sizes) - 1, "SIZES": "{" + ",".join(map(str, sizes)) + "}", "N_PARAMS": init.size,
+        "N_STEPS": steps, "LR": f"{np.float32(lr).item().hex()}f", "TRAINABLE": f"0x{trainable:08x}u",
+    }, [c_floats("INIT", init), c_floats("XS", xs), c_floats("YS", ys)])  # fmt: skip
+    return out
+
+
+def mlp_instructions(work: Path, sizes: tuple[int, ...], trainable: int, timing_steps: int) -> dict[str, float]:
+    """Instructions per SGD step (with ``trainable``) and per forward pass, from device_mlp.c under -icount shift=0."""
+    name = f"device_mlp_{trainable:08x}"
+    vectors = _mlp_vectors(work / name, sizes, 10, trainable)
+    elf = build_elf(BOARD, [DEVICE_MLP_MAIN, MLP_C], include_dirs=[vectors, MLP_C.parent], out_dir=work / name, name=name,
+                    defines={"TIMING_STEPS": timing_steps})  # fmt: skip
+    result = run_elf(elf, timeout=60, icount=True)
+    if result.exit_code != 0:
+        raise RuntimeError(f"{name} exited {result.exit_code}: {result.stdout[-300:]}")
+    ticks, steps, per_tick = map(int, re.search(r"ticks (\d+) steps (\d+) per_tick (\d+)", result.stdout).groups())
+    forward = int(re.search(r"forward_ticks (\d+)", result.stdout).group(1))
+    return {"step": ticks * per_tick / steps, "forward": forward * per_tick / steps, "per_tick": per_tick}
+
+
+TINYOL_MAIN = r"""/* generated by bench/firmware.py: TIMING_STEPS TinyOL head steps (edge/c/tinyol_head.c) timed by the board timer */
+#include <stdio.h>
+#include "board.h"
+#include "board_config.h"
+#include "tinyol_head.h"
+#define NF N_FEATURES
+#define NO N_OUTPUTS
+static float params[(NF + 1) * NO], spare[(NF + 1) * NO], scratch[NO], xs[8][NF], ys[8][NO];
+int main(void) {
+    for (unsigned i = 0; i < (NF + 1) * NO; ++i) params[i] = 0.01f * (float)((int)(i % 7) - 3);
+    for (unsigned s = 0; s < 8; ++s) {
+        for (unsigned k = 0; k < NF; ++k) xs[s][k] = 0.1f * (float)((int)((s * 13 + k * 7) % 19) - 9);
+        for (unsigned j = 0; j < NO; ++j) ys[s][j] = 0.5f * (float)s - 1.0f;
+    }
+    tinyol_head_t h = {NF, NO, TINYOL_REGRESSION, params, spare, scratch, 0};
+    float loss;
+    unsigned t0 = board_ticks();
+    for (unsigned s = 0; s < TIMING_STEPS; ++s)
+        if (tinyol_learn_one(&h, xs[s % 8], 0, ys[s % 8], 0.01f, &loss) != TINYOL_OK) return 3;
+    unsigned t1 = board_ticks();
+    printf("ticks %u steps %u per_tick %u\n", t1 - t0, (unsigned)TIMING_STEPS, (unsigned)BOARD_INSTRUCTIONS_PER_TICK);
+    return 0;
+}
+"""
+
+
+def tinyol_head_instructions(work: Path, n_features: int, n_outputs: int, timing_steps: int) -> float:
+    """Instructions per TinyOL head step (edge/c/tinyol_head.c, regression) on n_features inputs, under -icount."""
+    head_c = ROOT / "edge" / "c" / "tinyol_head.c"
+    out = work / "tinyol_head"
+    out.mkdir(parents=True, exist_ok=True)
+    main_c = out / "tinyol_timing.c"
+    main_c.write_text(TINYOL_MAIN)
+    elf = build_elf(BOARD, [main_c, head_c], include_dirs=[head_c.parent], out_dir=out, name="tinyol_timing",
+                    defines={"TIMING_STEPS": timing_steps, "N_FEATURES": n_features, "N_OUTPUTS": n_outputs,
+                             "TINYOL_NO_TIMING": None})  # fmt: skip
+    result = run_elf(elf, timeout=60, icount=True)
+    if result.exit_code != 0:
+        raise RuntimeError(f"tinyol_timing exited {result.exit_code}: {result.stdout[-300:]}")
+    ticks, steps, per_tick = map(int, re.search(r"ticks (\d+) steps (\d+) per_tick (\d+)", result.stdout).groups())
+    return ticks * per_tick / steps
+
+
+def sine_entry(work: Path, timing_steps: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    from server.cli_firmware import build_device_image
+
+    head = mlp_instructions(work, SINE_LAYERS, HEAD_BITS, timing_steps)
+    whole = mlp_instructions(work, SINE_LAYERS, ALL_BITS, timing_steps)
+    tinyol = tinyol_head_instructions(work, SINE_LAYERS[-2], SINE_LAYERS[-1], timing_steps)
+    image = build_device_image(BOARD, "sine", work / "image")  # what `tinyfleet firmware build` writes
+    size = image_size(image.elf)
+    entry = {"task": "sine", "board": BOARD,
+             "instructions": {"inference": round(head["forward"]), "head_update": round(head["step"]), "imprint": None},
+             "flash_bytes": size.flash_bytes, "ram_bytes": size.ram_bytes}  # fmt: skip
+    details = {"model": "1-40-40-1 float32 MLP (tanh)", "macs_per_inference": 1 * 40 + 40 * 40 + 40 * 1,
+               "whole_model_step": round(whole["step"]), "head_step_trains": "w2, b2 (mask 0x30)",
+               "tinyol_head_step": round(tinyol),
+               "tinyol_head_step_is": "edge/c/tinyol_head.c on the 40 features of the frozen 1-40-40 layers, 1 output "
+                                      "(regression): the TinyOL way, not what the sine firmware runs",
+               "timing_calls": timing_steps, "instruction_resolution": head["per_tick"] / timing_steps,
+               "image": {"sensor_samples": image.sensor_samples, "text": size.text, "data": size.data, "bss": size.bss},
+               "why_head_costs_a_step": "the device MLP (mlp.c, NumpyMLP's twin) back-propagates through every layer "
+                                        "and writes only the trainable tensors, as edge.reconstruction.train_subset "
+                                        "does; a head-only step that stopped at the head would be ~81 MACs"}  # fmt: skip
+    return entry, details
+
+
+# ------------------------------------------------------------------ federation
+
+
+def federation(work: Path, rounds: int, n_qemu: int, n_simulated: int, timeout_s: float = 60.0) -> dict[str, Any]:
+    """``rounds`` TinyMetaFed rounds of n_qemu QEMU and n_simulated Python devices through a real mosquitto."""
+    from flwr.app import ConfigRecord
+
+    from edge import record_keys as keys
+    from edge.firmware.device import build_sine_firmware
+    from edge.firmware.qemu import start_elf
+    from edge.flower_records import to_array_record
+    from edge.mlp import init_mlp_weights
+    from firmware_sim.fleet import local_init, profile_for, sine_device
+    from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet, device_id_of
+    from firmware_sim.serial_gateway import GatewayConfig, SerialGateway
+    from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
+    from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker
+    from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
+
+    class CountingGrid(MqttGrid):
+        """MqttGrid that remembers, per round, the message type and the devices whose replies it handed over."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.rounds: list[tuple[str, list[str]]] = []
+
+        def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+            messages = list(messages)
+            kind = messages[0].metadata.message_type if messages else ""
+            replies = super().send_and_receive(messages, timeout=timeout)
+            good = [self._device_of(r.metadata.src_node_id) for r in replies if not r.has_error()]
+            self.rounds.append((kind, sorted(d for d in good if d)))
+            return replies
+
+    simulated = list(range(n_simulated))
+    qemu_seeds = list(range(n_simulated, n_simulated + n_qemu))
+    qemu_ids = [device_id_of(s) for s in qemu_seeds]
+    accounts = BrokerAccounts()
+    accounts.add_devices([device_id_of(s) for s in simulated] + qemu_ids)
+    samples = max(400, 40 * rounds)  # 10 stream + 5 probe per round; each sample used once
+    elves = {s: build_sine_firmware(work / f"fw{s}", device_id=device_id_of(s), local_init=local_init(s, SINE_LAYERS),
+                                    sensor=sine_device(s, stream_key=0).stream.take(samples), profile=profile_for(s))
+             for s in qemu_seeds}  # fmt: skip
+    processes, gateways = [], []
+    start = time.monotonic()
+    with LocalBroker(work / "broker", accounts) as broker:
+        try:
+            for seed, device_id in zip(qemu_seeds, qemu_ids):
+                config = GatewayConfig(device_id, accounts.devices[device_id], broker.host, broker.port)
+                gateways.append(SerialGateway("listen://127.0.0.1:0", config).start())
+                processes.append(start_elf(elves[seed], serial_port=gateways[-1].line_port, icount=True))
+            grid_config = MqttGridConfig(host=broker.host, port=broker.port, username=SERVER_USER,
+                                         password=accounts.server_password, round_timeout_s=30.0, device_deadline_s=20.0,
+                                         grace_s=0.3)  # fmt: skip
+            total = n_qemu + n_simulated
+            with MqttFleet(simulated, accounts.devices, FleetConfig(port=broker.port, layer_sizes=SINE_LAYERS)):
+                with CountingGrid(grid_config) as grid:
+                    deadline = time.monotonic() + 30
+                    while len(grid.get_node_ids()) < total:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"only {grid.device_ids()} announced of {total} devices")
+                        time.sleep(0.05)
+                    strategy = TinyMetaFed(TinyMetaFedConfig(clients_per_round=total, total_rounds=rounds, meta_step_size=1.0,
+                                                             top_p=0.1, node_timeout_s=30))  # fmt: skip
+                    strategy.start(grid=grid, initial_arrays=to_array_record(init_mlp_weights(SINE_LAYERS, 0)), num_rounds=rounds,
+                                   timeout=timeout_s, train_config=ConfigRecord({keys.INNER_LEARNING_RATE: 0.02,
+                                                                                 keys.STREAM_SAMPLES: 10, keys.PROBE_SAMPLES: 5}))  # fmt: skip
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        stream.close()
+            for gateway in gateways:
+                gateway.stop()
+    train = [devices for kind, devices in grid.rounds if kind == "train"]
+    qemu = set(qemu_ids)
+    return {
+        "rounds": len(train), "qemu_devices": n_qemu, "simulated_devices": n_simulated,
+        "qemu_updates_accepted_per_round": [len(qemu.intersection(d)) for d in train],
+        "updates_accepted_per_round": [len(d) for d in train], "grid_drops": dict(grid.drops),
+        "serial_errors": sum(sum(g.stats.errors.values()) for g in gateways), "elapsed_s": round(time.monotonic() - start, 2),
+        "strategy": "TinyMetaFed (top-p 0.1), 10 stream + 5 probe samples per round",
+    }  # fmt: skip
+
+
+# ------------------------------------------------------------------ main
+
+
+def run(rounds: int, n_qemu: int, n_simulated: int, timing_steps: int, tasks: list[str]) -> dict[str, Any]:
+    report: dict[str, Any] = {"tasks": [], "federation": None, "details": {}, "not_measured": {}, "ratios": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-firmware-") as tmp:
+        work = Path(tmp)
+        for task in tasks:
+            try:
+                check_task(task)
+            except UnsupportedTaskError as exc:
+                report["not_measured"][task] = str(exc)
+                continue
+            entry, details = sine_entry(work / task, timing_steps)
+            report["tasks"].append(entry)
+            report["details"][task] = details
+            ins = entry["instructions"]
+            report["ratios"][task] = {"head_update_over_inference": round(ins["head_update"] / ins["inference"], 3),
+                                      "whole_step_over_inference": round(details["whole_model_step"] / ins["inference"], 3),
+                                      "tinyol_head_step_over_inference": round(details["tinyol_head_step"] / ins["inference"], 3),
+                                      "paper_tinyol_update_over_inference": PAPER_HEAD_OVER_INFERENCE}  # fmt: skip
+        report["federation"] = federation(work / "federation", rounds, n_qemu, n_simulated)
+    report["meta"] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
+                      "qemu": shutil.which("qemu-system-arm"), "icount": "shift=0", "board": BOARD,
+                      "command": "python bench/firmware.py " + " ".join(sys.argv[1:])}  # fmt: skip
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="federation rounds")
+    parser.add_argument("--qemu", type=int, default=2, help="QEMU devices in the federation")
+    parser.add_argument("--simulated", type=int, default=6, help="simulated devices in the federation")
+    parser.add_argument("--timing-steps", type=int, default=50, help="calls averaged per instruction count")
+    parser.add_argument("--tasks", default="sine," + ",".join(NOT_YET), help="comma-separated; those without firmware are listed as not measured")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "firmware.json")
+    args = parser.parse_args(argv)
+    from flwr.supercore.logger import FLOWER_LOGGER  # sets its own level on import, so override after
+
+    FLOWER_LOGGER.setLevel(logging.WARNING)  # Flower's per-round INFO lines; ours are printed below
+    if args.rounds < 1 or args.qemu < 0 or args.simulated < 0 or args.qemu + args.simulated < 1:
+        parser.error("--rounds >= 1 and at least one device")
+    report = run(args.rounds, args.qemu, args.simulated, args.timing_steps, [t for t in args.tasks.split(",") if t])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for entry in report["tasks"]:
+        ins, ratio = entry["instructions"], report["ratios"][entry["task"]]
+        print(f"{entry['task']} on {entry['board']}: inference {ins['inference']:,} instructions, head update "
+              f"{ins['head_update']:,} ({100 * ratio['head_update_over_inference']:.0f} % of inference; the paper's TinyOL "
+              f"~{100 * PAPER_HEAD_OVER_INFERENCE:.0f} %), imprint {ins['imprint']}; flash {entry['flash_bytes']:,} B, "
+              f"RAM {entry['ram_bytes']:,} B")  # fmt: skip
+        details = report["details"][entry["task"]]
+        print(f"  whole-model step {details['whole_model_step']:,}; a TinyOL head step on the 40 features "
+              f"{details['tinyol_head_step']:,} ({100 * ratio['tinyol_head_step_over_inference']:.1f} % of inference)")
+    for task, reason in report["not_measured"].items():
+        print(f"{task}: not measured: {reason}")
+    fed = report["federation"]
+    print(f"federation: {fed['rounds']} rounds, {fed['qemu_devices']} QEMU + {fed['simulated_devices']} simulated devices; "
+          f"QEMU updates accepted per round {fed['qemu_updates_accepted_per_round']} ({fed['elapsed_s']} s)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
