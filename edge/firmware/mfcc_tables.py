@@ -54,8 +54,17 @@ def sparse_mel(mel_matrix: np.ndarray) -> tuple[list[int], list[int], np.ndarray
     return starts, counts, np.concatenate(weights).astype(np.float32)
 
 
-def tables_header(config: FrontEndConfig | None = None) -> str:
-    """The text of ``mfcc_tables.h`` for ``config`` (the FrontEnd defaults: 480/320/512, 40 bands, 10 MFCCs)."""
+def tables_header(
+    config: FrontEndConfig | None = None,
+    scaler: tuple[np.ndarray, np.ndarray] | None = None,
+    pool: int | None = None,
+) -> str:
+    """The text of ``mfcc_tables.h`` for ``config`` (the FrontEnd defaults: 480/320/512, 40 bands, 10 MFCCs).
+
+    ``scaler`` (mean, spread) and ``pool``, when given, add the task's feature standardisation for
+    ``tf_mfcc_features`` (for keywords: ``firmware_sim.task_families._keyword_scaler()`` and
+    ``KEYWORD_FRAME_POOL``; the caller passes them, edge imports nothing of firmware_sim).
+    """
     front = FrontEnd(config)
     c = front.config
     n = c.fft_length
@@ -89,18 +98,36 @@ def tables_header(config: FrontEndConfig | None = None) -> str:
         _ints("TF_MFCC_MEL_COUNT", "unsigned short", counts),
         _floats("TF_MFCC_MEL_W", weights),
         _floats("TF_MFCC_DCT", front.dct_matrix),  # [num_mel][num_mfcc], row-major as numpy holds it
-        "#endif",
     ]
+    if scaler is not None:
+        mean, spread = (np.asarray(a, np.float32).ravel() for a in scaler)
+        if mean.size != spread.size or mean.size % c.num_mfccs or not pool or pool < 1:
+            raise ValueError(f"scaler needs mean and spread of steps x {c.num_mfccs} values and a pool >= 1")
+        if not np.all(spread > 0):
+            raise ValueError("every spread must be positive")
+        lines += [
+            "#define TF_MFCC_HAS_FEATURES 1",
+            f"#define TF_MFCC_POOL {int(pool)}",
+            f"#define TF_MFCC_NUM_FEATURES {mean.size}",
+            _floats("TF_MFCC_FEATURE_MEAN", mean),
+            _floats("TF_MFCC_FEATURE_SPREAD", spread),
+        ]
+    lines.append("#endif")
     return "\n".join(lines) + "\n"
 
 
-def write_tables(out: Path | str, config: FrontEndConfig | None = None) -> Path:
+def write_tables(
+    out: Path | str,
+    config: FrontEndConfig | None = None,
+    scaler: tuple[np.ndarray, np.ndarray] | None = None,
+    pool: int | None = None,
+) -> Path:
     """Write ``mfcc_tables.h`` (``out`` a directory) or the header at ``out`` (a ``.h`` path); return its path."""
     path = Path(out)
     if path.suffix != ".h":
         path.mkdir(parents=True, exist_ok=True)
         path = path / MFCC_TABLES_H
-    path.write_text(tables_header(config))
+    path.write_text(tables_header(config, scaler, pool))
     return path
 
 

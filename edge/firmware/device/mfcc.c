@@ -9,6 +9,8 @@
  */
 #include "mfcc.h"
 
+#include <string.h>
+
 #define HALF (TF_MFCC_FFT_LENGTH / 2)
 
 #if TF_MFCC_FRAME_LENGTH > TF_MFCC_FFT_LENGTH || (TF_MFCC_FRAME_LENGTH % 2) != 0
@@ -155,15 +157,67 @@ int tf_log_mel_clip(const float *clip, size_t n_samples, float *out, size_t max_
     return run_clip(clip, n_samples, out, max_frames, 0);
 }
 
+/* ---- streaming: samples in chunks of any size, a frame's MFCC each FRAME_STEP samples (frame_signal's frames) */
+
+static float stream_buf[TF_MFCC_FRAME_LENGTH]; /* the current frame's samples so far */
+static size_t stream_fill;
+
+void tf_mfcc_stream_reset(void) { stream_fill = 0; }
+
+static size_t stream_frames(size_t n) {
+    size_t total = stream_fill + n;
+    return total < TF_MFCC_FRAME_LENGTH ? 0 : 1 + (total - TF_MFCC_FRAME_LENGTH) / TF_MFCC_FRAME_STEP;
+}
+
+/* Append one sample; when the frame is full, write its MFCC to out and keep the overlap. Returns 1 if it did. */
+static int stream_add(float sample, float *out) {
+    stream_buf[stream_fill++] = sample;
+    if (stream_fill < TF_MFCC_FRAME_LENGTH) return 0;
+    tf_mfcc_frame(stream_buf, out);
+    memmove(stream_buf, stream_buf + TF_MFCC_FRAME_STEP, (TF_MFCC_FRAME_LENGTH - TF_MFCC_FRAME_STEP) * sizeof(float));
+    stream_fill = TF_MFCC_FRAME_LENGTH - TF_MFCC_FRAME_STEP;
+    return 1;
+}
+
+int tf_mfcc_stream_push(const float *samples, size_t n, float *out, size_t max_frames) {
+    if (stream_frames(n) > max_frames) return TF_MFCC_NO_ROOM;
+    for (size_t i = 0; i < n; i++)
+        if (!is_finite(samples[i])) return TF_MFCC_NON_FINITE;
+    int frames = 0;
+    for (size_t i = 0; i < n; i++) frames += stream_add(samples[i], out + (size_t)frames * TF_MFCC_NUM_MFCC);
+    return frames;
+}
+
+int tf_mfcc_stream_push_i16(const int16_t *pcm, size_t n, float scale, float *out, size_t max_frames) {
+    if (stream_frames(n) > max_frames) return TF_MFCC_NO_ROOM;
+    if (!is_finite(scale) || !is_finite(32768.0f * scale)) return TF_MFCC_NON_FINITE;
+    int frames = 0;
+    for (size_t i = 0; i < n; i++) frames += stream_add((float)pcm[i] * scale, out + (size_t)frames * TF_MFCC_NUM_MFCC);
+    return frames;
+}
+
 int tf_mfcc_clip_i16(const int16_t *pcm, size_t n_samples, float scale, float *out, size_t max_frames) {
-    static float frame[TF_MFCC_FRAME_LENGTH]; /* one frame converted at a time: no clip-sized float buffer */
-    size_t frames = tf_mfcc_num_frames(n_samples);
-    if (frames > max_frames) return TF_MFCC_NO_ROOM;
-    if (!is_finite(scale)) return TF_MFCC_NON_FINITE;
-    for (size_t f = 0; f < frames; f++) {
-        const int16_t *src = pcm + f * TF_MFCC_FRAME_STEP;
-        for (int i = 0; i < TF_MFCC_FRAME_LENGTH; i++) frame[i] = (float)src[i] * scale;
-        tf_mfcc_frame(frame, out + f * TF_MFCC_NUM_MFCC);
+    if (tf_mfcc_num_frames(n_samples) > max_frames) return TF_MFCC_NO_ROOM;
+    tf_mfcc_stream_reset();
+    int rc = tf_mfcc_stream_push_i16(pcm, n_samples, scale, out, max_frames);
+    tf_mfcc_stream_reset();
+    return rc;
+}
+
+/* ---- the task's feature vector (firmware_sim.task_families.keyword_features) */
+
+int tf_mfcc_features(const float *mfcc, size_t frames, size_t pool, const float *mean, const float *spread, float *out,
+                     size_t max_out) {
+    if (pool == 0) return TF_MFCC_NO_ROOM;
+    size_t steps = frames / pool, n = steps * TF_MFCC_NUM_MFCC;
+    if (n > max_out) return TF_MFCC_NO_ROOM;
+    for (size_t t = 0; t < steps; t++) {
+        for (int k = 0; k < TF_MFCC_NUM_MFCC; k++) {
+            float acc = mfcc[(t * pool) * TF_MFCC_NUM_MFCC + (size_t)k];
+            for (size_t j = 1; j < pool; j++) acc += mfcc[(t * pool + j) * TF_MFCC_NUM_MFCC + (size_t)k];
+            size_t i = t * TF_MFCC_NUM_MFCC + (size_t)k;
+            out[i] = (acc / (float)pool - mean[i]) / spread[i];
+        }
     }
-    return (int)frames;
+    return (int)n;
 }

@@ -40,8 +40,24 @@ int tf_mfcc_clip(const float *clip, size_t n_samples, float *out, size_t max_fra
 int tf_log_mel_clip(const float *clip, size_t n_samples, float *out, size_t max_frames);
 
 /* The same from 16-bit PCM as a microphone gives it: sample i is (float)pcm[i] * scale, exactly the float32
- * FrontEnd.mfcc(pcm.astype(np.float32) * np.float32(scale)) sees (scale 1/32768 maps full scale to [-1, 1)). */
+ * FrontEnd.mfcc(pcm.astype(np.float32) * np.float32(scale)) sees (scale 1/32768 maps full scale to [-1, 1)).
+ * Runs through the stream below (no clip-sized float buffer) and resets it before and after. */
 int tf_mfcc_clip_i16(const int16_t *pcm, size_t n_samples, float scale, float *out, size_t max_frames);
+
+/* Streaming, for a sensor driver's chunks of any size: the frames are frame_signal's (one every FRAME_STEP samples
+ * once FRAME_LENGTH have arrived), so pushing a clip in pieces gives tf_mfcc_clip's bytes. Each push returns the
+ * frames it completed (written to out, TF_MFCC_NUM_MFCC each), or TF_MFCC_NON_FINITE / TF_MFCC_NO_ROOM having
+ * consumed nothing. The state is one static FRAME_LENGTH buffer: one stream per image. */
+void tf_mfcc_stream_reset(void);
+int tf_mfcc_stream_push(const float *samples, size_t n, float *out, size_t max_frames);
+int tf_mfcc_stream_push_i16(const int16_t *pcm, size_t n, float scale, float *out, size_t max_frames);
+
+/* The keyword task's feature vector from a clip's MFCC (firmware_sim.task_families.keyword_features): the mean of
+ * each run of `pool` frames (a partial last run dropped), standardised, ((sum / pool) - mean[i]) / spread[i], with
+ * mean/spread the scaler the firmware ships (steps x TF_MFCC_NUM_MFCC each; mfcc_tables.py can put them in the
+ * header as TF_MFCC_FEATURE_MEAN / _SPREAD). Returns the number of features written, or TF_MFCC_NO_ROOM. */
+int tf_mfcc_features(const float *mfcc, size_t frames, size_t pool, const float *mean, const float *spread, float *out,
+                     size_t max_out);
 
 /* Natural log for float32, ~1 ulp (Cephes logf), the same bits on every IEEE target. */
 float tf_mfcc_logf(float x);

@@ -21,6 +21,11 @@
 static float mfcc_out[MAX_FRAMES * TF_MFCC_NUM_MFCC];
 #ifndef PCM16
 static float mel_out[MAX_FRAMES * TF_MFCC_NUM_MEL];
+static float stream_out[MAX_FRAMES * TF_MFCC_NUM_MFCC];
+static const size_t CHUNKS[] = {1, 7, 320, 479, 1000, 33, 2, 4096}; /* a sensor driver's uneven chunk sizes */
+#endif
+#ifdef TF_MFCC_HAS_FEATURES
+static float features[TF_MFCC_NUM_FEATURES];
 #endif
 
 static unsigned long bits(float f) {
@@ -51,7 +56,28 @@ int main(void) {
         print_rows('L', mel_out, rc, TF_MFCC_NUM_MEL);
 #endif
         print_rows('M', mfcc_out, rc, TF_MFCC_NUM_MFCC);
+#ifdef TF_MFCC_HAS_FEATURES
+        int nf = tf_mfcc_features(mfcc_out, (size_t)rc, TF_MFCC_POOL, TF_MFCC_FEATURE_MEAN, TF_MFCC_FEATURE_SPREAD,
+                                  features, TF_MFCC_NUM_FEATURES);
+        printf("features %d\n", nf);
+        if (nf > 0) print_rows('F', features, 1, nf);
+#endif
     }
+#ifndef PCM16
+    /* the same clip through the stream in uneven chunks (a non-finite chunk is refused, consuming nothing) */
+    tf_mfcc_stream_reset();
+    size_t at = 0, frames = 0;
+    int stream_rc = 0;
+    for (int c = 0; at < N_SAMPLES && stream_rc >= 0; c++) {
+        size_t n = CHUNKS[c % (sizeof CHUNKS / sizeof CHUNKS[0])];
+        if (n > N_SAMPLES - at) n = N_SAMPLES - at;
+        stream_rc = tf_mfcc_stream_push(CLIP + at, n, stream_out + frames * TF_MFCC_NUM_MFCC, MAX_FRAMES - frames);
+        if (stream_rc >= 0) frames += (size_t)stream_rc;
+        at += n;
+    }
+    printf("stream %d %u\n", stream_rc, (unsigned)frames);
+    print_rows('S', stream_out, (int)frames, TF_MFCC_NUM_MFCC);
+#endif
     /* the small refusals, whatever the vectors */
     printf("frames_for %u %u %u\n", (unsigned)tf_mfcc_num_frames(TF_MFCC_FRAME_LENGTH - 1),
            (unsigned)tf_mfcc_num_frames(TF_MFCC_FRAME_LENGTH), (unsigned)tf_mfcc_num_frames(16000));
