@@ -58,6 +58,16 @@ def build_device_image(board_name: str, task: str, out: Path, device_id: str = "
                        sensor=recording, profile=profile_for(seed))  # fmt: skip
 
 
+def _check_elf_plays(elf: Path, device_id: str) -> None:
+    """An image built by `firmware build` names its device in the size report beside it; another id is refused
+    (the firmware signs its updates with the id baked in, and the server would drop them as another device's)."""
+    report = elf.with_suffix(".size.json")
+    if report.is_file():
+        baked = json.loads(report.read_text()).get("device_id")
+        if baked and baked != device_id:
+            raise ValueError(f"{elf} was built for {baked}, not {device_id}: rebuild it with --id {device_id} (or drop --elf)")
+
+
 @firmware_app.command("build")
 def build(
     board_name: str = typer.Option(..., "--board", help="mps2-an386 (QEMU) or nano33ble (Arduino Nano 33 BLE Sense)."),
@@ -107,7 +117,9 @@ def run(
                              f"--board {board_name}) and run `tinyfleet gateway --serial /dev/ttyACM0 --id {device_id} "
                              f"--accounts {accounts}`")  # fmt: skip
         host, port, password = load_account(accounts, device_id)
-        if elf is None:
+        if elf is not None:
+            _check_elf_plays(elf, device_id)
+        else:
             image = build_device_image(board_name, task, out or Path("runs/firmware") / device_id, device_id, samples)
             typer.echo(image.summary())
             elf = image.elf
@@ -133,6 +145,8 @@ def run(
         deadline = None if duration is None else time.monotonic() + duration
         while not stop.wait(0.2):
             if process.poll() is not None:
+                if stop.wait(0.5):  # Ctrl-C in a terminal signals QEMU too (same process group): a stop, not a crash
+                    break
                 code = 1 if process.returncode else 0
                 err = process.stderr.read().decode(errors="replace").strip() if process.stderr else ""
                 typer.echo(f"{device_id}: QEMU exited with status {process.returncode}" + (f": {err}" if err else ""), err=True)

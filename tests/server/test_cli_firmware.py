@@ -80,6 +80,18 @@ def test_run_refuses_a_board_qemu_does_not_emulate_and_an_unknown_device(tmp_pat
     assert unknown.exit_code == 2 and "no account for 'sine-9'" in unknown.output
 
 
+@needs_arm
+def test_run_refuses_an_image_built_for_another_device(tmp_path: Path) -> None:
+    built = CliRunner().invoke(app, ["firmware", "build", "--board", "mps2-an386", "--out", str(tmp_path), "--id", "sine-1",
+                                     "--samples", "10"])  # fmt: skip
+    assert built.exit_code == 0, built.output
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps({"host": "127.0.0.1", "port": 1, "devices": {"sine-2": "pw"}}))
+    result = CliRunner().invoke(app, ["firmware", "run", "--accounts", str(accounts), "--id", "sine-2",
+                                      "--elf", str(tmp_path / "sine_firmware.elf")])  # fmt: skip
+    assert result.exit_code == 2 and "was built for sine-1, not sine-2" in result.output, result.output
+
+
 def _have_mosquitto() -> bool:
     from server.transports.broker import find_executable
 
@@ -95,9 +107,11 @@ def _children(pid: int) -> list[int]:
     return descendants(pid)
 
 
-@needs_arm  # about 5 s: QEMU, a gateway and mosquitto
+@needs_arm  # about 5 s each: QEMU, a gateway and mosquitto
 @pytest.mark.skipif(not _have_mosquitto(), reason="apt-get install mosquitto")
-def test_run_joins_a_federation_as_its_device_and_sigterm_stops_qemu_and_the_gateway(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ctrl_c", [False, True], ids=["sigterm", "ctrl-c"])
+def test_run_joins_a_federation_as_its_device_and_sigterm_stops_qemu_and_the_gateway(tmp_path: Path, ctrl_c: bool) -> None:
+    """SIGTERM to the command, or Ctrl-C: SIGINT to its whole process group, QEMU included, as a terminal sends it."""
     from flwr.app import ConfigRecord
 
     from edge import record_keys as keys
@@ -115,7 +129,8 @@ def test_run_joins_a_federation_as_its_device_and_sigterm_stops_qemu_and_the_gat
         log = open(tmp_path / "run.log", "wb")
         proc = subprocess.Popen([sys.executable, "-m", "server.cli", "firmware", "run", "--accounts", str(accounts_file),
                                  "--id", "sine-5", "--out", str(tmp_path / "fw"), "--samples", "300"],
-                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                                start_new_session=True)  # fmt: skip
         try:
             grid_config = MqttGridConfig(host=broker.host, port=broker.port, username=SERVER_USER, password=accounts.server_password,
                                          round_timeout_s=30.0, device_deadline_s=20.0, grace_s=0.3)  # fmt: skip
@@ -135,7 +150,10 @@ def test_run_joins_a_federation_as_its_device_and_sigterm_stops_qemu_and_the_gat
             assert not grid.drops, grid.drops
             qemu = _children(proc.pid)
             assert qemu, "QEMU is not a child of the command"
-            proc.send_signal(signal.SIGTERM)
+            if ctrl_c:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
             assert proc.wait(15) == 0, (tmp_path / "run.log").read_text()
             for pid in qemu:
                 assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
