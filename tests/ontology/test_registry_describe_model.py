@@ -75,7 +75,12 @@ def test_parameters_and_macs_match_keras(built_models: dict[str, tuple[Path, int
     assert facts.macs == macs
     assert facts.file_bytes == path.stat().st_size
     assert facts.peak_live_bytes <= facts.arena_bytes <= facts.sum_tensor_bytes + 16 * len(facts.layers) + 16
+    assert facts.tflm_arena_bytes == facts.arena_bytes + facts.tflm_tail_bytes > facts.tflm_arena_bytes_32bit > facts.arena_bytes
+    assert facts.tflm_unsupported is None
     quant = {layer.quantization for layer in facts.layers if layer.op in ("FULLY_CONNECTED", "CONV_2D")}
+    from edge.compiler.tflm_probe import tflm_arena  # TFLM's used arena: the estimate holds within +-25 % here too
+
+    assert abs(facts.tflm_arena_bytes / tflm_arena(path).total - 1) <= 0.25
     assert quant == ({"int8 per-channel"} if name.endswith("int8") else {"float32"})
 
 
@@ -91,6 +96,11 @@ def test_model_rdf_conforms_and_carries_the_numbers(built_models: dict[str, tupl
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= set(ops)
     training = g.value(iri, TF.hasOnDeviceTraining)
     assert g.value(training, TF.trainingRamBytes).toPython() > g.value(iri, TF.tensorArenaBytes).toPython()
+    assert g.value(iri, TF.plannerHeadBytes).toPython() < g.value(iri, TF.tensorArenaBytes).toPython()
+    assert g.value(iri, TF.compiledRamBytes) is None  # best-effort: the compiler refuses Keras Flatten's SHAPE op
+    dense_iri, dense = describe_model_file(built_models["dense-int8"][0])
+    assert 0 < dense.value(dense_iri, TF.compiledRamBytes).toPython() < dense.value(dense_iri, TF.tensorArenaBytes).toPython()
+    assert (iri, TF.runtime, TF.TFLiteMicro) in g
     assert describe_model_file(path)[0] == iri  # content-addressed: same file, same IRI
     assert isinstance(iri, URIRef)
 
@@ -118,3 +128,34 @@ def test_corrupt_and_missing_files_are_refused(tmp_path: Path) -> None:
         read_facts_file(truncated)
     with pytest.raises(ModelReadError, match="cannot read"):
         read_facts_file(tmp_path / "missing.tflite")
+
+
+def _relabelled(path: Path, retype: dict[str, int]) -> Path:
+    """The tiny fixture with some tensors' types changed (by name), through the flatbuffer object API."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+    from tiny_tflite import tiny_tflite_bytes
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tiny_tflite_bytes()), 0)
+    for tensor in model.subgraphs[0].tensors:
+        tensor.type = retype.get(tensor.name.decode(), tensor.type)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["legacy_uint8", "hybrid"])
+def test_models_tflm_cannot_run_are_flagged_not_labelled_tflm(tmp_path: Path, kind: str) -> None:
+    from ai_edge_litert import schema_py_generated as schema
+
+    u8, i8 = schema.TensorType.UINT8, schema.TensorType.INT8
+    retype = {"legacy_uint8": {"input": u8, "weights": u8, "output": u8}, "hybrid": {"weights": i8}}[kind]
+    path = _relabelled(tmp_path / f"{kind}.tflite", retype)
+    facts = read_facts_file(path)
+    assert facts.tflm_unsupported and facts.tflm_unsupported.startswith(kind.replace("_", " ")[:6])
+    iri, g = describe_model_file(path)
+    assert validate_graph(g) == []
+    assert (iri, TF.runtime, TF.TFLiteMicro) not in g and (iri, TF.runtime, TF.LiteRT) in g
+    assert "FULLY_CONNECTED at index 0" in str(g.value(iri, TF.tflmUnsupported))
+    assert g.value(iri, TF.compiledRamBytes) is None  # the compiler refuses them too
