@@ -158,7 +158,9 @@ def sine_entry(work: Path, timing_steps: int) -> tuple[dict[str, Any], dict[str,
                "tinyol_head_step_is": "edge/c/tinyol_head.c on the 40 features of the frozen 1-40-40 layers, 1 output "
                                       "(regression): the TinyOL way, not what the sine firmware runs",
                "timing_calls": timing_steps, "instruction_resolution": head["per_tick"] / timing_steps,
-               "image": {"sensor_samples": image.sensor_samples, "text": size.text, "data": size.data, "bss": size.bss},
+               "image": {"sensor_samples": image.sensor_samples, "sensor_recording_bytes": 8 * image.sensor_samples,
+                         "sensor_recording_is": "QEMU only (a board reads its sensor): part of flash_bytes",
+                         "text": size.text, "data": size.data, "bss": size.bss},
                "why_head_costs_a_step": "the device MLP (mlp.c, NumpyMLP's twin) back-propagates through every layer "
                                         "and writes only the trainable tensors, as edge.reconstruction.train_subset "
                                         "does; a head-only step that stopped at the head would be ~81 MACs"}  # fmt: skip
