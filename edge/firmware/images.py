@@ -38,7 +38,7 @@ SINE_LAYERS = (1, 40, 40, 1)  # the sine federation's MLP (firmware_sim.mqtt_fle
 DEFAULT_SENSOR_SAMPLES = 2000  # 16 KB of flash; about 60 rounds of 10 stream + 5 probe + reconstruction samples
 FIRMWARE_TASKS = ("sine",)
 NOT_YET: dict[str, str] = {
-    "keywords": "it needs the MFCC front end and the compiled int8 backbone on the device (not built yet)",
+    "keywords": "it needs the MFCC front end and the compiled int8 backbone on the device, in a device round (not yet)",
     "characters": "it needs the compiled int8 backbone and the TinyOL head round on the device (not built yet)",
     "presence": "its classifier round has no sensor firmware yet (not built yet)",
 }
