@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.features import FrontEnd
+from edge.features import FrontEnd, FrontEndConfig
 from edge.firmware.build import CPU_FLAGS, GCC, build_elf, image_size
 from edge.firmware.device import DEVICE_DIR, build_host, c_floats, c_header, host_compiler
 from edge.firmware.mfcc_tables import sparse_mel, tables_header, write_tables
@@ -86,22 +86,22 @@ def keyword_clip() -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- reference + bound
 
 
-def float64_front(clip: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def float64_front(clip: np.ndarray, front: FrontEnd = FRONT) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log-mel, MFCC and the per-value float32 error bounds (see the module docstring), from a float64 evaluation."""
-    c = FRONT.config
+    c = front.config
     frames = np.lib.stride_tricks.sliding_window_view(clip, c.frame_length)[:: c.frame_step].astype(np.float64)
-    xw = frames * FRONT.window.astype(np.float64)
+    xw = frames * front.window.astype(np.float64)
     spectrum = np.abs(np.fft.rfft(xw, c.fft_length, axis=-1))
-    weights = FRONT.mel_matrix.astype(np.float64)
+    weights = front.mel_matrix.astype(np.float64)
     mel = spectrum**2 @ weights
     log_mel = np.log(mel + c.log_offset)
-    dct = FRONT.dct_matrix.astype(np.float64)
+    dct = front.dct_matrix.astype(np.float64)
     norm = np.sqrt((xw**2).sum(axis=1, keepdims=True))
     n_weights = (weights > 0).sum(axis=0)
     fft_term = 2 * np.sqrt(2) * np.log2(c.fft_length) * norm * (spectrum @ weights) / (mel + c.log_offset)
     log_mel_bound = EPS * (2 * np.abs(log_mel) + n_weights + fft_term)
     mfcc_bound = log_mel_bound @ np.abs(dct) + 2 * EPS * (np.abs(log_mel) @ np.abs(dct))
-    return log_mel, log_mel @ dct, np.stack([log_mel_bound, np.pad(mfcc_bound, [(0, 0), (0, 30)])])
+    return log_mel, log_mel @ dct, np.stack([log_mel_bound, np.pad(mfcc_bound, [(0, 0), (0, c.num_mel_bins - c.num_mfccs)])])
 
 
 def assert_within_bound(got: np.ndarray, want: np.ndarray, bound: np.ndarray, what: str) -> float:
@@ -112,14 +112,14 @@ def assert_within_bound(got: np.ndarray, want: np.ndarray, bound: np.ndarray, wh
     return worst
 
 
-def check_clip(stdout: str, clip: np.ndarray, with_log_mel: bool = True) -> tuple[float, float]:
+def check_clip(stdout: str, clip: np.ndarray, with_log_mel: bool = True, front: FrontEnd = FRONT) -> tuple[float, float]:
     rc = int(re.search(r"^rc (-?\d+)", stdout, re.M).group(1))
-    assert rc == FRONT.config.num_frames(clip.size) == len(FRONT.mfcc(clip))
-    _, _, bounds = float64_front(clip)
+    assert rc == front.config.num_frames(clip.size) == len(front.mfcc(clip))
+    _, _, bounds = float64_front(clip, front)
     worst_mel = 0.0
     if with_log_mel:
-        worst_mel = assert_within_bound(rows(stdout, "L"), FRONT.log_mel(clip), bounds[0], "log-mel")
-    worst_mfcc = assert_within_bound(rows(stdout, "M"), FRONT.mfcc(clip), bounds[1][:, :10], "MFCC")
+        worst_mel = assert_within_bound(rows(stdout, "L"), front.log_mel(clip), bounds[0], "log-mel")
+    worst_mfcc = assert_within_bound(rows(stdout, "M"), front.mfcc(clip), bounds[1][:, : front.config.num_mfccs], "MFCC")
     if with_log_mel:  # the float clip also went through the stream in uneven chunks: the very same bytes
         assert re.search(rf"^stream \d+ {rc}$", stdout, re.M), re.search(r"^stream .*$", stdout, re.M)
         assert np.array_equal(rows(stdout, "S").view(np.uint32), rows(stdout, "M").view(np.uint32))
@@ -135,9 +135,10 @@ def rows(stdout: str, tag: str) -> np.ndarray:
 
 
 def vectors(out: Path, clip: np.ndarray | None = None, pcm: np.ndarray | None = None, scale: float = 1 / 32768,
-            scaler: tuple[np.ndarray, np.ndarray] | None = None, pool: int | None = None) -> Path:
+            scaler: tuple[np.ndarray, np.ndarray] | None = None, pool: int | None = None,
+            config: FrontEndConfig | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    write_tables(out, scaler=scaler, pool=pool)
+    write_tables(out, config, scaler=scaler, pool=pool)
     if pcm is not None:
         body = ",".join(str(int(v)) for v in pcm)
         c_header(out / "vectors.h", {"N_SAMPLES": pcm.size, "PCM16": None, "SCALE": f"{np.float32(scale).item().hex()}f"},
@@ -181,6 +182,19 @@ def test_host_mfcc_equals_frontend_within_float32_bound(tmp_path: Path, name: st
             "tones": tone_clip, "keyword": keyword_clip}[name]()  # fmt: skip
     worst_mel, worst_mfcc = check_clip(run_host(tmp_path, vectors(tmp_path / "v", clip)), clip)
     print(f"{name}: host C - numpy at {worst_mel:.2f} (log-mel), {worst_mfcc:.2f} (MFCC) of the float32 bound")
+
+
+@needs_cc
+@pytest.mark.parametrize("config", [
+    FrontEndConfig(frame_length=400, frame_step=160, fft_length=512, num_mel_bins=32, num_mfccs=13, upper_edge_hertz=7_600.0),
+    FrontEndConfig(sample_rate=8_000, frame_length=256, frame_step=128, fft_length=256, num_mel_bins=20, num_mfccs=20,
+                   lower_edge_hertz=0.0, upper_edge_hertz=4_000.0),
+])  # fmt: skip
+def test_host_other_front_end_configs_regenerate_and_still_match(tmp_path: Path, config: FrontEndConfig) -> None:
+    """The tables are per image: another FrontEndConfig is another header, the same C (8 kHz, a 256-point FFT, all MFCCs)."""
+    front, clip = FrontEnd(config), noise_clip(8, n=12_000)
+    worst_mel, worst_mfcc = check_clip(run_host(tmp_path, vectors(tmp_path / "c", clip, config=config)), clip, front=front)
+    assert worst_mel <= 1.0 and worst_mfcc <= 1.0
 
 
 @needs_cc
@@ -234,6 +248,13 @@ def test_host_keyword_features_equal_task_families_keyword_features(tmp_path: Pa
     bound = mfcc_bound.reshape(steps, pool, -1).mean(axis=1).reshape(-1) / spread + 4 * EPS * np.abs(want)
     worst = assert_within_bound(got, want.astype(np.float64), bound, "keyword features")
     print(f"keyword features: C - numpy at {worst:.2f} of the bound (max |diff| {np.abs(got - want).max():.2e})")
+
+
+@needs_arm
+def test_front_end_links_for_the_nano33ble(tmp_path: Path) -> None:
+    inc = vectors(tmp_path / "v", noise_clip(10, n=4_000))
+    size = image_size(build_elf("nano33ble", [MAIN, MFCC_C], include_dirs=[inc, DEVICE_DIR], out_dir=tmp_path, name="mfcc_nano"))
+    assert size.flash_bytes < 0xF0000 and size.ram_bytes < 256 * 1024
 
 
 def test_tolerance_tells_a_symmetric_window_apart() -> None:

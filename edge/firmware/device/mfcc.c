@@ -91,7 +91,7 @@ static void power_spectrum(const float *frame) {
     /* split: X[k] = E + W_N^k O, E = (Z[k] + conj Z[H-k]) / 2, O = -i (Z[k] - conj Z[H-k]) / 2 */
     for (int k = 0; k < TF_MFCC_MEL_MAX_BIN; k++) {
         float xr, xi;
-        if (k == 0 || k == HALF) {
+        if (k == 0 || k == HALF) { /* k == HALF (Nyquist) only if a band reaches it: FrontEnd's never do (weight 0) */
             xr = k == 0 ? fft_buf[0] + fft_buf[1] : fft_buf[0] - fft_buf[1];
             xi = 0.0f;
         } else {
