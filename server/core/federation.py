@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ from server.core.round_loop import callback_observer, run_rounds
 from server.strategies.common import DeviceOrderedGrid, wait_for_nodes
 from server.strategies.seeded_fedavg import SeededFedAvg
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
-from server.strategies.tiny_reptile import TinyReptile, TinyReptileConfig
+from server.strategies.tiny_reptile import MetaConfig, TinyReptile, TinyReptileConfig
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +70,39 @@ class DeviceRoundConfig:
         return record
 
 
+def sine_reptile_method() -> TinyReptileConfig:
+    """The demo's TinyReptile, every run's default (docs/tuning.md): 20 devices a round, ε cosine-annealed from
+    0.8 with Nesterov momentum 0.95, and per-weight step sizes learned by Adam at 0.01."""
+    return TinyReptileConfig(
+        clients_per_round=20, meta_step_size=0.8, final_meta_step_size=0.0, anneal="cosine",
+        outer_momentum=0.95, nesterov=True, step_size_learning_rate=0.01,
+    )
+
+
+def sine_metafed_method() -> TinyMetaFedConfig:
+    """TinyMetaFed with the demo's outer loop (every field it shares with :func:`sine_reptile_method`), so a flat
+    run config, which has one value per key, means the same for both strategies."""
+    shared = {f.name: getattr(sine_reptile_method(), f.name) for f in fields(MetaConfig)}
+    return TinyMetaFedConfig(**shared)
+
+
+def sine_device_round() -> DeviceRoundConfig:
+    """The demo's TinyReptile device round: 50 fresh samples each used once (probe 5, rate 0.02)."""
+    return DeviceRoundConfig(stream_samples=50)
+
+
 @dataclass(frozen=True)
 class FederationSettings:
+    """A federation run. The defaults are the demo's TinyReptile method, so `tinyfleet server` reproduces it."""
+
     strategy: str = "tinyreptile"
-    num_rounds: int = 100
+    num_rounds: int = 1000
     layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
     init_seed: int = 0  # θ at round 0 and FedAvg's device sampling; TinyReptile/TinyMetaFed sample with their config's seed
     checkpoint_dir: str = "runs/federation"
-    reptile: TinyReptileConfig = field(default_factory=TinyReptileConfig)
-    metafed: TinyMetaFedConfig = field(default_factory=TinyMetaFedConfig)
-    device: DeviceRoundConfig = field(default_factory=DeviceRoundConfig)
+    reptile: TinyReptileConfig = field(default_factory=sine_reptile_method)
+    metafed: TinyMetaFedConfig = field(default_factory=sine_metafed_method)
+    device: DeviceRoundConfig = field(default_factory=sine_device_round)
     fedavg_clients_per_round: int = 5
     node_timeout_s: float = 120.0
     grid_pull_interval_s: float = 0.01

@@ -112,6 +112,17 @@ def _default(f: dataclasses.Field) -> Any:
     return f.default_factory()  # type: ignore[misc]
 
 
+def _base_configs() -> dict[str, Any]:
+    """The default config of the device round and of each strategy, as FederationSettings() holds them: the
+    defaults a run config's missing keys take (the demo's method, not the bare dataclass fields)."""
+    base = FederationSettings()
+    return {"device": base.device, "tinyreptile": base.reptile, "tinymetafed": base.metafed}
+
+
+def _base_default(config: Any, f: dataclasses.Field) -> Any:
+    return getattr(config, f.name)
+
+
 def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
     """Typed settings from a flat run config; missing keys keep their defaults."""
     unknown = sorted(set(run_config) - known_keys())
@@ -122,8 +133,10 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     top = {
         name: _coerce(key, run_config[key], _default(fields[name])) for key, name in TOP_LEVEL.items() if key in run_config
     }
+    bases = _base_configs()
     device = {
-        f.name: _coerce(key, run_config[key], _default(f)) for key, f in DEVICE_KEYS.items() if key in run_config
+        f.name: _coerce(key, run_config[key], _base_default(bases["device"], f))
+        for key, f in DEVICE_KEYS.items() if key in run_config
     }
     strategy_keys = STRATEGY_KEYS.get(str(strategy), {})
     given = set(run_config) - set(TOP_LEVEL) - set(DEVICE_KEYS) - set(SERVER_APP_KEYS)
@@ -131,17 +144,20 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     for key in foreign:  # at its default it is the table's filler; set to anything else it asks for the wrong strategy
         owners = [name for name, keys in STRATEGY_KEYS.items() if key in keys]
         field = STRATEGY_KEYS[owners[0]][key]
-        if _coerce(key, run_config[key], _default(field)) != _default(field):
+        default = _base_default(bases[owners[0]], field)
+        if _coerce(key, run_config[key], default) != default:
             raise ValueError(f"run config {key!r} = {run_config[key]!r} applies to strategy {' or '.join(owners)} only, "
                              f"not {strategy!r}; drop it or choose that strategy")
     if foreign:
         log.info("run config keys %s do not apply to strategy %r; ignored at their defaults", foreign, strategy)
-    chosen = {f.name: _coerce(key, run_config[key], _default(f)) for key, f in strategy_keys.items() if key in given}
-    settings = FederationSettings(**top, device=DeviceRoundConfig(**device))  # validates the strategy name
+    running = bases.get(str(strategy))
+    chosen = {f.name: _coerce(key, run_config[key], _base_default(running, f))
+              for key, f in strategy_keys.items() if key in given}  # fmt: skip
+    settings = FederationSettings(**top, device=dataclasses.replace(bases["device"], **device))  # checks the strategy
     if strategy == "tinyreptile":
-        return dataclasses.replace(settings, reptile=TinyReptileConfig(**chosen))
+        return dataclasses.replace(settings, reptile=dataclasses.replace(bases["tinyreptile"], **chosen))
     if strategy == "tinymetafed":
-        return dataclasses.replace(settings, metafed=TinyMetaFedConfig(**chosen))
+        return dataclasses.replace(settings, metafed=dataclasses.replace(bases["tinymetafed"], **chosen))
     return settings
 
 
@@ -169,7 +185,7 @@ def flatten_settings(settings: FederationSettings) -> dict[str, Scalar]:
         config = running if strategy == settings.strategy and running is not None else None
         for key, f in keys.items():
             if key not in out or config is not None:
-                out[key] = _flat(getattr(config, f.name) if config is not None else _default(f))
+                out[key] = _flat(getattr(config if config is not None else _base_configs()[strategy], f.name))
     return out
 
 

@@ -26,7 +26,7 @@ from firmware_sim.fleet import TEST_SEED_BASE, mlp_learner_for, profile_for, sin
 from edge.identity import device_id_of
 from server.core.checkpoint import Checkpoint, Checkpointer
 from ontology.thing_description import device_iri
-from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, sine_device_round, sine_reptile_method
 from server.registry.registry_link import FederationRegistry, RunVersions
 from server.strategies.step_size_learning import step_sizes_from_state
 from server.strategies.tiny_reptile import TinyReptileConfig
@@ -53,14 +53,10 @@ class DemoConfig:
     # (chosen on devices disjoint from the unseen ones; see docs/tuning.md).
     # The same devices also measure how per-weight step sizes should change
     # (on 5 + 20 further samples); the server learns them by Adam at 0.01.
-    reptile_rounds: int = 1000
-    reptile: TinyReptileConfig = field(
-        default_factory=lambda: TinyReptileConfig(
-            clients_per_round=20, meta_step_size=0.8, final_meta_step_size=0.0, anneal="cosine",
-            outer_momentum=0.95, nesterov=True, step_size_learning_rate=0.01,
-        )
-    )
-    reptile_device: DeviceRoundConfig = field(default_factory=lambda: DeviceRoundConfig(stream_samples=50))
+    # One source: these are FederationSettings' defaults (server.core.federation), what `tinyfleet server` runs.
+    reptile_rounds: int = FederationSettings.num_rounds
+    reptile: TinyReptileConfig = field(default_factory=sine_reptile_method)
+    reptile_device: DeviceRoundConfig = field(default_factory=sine_device_round)
     # FedAvg as practitioners run it: 5 devices a round, 5 local epochs over 32 samples.
     fedavg_rounds: int = 300
     fedavg_clients_per_round: int = 5

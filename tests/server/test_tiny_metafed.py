@@ -52,13 +52,15 @@ def test_the_imprint_rule_is_sent_and_an_unknown_rule_is_refused():
 
 
 def test_step_size_learning_is_refused_rather_than_silently_ignored():
+    from server.core.federation import FederationSettings
     from server.core.run_config import settings_from_run_config
 
     with pytest.raises(TypeError):  # TinyMetaFed's config has no step sizes to set
         TinyMetaFedConfig(**CONFIG, step_size_learning_rate=0.01)
     with pytest.raises(ValueError, match="applies to strategy tinyreptile only"):  # nor does its run config
-        settings_from_run_config({"strategy": "tinymetafed", "step-size-learning-rate": 0.01})
-    settings_from_run_config({"strategy": "tinymetafed", "step-size-learning-rate": 0.0})  # the table's filler
+        settings_from_run_config({"strategy": "tinymetafed", "step-size-learning-rate": 0.05})
+    filler = FederationSettings().reptile.step_size_learning_rate  # what the Flower App's table lists for it
+    settings_from_run_config({"strategy": "tinymetafed", "step-size-learning-rate": filler})
 
 
 def test_sparse_updates_are_summed_and_applied_with_epsilon_over_n():
