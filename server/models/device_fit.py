@@ -26,7 +26,7 @@ class FitReport:
     task: str
     device: str
     flash_bytes: int  # tf:modelSizeBytes = .tflite file size
-    arena_bytes: int  # tf:tensorArenaBytes = TFLM greedy planner replay
+    arena_bytes: int  # tf:tensorArenaBytes = TFLM's whole used arena, estimated (planner head + persistent tail)
     head_ram_bytes: int  # OnlineHead weights + gradient + activations (memory_footprint().total)
     usable_flash_bytes: int
     usable_ram_bytes: int

@@ -36,7 +36,7 @@ FEATURE_TOLERANCE = 0.06
 # Training RAM = tensor arena (registry describer) + OnlineHead.memory_footprint().total, bytes,
 # measured for the shipped architectures and initial heads. Like TFLite Micro's arena test:
 # fail when it grows more than 3 %; if it shrank, lower the pin.
-PINNED_TRAINING_RAM = {"characters": 15_680 + 2_900, "keywords": 8_000 + 5_540, "presence": 96 + 196}
+PINNED_TRAINING_RAM = {"characters": 19_288 + 2_900, "keywords": 12_184 + 5_540, "presence": 2_512 + 196}  # TFLM arena estimate + head
 GROWTH_TOLERANCE = 0.03
 
 needs_espeak = pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
