@@ -99,7 +99,7 @@ class MqttDevice:
         return client
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
-        if not self._dead:
+        if not self._dead and not self.finished.is_set():  # after "finished" the broker going away is expected
             log.warning("%s lost the broker (%s); reconnecting with back-off", self.device_id, reason)
             self.connected.clear()
 
