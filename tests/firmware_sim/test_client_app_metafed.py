@@ -16,7 +16,7 @@ from firmware_sim.client_app import handle_round, parse_layer_sizes
 from firmware_sim.fleet import local_init
 from firmware_sim.fleet import sine_device
 from firmware_sim.mqtt_round import run_task
-from server.core.federation import FederationSettings, initial_weights, train_config
+from server.core.federation import DeviceRoundConfig, FederationSettings, initial_weights, train_config
 from server.transports.mqtt_rounds import to_wire
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 
@@ -32,7 +32,8 @@ def task_identity(monkeypatch):
 
 def request(top_p: float, kind: str = MessageType.TRAIN) -> Message:
     """What TinyMetaFed sends a device in round ``ROUND`` (θ without the head, the reconstruction settings)."""
-    settings = FederationSettings(strategy="tinymetafed", metafed=TinyMetaFedConfig(top_p=top_p))
+    settings = FederationSettings(strategy="tinymetafed", metafed=TinyMetaFedConfig(top_p=top_p),
+                                  device=DeviceRoundConfig(stream_samples=10))  # a short round, not the demo's 50
     shared, config = TinyMetaFed(settings.metafed)._shared_request(
         to_array_record(initial_weights(settings)), train_config(settings)
     )
