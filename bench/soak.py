@@ -171,18 +171,28 @@ class ServerProcess:
 
     def acknowledged_versions(self, exited_cleanly: bool) -> tuple[set[int], set[int]]:
         """(acknowledged version numbers, recorded-but-unacknowledged ones): see the module docstring."""
-        lines = self.lines()
-        acked: set[int] = set()
-        pending: set[int] = set()
-        for i, (start, end) in enumerate(self.incarnations):
-            last = i == len(self.incarnations) - 1
-            rounds = [int(r["round"]) for r in lines[start:len(lines) if end is None else end]]
-            sure = rounds if (last and exited_cleanly) else rounds[:-1]
-            acked.update(sure)
-            pending.update(set(rounds) - set(sure))
-        if 1 in acked:
-            acked.add(0)  # θ0 is registered in the same observer call as version 1
-        return acked, pending - acked
+        return acknowledged_versions(self.lines(), self.incarnations, exited_cleanly)
+
+
+def acknowledged_versions(
+    lines: list[dict[str, Any]], incarnations: list[tuple[int, int | None]], exited_cleanly: bool
+) -> tuple[set[int], set[int]]:
+    """(acknowledged version numbers, recorded-but-unacknowledged ones) from ``rounds.jsonl`` and its line ranges
+    per server process. A round with no participant (no usable reply, e.g. the broker was down) registers no
+    version by design (:class:`server.registry.registry_link.RunVersions`), so it is not expected in the store.
+    """
+    acked: set[int] = set()
+    pending: set[int] = set()
+    for i, (start, end) in enumerate(incarnations):
+        last = i == len(incarnations) - 1
+        records = lines[start : len(lines) if end is None else end]
+        sure = records if (last and exited_cleanly) else records[:-1]  # the next line proves the write returned
+        versions = {int(r["round"]) for r in sure if r.get("participants")}
+        if i == 0 and versions:
+            versions.add(0)  # θ0 is registered in the same observer call as the fresh run's first version
+        acked |= versions
+        pending |= {int(r["round"]) for r in records if r.get("participants")} - versions
+    return acked, pending - acked
 
 
 class RegistryService:
@@ -197,7 +207,7 @@ class RegistryService:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self, timeout_s: float = 60.0) -> None:
+    def start(self, timeout_s: float = 300.0) -> None:  # after kill -9 on a loaded machine: over 60 s measured
         env = {**os.environ, TOKEN_ENV: self.token, "PYTHONPATH": str(ROOT)}
         log = open(self.log_dir / f"registry-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(
@@ -363,6 +373,8 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
     server_code: int | None = None
     registry_kill_in_flight = 0
     acked_before_kill = 0
+    registry_restart_s = 0.0
+    restarter: threading.Thread | None = None
 
     def note(kind: str, **extra: Any) -> None:
         events.append({"t_s": round(time.monotonic() - started, 2), "kind": kind,
@@ -448,8 +460,16 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
                 code = service.kill()
                 counts["registry_kills"] += 1
                 note("registry service killed", code=code, writes_in_flight=registry_kill_in_flight)
-                service.start()
-                note("registry service restarted")
+                restart_started = time.monotonic()
+
+                def restart_service() -> None:  # on a thread: the fault loop goes on while the service recovers
+                    nonlocal registry_restart_s
+                    service.start()
+                    registry_restart_s = round(time.monotonic() - restart_started, 1)
+                    note("registry service restarted", seconds=registry_restart_s)
+
+                restarter = threading.Thread(target=restart_service, daemon=True)
+                restarter.start()
             time.sleep(0.1)
         if down:
             revive(down)
@@ -460,6 +480,10 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
             if finished_devices == config.devices:
                 break
             time.sleep(0.2)
+        if restarter is not None:
+            restarter.join(timeout=330)
+            if registry_restart_s == 0.0:
+                raise TimeoutError("the registry service did not come back after its kill")
         # let the gateway finish the registrations still queued, then stop it
         drain_by = time.monotonic() + 120
         while not gateway.jobs.empty() and time.monotonic() < drain_by:
@@ -475,6 +499,8 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
         if fleet is not None:
             fleet.stop()
         broker.stop()
+        if sys.exc_info()[0] is not None:
+            service.stop()
 
     # ------------------------------------------------ what survived
     assert gateway is not None and server is not None
@@ -512,6 +538,7 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
         "registry_kills": counts["registry_kills"],
         "registry_writes_in_flight_at_kill": registry_kill_in_flight,
         "acknowledged_registrations_before_registry_kill": acked_before_kill,
+        "registry_restart_after_kill_s": registry_restart_s,
         "acknowledged_registrations": gateway.acknowledged,
         "registered_devices": len(gateway.acked),
         "registration_retries": gateway.transport_errors,
@@ -526,6 +553,8 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
         "final_round": final_round,
         "rounds_recorded": len(recorded),
         "rounds_recorded_distinct": len(set(recorded)),
+        "rounds_without_version": sorted(int(r["round"]) for r in server.lines() if not r.get("participants")),
+        "server_incarnations": server.incarnations,
         "devices_told_finished": finished_devices,
         "server_starts": server.starts,
         "ok": ok,
@@ -543,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--churn", type=float, default=defaults.churn, help="fraction of devices that crash and return")
     parser.add_argument("--round-timeout", type=float, default=defaults.round_timeout_s)
     parser.add_argument("--quorum", type=float, default=defaults.quorum)
+    parser.add_argument("--node-timeout", type=float, default=defaults.connect_timeout_s,
+                        help="seconds the fleet may take to connect and the server to see enough eligible devices")
     parser.add_argument("--run-timeout", type=float, default=defaults.run_timeout_s)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workdir", type=Path, help="broker, stores, server run and logs (default: a temporary directory)")
@@ -553,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     sample = args.sample if args.sample is not None else min(defaults.sample, max(1, args.devices // 3))
     config = SoakConfig(devices=args.devices, rounds=args.rounds, sample=sample, churn=args.churn,
                         round_timeout_s=args.round_timeout, quorum=args.quorum, run_timeout_s=args.run_timeout,
+                        connect_timeout_s=args.node_timeout,
                         seed=args.seed)  # fmt: skip
     if not 0 < config.sample <= config.devices or config.rounds < 3 or not 0 <= config.churn < 1:
         parser.error("need 0 < sample <= devices, rounds >= 3 and 0 <= churn < 1")
