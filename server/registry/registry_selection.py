@@ -20,6 +20,7 @@ the grid for node ids (:meth:`AnnouncedSelection.__call__`, the grid's
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -72,6 +73,7 @@ class AnnouncedSelection:
         self.registered: set[str] = set()  # devices whose current TD the registry accepted (this run)
         self.refused: dict[str, str] = {}  # device id -> why the registry refused its current TD
         self.excluded: dict[str, str] = {}  # device id -> why it was last left out
+        self._registered_td: dict[str, str] = {}  # device id -> its registered TD, canonical JSON
         self._needs = self._model_needs()
 
     # -- paho's network thread: take note only -------------------------------------------
@@ -87,7 +89,11 @@ class AnnouncedSelection:
         with self._lock:
             pending, self._pending = self._pending, {}
         for device_id, td in sorted(pending.items(), key=lambda item: item[0]):
+            canonical = json.dumps(td, sort_keys=True) if td is not None else None
+            if canonical is not None and device_id in self.registered and self._registered_td.get(device_id) == canonical:
+                continue  # the same TD again (retained, re-delivered after a broker restart): it is registered already
             self.registered.discard(device_id)
+            self._registered_td.pop(device_id, None)
             self.refused.pop(device_id, None)
             self.excluded.pop(device_id, None)  # say again why, if it is still left out
             if td is None:
@@ -101,6 +107,7 @@ class AnnouncedSelection:
                 log.warning("registry refused the Thing Description %s announced: %s", device_id, exc)
             else:
                 self.registered.add(device_id)
+                self._registered_td[device_id] = canonical  # type: ignore[assignment]
 
     def __call__(self, device_ids: Sequence[str]) -> list[str]:
         """The devices among ``device_ids`` that ``eligible-devices`` returns; says once why each other is out."""

@@ -63,3 +63,26 @@ def test_a_refused_td_leaves_its_device_out_until_it_announces_a_valid_one(selec
     assert "@context" in selection.excluded["esp-b"]
     announce_from_another_thread(selection, "esp-b", None)  # the device cleared its retained TD
     assert selection(["esp-b"]) == [] and selection.excluded["esp-b"] == "no Thing Description registered"
+
+
+def test_an_unchanged_td_announced_again_is_not_written_again(selection):
+    """After a broker restart every retained TD arrives again; registering 1,000 unchanged TDs took minutes."""
+    writes: list[str] = []
+    put = selection.registry.directory.put
+
+    def counting_put(iri, td, *args, **kwargs):  # a spy around the real registry's write
+        writes.append(iri)
+        return put(iri, td, *args, **kwargs)
+
+    selection.registry.directory.put = counting_put
+    try:
+        td = thing_description(PROFILES["esp32s3"], "esp-c")
+        announce_from_another_thread(selection, "esp-c", td)
+        assert selection(["esp-c"]) == ["esp-c"] and writes == [device_iri("esp-c")]
+        announce_from_another_thread(selection, "esp-c", dict(td))  # the same TD, re-delivered
+        assert selection(["esp-c"]) == ["esp-c"] and writes == [device_iri("esp-c")]
+        changed = {**td, "title": "esp32s3 (esp-c, moved)"}
+        announce_from_another_thread(selection, "esp-c", changed)  # a changed TD is registered again
+        assert selection(["esp-c"]) == ["esp-c"] and writes == [device_iri("esp-c")] * 2
+    finally:
+        selection.registry.directory.put = put
