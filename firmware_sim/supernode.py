@@ -104,26 +104,17 @@ class FlowerProcess:
 
 
 def descendant_pids(root: int) -> list[int]:
-    """Every process below ``root`` (children, grandchildren, ...) by the parent ids in /proc; [] off Linux."""
-    parents: dict[int, list[int]] = {}
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as stat:
-                fields = stat.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(entry))  # field 4 of stat, after "pid (comm)": state ppid
-    found, stack = [], [root]
+    """Every live process below ``root`` (children, grandchildren, ...), from /proc/<pid>/task/*/children; [] off Linux."""
+    found: list[int] = []
+    stack = [root]
     while stack:
-        for child in parents.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
+        for task in Path(f"/proc/{stack.pop()}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            stack += children
     return found
 
 

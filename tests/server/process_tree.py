@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from firmware_sim.supernode import descendant_pids
+
 
 def spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen:
     with open(log_path, "ab") as out:
@@ -22,19 +24,8 @@ def spawn(args: Sequence[str], env: Mapping[str, str], log_path: Path) -> subpro
 
 
 def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children via /proc/<pid>/task/*/children)."""
-    found: list[int] = []
-    stack = [pid]
-    while stack:
-        parent = stack.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                children = [int(c) for c in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            found += children
-            stack += children
-    return found
+    """Every live descendant of ``pid``: the walk the server itself stops its children with."""
+    return descendant_pids(pid)
 
 
 def _signal(pids: Sequence[int], sig: signal.Signals) -> None:
