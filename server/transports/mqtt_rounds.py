@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from edge.round_contract import kept_fraction
 from edge.identity import node_id_of  # re-exported: the grid names nodes by it
 from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
@@ -105,8 +106,7 @@ def to_wire(
     config = content.config_records.get(keys.CONFIG, ConfigRecord())
     message_type = message.metadata.message_type
     evaluate = message_type == MessageType.EVALUATE
-    top_p = config.get(keys.TOP_P)
-    top_p = float(top_p) if isinstance(top_p, (int, float)) and not isinstance(top_p, bool) and 0 < top_p < 1 else None
+    top_p = kept_fraction(config.get(keys.TOP_P))  # the contract's rule: a fraction inside (0, 1), else dense
     task = TaskAssignment(
         round_id=round_id,
         deadline_s=deadline_s,
