@@ -119,10 +119,6 @@ def _base_configs() -> dict[str, Any]:
     return {"device": base.device, "tinyreptile": base.reptile, "tinymetafed": base.metafed}
 
 
-def _base_default(config: Any, f: dataclasses.Field) -> Any:
-    return getattr(config, f.name)
-
-
 def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
     """Typed settings from a flat run config; missing keys keep their defaults."""
     unknown = sorted(set(run_config) - known_keys())
@@ -135,7 +131,7 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     }
     bases = _base_configs()
     device = {
-        f.name: _coerce(key, run_config[key], _base_default(bases["device"], f))
+        f.name: _coerce(key, run_config[key], getattr(bases["device"], f.name))
         for key, f in DEVICE_KEYS.items() if key in run_config
     }
     strategy_keys = STRATEGY_KEYS.get(str(strategy), {})
@@ -144,14 +140,14 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     for key in foreign:  # at its default it is the table's filler; set to anything else it asks for the wrong strategy
         owners = [name for name, keys in STRATEGY_KEYS.items() if key in keys]
         field = STRATEGY_KEYS[owners[0]][key]
-        default = _base_default(bases[owners[0]], field)
+        default = getattr(bases[owners[0]], field.name)
         if _coerce(key, run_config[key], default) != default:
             raise ValueError(f"run config {key!r} = {run_config[key]!r} applies to strategy {' or '.join(owners)} only, "
                              f"not {strategy!r}; drop it or choose that strategy")
     if foreign:
         log.info("run config keys %s do not apply to strategy %r; ignored at their defaults", foreign, strategy)
     running = bases.get(str(strategy))
-    chosen = {f.name: _coerce(key, run_config[key], _base_default(running, f))
+    chosen = {f.name: _coerce(key, run_config[key], getattr(running, f.name))
               for key, f in strategy_keys.items() if key in given}  # fmt: skip
     settings = FederationSettings(**top, device=dataclasses.replace(bases["device"], **device))  # checks the strategy
     if strategy == "tinyreptile":
@@ -181,11 +177,12 @@ def flatten_settings(settings: FederationSettings) -> dict[str, Scalar]:
     out: dict[str, Scalar] = {key: _flat(getattr(settings, name)) for key, name in TOP_LEVEL.items()}
     out.update({key: _flat(getattr(settings.device, f.name)) for key, f in DEVICE_KEYS.items()})
     running = {"tinyreptile": settings.reptile, "tinymetafed": settings.metafed}.get(settings.strategy)
+    bases = _base_configs()
     for strategy, keys in STRATEGY_KEYS.items():
         config = running if strategy == settings.strategy and running is not None else None
         for key, f in keys.items():
             if key not in out or config is not None:
-                out[key] = _flat(getattr(config if config is not None else _base_configs()[strategy], f.name))
+                out[key] = _flat(getattr(config if config is not None else bases[strategy], f.name))
     return out
 
 
