@@ -14,7 +14,7 @@ difference and results are unchanged), and hands each observer one
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -80,12 +80,13 @@ class StatefulStrategy(Protocol):
     def restore_strategy_state(self, state: dict[str, np.ndarray]) -> None: ...
 
 
-def _numbers(record: object) -> dict[str, float]:
+def numeric_metrics(record: Mapping[str, object] | None) -> dict[str, float]:
+    """The quantities among a round's metrics, as floats: no flags, lists or the device-seed identity."""
     if record is None:
         return {}
     return {
         str(k): float(v)
-        for k, v in record.items()  # type: ignore[attr-defined]
+        for k, v in record.items()
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != keys.DEVICE_SEED
     }
 
@@ -150,10 +151,10 @@ def run_rounds(
         report = RoundReport(
             server_round=absolute,
             weights=from_array_record(arrays),
-            metrics=_numbers(train_metrics),
+            metrics=numeric_metrics(train_metrics),
             participants=tuple(sorted(reply_seeds(replies))),
             participant_devices=tuple(participants_of(replies)) if new_arrays is not None else None,
-            evaluate_metrics=_numbers(evaluate_metrics),
+            evaluate_metrics=numeric_metrics(evaluate_metrics),
             replies=len(replies),
             failures=sum(1 for reply in replies if reply.has_error()),
         )

@@ -30,7 +30,6 @@ import numpy as np
 from rdflib import RDF, RDFS, BNode, Graph, Literal, URIRef
 from rdflib.namespace import PROV, XSD
 
-from edge import record_keys as keys
 from edge.profiles import DeviceProfile
 from ontology.describe_model import describe_model_file
 from ontology.directory import Directory
@@ -38,7 +37,7 @@ from ontology.named_queries import run_named_query
 from ontology.store import RegistryStore
 from ontology.thing_description import device_iri, thing_description
 from ontology.vocab import RESOURCE_BASE, SCHEMA, TF
-from server.core.round_loop import PARTICIPANT_DEVICES, RoundReport, participants_of  # noqa: F401  (re-exported)
+from server.core.round_loop import PARTICIPANT_DEVICES, RoundReport, numeric_metrics, participants_of  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +203,9 @@ class RunVersions:
             self.versions.append(self.registry.register_version(0, self.model, self.initial))
             self.initial = None
         participants = [str(device) for device in metrics[PARTICIPANT_DEVICES]]  # type: ignore[attr-defined]
-        numeric = {k: float(v) for k, v in metrics.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k != keys.DEVICE_SEED}
-        self.versions.append(self.registry.register_version(server_round, self.model, weights, participants, numeric))
+        self.versions.append(
+            self.registry.register_version(server_round, self.model, weights, participants, numeric_metrics(metrics))
+        )
 
 
 def open_run_versions(
