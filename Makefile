@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
 # Debian packages the tests use for real: the MQTT broker, the speech synthesiser of the keyword corpus,
 # the microcontroller line: QEMU's Cortex-M4F board and the arm-none-eabi toolchain with newlib; and clang's
-# libFuzzer with its sanitizer runtimes for fuzzing the C wire and serial parsers (bench/fuzz.py).
+# libFuzzer with its sanitizer runtimes for fuzzing the C wire and serial parsers (bench/fuzz.py); and Debian's
+# chromium with its chromedriver, which the fleet console's browser tests drive through selenium (never a download).
 system-deps:
 	@missing=""; \
 	  { test -x /usr/sbin/mosquitto || command -v mosquitto >/dev/null; } || missing="$$missing mosquitto"; \
@@ -19,6 +20,8 @@ system-deps:
 	  command -v clang-14 >/dev/null || missing="$$missing clang-14"; \
 	  ls /usr/lib/llvm-14/lib/libFuzzer.a >/dev/null 2>&1 || missing="$$missing libfuzzer-14-dev"; \
 	  ls /usr/lib/llvm-14/lib/clang/14*/lib/linux/libclang_rt.asan-x86_64.a >/dev/null 2>&1 || missing="$$missing libclang-rt-14-dev"; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  test -x /usr/bin/chromedriver || missing="$$missing chromium-driver"; \
 	  if [ -n "$$missing" ]; then \
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null) || \
 	    { echo "install Debian's$$missing (apt-get install$$missing) and retry" >&2; exit 1; }; \
