@@ -29,14 +29,13 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from edge import record_keys as keys
-from edge.identity import device_id_of
-from edge.mlp import NumpyMLP
+from edge.identity import device_id_of  # noqa: F401  (re-exported: tests and benches import it from here)
 from edge.thing_description import thing_description
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
 from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
 from edge.wire.topics import QOS, SERVER_STATUS, STATUS_FINISHED, STATUS_OFFLINE, STATUS_ONLINE
-from firmware_sim.fleet import local_init, sine_device
+from firmware_sim.device_tasks import DeviceTask, device_task
 from firmware_sim.mqtt_round import RoundResult, expects_step_sizes, run_task
 
 log = logging.getLogger(__name__)
@@ -47,7 +46,8 @@ class FleetConfig:
     host: str = "127.0.0.1"
     port: int = 1883
     tls_ca: str | None = None
-    layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
+    task: str = "sine"  # what the devices are (firmware_sim.device_tasks); their ids are <task>-<seed>
+    layer_sizes: tuple[int, ...] | None = None  # None: the task's own; sine's MLP may be resized (small test fleets)
     reply_delay_s: float = 0.0  # extra time before replying (radio duty cycle; lets tests act mid-round)
     keepalive_s: int = 10
     workers: int = 8
@@ -58,6 +58,8 @@ class FleetConfig:
     # samples and what a device spends on step sizes never shifts the samples of its later rounds.
     stream_per_round: bool = False
 
+    def device_task(self) -> DeviceTask:
+        return device_task(self.task).with_layer_sizes(self.layer_sizes)
 
 
 
@@ -67,9 +69,10 @@ class MqttDevice:
     def __init__(self, seed: int, password: str, config: FleetConfig, pool: ThreadPoolExecutor) -> None:
         self.seed = seed
         self.config = config
-        self.device = sine_device(seed, stream_key=0)  # one stream for the device's life: each sample seen once
-        self.device.deploy(NumpyMLP(config.layer_sizes))  # refused here if it does not fit the profile
-        self.private_init = local_init(seed, config.layer_sizes)  # the firmware's local init
+        self.task = config.device_task()
+        # one stream for the device's life, each sample seen once; its model is refused here if it does not fit
+        self.device = self.task.device(seed, stream_key=0)
+        self.private_init = self.task.firmware_init(seed)  # the firmware's local init
         self.device_id = self.device.device_id
         self.rounds_done = 0
         self.refused: list[str] = []  # error codes of tasks/models it refused
@@ -170,7 +173,7 @@ class MqttDevice:
         try:
             with self._train_lock:  # one round at a time per device: the learner and the stream are not shared
                 if self.config.stream_per_round:
-                    self.device.stream = sine_device(self.seed, stream_key=_server_round(task)).stream
+                    self.device.stream = self.task.device(self.seed, stream_key=_server_round(task)).stream
                 result = run_task(
                     self.device, self.private_init, task, model, step_sizes, measures_step_sizes=self.config.step_sizes
                 )
@@ -236,7 +239,8 @@ class MqttFleet:
     def __init__(self, seeds: Iterable[int], passwords: dict[str, str], config: FleetConfig) -> None:
         self.config = config
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="mcu")
-        self.devices = {d.device_id: d for d in (MqttDevice(s, passwords[device_id_of(s)], config, self._pool) for s in seeds)}
+        task = config.device_task()
+        self.devices = {d.device_id: d for d in (MqttDevice(s, passwords[task.device_id(s)], config, self._pool) for s in seeds)}
 
     def start(self, timeout_s: float = 30.0) -> None:
         for device in self.devices.values():

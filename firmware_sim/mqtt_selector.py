@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import paho.mqtt.client as mqtt
 
-from edge.identity import device_id_of
 from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice, MqttFleet
 
 log = logging.getLogger(__name__)
@@ -232,7 +231,7 @@ class SelectorFleet(MqttFleet):
         self._pool = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="mcu")
         self.devices = {
             d.device_id: d
-            for d in (SelectorDevice(s, passwords[device_id_of(s)], config, self._pool, self.loop) for s in seeds)
+            for d in (SelectorDevice(s, passwords[config.device_task().device_id(s)], config, self._pool, self.loop) for s in seeds)
         }
 
     def stop(self) -> None:
