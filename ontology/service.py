@@ -57,6 +57,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 
 from ontology.directory import Directory, ThingRejected, parse_json_body
+from ontology.events import mount_events
 from ontology.named_queries import QueryParamError, get_named_query, named_queries, run_named_query
 from ontology.openapi import openapi_document
 from ontology.problems import Problem
@@ -206,6 +207,7 @@ def create_app(
 
     app = FastAPI(title="TinyFleet registry", version="1", lifespan=lifespan)
     app.state.directory = directory
+    mount_events(app, store)  # GET /events[/{type}]: WoT Discovery's SSE notifications of registrations
 
     # -- errors -> problem+json --------------------------------------------------
 
