@@ -141,6 +141,13 @@ tinyol_status_t tinyol_learn_one(tinyol_head_t *h, const float *x, int32_t label
     return TINYOL_OK;
 }
 
+tinyol_status_t tinyol_predict(const tinyol_head_t *h, const float *x, float *z) {
+    if (!h || !x || !z || !h->params || h->n_features == 0 || h->n_outputs == 0) return TINYOL_BAD_ARGUMENT;
+    logits(h, x, z);
+    if (all_finite(z, h->n_outputs)) return TINYOL_OK;
+    return all_finite(x, h->n_features) ? TINYOL_DIVERGED : TINYOL_NONFINITE_SAMPLE;
+}
+
 tinyol_status_t tinyol_imprint_one(tinyol_head_t *h, uint32_t *counts, const float *x, int32_t label, float min_rate,
                                    float *loss) {
     if (!h || !counts || !x || !h->params || !h->spare || !h->scratch || h->n_features == 0 || h->n_outputs == 0)

@@ -65,6 +65,13 @@ tinyol_status_t tinyol_learn_one(tinyol_head_t *h, const float *x, int32_t label
 tinyol_status_t tinyol_imprint_one(tinyol_head_t *h, uint32_t *counts, const float *x, int32_t label, float min_rate,
                                    float *loss);
 
+/* The head's forward pass for inference: logits z = [x, 1] . [W; b] into `logits` (n_outputs floats, caller's;
+ * it may be h->scratch), summed in the same order as the step's, so a prediction and the loss a step reports
+ * agree to the bit. No softmax (argmax of the logits is the class). Returns TINYOL_BAD_ARGUMENT for a null
+ * buffer or an empty head, TINYOL_NONFINITE_SAMPLE if x holds NaN/Inf, TINYOL_DIVERGED if finite features
+ * still give a non-finite logit; the logits are written either way. */
+tinyol_status_t tinyol_predict(const tinyol_head_t *h, const float *x, float *logits);
+
 /* Benchmark helper: `steps` classification steps cycling through `n_samples` feature vectors
  * (row-major, n_samples * n_features) and their labels, timed with clock_gettime(CLOCK_MONOTONIC)
  * around the loop. Writes the elapsed nanoseconds; returns the first non-OK status (and stops). */
