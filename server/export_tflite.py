@@ -1,0 +1,77 @@
+"""A run's meta-model as the TFLite training graph a device installs (``tinyfleet export tflite --run W``).
+
+Why here and not in ``server/export_run.py``: this needs TensorFlow, which only this export does.
+The graph is the project's builtin-ops training graph (:mod:`server.models.sine_mlp`, the contract
+:class:`edge.tflite_learner.TFLiteTrainer` runs) with θ as its weights and the learned step sizes in
+its step-size variables, so ``train`` steps each weight by ``lr · step size · gradient`` from the
+start, as the demo's ``tinyreptile/tflite-trainer`` row does.
+
+The sine task is a regressor (mean squared error, :class:`edge.mlp.NumpyMLP`); every other task's
+MLP is a classifier (:class:`edge.mlp_classifier.MLPClassifier`), whose graph differs only in the
+loss: softmax cross-entropy with ``y`` the one-hot label (the trainer's ``y[1, out]`` input), the
+loss ``-log(max(p_label, 1e-12))`` as numpy clips it, and the output delta ``softmax(z) − y``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import tensorflow as tf
+
+from server.export_run import ExportError, RunModel, write_manifest
+from server.models.sine_mlp import _FLOAT32_MAX, SIGNATURES, MLPTrainingModule, build_training_module, convert_training_module
+
+REGRESSION_TASKS = ("sine",)  # the MSE MLP; a task's classifier has softmax cross-entropy
+_LOG_FLOOR = math.log(1e-12)
+
+
+class ClassifierTrainingModule(MLPTrainingModule):
+    """The training graph of :class:`edge.mlp_classifier.MLPClassifier`: the same signatures, a cross-entropy ``train``.
+
+    ``y`` is the one-hot label. The backward pass and the refusal of a non-finite step are those of
+    :class:`server.models.sine_mlp.MLPTrainingModule` (only the output delta differs).
+    """
+
+    def _train(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
+        params = [v.read_value() for v in self.vars]
+        acts = self._activations(params, x)
+        log_p = tf.nn.log_softmax(acts[-1])
+        loss = -tf.reduce_sum(y * tf.maximum(log_p, _LOG_FLOOR))
+        delta = tf.nn.softmax(acts[-1]) - y  # batch of exactly one sample
+        grads: list[tf.Tensor] = [tf.zeros(())] * len(params)
+        for i in reversed(range(self.n_layers)):
+            grads[2 * i] = tf.matmul(acts[i], delta, transpose_a=True)
+            grads[2 * i + 1] = tf.reduce_sum(delta, axis=0)
+            if i > 0:
+                delta = tf.matmul(delta, params[2 * i], transpose_b=True) * (1.0 - tf.square(acts[i]))
+        updated = [p - lr * s.read_value() * g for p, s, g in zip(params, self.step_vars, grads)]
+        applied = tf.constant(True)
+        for u in updated:
+            applied = tf.logical_and(applied, tf.reduce_all(tf.abs(u) <= _FLOAT32_MAX))
+        for v, u, p in zip(self.vars, updated, params):
+            v.assign(tf.where(applied, u, p))
+        return {"loss": loss, "applied": applied}
+
+
+def is_classifier(task: str) -> bool:
+    return task not in REGRESSION_TASKS
+
+
+def training_graph(model: RunModel) -> bytes:
+    """The .tflite bytes of ``model``'s training graph, θ as its weights and its step sizes (ones if none)."""
+    module = build_training_module(model.layer_sizes, model.theta, step_sizes=model.step_sizes)
+    if is_classifier(model.task):
+        if model.layer_sizes[-1] < 2:
+            raise ExportError(f"task {model.task!r} is a classifier but its MLP has {model.layer_sizes[-1]} output")
+        module = ClassifierTrainingModule(module.layer_sizes, model.theta, model.step_sizes)
+    return convert_training_module(module)
+
+
+def write_tflite(model: RunModel, out: Path) -> list[Path]:
+    """``out/<task>_train.tflite`` and the manifest, which says how the graph's ``y`` is laid out."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{model.task}_train.tflite"
+    path.write_bytes(training_graph(model))
+    labels = "one-hot class label, y[1, n_classes]" if is_classifier(model.task) else "regression target, y[1, n_out]"
+    return [path, write_manifest(model, out, file=path.name, signatures=list(SIGNATURES), y=labels)]
