@@ -17,6 +17,16 @@
  * the previous delta is (sum_j delta_j w_kj, j ascending) * (1 - a_k^2). What
  * float32 cannot make identical is numpy's BLAS summation order and tanh; see
  * tests/edge/test_firmware_device_mlp.py for the tolerance this gives.
+ *
+ * Back-propagation stops at the lowest layer that trains: with w2, b2 alone
+ * trainable (a head update, TinyMetaFed's private part) no delta is propagated
+ * into the hidden layers, so a head step costs the head's multiply-adds, not
+ * three times the model's. Results are those of the full pass (the gradients
+ * of the trained tensors do not depend on the ones below). The one difference
+ * from NumpyMLP: it refuses a step when any weight would become non-finite,
+ * frozen ones included; this checks the tensors it computes gradients for
+ * (every tensor from the lowest trained layer up), since the others' are never
+ * formed.
  */
 #ifndef TINYFLEET_DEVICE_MLP_H
 #define TINYFLEET_DEVICE_MLP_H
@@ -76,5 +86,34 @@ int tf_mlp_learn_one_class(tf_mlp *m, const float *x, uint32_t label, float lear
 
 /* Cross-entropy of one sample (MLPClassifier.loss over a batch of one). */
 float tf_mlp_sample_cross_entropy(tf_mlp *m, const float *x, uint32_t label);
+
+/* The update half of tf_mlp_learn_one / tf_mlp_learn_one_class, for a device that has just run
+ * tf_mlp_forward(m, x) on the sample (its inference): the step from the activations that pass left in the
+ * arena, without a second forward pass. tf_mlp_learn_one(m, x, y, ...) is exactly tf_mlp_forward(m, x)
+ * then tf_mlp_update_after_forward(m, y, ...). This is TinyOL's "head update" (the cost on top of the
+ * inference the device runs anyway): with trainable = the output layer's two bits it touches only the
+ * output layer. */
+int tf_mlp_update_after_forward(tf_mlp *m, const float *y, float learning_rate, uint32_t trainable, float *loss);
+int tf_mlp_update_after_forward_class(tf_mlp *m, uint32_t label, float learning_rate, uint32_t trainable, float *loss);
+
+/* Imprinting (edge/imprinting.py, Imprinter.learn_one with min_rate 0): fold sample x of class `label` into
+ * that class's running mean of the last hidden layer and write the output layer's column `label` as
+ * w = mean, b = -0.5 |mean|^2; counts[label] (a float per class, exact to 2^24; zero them to start a
+ * layer, as a new Imprinter does) counts the samples folded in. *loss is the cross-entropy before the
+ * update. TF_MLP_BAD_SHAPE for a bad label or a model with no hidden layer or < 2 classes; TF_MLP_NON_FINITE
+ * for a non-finite x; TF_MLP_DIVERGED (nothing written) if the new column is not finite. */
+int tf_mlp_imprint_one(tf_mlp *m, const float *x, uint32_t label, float *counts, float *loss);
+
+/* The step sizes' hypergradient (edge/step_sizes.py, log_scale_hypergradient with regression_gradients):
+ * d(mean squared error on the `query` samples after one step per `support` sample from theta, at rates
+ * base_rate * scales)/d(log scale), into hyper[n_params], and that query loss in *query_loss. Samples are
+ * (x[n_in], y[n_out]) rows. Hessian-vector products by central differences of two gradients, as in
+ * Python. m's weights and gradients are left as they were (its activations are not); the intermediate
+ * weights live in the caller's scratch, tf_mlp_hypergradient_floats() floats. Returns TF_MLP_NO_ROOM if the
+ * scratch is short, else TF_MLP_OK (a non-finite result is the caller's to drop, as run_device_round does). */
+size_t tf_mlp_hypergradient_floats(const tf_mlp *m, uint32_t shots);
+int tf_mlp_hypergradient(tf_mlp *m, const float *theta, const float *scales, float base_rate, const float *support,
+                         uint32_t shots, const float *query, uint32_t n_query, float *scratch, size_t scratch_floats,
+                         float *hyper, float *query_loss);
 
 #endif

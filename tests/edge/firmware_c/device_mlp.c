@@ -2,7 +2,9 @@
  * generated into vectors.h; prints each step's loss and then phi as float32 bit patterns, one per line,
  * so Python compares them with NumpyMLP. Builds on the host (cc) and for the board (arm-none-eabi-gcc),
  * where it also counts the ticks of TIMING_STEPS more steps (x BOARD_INSTRUCTIONS_PER_TICK under -icount).
- * With CLASSIFY, the softmax cross-entropy step of MLPClassifier on labels YS. */
+ * With CLASSIFY, the softmax cross-entropy step of MLPClassifier on labels YS; with AFTER_FORWARD, each step is
+ * the forward pass then tf_mlp_update_after_forward (the update of a device that has just run its inference).
+ * The board build also prints update_ticks: TIMING_STEPS updates after a forward pass, without the passes. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -36,8 +38,14 @@ int main(void) {
     memcpy(m.params, INIT, sizeof INIT);
     for (uint32_t s = 0; s < N_STEPS; ++s) {
         float loss = -1.0f;
-#ifdef CLASSIFY /* YS holds one class label per sample (MLPClassifier) */
+#if defined(CLASSIFY) && defined(AFTER_FORWARD) /* the inference, then the update from its activations */
+        tf_mlp_forward(&m, &XS[s * n_in]);
+        rc = tf_mlp_update_after_forward_class(&m, (uint32_t)YS[s], LR, TRAINABLE, &loss);
+#elif defined(CLASSIFY) /* YS holds one class label per sample (MLPClassifier) */
         rc = tf_mlp_learn_one_class(&m, &XS[s * n_in], (uint32_t)YS[s], LR, TRAINABLE, &loss);
+#elif defined(AFTER_FORWARD)
+        tf_mlp_forward(&m, &XS[s * n_in]);
+        rc = tf_mlp_update_after_forward(&m, &YS[s * n_out], LR, TRAINABLE, &loss);
 #else
         rc = tf_mlp_learn_one(&m, &XS[s * n_in], &YS[s * n_out], LR, TRAINABLE, &loss);
 #endif
@@ -62,6 +70,22 @@ int main(void) {
     for (uint32_t s = 0; s < TIMING_STEPS; ++s) sink += tf_mlp_forward(&m, &XS[(s % N_STEPS) * n_in])[0];
     t1 = board_ticks();
     printf("forward_ticks %lu\n", (unsigned long)(t1 - t0));
+    /* the update after the inference (TinyOL's head update): the same forward passes, each followed by
+     * tf_mlp_update_after_forward; minus the forward passes alone. With only the output layer trainable the
+     * hidden activations are those of the loop above, so the difference is the update's exact cost. */
+    uint32_t forward_only = t1 - t0;
+    memcpy(m.params, INIT, sizeof INIT);
+    t0 = board_ticks();
+    for (uint32_t s = 0; s < TIMING_STEPS; ++s) {
+        sink += tf_mlp_forward(&m, &XS[(s % N_STEPS) * n_in])[0];
+#ifdef CLASSIFY
+        tf_mlp_update_after_forward_class(&m, (uint32_t)YS[s % N_STEPS], LR, TRAINABLE, &loss);
+#else
+        tf_mlp_update_after_forward(&m, &YS[(s % N_STEPS) * n_out], LR, TRAINABLE, &loss);
+#endif
+    }
+    t1 = board_ticks();
+    printf("forward_update_ticks %lu update_ticks %ld\n", (unsigned long)(t1 - t0), (long)(t1 - t0) - (long)forward_only);
 #endif
     printf("done\n");
     return 0;
