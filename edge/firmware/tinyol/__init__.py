@@ -66,6 +66,7 @@ class TinyOLImage:
 class TinyOLRun:
     """What the image printed, as arrays; ``instructions`` per call (timing builds), by the names in measure_main.c."""
 
+    infer_status: list[int]  # per sample: 0, or the tinyol_status_t that refused it (its rows below stay zero)
     q_inputs: np.ndarray  # (n, n_inputs) int8
     features_q: np.ndarray  # (n, n_features) int8
     logits: np.ndarray  # (n, n_outputs) float32
@@ -128,9 +129,12 @@ def build_image(case: TinyOLCase, out_dir: Path | str, *, board: str = "mps2-an3
     return TinyOLImage(elf, compiled, case, image_size(elf), n * (n_inputs + n_outputs + 1) * 4)
 
 
-def _hex_rows(text: str, tag: str, dtype: type, width: int) -> np.ndarray:
-    rows = [bytes.fromhex(m.group(1)) for m in re.finditer(rf"^{tag} \d+ ([0-9a-f]+)\s*$", text, re.M)]
-    return np.stack([np.frombuffer(r, dtype) for r in rows]).reshape(len(rows), width) if rows else np.zeros((0, width), dtype)
+def _hex_rows(text: str, tag: str, dtype: type, n: int, width: int) -> np.ndarray:
+    """Rows ``<tag> <i> <hex>`` into an (n, width) array; rows of refused samples stay zero."""
+    rows = np.zeros((n, width), dtype)
+    for m in re.finditer(rf"^{tag} (\d+) ([0-9a-f]+)\s*$", text, re.M):
+        rows[int(m.group(1))] = np.frombuffer(bytes.fromhex(m.group(2)), dtype)
+    return rows
 
 
 def _steps(text: str, tag: str) -> tuple[list[int], np.ndarray]:
@@ -151,7 +155,8 @@ def run_image(image: TinyOLImage, timeout: float = 120.0) -> TinyOLRun:
         raise RuntimeError(f"{image.elf.name} exited {result.exit_code} under QEMU:\n{text[-2000:]}\n{result.stderr[-500:]}")
     graph = image.compiled.graph
     n_inputs, n_features = graph.tensors[graph.input].elements, graph.tensors[graph.output].elements
-    n_outputs = image.case.head_b.shape[0]
+    n_outputs, n = image.case.head_b.shape[0], len(image.case.xs)
+    infer_status = [int(s) for s in re.findall(r"^infer \d+ (-?\d+)\s*$", text, re.M)]
     sgd_status, sgd_losses = _steps(text, "sgd")
     imprint_status, imprint_losses = _steps(text, "imprint")
     counts = re.search(r"^counts((?: \d+)*)\s*$", text, re.M)
@@ -161,8 +166,8 @@ def run_image(image: TinyOLImage, timeout: float = 120.0) -> TinyOLRun:
         for name, ticks, repeats in re.findall(r"^ticks (\w+) (\d+) (\d+)\s*$", text, re.M):
             instructions[name] = int(ticks) * int(per_tick.group(1)) / int(repeats)
     return TinyOLRun(
-        q_inputs=_hex_rows(text, "q", np.int8, n_inputs), features_q=_hex_rows(text, "feat", np.int8, n_features),
-        logits=_hex_rows(text, "logits", np.float32, n_outputs), sgd_status=sgd_status, sgd_losses=sgd_losses,
+        infer_status=infer_status, q_inputs=_hex_rows(text, "q", np.int8, n, n_inputs),
+        features_q=_hex_rows(text, "feat", np.int8, n, n_features), logits=_hex_rows(text, "logits", np.float32, n, n_outputs), sgd_status=sgd_status, sgd_losses=sgd_losses,
         params_sgd=_params(text, "sgd", (n_features + 1, n_outputs)), imprint_status=imprint_status,
         imprint_losses=imprint_losses if imprint_status else None,
         params_imprint=_params(text, "imprint", (n_features + 1, n_outputs)),
