@@ -43,9 +43,8 @@ def task_code(payload: bytes) -> str:
         shared_spec(NumpyMLP((1, 40, 40, 1)), request.private_names)
     except WireFormatError as exc:
         return exc.code
-    if request.reconstruction_rule == "imprint" or max(request.shots, request.epochs, request.probe, request.round_id,
-                                                        request.reconstruction_samples) > 2**32 - 1:  # fmt: skip
-        return "bad-field"  # the firmware's documented refusals (task.h)
+    if max(request.shots, request.epochs, request.probe, request.round_id, request.reconstruction_samples) > 2**32 - 1:
+        return "bad-field"  # the firmware's documented refusal (task.h); "imprint" is the round's to refuse
     return "ok"
 
 

@@ -250,6 +250,49 @@ def test_host_classifier_refuses_a_label_out_of_range(tmp_path: Path) -> None:
         MLPClassifier(sizes, seed=1).learn_one(xs[0], 3, 0.1)
 
 
+@needs_cc
+@pytest.mark.parametrize("sizes", [(16, 12, 4), (13, 7, 5, 6)])
+def test_host_imprinting_writes_the_output_layer_as_imprinter(tmp_path: Path, sizes: tuple[int, ...]) -> None:
+    """tf_mlp_imprint_one is edge.imprinting.Imprinter.learn_one: from a zero head (the firmware's), each class's column
+    becomes the mean of its samples' last hidden layer and its bias -|mean|^2 / 2; the hidden layers are untouched."""
+    from edge.imprinting import Imprinter
+
+    rng = np.random.default_rng(len(sizes))
+    n_classes, last = sizes[-1], len(sizes) - 2
+    xs = rng.normal(size=(30, sizes[0])).astype(np.float32)
+    labels = rng.integers(0, n_classes - 1, 30)  # the last class is never seen: it keeps its zero column
+    mlp = MLPClassifier(sizes, seed=4)
+    weights = mlp.get_weights()
+    weights[f"w{last}"][:] = 0.0
+    weights[f"b{last}"][:] = 0.0
+    mlp.set_weights(weights)
+    init = flat(mlp.get_weights(), len(sizes) - 1)
+    imprinter = Imprinter(mlp)
+    want_losses = [imprinter.learn_one(x, int(label)) for x, label in zip(xs, labels)]
+    want = flat(mlp.get_weights(), len(sizes) - 1)
+    vectors = write_vectors(tmp_path / "v", sizes, init, xs, labels.astype(np.float32), 0.0)
+    losses, phi = parse(run_host(tmp_path, vectors, {"IMPRINT": None}))
+    assert [rc for rc, _ in losses] == [0] * len(xs)
+    np.testing.assert_allclose([v for _, v in losses], want_losses, rtol=RTOL, atol=ATOL)
+    head = init.size - (sizes[-2] + 1) * n_classes
+    assert np.array_equal(phi[:head], init[:head])  # bit for bit: imprinting has no backward pass
+    np.testing.assert_allclose(phi, want, rtol=RTOL, atol=ATOL)
+    assert np.abs(want[head:]).max() > 0.1 and np.all(want[head:].reshape(-1, n_classes)[:, -1] == 0)
+
+
+@needs_cc
+def test_host_imprinting_refuses_a_bad_label_or_a_regressor(tmp_path: Path) -> None:
+    xs = np.ones((2, 4), np.float32)
+    init = flat(MLPClassifier((4, 5, 3), seed=1).get_weights(), 2)
+    losses, phi = parse(run_host(tmp_path, write_vectors(tmp_path / "v", (4, 5, 3), init, xs, np.array([3.0, 1.0], np.float32), 0.0),
+                                 {"IMPRINT": None}))  # fmt: skip
+    assert [rc for rc, _ in losses] == [1, 0]  # TF_MLP_BAD_SHAPE, then an imprint
+    init = flat(NumpyMLP((4, 3), seed=1).get_weights(), 1)  # no hidden layer: no features to average
+    losses, phi = parse(run_host(tmp_path, write_vectors(tmp_path / "r", (4, 3), init, xs, np.array([0.0, 1.0], np.float32), 0.0),
+                                 {"IMPRINT": None}))  # fmt: skip
+    assert [rc for rc, _ in losses] == [1, 1] and np.array_equal(phi, init)
+
+
 @needs_arm
 def test_qemu_classifier_steps_equal_mlp_classifier(tmp_path: Path) -> None:
     sizes = (64, 32, 10)

@@ -60,6 +60,8 @@ ROUNDS: list[tuple[str, dict, float | None, tuple[str, ...], int]] = [  # label,
     ("bad-epochs", {"local-epochs": 0}, None, (), 3),
     ("unknown-private", {**META, "private-names": "w7"}, None, ("w2", "b2"), 3),
     ("stream-ended", {"stream-samples": N_SAMPLES + 1}, None, (), 3),
+    ("imprint-regressor", {**META, "reconstruction-rule": "imprint"}, None, ("w2", "b2"), 3),  # no classes: bad-field
+    ("imprint-bad-model", {**META, "reconstruction-rule": "imprint"}, None, (), 3),  # the MODEL's fault comes first
 ]  # fmt: skip
 
 

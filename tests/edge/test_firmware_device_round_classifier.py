@@ -1,6 +1,7 @@
 """The device round in firmware C with the classifier (MLPClassifier, softmax cross-entropy on class labels) answers
 as firmware_sim.mqtt_round.run_task does: whole-model and TinyMetaFed rounds (private output layer rebuilt by SGD from
-the firmware's zero head, as firmware_sim.task_client_app.firmware_init ships it), dense and Top-P, on the same
+the firmware's zero head, as firmware_sim.task_client_app.firmware_init ships it, or imprinted from class means,
+edge/imprinting.py), dense and Top-P, on the same
 feature vectors and labels; a label out of range is refused. Host and QEMU, as test_firmware_device_round.py.
 """
 
@@ -41,7 +42,13 @@ ROUNDS = [  # label, hyperparameters, top_p, private
     ("epochs", {"stream-samples": 8, "local-epochs": 3, "probe-samples": 3, "inner-learning-rate": 0.05}, None, ()),
     ("metafed", {**META, "stream-samples": 10, "probe-samples": 5, "inner-learning-rate": 0.05}, None, ("w1", "b1")),
     ("metafed-top-p", {**META, "stream-samples": 10, "probe-samples": 5}, 0.2, ("w1", "b1")),
+    ("imprint", {**META, "reconstruction-rule": "imprint", "stream-samples": 10, "probe-samples": 5,
+                 "inner-learning-rate": 0.05}, None, ("w1", "b1")),
+    ("imprint-top-p", {**META, "reconstruction-rule": "imprint", "reconstruction-samples": 20, "stream-samples": 6}, 0.3,
+     ("w1", "b1")),
+    ("imprint-not-the-head", {**META, "reconstruction-rule": "imprint", "private-names": "w0,b0"}, None, ("w0", "b0")),
 ]
+REFUSED = {"imprint-not-the-head": "bad-field"}  # check_imprintable: the output layer and nothing else
 
 
 def samples(bad_at: int | None = None) -> list[tuple[np.ndarray, int]]:
@@ -130,7 +137,7 @@ def all_runs() -> tuple[list[tuple], list]:
 @needs_cc
 def test_host_classifier_rounds_answer_as_run_task(tmp_path: Path) -> None:
     runs, stream, bad = all_runs()
-    assert [r[2] for r in runs] == ["ok"] * len(ROUNDS)
+    assert [r[2] for r in runs] == [REFUSED.get(label, "ok") for label, *_ in ROUNDS]
     exe = build_host(SOURCES, [write_rounds(tmp_path / "v", runs, stream)], tmp_path / "device_round_cls")
     done = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr

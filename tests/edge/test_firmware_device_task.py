@@ -68,12 +68,14 @@ TASKS: list[bytes] = [
     hp(message_type="train", radio=False),
     hp(step_size_base_rate=0.5, step_size_shots=3, step_size_query=2),  # checked, then ignored
     task({"extra-key": "anything", "other": True, "n": -3}),
+    task({**META, "reconstruction-rule": "imprint"}),  # parsed; the round refuses it for a regressor (after the MODEL)
+    task({"reconstruction-rule": "imprint"}),  # no private part: the rule is unused
     # refusals: the request's rules
     hp(local_epochs=0), hp(local_epochs=1.5), hp(stream_samples=-1), hp(stream_samples=True), hp(probe_samples="3"),
     hp(inner_learning_rate=10.5), hp(inner_learning_rate=-0.1), hp(inner_learning_rate=False), hp(server_round=-2),
     hp(reconstruction_lr=11), hp(message_type="test"), hp(message_type=1), hp(radio="yes"), hp(radio=1),
     task({"private-names": 3}), task({**META, "reconstruction-samples": 2.5}), task({**META, "private-names": "w2,w9"}),
-    task({**META, "private-names": "w3"}), task({**META, "reconstruction-rule": "imprint"}),
+    task({**META, "private-names": "w3"}),
     task({"reconstruction-rule": "magic"}), task({"top-p": 0}), task({"top-p": 1.5}), task({"top-p": "0.1"}),
     hp(step_size_base_rate=0.5), hp(step_size_shots=3, step_size_query=2), hp(step_size_base_rate=0, step_size_shots=1, step_size_query=1),
     hp(local_epochs=2**33),  # a whole number beyond the firmware's counters
@@ -130,14 +132,13 @@ def python_code(payload: bytes) -> tuple[str, str]:
         shared_spec(NumpyMLP((1, 40, 40, 1)), request.private_names)
     except WireFormatError as exc:
         return exc.code, ""
-    if request.reconstruction_rule == "imprint":
-        return "bad-field", ""  # the regressor cannot imprint (run_device_round refuses it after decoding the MODEL)
     if request.epochs > 2**32 - 1:
         return "bad-field", ""  # beyond the firmware's counters (Python takes any whole number)
     mask = sum(1 << NAMES.index(n) for n in set(request.private_names))
     fields = (f"{assignment.round_id} {request.round_id} {int(request.evaluate)} {request.shots} {request.epochs} {request.probe} "
               f"{f64(request.learning_rate)} {mask} {request.reconstruction_samples} {f64(request.reconstruction_lr)} "
-              f"{f64(request.top_p or 0.0)} {int(request.radio)}")  # fmt: skip
+              f"{f64(request.top_p or 0.0)} {int(request.radio)} "
+              f"{int(request.reconstruction_rule == 'imprint' and bool(request.private_names))}")  # fmt: skip
     return "ok", fields
 
 

@@ -50,6 +50,33 @@ static int train(ctx_t *c, uint32_t samples, uint32_t epochs, float lr, uint32_t
     return 0;
 }
 
+/* imprint_output_layer(): one fresh sample at a time into its class's mean (an Imprinter per round, so the
+ * class counts start at zero; they live in the MLP's gradient buffer, which imprinting does not use) */
+static int imprint(ctx_t *c, uint32_t samples, float *mean, uint32_t *steps, const char **code) {
+    tf_mlp *m = c->d->mlp;
+    float *counts = m->grads;
+    memset(counts, 0, m->sizes[m->n_layers] * sizeof(float));
+    double sum = 0.0;
+    float x[64], y[64];
+    for (uint32_t s = 0; s < samples; ++s) {
+        float loss;
+        if (pull(c->d, x, y)) { *code = "stream-ended"; return 1; }
+        int rc = y[0] >= 0.0f && y[0] == (float)(uint32_t)y[0] ? tf_mlp_imprint_one(m, x, (uint32_t)y[0], counts, &loss)
+                                                               : TF_MLP_BAD_SHAPE;
+        if (rc != TF_MLP_OK) { *code = rc == TF_MLP_BAD_SHAPE ? "bad-label" : "diverged"; return 1; }
+        sum += (double)loss;
+        ++*steps;
+    }
+    *mean = samples ? (float)(sum / samples) : NAN;
+    return 0;
+}
+
+/* check_imprintable(): a classifier whose private part is exactly its output layer */
+static int imprintable(const tf_device *d, uint32_t private_mask) {
+    const uint32_t L = d->mlp->n_layers;
+    return d->classify && L >= 2 && private_mask == (3u << (2 * (L - 1)));
+}
+
 /* learner.loss() over the probe: mean squared error of every output, or mean cross-entropy (a classifier) */
 static float probe_loss(ctx_t *c, uint32_t probe) {
     if (!probe) return NAN;
@@ -235,8 +262,14 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
     size_t need = ((size_t)task->probe + (task->epochs > 1 ? task->shots : 0)) * (n_in + n_out);
     if (n_in > 64 || n_out > 64 || need > d->replay_floats) { *code = "too-many"; return 1; } /* the firmware's buffer */
     tfw_info_t info; /* θ is checked against the weight table before anything changes */
+    memcpy(d->theta, m->params, m->n_params * sizeof(float)); /* to restore if a check after θ's refuses */
     tfw_status_t ws = tfw_read_model(model, model_len, model_cap, task->round_id, m, shared, &info);
     if (ws != TFW_OK) { *code = tfw_error_code(ws); return 1; }
+    if (task->imprint && !imprintable(d, task->private_mask)) { /* run_device_round: after θ's check, bad-field */
+        memcpy(m->params, d->theta, m->n_params * sizeof(float));
+        *code = "bad-field";
+        return 1;
+    }
     for (uint32_t t = 0; t < tf_mlp_tensor_count(m); ++t)
         if (task->private_mask & (1u << t)) {
             uint32_t count;
@@ -256,8 +289,9 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
             return 1;
         }
     }
-    if (train(&c, task->reconstruction_samples, 1, (float)task->reconstruction_lr, task->private_mask, 0,
-              &r.reconstruction_loss, &r.steps, code))
+    if (task->imprint ? imprint(&c, task->reconstruction_samples, &r.reconstruction_loss, &r.steps, code)
+                      : train(&c, task->reconstruction_samples, 1, (float)task->reconstruction_lr, task->private_mask, 0,
+                              &r.reconstruction_loss, &r.steps, code))
         return 1;
     r.loss_before = probe_loss(&c, task->probe);
     if (train(&c, task->shots, task->epochs, (float)task->learning_rate, shared, task->epochs > 1, &r.prequential_loss,

@@ -5,7 +5,10 @@
  *      the weight table (update.h); refuse, changing nothing, with the Python code;
  *   2. install θ, and the firmware's local init for the private tensors;
  *   3. hold back `probe` samples; rebuild the private part by SGD on
- *      `reconstruction-samples` samples (shared part frozen); score the probe;
+ *      `reconstruction-samples` samples (shared part frozen), or, with
+ *      reconstruction-rule "imprint", a classifier's output layer from class
+ *      means (tf_mlp_imprint_one; anything else is refused as bad-field after
+ *      the MODEL's check, as check_imprintable refuses it); score the probe;
  *      adapt the shared part on `stream-samples` samples, `local-epochs` passes
  *      (private part frozen); score the probe again (edge.reconstruction.reconstruct_and_adapt);
  *   4. reply δ = φ − θ dense, or its Top-P entries (edge.wire.top_p_sparsify),

@@ -479,7 +479,8 @@ tf_task_status_t tf_task_parse(const char *json, size_t len, uint32_t n_tensors,
     /* shared_spec: the private names must be weights of this firmware */
     if (has_names && (s = private_names(&names, n_tensors, &mask)) != TF_TASK_OK) return s;
     task->private_mask = mask;
-    /* imprinting needs a classifier's output layer; this firmware's MLP is a regressor (check_imprintable) */
-    if (imprint) return TF_TASK_BAD_FIELD;
+    /* whether the learner can imprint (a classifier's output layer, exactly) is the round's check, after the
+     * MODEL's, as run_device_round makes it (check_imprintable); with no private part the rule is unused */
+    task->imprint = imprint && any_private;
     return TF_TASK_OK;
 }

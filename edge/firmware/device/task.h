@@ -17,8 +17,9 @@
  *
  * Where the firmware is narrower than Python, it refuses (and says so here):
  * a count above 2^32 - 1 (bad-field), nesting deeper than TF_TASK_MAX_DEPTH
- * (bad-json), reconstruction-rule "imprint" (bad-field: Python refuses it too
- * for a regression MLP). Step-size keys are checked, then ignored: this
+ * (bad-json). reconstruction-rule "imprint" is parsed into `imprint`; the round
+ * refuses it (bad-field, as Python) unless the learner is a classifier whose
+ * private part is exactly its output layer. Step-size keys are checked, then ignored: this
  * firmware predates kind 3 (STEP_SIZES), as mqtt_round.run_task(...,
  * measures_step_sizes=False). No allocation: the parser keeps the open objects' keys in a static 2.5 KB table
  * (so it is not reentrant) and recurses at most TF_TASK_MAX_DEPTH deep on the stack.
@@ -61,6 +62,7 @@ typedef struct {
     double reconstruction_lr;       /* reconstruction-lr (0.02) */
     double top_p;                   /* kept fraction in (0, 1) for a sparse reply; 0 = dense */
     int radio;                      /* radio (true) */
+    int imprint;                    /* reconstruction-rule "imprint" with a private part (else SGD) */
 } tf_task_t;
 
 /* Parse json[0..len) for a firmware whose weight table has `n_tensors` tensors (w0, b0, ... in order). */

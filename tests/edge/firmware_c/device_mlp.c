@@ -4,6 +4,7 @@
  * where it also counts the ticks of TIMING_STEPS more steps (x BOARD_INSTRUCTIONS_PER_TICK under -icount).
  * With CLASSIFY, the softmax cross-entropy step of MLPClassifier on labels YS; with AFTER_FORWARD, each step is
  * the forward pass then tf_mlp_update_after_forward (the update of a device that has just run its inference).
+ * With IMPRINT, tf_mlp_imprint_one on labels YS instead of a step.
  * The board build also prints update_ticks: TIMING_STEPS updates after a forward pass, without the passes. */
 #include <stdint.h>
 #include <stdio.h>
@@ -18,6 +19,9 @@
 #endif
 
 static float arena[2 * N_PARAMS + 512];
+#ifdef IMPRINT
+static float counts[4096];
+#endif
 
 static uint32_t bits(float f) {
     uint32_t u;
@@ -38,7 +42,9 @@ int main(void) {
     memcpy(m.params, INIT, sizeof INIT);
     for (uint32_t s = 0; s < N_STEPS; ++s) {
         float loss = -1.0f;
-#if defined(CLASSIFY) && defined(AFTER_FORWARD) /* the inference, then the update from its activations */
+#if defined(IMPRINT) /* imprint the output layer from class means (YS: labels), the counts from zero */
+        rc = tf_mlp_imprint_one(&m, &XS[s * n_in], (uint32_t)YS[s], counts, &loss);
+#elif defined(CLASSIFY) && defined(AFTER_FORWARD) /* the inference, then the update from its activations */
         tf_mlp_forward(&m, &XS[s * n_in]);
         rc = tf_mlp_update_after_forward_class(&m, (uint32_t)YS[s], LR, TRAINABLE, &loss);
 #elif defined(CLASSIFY) /* YS holds one class label per sample (MLPClassifier) */

@@ -33,13 +33,13 @@ int main(void) {
         printf("instructions %u %lu\n", i, (unsigned long)(t1 - t0) * BOARD_INSTRUCTIONS_PER_TICK);
         printf("task %u %s", i, tf_task_error_code(s));
         if (s == TF_TASK_OK)
-            printf(" %lu %lu %d %lu %lu %lu %08lx%08lx %lu %lu %08lx%08lx %08lx%08lx %d", (unsigned long)t.round_id,
+            printf(" %lu %lu %d %lu %lu %lu %08lx%08lx %lu %lu %08lx%08lx %08lx%08lx %d %d", (unsigned long)t.round_id,
                    (unsigned long)t.server_round, t.evaluate, (unsigned long)t.shots, (unsigned long)t.epochs,
                    (unsigned long)t.probe, (unsigned long)(bits(t.learning_rate) >> 32),
                    (unsigned long)(bits(t.learning_rate) & 0xFFFFFFFFu), (unsigned long)t.private_mask,
                    (unsigned long)t.reconstruction_samples, (unsigned long)(bits(t.reconstruction_lr) >> 32),
                    (unsigned long)(bits(t.reconstruction_lr) & 0xFFFFFFFFu), (unsigned long)(bits(t.top_p) >> 32),
-                   (unsigned long)(bits(t.top_p) & 0xFFFFFFFFu), t.radio);
+                   (unsigned long)(bits(t.top_p) & 0xFFFFFFFFu), t.radio, t.imprint);
         printf("\n");
     }
     printf("done\n");
