@@ -16,6 +16,7 @@ STREAM_SAMPLES = "stream-samples"
 PROBE_SAMPLES = "probe-samples"
 LOCAL_EPOCHS = "local-epochs"
 DEVICE_SEED_BASE = "device-seed-base"
+TASK = "task"  # config: which task the devices learn (firmware_sim.device_tasks); a device of another task refuses
 RADIO = "radio"  # config: False for a device that learns alone (local-only): it neither receives nor sends a model
 
 # metrics returned by a device

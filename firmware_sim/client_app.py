@@ -36,6 +36,8 @@ from edge.learner import Learner
 from edge.round_contract import RoundReply, RoundRequest
 from edge.sparse_records import sparse_to_array_record
 from edge.wire import encoded_size
+from edge.identity import DEFAULT_FAMILY
+from firmware_sim.device_tasks import device_task
 from firmware_sim.fleet import local_init, mlp_learner_for, sine_device
 
 log = logging.getLogger(__name__)
@@ -165,8 +167,27 @@ def sine_round(message: Message, context: Context) -> tuple[RoundReply, int]:
     return play_round(message, device, private_init), device_seed
 
 
+def task_round(message: Message, context: Context) -> tuple[RoundReply, int]:
+    """One round of the device this node plays, of the task the request names (``task``, default sine).
+
+    A sine device's model comes from the config (numpy MLP or a training
+    .tflite, :func:`sine_round`); every other task's device is built by its
+    descriptor (:mod:`firmware_sim.device_tasks`), with its firmware init
+    as the start of a private part.
+    """
+    config = message.content.config_records[keys.CONFIG]
+    task = device_task(str(config.get(keys.TASK, DEFAULT_FAMILY)))
+    if task.name == DEFAULT_FAMILY:
+        return sine_round(message, context)
+    request = request_of(message)
+    device_seed = device_seed_of(config, context)
+    device = task.device(device_seed, stream_key=request.round_id)
+    private_init = task.firmware_init(device_seed) if request.private_names else None
+    return play_round(message, device, private_init), device_seed
+
+
 def handle_round(message: Message, context: Context) -> Message:
-    reply, device_seed = sine_round(message, context)
+    reply, device_seed = task_round(message, context)
     return reply_message(message, reply, device_seed)
 
 

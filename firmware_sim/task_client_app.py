@@ -1,17 +1,12 @@
-"""Flower ClientApps for the TinyML applications: a simulated board per node, learning one task family.
+"""The classifier tasks' devices: writers, speakers or rooms of a :class:`firmware_sim.task_families.TaskFamily`.
 
-The sine ClientApp (:mod:`firmware_sim.client_app`) plays sine devices; this
-one plays writers, speakers or rooms of a :class:`firmware_sim.task_families.TaskFamily`
-with an :class:`edge.mlp_classifier.MLPClassifier` on a Nano 33 BLE Sense
-profile. The round itself is the same code: the message is decoded by the
-Flower binding of the round contract and run by
-:func:`edge.device_round.run_device_round`, the function MQTT boards and the
-sine SuperNodes use. Time and energy come from the profile, bytes from the
-payload sizes.
-
-A family is bound when the app is built (``make_task_client_app("characters")``)
-because Flower's simulation takes an app object; the node's device is picked
-by :func:`firmware_sim.client_app.device_seed_of` as for sine devices.
+Each is an :class:`edge.mlp_classifier.MLPClassifier` on a Nano 33 BLE Sense
+profile, with the firmware's own init (:func:`firmware_init`);
+:mod:`firmware_sim.device_tasks` builds them for every transport. The round
+itself is the one ClientApp's (:func:`firmware_sim.client_app.task_round`):
+decoded by the Flower binding of the round contract and run by
+:func:`edge.device_round.run_device_round`, the function MQTT boards use.
+:func:`make_task_client_app` binds that app to one task for the benchmark.
 """
 
 from __future__ import annotations
@@ -22,10 +17,10 @@ from flwr.clientapp import ClientApp
 
 from edge import record_keys as keys
 from edge.device import SimulatedDevice
-from edge.identity import DeviceIdentity
+from edge.identity import DEFAULT_FAMILY, DeviceIdentity
 from edge.mlp_classifier import MLPClassifier
 from edge.profiles import NANO_33_BLE_SENSE, DeviceProfile
-from firmware_sim.client_app import device_seed_of, identify_device, play_round, reply_message, request_of
+from firmware_sim.client_app import handle_round, identify_device
 from firmware_sim.fleet import local_init
 from firmware_sim.task_families import TaskFamily, task_family
 
@@ -57,19 +52,23 @@ def task_device(family: TaskFamily, device_seed: int, stream_key: int, profile: 
 
 
 def make_task_client_app(task: str) -> ClientApp:
-    """A ClientApp whose nodes are devices of the named task family."""
-    family = task_family(task)
+    """A ClientApp whose nodes are devices of the named task: TinyFleet's one ClientApp, checked against ``task``.
+
+    The round's config names its task (``task``), which
+    :func:`firmware_sim.client_app.task_round` builds the device for; this
+    app only refuses a request for another task, so a benchmark cannot
+    silently train the wrong devices.
+    """
+    task_family(task)  # refuses an unknown family now, not at the first round
     app = ClientApp()
 
     def handle(message: Message, context: Context) -> Message:
-        device_seed = device_seed_of(message.content.config_records[keys.CONFIG], context)
-        request = request_of(message)
-        device = task_device(family, device_seed, stream_key=request.round_id)
-        private_init = firmware_init(family, device_seed) if request.private_names else None
-        return reply_message(message, play_round(message, device, private_init), device_seed)
+        asked = str(message.content.config_records[keys.CONFIG].get(keys.TASK, DEFAULT_FAMILY))
+        if asked != task:
+            raise ValueError(f"this ClientApp plays {task} devices; the request is for task {asked!r}")
+        return handle_round(message, context)
 
     app.train()(handle)
     app.evaluate()(handle)
-
     app.query()(identify_device)  # which device this node plays: the same answer as a sine node's
     return app

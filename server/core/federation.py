@@ -39,6 +39,7 @@ __all__ = ["PARTICIPANTS", "PARTICIPANT_DEVICES", "RoundCallback", "run_federati
 class DeviceRoundConfig:
     """What every device is told to do with the model in a round."""
 
+    task: str = "sine"  # which task the devices learn (firmware_sim.device_tasks): sine, characters, keywords, ...
     inner_learning_rate: float = 0.02
     stream_samples: int = 10
     probe_samples: int = 5
@@ -53,6 +54,7 @@ class DeviceRoundConfig:
     def as_config_record(self) -> ConfigRecord:
         record = ConfigRecord(
             {
+                keys.TASK: self.task,
                 keys.INNER_LEARNING_RATE: self.inner_learning_rate,
                 keys.STREAM_SAMPLES: self.stream_samples,
                 keys.PROBE_SAMPLES: self.probe_samples,
@@ -149,6 +151,12 @@ def build_strategy(settings: FederationSettings, round_offset: int) -> Strategy:
 
 
 def initial_weights(settings: FederationSettings) -> dict[str, np.ndarray]:
+    """θ at round 0: a fresh MLP of the settings' layer sizes, or the task's own model (a user's trained one)."""
+    from firmware_sim.device_tasks import device_task
+
+    task = device_task(settings.device.task)
+    if task.initial_weights is not None:
+        return task.theta0(settings.init_seed)
     return init_mlp_weights(settings.layer_sizes, settings.init_seed)
 
 

@@ -106,17 +106,16 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     raise ValueError(f"run config {key!r} must be a {type(default).__name__}, got {value!r} ({type(value).__name__})")
 
 
-def _default(f: dataclasses.Field) -> Any:
-    if f.default is not dataclasses.MISSING:
-        return f.default
-    return f.default_factory()  # type: ignore[misc]
+def _base_configs(task: str = "sine", strategy: str | None = None) -> dict[str, Any]:
+    """The defaults a run config's missing keys take: the task's method (:func:`server.core.tasks.task_settings`;
+    for sine the demo's), not the bare dataclass fields. ``top`` is the whole settings of ``strategy``."""
+    from server.core.tasks import task_settings
 
-
-def _base_configs() -> dict[str, Any]:
-    """The default config of the device round and of each strategy, as FederationSettings() holds them: the
-    defaults a run config's missing keys take (the demo's method, not the bare dataclass fields)."""
-    base = FederationSettings()
-    return {"device": base.device, "tinyreptile": base.reptile, "tinymetafed": base.metafed}
+    top = task_settings(task, strategy)
+    return {
+        "top": top, "device": top.device,
+        "tinyreptile": task_settings(task, "tinyreptile").reptile, "tinymetafed": task_settings(task, "tinymetafed").metafed,
+    }  # fmt: skip
 
 
 def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSettings:
@@ -125,11 +124,11 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     if unknown:
         raise ValueError(f"unknown run config keys {unknown}; known: {', '.join(sorted(known_keys()))}")
     strategy = run_config.get("strategy", FederationSettings.strategy)
-    fields = {f.name: f for f in dataclasses.fields(FederationSettings)}
+    task = _coerce("task", run_config.get("task", DeviceRoundConfig.task), DeviceRoundConfig.task)
+    bases = _base_configs(task, strategy if strategy in STRATEGY_KEYS or strategy == "fedavg" else None)
     top = {
-        name: _coerce(key, run_config[key], _default(fields[name])) for key, name in TOP_LEVEL.items() if key in run_config
+        name: _coerce(key, run_config[key], getattr(bases["top"], name)) for key, name in TOP_LEVEL.items() if key in run_config
     }
-    bases = _base_configs()
     device = {
         f.name: _coerce(key, run_config[key], getattr(bases["device"], f.name))
         for key, f in DEVICE_KEYS.items() if key in run_config
@@ -149,7 +148,9 @@ def settings_from_run_config(run_config: Mapping[str, Any]) -> FederationSetting
     running = bases.get(str(strategy))
     chosen = {f.name: _coerce(key, run_config[key], getattr(running, f.name))
               for key, f in strategy_keys.items() if key in given}  # fmt: skip
-    settings = FederationSettings(**top, device=dataclasses.replace(bases["device"], **device))  # checks the strategy
+    if "strategy" in top and top["strategy"] not in (*STRATEGY_KEYS, "fedavg"):
+        FederationSettings(strategy=top["strategy"])  # refuses it, naming the strategies
+    settings = dataclasses.replace(bases["top"], **top, device=dataclasses.replace(bases["device"], **device))
     if strategy == "tinyreptile":
         return dataclasses.replace(settings, reptile=dataclasses.replace(bases["tinyreptile"], **chosen))
     if strategy == "tinymetafed":
@@ -177,7 +178,7 @@ def flatten_settings(settings: FederationSettings) -> dict[str, Scalar]:
     out: dict[str, Scalar] = {key: _flat(getattr(settings, name)) for key, name in TOP_LEVEL.items()}
     out.update({key: _flat(getattr(settings.device, f.name)) for key, f in DEVICE_KEYS.items()})
     running = {"tinyreptile": settings.reptile, "tinymetafed": settings.metafed}.get(settings.strategy)
-    bases = _base_configs()
+    bases = _base_configs(settings.device.task)
     for strategy, keys in STRATEGY_KEYS.items():
         config = running if strategy == settings.strategy and running is not None else None
         for key, f in keys.items():

@@ -45,7 +45,7 @@ class DriftConfig:
 
 
 DRIFT_PRESETS: dict[str, dict[str, object]] = {
-    "keywords": dict(n_devices=10, samples=400, drift_start=150),  # ~15-35 ms a clip: see server.experiments.task_bench.TASK_PRESETS
+    "keywords": dict(n_devices=10, samples=400, drift_start=150),  # ~15-35 ms a clip: see server.core.tasks.TASK_METHODS
 }
 
 

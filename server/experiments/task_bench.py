@@ -48,7 +48,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +61,10 @@ from firmware_sim.task_client_app import firmware_init, make_task_client_app
 from firmware_sim.task_families import TEST_SEED_BASE, VALIDATION_SEED_BASE, TaskFamily, task_family
 from firmware_sim.tasks.episodes import Episode
 from server.core.checkpoint import Checkpointer
-from server.core.federation import DeviceRoundConfig, FederationSettings, run_federation
+from firmware_sim.device_tasks import device_task
+from server.core.federation import FederationSettings, run_federation
+from server.core.tasks import METHOD_FIELDS, TaskMethod, method_settings, task_method
 from server.transports.inprocess_grid import InProcessGrid
-from server.strategies.tiny_metafed import TinyMetaFedConfig
-from server.strategies.tiny_reptile import TinyReptileConfig
 
 FEDERATED = ("tinymetafed", "tinyreptile", "fedavg")
 TRAINING_SUMMARY = "training.json"  # next to a method's checkpoints: its settings and measured costs
@@ -99,15 +99,15 @@ class TaskBenchConfig:
     n_eval_devices: int = 200
     shots: tuple[int, ...] = (1, 5, 10)
     n_query: int = 5  # per class (presence scores a whole later day instead)
-    rounds: int = 300  # every federated method gets as many rounds
-    meta_clients_per_round: int = 5  # TinyReptile and TinyMetaFed
-    meta_samples_per_round: int = 50  # each seen once
-    meta_step_size: float = 1.0
-    outer_momentum: float = 0.0
-    top_p: float = 0.25
-    reconstruction_samples: int = 25
-    reconstruction_lr: float = 0.1
-    reconstruction_rule: str = "sgd"  # how TinyMetaFed's training rounds rebuild the private output layer
+    rounds: int = TaskMethod.rounds  # every federated method gets as many rounds
+    meta_clients_per_round: int = TaskMethod.meta_clients_per_round  # TinyReptile and TinyMetaFed
+    meta_samples_per_round: int = TaskMethod.meta_samples_per_round  # each seen once
+    meta_step_size: float = TaskMethod.meta_step_size
+    outer_momentum: float = TaskMethod.outer_momentum
+    top_p: float = TaskMethod.top_p
+    reconstruction_samples: int = TaskMethod.reconstruction_samples
+    reconstruction_lr: float = TaskMethod.reconstruction_lr
+    reconstruction_rule: str = TaskMethod.reconstruction_rule  # how TinyMetaFed rebuilds the private output layer
     metafed_adapt_shared: bool = False
     # A new device's learning rate per method (TinyMetaFed: for rebuilding its output layer), chosen on
     # validation devices; methods not listed use the family's rate (TinyMetaFed: reconstruction_lr).
@@ -123,10 +123,10 @@ class TaskBenchConfig:
     select_lr: bool = True
     # Score the control rows (CONTROLS) of every method run whose θ they reuse.
     controls: bool = True
-    fedavg_clients_per_round: int = 5
-    fedavg_samples: int = 32
-    fedavg_epochs: int = 5
-    seed: int = 0
+    fedavg_clients_per_round: int = TaskMethod.fedavg_clients_per_round
+    fedavg_samples: int = TaskMethod.fedavg_samples
+    fedavg_epochs: int = TaskMethod.fedavg_epochs
+    seed: int = TaskMethod.seed
     evaluate_on: str = "test"  # "validation" while choosing settings
     out_dir: str = "runs/bench"
 
@@ -154,8 +154,10 @@ class TaskBenchConfig:
 
     @classmethod
     def for_task(cls, task: str, **overrides: object) -> TaskBenchConfig:
-        """The benchmark's settings for ``task`` (see :data:`TASK_PRESETS`), with ``overrides``."""
-        return cls(**{"task": task, **TASK_PRESETS.get(task, {}), **overrides})  # type: ignore[arg-type]
+        """The benchmark's settings for ``task``: its method (:data:`server.core.tasks.TASK_METHODS`) and
+        :data:`BENCH_PRESETS`, with ``overrides``."""
+        method = asdict(task_method(task))
+        return cls(**{"task": task, **method, **BENCH_PRESETS.get(task, {}), **overrides})  # type: ignore[arg-type]
 
     def adaptation_lr_of(self, method: str, family: TaskFamily) -> float:
         default = self.reconstruction_lr if method in REBUILDS_OUTPUT_LAYER else family.learning_rate
@@ -166,50 +168,16 @@ class TaskBenchConfig:
         return TEST_SEED_BASE if self.evaluate_on == "test" else VALIDATION_SEED_BASE
 
 
-# Keywords cost ~15-35 ms a sample (room reverberation and the MFCC front end, both FFTs), a
-# hundred times a character: fewer rounds and evaluation devices keep its run near the others'. 56 samples per
-# device-round (8 rebuild TinyMetaFed's output layer, 48 adapt the rest), not 24: with 16 the shared part was
-# starved (FedAvg's device takes 80 steps a round) and TinyMetaFed's K = 5 validation accuracy went 0.873 -> 0.935.
-TASK_PRESETS: dict[str, dict[str, object]] = {
-    "keywords": dict(
-        rounds=100, meta_clients_per_round=5, meta_samples_per_round=56, reconstruction_samples=8,
-        fedavg_samples=16, n_eval_devices=60,
-    ),
-}  # fmt: skip
+# Keywords: fewer evaluation devices keep its run near the others' (its method: server.core.tasks.TASK_METHODS).
+BENCH_PRESETS: dict[str, dict[str, object]] = {"keywords": dict(n_eval_devices=60)}
 
 
 def federation_settings(config: TaskBenchConfig, family: TaskFamily, method: str, checkpoint_dir: Path) -> FederationSettings:
-    meta = dict(
-        clients_per_round=config.meta_clients_per_round, meta_step_size=config.meta_step_size,
-        final_meta_step_size=0.0, anneal="cosine", outer_momentum=config.outer_momentum, nesterov=True,
-        seed=config.seed,
-    )  # fmt: skip
-    common = dict(
-        strategy=method,
-        num_rounds=config.rounds,
-        layer_sizes=family.layer_sizes,
-        init_seed=config.seed,
-        checkpoint_dir=str(checkpoint_dir / method),
-        node_timeout_s=10.0,  # the in-process grid has every node from the start
-    )
-    lr = family.learning_rate
-    if method == "fedavg":
-        device = DeviceRoundConfig(inner_learning_rate=lr, stream_samples=config.fedavg_samples, local_epochs=config.fedavg_epochs)
-        return FederationSettings(**common, fedavg_clients_per_round=config.fedavg_clients_per_round, device=device)
-    device = DeviceRoundConfig(inner_learning_rate=lr, stream_samples=config.meta_samples_per_round)
-    if method == "tinyreptile":
-        return FederationSettings(**common, reptile=TinyReptileConfig(**meta), device=device)
-    if method == "local-only":  # a fleet of one that never talks to anyone: no radio bytes, time or energy
-        alone = TinyReptileConfig(**{**meta, "clients_per_round": 1})
-        return FederationSettings(**{**common, "strategy": "tinyreptile"}, reptile=alone, device=replace(device, radio=False))
-    metafed = TinyMetaFedConfig(
-        **meta, private_names=family.private_names, top_p=config.top_p,
-        reconstruction_samples=config.reconstruction_samples, reconstruction_lr=config.reconstruction_lr,
-        reconstruction_rule=config.reconstruction_rule,
-    )  # fmt: skip
-    # the device's stream covers reconstruction then adaptation: the same samples per round as TinyReptile's
-    device = replace(device, stream_samples=max(1, config.meta_samples_per_round - config.reconstruction_samples))
-    return FederationSettings(**common, metafed=metafed, device=device)
+    """The federation ``method`` runs in the benchmark: the task's method (:func:`server.core.tasks.method_settings`,
+    what a deployed federation of the task defaults to) with the benchmark's values, on the in-process grid."""
+    values = TaskMethod(**{name: getattr(config, name) for name in METHOD_FIELDS})
+    settings = method_settings(device_task(family.name), values, method, family.learning_rate, str(checkpoint_dir / method))
+    return replace(settings, node_timeout_s=10.0)  # the in-process grid has every node from the start
 
 
 @dataclass
