@@ -112,12 +112,19 @@ def run_simulated_fleet(
     """Hundreds of simulated MCUs in this process, one selector thread for all sockets; rounds done per device."""
     from firmware_sim.mqtt_selector import SelectorFleet
 
-    seeds = sorted(seed_of(device_id) for device_id in passwords)
-    fleet = SelectorFleet(seeds, passwords, FleetConfig(host=host, port=port, tls_ca=tls_ca, keepalive_s=60))
+    from firmware_sim.device_tasks import seed_of as task_seed_of
+    from firmware_sim.device_tasks import task_of_device
+
+    tasks = sorted({task_of_device(device_id).name for device_id in passwords})  # each id names its task
+    if len(tasks) != 1:
+        raise ValueError(f"a simulated fleet learns one task; these accounts name {', '.join(tasks) or 'no devices'}")
+    seeds = sorted(task_seed_of(device_id) for device_id in passwords)
+    config = FleetConfig(host=host, port=port, tls_ca=tls_ca, keepalive_s=60, task=tasks[0])
+    fleet = SelectorFleet(seeds, passwords, config)
     stop_on_sigterm()
     try:
         fleet.start(timeout_s=connect_timeout_s)
-        say(f"{len(seeds)} simulated devices online at {host}:{port}")
+        say(f"{len(seeds)} simulated {tasks[0]} devices online at {host}:{port}")
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while deadline is None or time.monotonic() < deadline:
             if all(device.finished.is_set() for device in fleet.devices.values()):
