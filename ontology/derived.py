@@ -303,39 +303,64 @@ def task_kinds_in(graph: Graph) -> dict[str, tuple[str, ...]]:
             for t in tasks if isinstance(t, URIRef)}
 
 
-def with_derived(graph: Graph, task_kinds: Callable[[set[str]], Mapping[str, Iterable[str]]] | None = None) -> tuple[Graph, Graph]:
+def with_derived(
+    graph: Graph,
+    task_kinds: Callable[[set[str]], Mapping[str, Iterable[str]]] | None = None,
+    known: Callable[[set[str]], set[str]] | None = None,
+) -> tuple[Graph, Graph]:
     """(``graph`` plus its devices', models' and tasks' derived facts, the triples to add to CAPABILITY_GRAPH).
 
     ``task_kinds`` looks up the sensor kinds of tasks that ``graph`` does not describe (the store's
     current descriptions); without it such tasks count as needing no sensor. ``graph`` is not modified;
     derived triples it already carries are recomputed, not trusted.
+
+    ``known`` says which of the given shared node IRIs the store already holds; their triples are left
+    out of the second graph. Why: Oxigraph writes every inserted quad to its write log even when the quad
+    is already stored, and a 10-sensor board's capability closure is ~3,600 triples (~2 MB of log) that
+    every other board of its kind would write again. The shared nodes are content-addressed and pruned
+    only as a whole with what they link to (:func:`prune_update`), so a stored capability node implies
+    its resource profile, offers and covered sensor sets; a lease, requirement or sensor-set node is
+    looked up on its own. A stored requirement node's sensor set is kept current by
+    :meth:`~ontology.store.RegistryStore.refresh_requirements`.
     """
     out = Graph()
     for triple in graph:
         if triple[1] not in DEVICE_PREDICATES:
             out.add(triple)
-    shared = Graph()
-    sets: set[tuple[str, ...]] = set()
-    for facts in device_facts(out):
-        for triple in device_triples(facts):
-            out.add(triple)
-        for triple in capability_triples(facts):
-            shared.add(triple)
-        sets.update(covered_sets(facts.kinds))
+    devices = device_facts(out)
     local_tasks = task_kinds_in(out)
-    for task, kinds in local_tasks.items():
-        out.add((URIRef(task), TF.requiresSensorSet, URIRef(sensor_set(kinds))))
-        sets.add(kinds)
     models = model_facts(out)
     wanted = {t for m in models for t in m.tasks} - set(local_tasks)
     kinds_of = {**(task_kinds(wanted) if task_kinds and wanted else {}), **local_tasks}
+    candidates = {n for f in devices for n in (f.capability, f.lease_node)} | {m.requirement for m in models}
+    candidates |= {sensor_set(kinds) for kinds in local_tasks.values()}
+    candidates |= {sensor_set(requirement_kinds(m, kinds_of)) for m in models}
+    stored = known(candidates) if known is not None and candidates else set()
+    shared = Graph()
+    sets: set[tuple[str, ...]] = set()
+    for facts in devices:
+        for triple in device_triples(facts):
+            out.add(triple)
+        if facts.capability not in stored:
+            for triple in capability_triples(facts):
+                shared.add(triple)
+            sets.update(covered_sets(facts.kinds))
+        elif facts.lease_node not in stored:
+            for triple in lease_triples(facts):
+                shared.add(triple)
+    for task, kinds in local_tasks.items():
+        out.add((URIRef(task), TF.requiresSensorSet, URIRef(sensor_set(kinds))))
+        sets.add(kinds)
     for model in models:
         for triple in model_triples(model):
             out.add(triple)
-        for triple in requirement_triples(model, kinds_of):
-            shared.add(triple)
+        if model.requirement not in stored:
+            for triple in requirement_triples(model, kinds_of):
+                shared.add(triple)
         sets.add(requirement_kinds(model, kinds_of))
     for kinds in sets:
+        if sensor_set(kinds) in stored:
+            continue
         for triple in sensor_set_triples(kinds):
             shared.add(triple)
     return out, shared
