@@ -425,5 +425,14 @@ def _mount_firmware() -> None:
 
 _mount_firmware()
 
+
+def _mount_console() -> None:
+    from server.console.cli import console as console_command  # imports typer only; the app loads on use
+
+    app.command("console")(console_command)
+
+
+_mount_console()
+
 if __name__ == "__main__":
     app()
