@@ -4,10 +4,16 @@ Memory and clock figures are the boards' datasheet values. ``reserved_*`` is
 what the firmware, RTOS and bootloader already occupy, so that the usable
 figures of the Nano 33 BLE Sense (172 KB RAM / 628 KB flash) match those
 reported by the SeLoC-ML knowledge graph. Currents are datasheet typicals
-for the SoC (CPU active at full clock, radio transmitting / receiving) and the
-cycles-per-MAC figures are rough, kernel-dependent estimates (CMSIS-NN int8
-on Cortex-M4 SIMD, software float on Cortex-M0+): they make simulated time and
-energy comparable between methods, not exact.
+for the SoC (CPU active at full clock, radio transmitting / receiving). The
+cycles-per-MAC figures of the Cortex-M4F (Nano 33 BLE Sense) are measured: the
+instructions our firmware executes under QEMU mps2-an386 with -icount shift=0
+per MAC as ``compute_cost`` counts them (``python bench/firmware.py``, its
+``time_model``), taking cycles = instructions, which is an assumption (an
+in-order M4 retires about one instruction per cycle, but loads, branches and
+flash wait states cost more, so real cycles are somewhat higher). The other
+boards' figures are still rough, kernel-dependent estimates (software float on
+Cortex-M0+); they make simulated time and energy comparable between methods,
+not exact.
 """
 
 from __future__ import annotations
@@ -89,8 +95,15 @@ NANO_33_BLE_SENSE = DeviceProfile(
     radio_bitrate_bps=700_000,
     radio_tx_current_a=4.8e-3,  # 0 dBm, DC/DC
     radio_rx_current_a=4.6e-3,
-    cycles_per_float_mac=4.0,
-    cycles_per_int8_mac=1.0,
+    # Measured with `python bench/firmware.py` (time_model; 2026-12-02, at 7039296): the 1-40-40-1 float MLP's
+    # SGD step is 74,460 instructions for its 3 x 1,680 counted MACs = 14.8 (its forward alone, tanh included: 12.1;
+    # a TinyOL head step per counted MAC: 10.1 keywords, 10.9 characters, 27.8 presence, whose 8 x 2 head is mostly
+    # fixed costs). Was 4.0, a guess: 3.7x too fast.
+    cycles_per_float_mac=14.8,
+    # Measured likewise: a whole compiled int8 backbone (edge/compiler, TFLM's reference arithmetic, no CMSIS-NN SIMD)
+    # per MAC, median of the three task backbones: characters 4.84, presence 6.06, keywords 11.57 (by kernel: CONV_2D
+    # 5.61, FULLY_CONNECTED 3.78, DEPTHWISE_CONV_2D 23.1). Was 1.0 (CMSIS-NN's SIMD guess): 4.8-11.6x too fast.
+    cycles_per_int8_mac=6.1,
     sensors=("microphone", "accelerometer", "gyroscope", "magnetometer", "temperature", "humidity", "pressure", "light", "proximity", "gesture"),
     runtime="tflite-micro",
 )
