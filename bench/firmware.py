@@ -265,8 +265,10 @@ def tinyml_entry(task: str, work: Path, timing_steps: int, backbones: str, corpu
     return entry, details, (image, run)
 
 
-def time_model(work: Path, measured: dict[str, tuple[Any, Any]], sine_forward: float | None) -> dict[str, Any]:
-    """Instructions per MAC by kernel, from the compiler's per-op profile of each task backbone under -icount."""
+def time_model(work: Path, measured: dict[str, tuple[Any, Any]], sine: dict[str, Any] | None) -> dict[str, Any]:
+    """Instructions per MAC by kernel, from the compiler's per-op profile of each task backbone under -icount,
+    and per MAC as firmware_sim counts them (``compute_cost``: a forward pass, an SGD step = 3 x forward for
+    the MLP and 2 x forward for a head), the figures edge/profiles.py's Cortex-M4F constants come from."""
     from edge.compiler.board_run import run_qemu
 
     kinds = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -290,8 +292,13 @@ def time_model(work: Path, measured: dict[str, tuple[Any, Any]], sine_forward: f
                       "branches, divisions and flash wait states cost more on a real nRF52840, so real cycles are higher)",
         "kernels": "the model compiler's portable C kernels (TFLM's reference arithmetic), not CMSIS-NN's SIMD ones",
     }  # fmt: skip
-    if sine_forward is not None:
-        result["float_mlp_forward_instructions_per_mac"] = round(sine_forward / (1 * 40 + 40 * 40 + 40 * 1), 2)
+    if measured:
+        result["int8_backbone_instructions_per_mac_median"] = float(np.median(
+            [v["backbone_instructions_per_int8_mac"] for v in per_task.values()]))  # fmt: skip
+    if sine is not None:
+        macs = sine["details"]["macs_per_inference"]
+        result["float_mlp_forward_instructions_per_mac"] = round(sine["entry"]["instructions"]["inference"] / macs, 2)
+        result["float_mlp_step_instructions_per_counted_mac"] = round(sine["details"]["whole_model_step"] / (3 * macs), 2)
     return result
 
 
@@ -402,14 +409,14 @@ def run(rounds: int, n_qemu: int, n_simulated: int, timing_steps: int, tasks: li
     if unknown:
         raise ValueError(f"unknown tasks {unknown}; tasks: sine, {', '.join(TINYML_TASKS)}")
     measured: dict[str, Any] = {}
-    sine_forward = None
+    sine = None
     with tempfile.TemporaryDirectory(prefix="bench-firmware-") as tmp:
         work = Path(tmp)
         corpus = None
         for task in tasks:
             if task == "sine":
                 entry, details = sine_entry(work / task, timing_steps)
-                sine_forward = float(entry["instructions"]["inference"])
+                sine = {"entry": entry, "details": details}
             else:
                 if task == "keywords" and backbones == "trained":
                     from firmware_sim.tasks.espeak import Synthesizer, espeak_available
@@ -423,7 +430,7 @@ def run(rounds: int, n_qemu: int, n_simulated: int, timing_steps: int, tasks: li
             report["tasks"].append(entry)
             report["details"][task] = details
             report["ratios"][task] = _ratios(entry)
-        report["time_model"] = time_model(work / "time_model", measured, sine_forward)
+        report["time_model"] = time_model(work / "time_model", measured, sine)
         if with_federation:
             report["federation"] = federation(work / "federation", rounds, n_qemu, n_simulated)
     report["meta"] = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.machine(),
@@ -464,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
               f"~{100 * PAPER_HEAD_OVER_INFERENCE:.0f} %, target <= {100 * TARGET_HEAD_OVER_INFERENCE:.0f} %), imprint {imprint}; "
               f"flash {entry['flash_bytes']:,} B, RAM {entry['ram_bytes']:,} B")  # fmt: skip
     model = report["time_model"]
-    print(f"instructions per MAC: int8 {model['int8_instructions_per_mac']}, float MLP forward "
-          f"{model.get('float_mlp_forward_instructions_per_mac')}")
+    print(f"instructions per MAC: int8 {model['int8_instructions_per_mac']}, whole int8 backbones (median) "
+          f"{model.get('int8_backbone_instructions_per_mac_median')}; float MLP forward "
+          f"{model.get('float_mlp_forward_instructions_per_mac')}, its SGD step per counted MAC "
+          f"{model.get('float_mlp_step_instructions_per_counted_mac')}")
     for task, reason in report["not_measured"].items():
         print(f"{task}: not measured: {reason}")
     fed = report["federation"]
