@@ -22,7 +22,7 @@ the server's round deadline then closes the round without it.
 from __future__ import annotations
 
 import itertools
-import json
+import itertools
 import logging
 import subprocess
 from collections.abc import Iterator, Sequence
@@ -33,7 +33,7 @@ from types import TracebackType
 import numpy as np
 
 from edge.firmware.host_feed import FEED_NAME, ClipFeed, start_fed_elf
-from edge.firmware.images import DEFAULT_SENSOR_SAMPLES, SINE_LAYERS, FirmwareImage, build_image
+from edge.firmware.images import DEFAULT_SENSOR_SAMPLES, FirmwareImage, build_image
 from edge.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
@@ -53,24 +53,154 @@ def device_clips(seed: int, stream_key: int = 0) -> Iterator[tuple[np.ndarray, i
 
 
 def build_device_image(board_name: str, device_id: str, out: Path, samples: int = DEFAULT_SENSOR_SAMPLES) -> FirmwareImage:
-    """The image of fleet device ``device_id`` (``sine-N`` or ``keywords-N``) for ``board_name``, in ``out``:
-    its firmware's shipped weights, its profile and (sine) its sensor recording or (keywords) the feature scaler."""
-    identity = DeviceIdentity.parse(device_id)
-    family = device_id.rsplit("-", 1)[0] if identity.seed is not None else ""
-    if family == "keywords":
-        from firmware_sim import task_families as families
-        from firmware_sim.task_client_app import firmware_init, task_device
+    """The image of fleet device ``device_id`` (``sine-N`` or ``keywords-N``) for ``board_name``, in ``out``: what
+    :mod:`firmware_sim.device_tasks` says that device is (its firmware's shipped weights, its profile) and (sine) a
+    recording of its stream or (keywords) the feature scaler. ValueError for an id whose task has no firmware."""
+    from firmware_sim.device_tasks import seed_of, task_of_device
 
-        keywords = families.keywords()
-        return build_image(board_name, "keywords", out, device_id=device_id, local_init=firmware_init(keywords, identity.seed),
-                           profile=task_device(keywords, identity.seed, 0).profile, scaler=families._keyword_scaler(),
-                           pool=families.KEYWORD_FRAME_POOL)  # fmt: skip
-    if family != "sine":
-        raise ValueError(f"{device_id!r} is not a sine-N or keywords-N device: those are the tasks with firmware")
+    task = task_of_device(device_id)
+    if task.name not in FIRMWARE_FAMILIES:
+        raise ValueError(f"{device_id} has no firmware: images exist for {', '.join(FIRMWARE_FAMILIES)} devices")
+    seed = seed_of(device_id)
+    device = task.device(seed, stream_key=0)  # the simulated twin, stream and profile as the MQTT fleet builds it
+    common = dict(device_id=device_id, local_init=task.firmware_init(seed), profile=device.profile)
+    if task.name == "keywords":
+        from firmware_sim import task_families as families
+
+        return build_image(board_name, "keywords", out, scaler=families._keyword_scaler(), pool=families.KEYWORD_FRAME_POOL,
+                           **common)  # fmt: skip
     if samples < 1:
         raise ValueError("the sensor recording needs at least one sample")
-    from firmware_sim.fleet import local_init, profile_for, sine_device
+    recording = list(itertools.islice(device.stream, samples))  # the twin's stream from its start: each sample once
+    return build_image(board_name, "sine", out, sensor=recording, **common)
 
-    recording = sine_device(identity.seed, stream_key=0).stream.take(samples)  # the simulated twin's: each sample once
-    return build_image(board_name, "sine", out, device_id=device_id, local_init=local_init(identity.seed, SINE_LAYERS),
-                       sensor=recording, profile=profile_for(identity.seed))  # fmt: skip
+
+FIRMWARE_FAMILIES = ("sine", "keywords")  # the device ids' tasks with an image (edge.firmware.images.FIRMWARE_TASKS)
+
+
+def split_fleet(device_ids: Sequence[str], n_qemu: int) -> tuple[list[str], list[str]]:
+    """(simulated, QEMU): the last ``n_qemu`` of ``device_ids`` run as firmware; ValueError if they cannot."""
+    if not 0 <= n_qemu <= len(device_ids):
+        raise ValueError(f"--qemu {n_qemu}: the fleet has {len(device_ids)} devices")
+    cut = len(device_ids) - n_qemu
+    qemu = list(device_ids[cut:])
+    for device_id in qemu:
+        family = device_id.rsplit("-", 1)[0] if DeviceIdentity.parse(device_id).seed is not None else ""
+        if family not in FIRMWARE_FAMILIES:
+            raise ValueError(f"{device_id} cannot run under QEMU: firmware exists for {', '.join(FIRMWARE_FAMILIES)} devices")
+    return list(device_ids[:cut]), qemu
+
+
+@dataclass(frozen=True)
+class QemuFleetConfig:
+    workdir: Path = Path("runs/qemu")  # one folder per device: its image, its feed, its QEMU's working directory
+    board: str = "mps2-an386"
+    icount: bool = True  # -icount shift=0: exact instruction counts and time books
+    samples: int = DEFAULT_SENSOR_SAMPLES  # a sine image's sensor recording
+    tls_ca: str | None = None
+    keepalive_s: int = 10
+
+
+@dataclass
+class QemuDevice:
+    """One device as firmware: image, gateway, QEMU and (keywords) its clip feed; see the module docstring."""
+
+    device_id: str
+    password: str
+    host: str
+    port: int
+    config: QemuFleetConfig
+    image: FirmwareImage | None = None  # set it to run an image built before (its task and id are checked)
+    gateway: object | None = None  # firmware_sim.serial_gateway.SerialGateway
+    process: subprocess.Popen | None = None
+    feed: ClipFeed | None = None
+    killed: bool = field(default=False)
+
+    @property
+    def folder(self) -> Path:
+        return self.config.workdir / self.device_id
+
+    def build(self) -> FirmwareImage:
+        if self.image is None:
+            self.image = build_device_image(self.config.board, self.device_id, self.folder, self.config.samples)
+        if self.image.device_id != self.device_id:  # it signs its updates with the id baked in: the server would drop them
+            raise ValueError(f"{self.image.elf} was built for {self.image.device_id}, not {self.device_id}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.image
+
+    def start(self) -> QemuDevice:
+        from firmware_sim.serial_gateway import GatewayConfig, SerialGateway
+
+        image = self.build()
+        config = GatewayConfig(self.device_id, self.password, self.host, self.port, tls_ca=self.config.tls_ca,
+                               keepalive_s=self.config.keepalive_s)  # fmt: skip
+        self.gateway = SerialGateway("listen://127.0.0.1:0", config).start()
+        if image.task == "keywords":
+            self.feed = ClipFeed(self.folder / FEED_NAME, device_clips(DeviceIdentity.parse(self.device_id).seed)).start()
+        self.process = start_fed_elf(image.elf, self.folder, serial_port=self.gateway.line_port, icount=self.config.icount)
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """Power loss: QEMU ends at once; the gateway sees its line close and says ``offline`` for the device."""
+        self.killed = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        self.kill()
+        if self.process is not None:
+            for stream in (self.process.stdout, self.process.stderr):
+                if stream is not None:
+                    stream.close()
+        if self.feed is not None:
+            self.feed.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
+
+
+class QemuFleet:
+    """Devices of ``passwords`` (id -> its broker password) as QEMU firmware at broker ``host``:``port``."""
+
+    def __init__(self, host: str, port: int, passwords: dict[str, str], config: QemuFleetConfig | None = None) -> None:
+        self.config = config or QemuFleetConfig()
+        self.devices = {d: QemuDevice(d, pw, host, port, self.config) for d, pw in passwords.items()}
+
+    def start(self) -> QemuFleet:
+        """Build every image first (a refused one costs no QEMU), then start each device; all or none run."""
+        for device in self.devices.values():
+            device.build()
+        try:
+            for device in self.devices.values():
+                device.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self, device_id: str) -> None:
+        self.devices[device_id].kill()
+
+    def stop(self) -> None:
+        for device in self.devices.values():
+            device.stop()
+
+    def summary(self) -> dict[str, dict[str, object]]:
+        """Per device: frames each way and refused frames (its gateway's counts), whether QEMU still runs."""
+        out = {}
+        for device_id, device in self.devices.items():
+            stats = getattr(device.gateway, "stats", None)
+            out[device_id] = {"running": device.running, "frames_from_device": getattr(stats, "frames_from_device", 0),
+                              "frames_to_device": getattr(stats, "frames_to_device", 0),
+                              "serial_errors": dict(getattr(stats, "errors", {}))}  # fmt: skip
+        return out
+
+    def __enter__(self) -> QemuFleet:
+        return self.start()
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
