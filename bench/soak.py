@@ -80,7 +80,8 @@ from edge.identity import device_iri  # noqa: E402
 from edge.thing_description import thing_description  # noqa: E402
 from edge.wire.topics import STATUS_FINISHED  # noqa: E402
 from firmware_sim.addresses import free_port  # noqa: E402
-from firmware_sim.mqtt_fleet import FleetConfig, device_id_of  # noqa: E402
+from edge.identity import device_id_of  # noqa: E402
+from firmware_sim.mqtt_fleet import FleetConfig  # noqa: E402
 from firmware_sim.mqtt_selector import SelectorDevice, SelectorFleet  # noqa: E402
 from server.core.run_dir import ROUNDS_LOG, read_rounds  # noqa: E402
 from server.transports.broker import BrokerAccounts, LocalBroker  # noqa: E402

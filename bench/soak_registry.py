@@ -5,6 +5,7 @@ TD's title, so what survives a kill can be checked against what was acknowledged
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import random
@@ -184,3 +185,130 @@ def stored_generations(url: str) -> dict[str, int]:
             offset += len(things)
 
 
+
+
+# ---------------------------------------------------------------- what a registration writes, and a restart after kill -9
+
+_WRITER = r"""
+import json, os, signal, sys, time
+from ontology.directory import Directory
+from ontology.store import open_store
+store_dir, tds_file = sys.argv[1], sys.argv[2]
+tds = json.load(open(tds_file))
+def wchar():  # bytes this process handed to write(2): the write log, flushed tables and compactions
+    return int(next(l for l in open("/proc/self/io") if l.startswith("wchar")).split()[1])
+store = open_store(store_dir)
+directory = Directory(store)
+out = {}
+for phase, suffix in (("first", ""), ("again", " (refreshed)")):
+    w0, t0 = wchar(), time.perf_counter()
+    for device_iri, td in tds:
+        directory.put(device_iri, {**td, "title": td["title"] + suffix})
+    out[phase] = {"seconds": time.perf_counter() - t0, "written_bytes": wchar() - w0}
+print(json.dumps(out), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # as the soak kills the service: nothing flushed or closed on the way out
+"""
+
+_OPENER = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from ontology.store import open_store
+t1 = time.perf_counter()
+store = open_store(sys.argv[1])
+t2 = time.perf_counter()
+things = store.query("SELECT (COUNT(*) AS ?n) WHERE { GRAPH ?g { ?g <https://w3id.org/tinyfleet#thingDescriptionDocument> ?d } }")
+print(json.dumps({"import_s": t1 - t0, "open_s": t2 - t1, "things": int(things.rows[0][0].toPython())}))
+"""
+
+
+def measure_writes(tree: Path, tds_file: Path, workdir: Path) -> dict[str, Any]:
+    """Register the TDs in ``tds_file`` twice into a new store with the ontology package of ``tree``, kill -9 the
+    writer, then time a fresh process opening the store (RocksDB replays its write log there)."""
+    store_dir = workdir / "store"
+    env = {**os.environ, "PYTHONPATH": f"{tree}{os.pathsep}{ROOT}"}
+    writer = subprocess.run([sys.executable, "-c", _WRITER, str(store_dir), str(tds_file)], env=env, cwd=workdir,
+                            capture_output=True, text=True, timeout=3600)  # fmt: skip
+    if writer.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"the writer ended with {writer.returncode}: {writer.stderr[-2000:]}")
+    written = json.loads(writer.stdout.strip().splitlines()[-1])
+    log_bytes = sum(p.stat().st_size for p in store_dir.glob("*.log"))
+    opener = subprocess.run([sys.executable, "-c", _OPENER, str(store_dir)], env=env, cwd=workdir,
+                            capture_output=True, text=True, timeout=3600, check=True)  # fmt: skip
+    reopened = json.loads(opener.stdout.strip().splitlines()[-1])
+    n = len(json.loads(tds_file.read_text()))
+    return {
+        "tree": str(tree),
+        "tds": n,
+        "ms_per_registration": {k: round(1000 * v["seconds"] / n, 1) for k, v in written.items()},
+        "written_kib_per_registration": {k: round(v["written_bytes"] / n / 1024, 1) for k, v in written.items()},
+        "log_files_mib_at_kill": round(log_bytes / 2**20, 1),
+        "open_after_kill_s": round(reopened["open_s"], 2),
+        "things_after_kill": reopened["things"],
+    }
+
+
+def writes_bench(n: int, reference: str | None, out: Path) -> dict[str, Any]:
+    """This tree's registry against ``reference`` (a git revision, unpacked with ``git archive``) in one run."""
+    import platform
+    import shutil
+    import tempfile
+    from datetime import UTC, datetime
+
+    from edge.identity import device_id_of, device_iri
+    from firmware_sim.fleet import profile_for
+
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="registry-writes-") as tmp:
+        base = Path(tmp)
+        tds_file = base / "tds.json"
+        tds = [(device_iri(device_id_of(s)), thing_description(profile_for(s), device_id_of(s))) for s in range(n)]
+        tds_file.write_text(json.dumps(tds))
+        trees = {"this tree": ROOT}
+        if reference:
+            ref_tree = base / "reference"
+            ref_tree.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", reference, "ontology", "edge"], capture_output=True, check=True)
+            subprocess.run(["tar", "-x", "-C", str(ref_tree)], input=archive.stdout, check=True)
+            trees = {f"reference {reference}": ref_tree, **trees}
+        for name, tree in trees.items():
+            work = base / name.replace(" ", "-")
+            work.mkdir()
+            results[name] = measure_writes(tree, tds_file, work)
+            shutil.rmtree(work / "store", ignore_errors=True)
+    report: dict[str, Any] = {
+        "benchmark": "registry-writes",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count() or 1, "load_avg": os.getloadavg()},
+        "command": f"python bench/soak_registry.py --tds {n}" + (f" --reference {reference}" if reference else ""),
+        "results": results,
+    }
+    if reference:
+        ref, now = results[f"reference {reference}"], results["this tree"]
+        report["ratios_this_over_reference"] = {
+            "written_first": round(now["written_kib_per_registration"]["first"] / ref["written_kib_per_registration"]["first"], 3),
+            "written_again": round(now["written_kib_per_registration"]["again"] / ref["written_kib_per_registration"]["again"], 3),
+            "ms_first": round(now["ms_per_registration"]["first"] / ref["ms_per_registration"]["first"], 3),
+            "open_after_kill": round(now["open_after_kill_s"] / max(ref["open_after_kill_s"], 1e-3), 3),
+        }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="What a TD registration writes to the registry's store, and how long "
+                                                 "the store takes to open after the writer is killed with -9.")
+    parser.add_argument("--tds", type=int, default=1000, help="registrations (each then refreshed once)")
+    parser.add_argument("--reference", help="a git revision to measure in the same run (e.g. 56481ff)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/registry-writes.json"))
+    args = parser.parse_args(argv)
+    report = writes_bench(args.tds, args.reference, args.out)
+    print(json.dumps(report["results"], indent=2))
+    print(json.dumps(report.get("ratios_this_over_reference", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
