@@ -14,6 +14,7 @@ Examples::
     tinyfleet-device run --accounts runs/server/accounts.json --id sine-0 --rounds 2
     TINYFLEET_DEVICE_PASSWORD=... tinyfleet-device run --mqtt broker.lan:1883 --id sine-3
     tinyfleet-device run --superlink 10.0.0.2:9092 --partition-id 3 --num-partitions 8
+    tinyfleet-device run --accounts W/accounts.json --id machines-2 --task my_task/ --profile rpi4 --data my_rows/
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     mqtt.add_argument("--accounts", type=Path, metavar="FILE", default=DEFAULTS.accounts, help=HELP["accounts"])
     mqtt.add_argument("--tls-ca", metavar="FILE", default=DEFAULTS.tls_ca, help=HELP["tls_ca"])
     mqtt.add_argument("--rounds", type=int, metavar="N", default=DEFAULTS.rounds, help=HELP["rounds"])
+    mqtt.add_argument("--task", metavar="NAME|DIR", default=DEFAULTS.task, help=HELP["task"])
+    mqtt.add_argument("--profile", metavar="BOARD", default=DEFAULTS.profile, help=HELP["profile"])
+    mqtt.add_argument("--data", type=Path, metavar="DIR", default=DEFAULTS.data, help=HELP["data"])
     flower = run.add_argument_group("Flower SuperNode")
     flower.add_argument("--superlink", metavar="HOST:PORT", default=DEFAULTS.superlink, help=HELP["superlink"])
     flower.add_argument("--partition-id", type=int, metavar="N", default=DEFAULTS.partition_id, help=HELP["partition_id"])
@@ -95,6 +99,7 @@ def options_from(namespace: argparse.Namespace) -> DeviceRunOptions:
         accounts=namespace.accounts, tls_ca=namespace.tls_ca, rounds=namespace.rounds, superlink=namespace.superlink,
         partition_id=namespace.partition_id, num_partitions=namespace.num_partitions,
         root_certificates=namespace.root_certificates, duration=namespace.duration, workdir=namespace.workdir,
+        task=namespace.task, profile=namespace.profile, data=namespace.data,
     )  # fmt: skip
 
 

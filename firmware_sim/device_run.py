@@ -42,6 +42,9 @@ class DeviceRunOptions:
     root_certificates: str | None = None
     duration: float | None = None
     workdir: Path = Path("runs/device")
+    task: str | None = None  # a task name or a user's task folder; None: the id's task (or the accounts file's)
+    profile: str | None = None  # the board the device is; None: its task's own board for that id
+    data: Path | None = None  # this device's own samples, in its (user) task's data layout
 
 
 DEFAULTS = DeviceRunOptions()
@@ -59,6 +62,11 @@ HELP: dict[str, str] = {
     "root_certificates": "Flower: CA certificate of a TLS SuperLink (else --insecure).",
     "duration": "Leave after this many seconds (default: until stopped).",
     "workdir": "Flower: where the SuperNode log goes.",
+    "task": "MQTT: the task, by name (sine, characters, keywords, presence) or a task folder with a task.toml "
+            "(default: the one the id names, or the accounts file's).",
+    "profile": "MQTT: the board this device is, e.g. nano33ble, esp32s3 or rpi4 (`tinyfleet profiles`); its Thing "
+               "Description says so (default: the task's own board).",
+    "data": "MQTT: a folder of this device's own samples, in the task folder's data layout (a user task).",
 }
 
 DEVICE_ERRORS: tuple[type[BaseException], ...] = (ValueError, TimeoutError, OSError, KeyError, FlowerError)
@@ -82,11 +90,12 @@ def resolve_mqtt(options: DeviceRunOptions, environ: dict[str, str] | None = Non
     The password comes from ``password``, then ``$TINYFLEET_DEVICE_PASSWORD``, then the accounts file; the
     address from ``mqtt``, else the accounts file.
     """
-    from firmware_sim.linux_device import seed_of
+    from edge.identity import DeviceIdentity
 
     if not (options.mqtt or options.accounts) or not options.device_id:
         raise ValueError("give --mqtt HOST:PORT (or --accounts FILE) and --id, or --superlink and --partition-id")
-    seed_of(options.device_id)  # refuses an id that is not a simulated device before any connection
+    if DeviceIdentity.parse(options.device_id).seed is None:  # before any connection
+        raise ValueError(f"device id must be <task>-<number> (e.g. sine-3, keywords-7), got {options.device_id!r}")
     env = os.environ if environ is None else environ
     password = options.password or env.get(PASSWORD_ENV) or None
     if options.accounts:
@@ -115,6 +124,30 @@ def check_options(options: DeviceRunOptions) -> None:
         raise ValueError(f"--rounds must be >= 1, got {options.rounds}")
     if options.duration is not None and options.duration <= 0:
         raise ValueError(f"--duration must be > 0 seconds, got {options.duration}")
+    placed = [name for name, value in (("--task", options.task), ("--profile", options.profile),
+                                       ("--data", options.data)) if value is not None]  # fmt: skip
+    if options.superlink and placed:
+        raise ValueError(f"{', '.join(placed)}: for an MQTT device; a SuperNode plays the device its partition names")
+    if options.profile is not None:
+        from edge.profiles import get_profile
+
+        try:
+            get_profile(options.profile)
+        except KeyError as exc:
+            raise ValueError(f"--profile: {exc.args[0]}") from None
+    if options.data is not None and not Path(options.data).exists():
+        raise ValueError(f"--data {options.data}: no such file or folder")
+
+
+def task_of_accounts(options: DeviceRunOptions) -> str | None:
+    """The task a device runs: ``--task``, else the accounts file's (a user task's folder travels there), else None."""
+    if options.task is not None or options.accounts is None:
+        return options.task
+    try:
+        task = json.loads(Path(options.accounts).read_text()).get("task")
+    except (AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{options.accounts} is not an accounts file of `tinyfleet server` ({exc!r})") from None
+    return task if isinstance(task, str) else None
 
 
 def run_device(options: DeviceRunOptions, say: Say = print, environ: dict[str, str] | None = None) -> int:
@@ -133,11 +166,12 @@ def run_device(options: DeviceRunOptions, say: Say = print, environ: dict[str, s
             duration_s=options.duration, say=say,
         )  # fmt: skip
     target = resolve_mqtt(options, environ)
-    from firmware_sim.linux_device import run_mqtt_device
+    from firmware_sim.linux_device import place_device, run_mqtt_device
 
+    task = place_device(target.device_id, task_of_accounts(options), options.profile, options.data)
     done = run_mqtt_device(
-        target.host, target.port, target.device_id, target.password, tls_ca=options.tls_ca, rounds=options.rounds,
-        duration_s=options.duration, say=say,
+        target.host, target.port, target.device_id, target.password, task=task, tls_ca=options.tls_ca,
+        rounds=options.rounds, duration_s=options.duration, say=say,
     )  # fmt: skip
     say(f"{target.device_id}: {done} round(s) done")
     return 0

@@ -10,6 +10,11 @@ Two ways in, because a fleet mixes both:
   (:mod:`firmware_sim.client_app`), and ``partition-id`` says which device of
   the simulated sine fleet it plays.
 
+An MQTT device is placed (:func:`place_device`): its id ``<task>-<seed>``
+names its task and account; ``--task`` may name a user's task folder,
+``--profile`` the board it really is (its Thing Description announces that
+board's limits and runtime), and ``--data`` a folder of its own samples.
+
 Both stop cleanly on Ctrl-C or SIGTERM (the SuperNode's whole process group
 is ended) and every wait has a deadline. Like all of ``firmware_sim`` this
 imports only ``edge`` among our packages, so it runs on a device install
@@ -20,46 +25,93 @@ are :mod:`firmware_sim.device_cli` and :mod:`server.cli`, both through
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+from edge.profiles import DeviceProfile, get_profile
 from firmware_sim.addresses import free_port, parse_address
-from edge.identity import DEFAULT_FAMILY, DeviceIdentity
+from firmware_sim.device_tasks import DeviceTask, seed_of, task_of_device  # seed_of re-exported (server/cli_export.py)
 from firmware_sim.mqtt_fleet import FleetConfig, MqttDevice
 from firmware_sim.process_signals import Stopped, stop_on_sigterm
 from firmware_sim.supernode import FlowerProcess, flower_env, supernode_args
 
 Say = Callable[[str], None]
-def seed_of(device_id: str) -> int:
-    """``sine-7`` -> 7: the simulated device (task, stream, profile) this id plays (see edge.identity)."""
+__all__ = ["place_device", "run_mqtt_device", "run_simulated_fleet", "run_supernode", "seed_of"]
+
+
+@dataclass(frozen=True)
+class PlacedConfig(FleetConfig):
+    """A fleet config whose devices are one given descriptor (a placed device's), not a registry lookup by name."""
+
+    placed: DeviceTask | None = None
+
+    def device_task(self) -> DeviceTask:
+        assert self.placed is not None
+        return self.placed
+
+
+def place_device(device_id: str, task: str | None = None, profile: str | None = None,
+                 data: str | Path | None = None) -> DeviceTask:
+    """The descriptor device ``device_id`` runs: its task, on ``profile``, learning from ``data``.
+
+    ``task`` is a task name or a task folder (:func:`firmware_sim.user_task.resolve_task`);
+    None means the task the id names. The id must be ``<task>-<seed>`` of that
+    task (its account and its firmware init). ``profile`` (a name in
+    :mod:`edge.profiles`) replaces the task's own board for every device it
+    builds, so the announced TD says what the device really is. ``data`` is a
+    folder of this one device's samples in the task's layout (a user task's only:
+    a built-in task generates its devices' data). ValueError/KeyError for any of it.
+    """
+    from firmware_sim.device_tasks import UnknownTaskError
+    from firmware_sim.user_task import UserDeviceTask, resolve_task
+
     try:
-        identity = DeviceIdentity.parse(device_id)
-    except ValueError as exc:
-        raise ValueError(f"device id must be sine-<number> (the simulated sine fleet): {exc}") from None
-    if identity.seed is None or not device_id.startswith(DEFAULT_FAMILY + "-"):
-        raise ValueError(f"device id must be sine-<number> (the simulated sine fleet), got {device_id!r}")
-    return identity.seed
+        descriptor = resolve_task(task) if task is not None else task_of_device(device_id)
+    except UnknownTaskError as exc:
+        raise ValueError(f"{exc}; a user's own task is named by its folder: --task DIR") from None
+    if task_of_device(device_id).name != descriptor.name:  # also refuses an id that is not <task>-<seed>
+        raise ValueError(f"device id {device_id!r} is not a device of task {descriptor.name!r} "
+                         f"(its ids are {descriptor.device_id(0)}, {descriptor.device_id(1)}, ...)")  # fmt: skip
+    if data is not None:
+        if not isinstance(descriptor, UserDeviceTask):
+            raise ValueError(f"--data needs a user task (a folder with a task.toml); the built-in task "
+                             f"{descriptor.name!r} generates its devices' data")  # fmt: skip
+        descriptor = descriptor.placed(data)
+    if profile is not None:
+        board = get_profile(profile)
+        build = descriptor.build
+        descriptor = dataclasses.replace(descriptor, build=lambda seed, key, _own: build(seed, key, board))
+    descriptor.device(seed_of(device_id))  # builds now: a model that does not fit the board is refused here
+    return descriptor
 
 
 def run_mqtt_device(
-    host: str, port: int, device_id: str, password: str, *, tls_ca: str | None = None,
-    layer_sizes: Sequence[int] = (1, 40, 40, 1), rounds: int | None = None, duration_s: float | None = None,
-    connect_timeout_s: float = 15.0, say: Say = print,
+    host: str, port: int, device_id: str, password: str, *, task: DeviceTask | None = None,
+    tls_ca: str | None = None, layer_sizes: Sequence[int] | None = None, rounds: int | None = None,
+    duration_s: float | None = None, connect_timeout_s: float = 15.0, say: Say = print,
 ) -> int:
-    """Serve rounds until ``rounds`` are done or ``duration_s`` passed (or SIGTERM); rounds done."""
+    """Serve rounds until ``rounds`` are done or ``duration_s`` passed (or SIGTERM); rounds done.
+
+    ``task`` is what the device is (:func:`place_device`); None: the task its id names, on that task's board.
+    """
     seed = seed_of(device_id)
-    config = FleetConfig(host=host, port=port, tls_ca=tls_ca, layer_sizes=tuple(layer_sizes), workers=1)
+    descriptor = task if task is not None else task_of_device(device_id)
+    config = PlacedConfig(host=host, port=port, tls_ca=tls_ca, task=descriptor.name, workers=1,
+                          placed=descriptor.with_layer_sizes(None if layer_sizes is None else tuple(layer_sizes)))  # fmt: skip
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
     device = MqttDevice(seed, password, config, pool)
+    profile: DeviceProfile = device.device.profile
     stop_on_sigterm()
     try:
         device.start()
         if not device.connected.wait(connect_timeout_s):
             raise TimeoutError(f"{device_id} could not connect to {host}:{port} within {connect_timeout_s:.0f} s "
                                "(broker down, wrong password or ACL?)")  # fmt: skip
-        say(f"{device_id} ({device.device.profile.name}) online at {host}:{port}")
+        say(f"{device_id} ({profile.name}: {profile.board}) online at {host}:{port}")
         deadline = None if duration_s is None else time.monotonic() + duration_s
         reported = 0
         while rounds is None or device.rounds_done < rounds:
@@ -106,19 +158,24 @@ def run_supernode(
 
 
 def run_simulated_fleet(
-    host: str, port: int, passwords: dict[str, str], *, tls_ca: str | None = None,
+    host: str, port: int, passwords: dict[str, str], *, task: str | None = None, tls_ca: str | None = None,
     duration_s: float | None = None, connect_timeout_s: float = 60.0, say: Say = print,
 ) -> dict[str, int]:
-    """Hundreds of simulated MCUs in this process, one selector thread for all sockets; rounds done per device."""
+    """Hundreds of simulated MCUs in this process, one selector thread for all sockets; rounds done per device.
+
+    Each id names its task (``<task>-<seed>``); ``task`` (the accounts file's: a name, or a user's task folder,
+    which this process must load before its ids mean anything) is resolved first.
+    """
     from firmware_sim.mqtt_selector import SelectorFleet
 
-    from firmware_sim.device_tasks import seed_of as task_seed_of
-    from firmware_sim.device_tasks import task_of_device
+    if task is not None:
+        from firmware_sim.user_task import resolve_task
 
-    tasks = sorted({task_of_device(device_id).name for device_id in passwords})  # each id names its task
+        resolve_task(task)
+    tasks = sorted({task_of_device(device_id).name for device_id in passwords})
     if len(tasks) != 1:
         raise ValueError(f"a simulated fleet learns one task; these accounts name {', '.join(tasks) or 'no devices'}")
-    seeds = sorted(task_seed_of(device_id) for device_id in passwords)
+    seeds = sorted(seed_of(device_id) for device_id in passwords)
     config = FleetConfig(host=host, port=port, tls_ca=tls_ca, keepalive_s=60, task=tasks[0])
     fleet = SelectorFleet(seeds, passwords, config)
     stop_on_sigterm()
