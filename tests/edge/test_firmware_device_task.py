@@ -66,7 +66,9 @@ TASKS: list[bytes] = [
     task({"top-p": 0.25}, top_p=0.5),  # the task's field wins
     hp(message_type="evaluate"),
     hp(message_type="train", radio=False),
-    hp(step_size_base_rate=0.5, step_size_shots=3, step_size_query=2),  # checked, then ignored
+    hp(step_size_base_rate=0.5, step_size_shots=3, step_size_query=2),  # measured in a whole-model training round
+    hp(step_size_base_rate=0.5, step_size_shots=3, step_size_query=2, message_type="evaluate"),  # not when evaluating
+    task({**META, "step-size-base-rate": 0.5, "step-size-shots": 3, "step-size-query": 2}),  # nor with a private part
     task({"extra-key": "anything", "other": True, "n": -3}),
     task({**META, "reconstruction-rule": "imprint"}),  # parsed; the round refuses it for a regressor (after the MODEL)
     task({"reconstruction-rule": "imprint"}),  # no private part: the rule is unused
@@ -128,17 +130,20 @@ def python_code(payload: bytes) -> tuple[str, str]:
     """(code, fields) as the C main prints them."""
     try:
         assignment = TaskAssignment.from_json(payload)
-        request = request_of(assignment, measures_step_sizes=False)
+        request = request_of(assignment)
         shared_spec(NumpyMLP((1, 40, 40, 1)), request.private_names)
     except WireFormatError as exc:
         return exc.code, ""
     if request.epochs > 2**32 - 1:
         return "bad-field", ""  # beyond the firmware's counters (Python takes any whole number)
     mask = sum(1 << NAMES.index(n) for n in set(request.private_names))
+    plan = request.step_sizes
     fields = (f"{assignment.round_id} {request.round_id} {int(request.evaluate)} {request.shots} {request.epochs} {request.probe} "
               f"{f64(request.learning_rate)} {mask} {request.reconstruction_samples} {f64(request.reconstruction_lr)} "
               f"{f64(request.top_p or 0.0)} {int(request.radio)} "
-              f"{int(request.reconstruction_rule == 'imprint' and bool(request.private_names))}")  # fmt: skip
+              f"{int(request.reconstruction_rule == 'imprint' and bool(request.private_names))} "
+              f"{int(request.measures_step_sizes)} {f64(plan.base_rate if plan else 0.0)} {plan.shots if plan else 0} "
+              f"{plan.query if plan else 0}")  # fmt: skip
     return "ok", fields
 
 

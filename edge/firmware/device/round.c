@@ -166,7 +166,7 @@ static uint32_t kept_in(const tf_mlp *m, const float *delta, uint32_t t, uint32_
     return kept;
 }
 
-static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *model, uint32_t shared,
+static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *model, uint32_t shared, uint32_t also_sent,
                      tf_round_report *r, uint8_t *buf, size_t cap, const char **code) {
     tf_mlp *m = d->mlp;
     float *delta = d->theta; /* θ becomes δ = φ − θ in place (float32, as (phi - theta).astype(float32)) */
@@ -212,7 +212,7 @@ static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *mode
             len += 24 + pad4(strlen(tfw_mlp_tensor_name(order[i]))) + 4u * count;
         }
     }
-    r->bytes_sent = task->radio ? (uint32_t)len : 0;
+    r->bytes_sent = task->radio ? (uint32_t)len + also_sent : 0; /* reply_payload_bytes: and the HYPERGRADIENT */
     d->costs(d->costs_ctx, r, &values[n], &values[n + 1]);
     n += 2;
 
@@ -248,12 +248,59 @@ static size_t encode(tf_device *d, const tf_task_t *task, const tfw_info_t *mode
     return len;
 }
 
-int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
-                 size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
-                 tf_round_report *report, const char **code) {
+size_t tf_round_step_size_floats(const tf_device *d, uint32_t shots, uint32_t query) {
+    const tf_mlp *m = d->mlp;
+    const size_t row = m->sizes[0] + (d->classify ? 1u : m->sizes[m->n_layers]);
+    return m->n_params + ((size_t)shots + query) * row + tf_mlp_hypergradient_floats(m, shots);
+}
+
+/* measure_hypergradient(): on the next shots + query samples, from θ (d->theta) at the STEP_SIZES' rates; the
+ * HYPERGRADIENT payload in buf (encode_hypergradient: every tensor in the weight table's order, the query loss its
+ * one metric) and its length, 0 with r->hypergradient_dropped if not finite (the UPDATE then goes alone) */
+static int hypergradient(tf_device *d, const tf_step_size_memory *mem, const tf_task_t *task, tf_round_report *r,
+                         uint8_t *buf, size_t cap, size_t *len, const char **code) {
+    tf_mlp *m = d->mlp;
+    const uint32_t K = task->step_size_shots, Q = task->step_size_query;
+    const size_t P = m->n_params, row = m->sizes[0] + m->sizes[m->n_layers];
+    float *hyper = mem->scratch, *rows = hyper + P, *scratch = rows + ((size_t)K + Q) * row;
+    for (uint32_t s = 0; s < K + Q; ++s)
+        if (pull(d, rows + s * row, rows + s * row + m->sizes[0])) { *code = "stream-ended"; return 1; }
+    float query_loss;
+    if (tf_mlp_hypergradient(m, d->theta, mem->scales, (float)task->step_size_base_rate, rows, K, rows + (size_t)K * row,
+                             Q, scratch, mem->scratch_floats - (size_t)(scratch - mem->scratch), hyper,
+                             &query_loss) != TF_MLP_OK) {
+        *code = "too-many";
+        return 1;
+    }
+    int finite = isfinite(query_loss);
+    for (size_t i = 0; i < P && finite; ++i) finite = isfinite(hyper[i]);
+    *len = 0;
+    if (!finite) { r->hypergradient_dropped = 1; return 0; }
+    tfw_writer w;
+    tfw_begin(&w, buf, cap, TFW_KIND_HYPERGRADIENT, task->round_id, K + Q, d->device_id, 1,
+              (uint16_t)tf_mlp_tensor_count(m));
+    tfw_metric(&w, "step-size-query-loss", query_loss);
+    for (uint32_t t = 0; t < tf_mlp_tensor_count(m); ++t) {
+        uint32_t shape[2];
+        uint8_t ndim;
+        shape_of(m, t, &ndim, shape);
+        const float *p = tf_mlp_tensor(m, t, NULL);
+        tfw_dense_f32(&w, tfw_mlp_tensor_name(t), ndim, shape, hyper + (p - m->params));
+    }
+    *len = tfw_finish(&w);
+    if (!*len) { *code = tfw_error_code(w.status); return 1; }
+    return 0;
+}
+
+/* The round; `measures` 0 plays firmware from before STEP_SIZES (the step-size keys are then ignored). */
+static int run(tf_device *d, const tf_step_size_memory *mem, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
+               const uint8_t *step_sizes, size_t step_sizes_len, int measures, size_t model_cap, uint8_t *update,
+               size_t update_cap, size_t *update_len, uint8_t *hyper_buf, size_t hyper_cap, size_t *hyper_len,
+               tf_task_t *task, tf_round_report *report, const char **code) {
     tf_mlp *m = d->mlp;
     const uint32_t all = (1u << tf_mlp_tensor_count(m)) - 1u;
     *update_len = 0;
+    if (hyper_len) *hyper_len = 0;
     *code = "ok";
     tf_task_status_t ts = tf_task_parse(task_json, task_len, tf_mlp_tensor_count(m), task);
     if (ts != TF_TASK_OK) { *code = tf_task_error_code(ts); return 1; }
@@ -265,9 +312,22 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
     memcpy(d->theta, m->params, m->n_params * sizeof(float)); /* to restore if a check after θ's refuses */
     tfw_status_t ws = tfw_read_model(model, model_len, model_cap, task->round_id, m, shared, &info);
     if (ws != TFW_OK) { *code = tfw_error_code(ws); return 1; }
-    if (task->imprint && !imprintable(d, task->private_mask)) { /* run_device_round: after θ's check, bad-field */
+    const char *refused = NULL;
+    if (task->imprint && !imprintable(d, task->private_mask)) refused = "bad-field"; /* run_device_round, after θ */
+    const int measuring = measures && task->measures_step_sizes;
+    if (!refused && measuring) { /* run_task: the STEP_SIZES after the MODEL; then check_step_sizes (the learner) */
+        if (step_sizes == NULL) refused = "bad-field"; /* "the round asks for step sizes but none came" */
+        else if (mem == NULL || mem->scales == NULL) refused = "too-many";
+        else if ((ws = tfw_read_step_sizes(step_sizes, step_sizes_len, model_cap, task->round_id, m, mem->scales)) != TFW_OK)
+            refused = tfw_error_code(ws);
+        else if (d->classify) refused = "bad-field"; /* the numpy regressor only */
+        else if (hyper_buf == NULL || mem->scratch == NULL ||
+                 tf_round_step_size_floats(d, task->step_size_shots, task->step_size_query) > mem->scratch_floats)
+            refused = "too-many"; /* the firmware's buffer */
+    }
+    if (refused) {
         memcpy(m->params, d->theta, m->n_params * sizeof(float));
-        *code = "bad-field";
+        *code = refused;
         return 1;
     }
     for (uint32_t t = 0; t < tf_mlp_tensor_count(m); ++t)
@@ -280,7 +340,7 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
 
     ctx_t c = {d, n_in, n_out, d->replay, d->replay + (size_t)task->probe * (n_in + n_out)};
     tf_round_report r = {NAN, NAN, NAN, NAN, task->reconstruction_samples + task->shots, 0, 0,
-                         task->radio ? (uint32_t)(task_len + model_len) : 0, 0};
+                         task->radio ? (uint32_t)(task_len + model_len + (measuring ? step_sizes_len : 0)) : 0, 0, 0};
     for (uint32_t s = 0; s < task->probe; ++s) {
         float *x = c.probe + (size_t)s * (n_in + n_out);
         if (pull(d, x, x + n_in)) { *code = "stream-ended"; return 1; }
@@ -298,9 +358,28 @@ int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uin
               &r.steps, code))
         return 1;
     r.loss_after = probe_loss(&c, task->probe);
-    *update_len = encode(d, task, &info, shared, &r, update, update_cap, code);
+    size_t hlen = 0;
+    if (measuring && hypergradient(d, mem, task, &r, hyper_buf, hyper_cap, &hlen, code)) return 1;
+    *update_len = encode(d, task, &info, shared, (uint32_t)hlen, &r, update, update_cap, code);
     /* the length booked is the length written (the metric values do not change it) */
-    if (*update_len && r.bytes_sent && r.bytes_sent != *update_len) { *code = "length-mismatch"; *update_len = 0; }
+    if (*update_len && r.bytes_sent && r.bytes_sent != *update_len + hlen) { *code = "length-mismatch"; *update_len = 0; }
+    if (hyper_len) *hyper_len = *update_len ? hlen : 0;
     if (report) *report = r;
     return *update_len ? 0 : 1;
+}
+
+int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
+                 size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
+                 tf_round_report *report, const char **code) {
+    return run(d, NULL, task_json, task_len, model, model_len, NULL, 0, 0, model_cap, update, update_cap, update_len, NULL, 0,
+               NULL, task, report, code);
+}
+
+int tf_round_run_step_sizes(tf_device *d, const tf_step_size_memory *memory, const char *task_json, size_t task_len,
+                            const uint8_t *model, size_t model_len, const uint8_t *step_sizes, size_t step_sizes_len,
+                            size_t receive_cap, uint8_t *update,
+                            size_t update_cap, size_t *update_len, uint8_t *hypergradient_buf, size_t hypergradient_cap,
+                            size_t *hypergradient_len, tf_task_t *task, tf_round_report *report, const char **code) {
+    return run(d, memory, task_json, task_len, model, model_len, step_sizes, step_sizes_len, 1, receive_cap, update, update_cap,
+               update_len, hypergradient_buf, hypergradient_cap, hypergradient_len, task, report, code);
 }

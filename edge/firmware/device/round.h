@@ -41,7 +41,9 @@ typedef struct {
     uint32_t steps;                  /* SGD steps taken */
     uint32_t kept;                   /* entries of a sparse reply */
     uint32_t bytes_received;         /* TASK + MODEL bytes (0 if the task says radio false, as Python books it) */
-    uint32_t bytes_sent;             /* the UPDATE's length, known before its metrics are (0 if radio false) */
+    uint32_t bytes_sent;             /* the UPDATE's length, known before its metrics are (0 if radio false),
+                                      * plus the HYPERGRADIENT's when one goes before it */
+    int hypergradient_dropped;       /* step sizes came but the hypergradient was not finite: the UPDATE went alone */
 } tf_round_report;
 
 /* The device's time and energy for the round (the metrics device-time-s and device-energy-j). */
@@ -61,10 +63,39 @@ typedef struct {
     int classify;              /* 1: the MLP is MLPClassifier (softmax cross-entropy on a label), 0: NumpyMLP */
 } tf_device;
 
+/* The memory of a round that measures step sizes (tf_round_run_step_sizes), the caller's: */
+typedef struct {
+    float *scales;             /* mlp->n_params floats: the round's STEP_SIZES */
+    float *scratch;            /* the hypergradient's: tf_round_step_size_floats() floats for the task's shots, query */
+    size_t scratch_floats;
+} tf_step_size_memory;
+
 /* One round. Returns 0 and the UPDATE in update[0..*update_len), or non-zero with *code the refusal
  * ("bad-field", "bad-crc", ..., "too-many", "stream-ended", "diverged", "bad-label"). */
 int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
                  size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
                  tf_round_report *report, const char **code);
+
+/* The same round with the step sizes' hypergradient (edge/device_round.py measure_hypergradient), as
+ * mqtt_round.run_task with a STEP_SIZES payload: when the task measures step sizes (a whole-model training
+ * round naming step-size-base-rate/-shots/-query), `step_sizes` must be the round's STEP_SIZES (else
+ * "bad-field"; its faults refused with the decoder's codes, "non-positive" included) and the learner the
+ * regressor ("bad-field" for a classifier), all before anything changes. After the round's own samples the
+ * device takes step-size-shots + step-size-query more, measures d(query loss)/d(log step size) from θ, and
+ * writes the HYPERGRADIENT (encode_hypergradient: num_examples shots + query, the metric
+ * step-size-query-loss) in hypergradient_buf, to be sent before the UPDATE; *hypergradient_len is 0 when
+ * the task does not measure step sizes or the hypergradient is not finite (report->hypergradient_dropped).
+ * The bytes booked (received and sent) include these payloads, as Python books them. `receive_cap` bounds
+ * the MODEL and the STEP_SIZES alike (the device's receive buffer). A `memory` too small for the task's
+ * shots and query (or NULL) refuses it as "too-many", the firmware's buffer, after the checks above. */
+int tf_round_run_step_sizes(tf_device *d, const tf_step_size_memory *memory, const char *task_json, size_t task_len,
+                            const uint8_t *model, size_t model_len, const uint8_t *step_sizes, size_t step_sizes_len,
+                            size_t receive_cap, uint8_t *update,
+                            size_t update_cap, size_t *update_len, uint8_t *hypergradient_buf, size_t hypergradient_cap,
+                            size_t *hypergradient_len, tf_task_t *task, tf_round_report *report, const char **code);
+
+/* Floats of d->step_scratch a round measuring step sizes with these shots and query needs: the hypergradient,
+ * the K + Q samples and the K intermediate weight sets with four more (tf_mlp_hypergradient_floats). */
+size_t tf_round_step_size_floats(const tf_device *d, uint32_t shots, uint32_t query);
 
 #endif

@@ -464,12 +464,14 @@ tf_task_status_t tf_task_parse(const char *json, size_t len, uint32_t n_tensors,
     task->reconstruction_samples = 0;
     if (any_private && !count(&hp, "reconstruction-samples", 0, 0, &task->reconstruction_samples)) return TF_TASK_BAD_FIELD;
     if (!rate(&hp, "reconstruction-lr", 0.02, 0, &task->reconstruction_lr)) return TF_TASK_BAD_FIELD;
+    int step_sizes = 0; /* StepSizeRequest.from_hyperparameters: any of its keys asks, and then all three must be right */
+    double base = 0.0;
+    uint32_t shots = 0, query = 0;
     if (find(&hp, "step-size-base-rate", &v) || find(&hp, "step-size-shots", &v) || find(&hp, "step-size-query", &v)) {
-        double base;
-        uint32_t shots, query;
         if (!rate(&hp, "step-size-base-rate", NAN, 1, &base) || !count(&hp, "step-size-shots", 0, 1, &shots) ||
             !count(&hp, "step-size-query", 0, 1, &query))
-            return TF_TASK_BAD_FIELD; /* checked, then ignored (no STEP_SIZES in this firmware) */
+            return TF_TASK_BAD_FIELD;
+        step_sizes = 1;
     }
     task->radio = 1;
     if (find(&hp, "radio", &v)) {
@@ -482,5 +484,10 @@ tf_task_status_t tf_task_parse(const char *json, size_t len, uint32_t n_tensors,
     /* whether the learner can imprint (a classifier's output layer, exactly) is the round's check, after the
      * MODEL's, as run_device_round makes it (check_imprintable); with no private part the rule is unused */
     task->imprint = imprint && any_private;
+    /* RoundRequest.measures_step_sizes: whole-model training rounds only (TinyMetaFed and evaluation ignore them) */
+    task->measures_step_sizes = step_sizes && !any_private && !task->evaluate;
+    task->step_size_base_rate = step_sizes ? base : 0.0;
+    task->step_size_shots = shots;
+    task->step_size_query = query;
     return TF_TASK_OK;
 }

@@ -19,9 +19,12 @@
  * a count above 2^32 - 1 (bad-field), nesting deeper than TF_TASK_MAX_DEPTH
  * (bad-json). reconstruction-rule "imprint" is parsed into `imprint`; the round
  * refuses it (bad-field, as Python) unless the learner is a classifier whose
- * private part is exactly its output layer. Step-size keys are checked, then ignored: this
- * firmware predates kind 3 (STEP_SIZES), as mqtt_round.run_task(...,
- * measures_step_sizes=False). No allocation: the parser keeps the open objects' keys in a static 2.5 KB table
+ * private part is exactly its output layer. Step-size keys are checked as
+ * StepSizeRequest checks them; `measures_step_sizes` says whether the round
+ * measures their hypergradient (RoundRequest.measures_step_sizes: a whole-model
+ * training round). tf_round_run ignores it (firmware from before kind 3,
+ * STEP_SIZES, as mqtt_round.run_task(..., measures_step_sizes=False));
+ * tf_round_run_step_sizes honours it. No allocation: the parser keeps the open objects' keys in a static 2.5 KB table
  * (so it is not reentrant) and recurses at most TF_TASK_MAX_DEPTH deep on the stack.
  */
 #ifndef TINYFLEET_DEVICE_TASK_H
@@ -63,6 +66,10 @@ typedef struct {
     double top_p;                   /* kept fraction in (0, 1) for a sparse reply; 0 = dense */
     int radio;                      /* radio (true) */
     int imprint;                    /* reconstruction-rule "imprint" with a private part (else SGD) */
+    int measures_step_sizes;        /* step-size-* given, whole model, training: measure the hypergradient */
+    double step_size_base_rate;     /* step-size-base-rate, in (0, 10] (0 if not given) */
+    uint32_t step_size_shots;       /* step-size-shots (>= 1): online steps the hypergradient goes through */
+    uint32_t step_size_query;       /* step-size-query (>= 1): samples the adapted model is scored on */
 } tf_task_t;
 
 /* Parse json[0..len) for a firmware whose weight table has `n_tensors` tensors (w0, b0, ... in order). */

@@ -20,7 +20,7 @@ static const char *const CODES[TFW_N_ERRORS] = {
     "ok", "oversized", "bad-magic", "truncated", "unsupported-version", "trailing-bytes", "bad-crc",
     "unknown-kind", "bad-flags", "bad-field", "bad-device-id", "too-many", "wrong-round", "bad-name",
     "duplicate-name", "unknown-dtype", "bad-shape", "bad-indices", "non-finite", "bad-padding",
-    "spec-mismatch", "oversized",
+    "spec-mismatch", "oversized", "non-positive",
 };
 
 const char *tfw_error_code(tfw_status_t status) {
@@ -224,7 +224,8 @@ static tfw_status_t parse(const uint8_t *buf, const tfw_info_t *h, view_t *views
 }
 
 /* check_spec() of decode.py against the MLP's shared tensors; *which[i] = MLP tensor of view i */
-static tfw_status_t check_spec(const tfw_info_t *h, const view_t *views, const tf_mlp *m, uint32_t shared, uint8_t *which) {
+static tfw_status_t check_spec(const tfw_info_t *h, const view_t *views, const tf_mlp *m, uint32_t shared, uint8_t *which,
+                               int allow_sparse) {
     uint32_t seen = 0, expected = 0;
     for (uint32_t t = 0; t < tf_mlp_tensor_count(m); t++)
         if (shared & (1u << t)) expected |= 1u << t;
@@ -238,7 +239,7 @@ static tfw_status_t check_spec(const tfw_info_t *h, const view_t *views, const t
         uint32_t layer = t / 2;
         uint32_t want_ndim = (t % 2 == 0) ? 2u : 1u;
         uint32_t want[2] = {t % 2 == 0 ? m->sizes[layer] : m->sizes[layer + 1], m->sizes[layer + 1]};
-        if (v->sparse || v->dtype != 1 || v->ndim != want_ndim) return TFW_SPEC_MISMATCH;
+        if ((v->sparse && !allow_sparse) || v->dtype != 1 || v->ndim != want_ndim) return TFW_SPEC_MISMATCH;
         for (uint32_t d = 0; d < want_ndim; d++)
             if (v->shape[d] != want[d]) return TFW_SPEC_MISMATCH;
         seen |= 1u << t;
@@ -256,7 +257,7 @@ tfw_status_t tfw_read_model(const uint8_t *buf, size_t len, size_t cap, uint32_t
     if (s == TFW_OK && h.kind != TFW_KIND_MODEL) s = TFW_BAD_KIND; /* expected_kind, as read_header checks it */
     if (s == TFW_OK && h.round_id != round_id) s = TFW_WRONG_ROUND;
     if (s == TFW_OK) s = parse(buf, &h, views);
-    if (s == TFW_OK) s = check_spec(&h, views, m, shared, which);
+    if (s == TFW_OK) s = check_spec(&h, views, m, shared, which, 0);
     if (s == TFW_OK)
         for (unsigned i = 0; i < h.tensor_count; i++) h.order[i] = which[i];
     if (info) *info = h;
@@ -265,6 +266,34 @@ tfw_status_t tfw_read_model(const uint8_t *buf, size_t len, size_t cap, uint32_t
         uint32_t n;
         float *dst = tf_mlp_tensor(m, which[i], &n);
         memcpy(dst, views[i].values, (size_t)n * sizeof(float));
+    }
+    return TFW_OK;
+}
+
+tfw_status_t tfw_read_step_sizes(const uint8_t *buf, size_t len, size_t cap, uint32_t round_id, const tf_mlp *m,
+                                 float *scales) {
+    tfw_info_t h;
+    view_t views[TFW_MAX_TENSORS];
+    uint8_t which[TFW_MAX_TENSORS];
+    tfw_status_t s = read_header(buf, len, cap, &h);
+    if (s == TFW_OK && h.kind != TFW_KIND_STEP_SIZES) s = TFW_BAD_KIND;
+    if (s == TFW_OK && h.round_id != round_id) s = TFW_WRONG_ROUND;
+    if (s == TFW_OK) s = parse(buf, &h, views);
+    /* check_spec() passes a sparse tensor of the right shape; _dense_float32 then refuses it (bad-flags) */
+    if (s == TFW_OK) s = check_spec(&h, views, m, (1u << tf_mlp_tensor_count(m)) - 1u, which, 1);
+    for (unsigned i = 0; s == TFW_OK && i < h.tensor_count; i++) { /* _dense_float32(positive=True), wire order */
+        if (views[i].sparse) { s = TFW_BAD_FLAGS; break; }
+        for (uint32_t k = 0; k < views[i].count; k++) {
+            float f;
+            memcpy(&f, views[i].values + 4u * k, 4);
+            if (!(f > 0.0f)) { s = TFW_NON_POSITIVE; break; }
+        }
+    }
+    if (s != TFW_OK) return s;
+    for (unsigned i = 0; i < h.tensor_count; i++) {
+        uint32_t n;
+        const float *p = tf_mlp_tensor(m, which[i], &n);
+        memcpy(scales + (p - m->params), views[i].values, (size_t)n * sizeof(float));
     }
     return TFW_OK;
 }

@@ -50,6 +50,7 @@ typedef enum {
     TFW_BAD_PADDING,        /* bad-padding */
     TFW_SPEC_MISMATCH,      /* spec-mismatch */
     TFW_NO_ROOM,            /* encoder: the buffer is too small (Python: oversized) */
+    TFW_NON_POSITIVE,       /* non-positive: a step size <= 0 in a STEP_SIZES payload */
     TFW_N_ERRORS
 } tfw_status_t;
 
@@ -71,6 +72,13 @@ uint32_t tfw_crc32(const uint8_t *data, size_t n);
  * into those tensors. Any refusal leaves the MLP as it was. `info` (may be NULL) gets the header. */
 tfw_status_t tfw_read_model(const uint8_t *buf, size_t len, size_t cap, uint32_t round_id, tf_mlp *m, uint32_t shared,
                             tfw_info_t *info);
+
+/* decode_step_sizes(): check the STEP_SIZES in buf[0..len) for round `round_id` against every tensor of the
+ * MLP (step sizes are measured in whole-model rounds), dense float32, finite and > 0 ("bad-flags" for a sparse
+ * one, "non-positive"), then write them into scales[n_params], laid out as the MLP's params. A refusal writes
+ * nothing. */
+tfw_status_t tfw_read_step_sizes(const uint8_t *buf, size_t len, size_t cap, uint32_t round_id, const tf_mlp *m,
+                                 float *scales);
 
 /* Name of MLP tensor t as NumpyMLP names it ("w0", "b0", ...), NUL-terminated, in a static table. */
 const char *tfw_mlp_tensor_name(uint32_t t);

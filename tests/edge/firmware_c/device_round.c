@@ -1,7 +1,8 @@
 /* Test main: whole device rounds (edge/firmware/device/round.c) on the TASK/MODEL pairs the test generated into
  * rounds.h, every round fed the same sample sequence SAMPLES from its start; prints each round's code, UPDATE
  * bytes and samples consumed, for Python to compare with firmware_sim.mqtt_round.run_task. Under QEMU it also
- * counts each round's ticks (x BOARD_INSTRUCTIONS_PER_TICK with -icount shift=0). */
+ * counts each round's ticks (x BOARD_INSTRUCTIONS_PER_TICK with -icount shift=0). With STEP_SIZE_ROUNDS (rounds.h),
+ * each round also has a STEP_SIZES payload and runs tf_round_run_step_sizes; its HYPERGRADIENT is printed too. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +31,11 @@
 #endif
 
 static float arena[2 * N_PARAMS + 512];
+#ifdef STEP_SIZE_ROUNDS /* ROUNDS[i] also has step_sizes, step_sizes_len (NULL, 0: none came) */
+static float scales[N_PARAMS];
+static float step_scratch[STEP_SCRATCH_FLOATS];
+static uint8_t hyper_buf[TFW_DEFAULT_MAX_PAYLOAD];
+#endif
 static float theta[N_PARAMS];
 static float replay[(N_IN + N_Y) * 256];
 static uint8_t update[TFW_DEFAULT_MAX_PAYLOAD];
@@ -73,14 +79,28 @@ int main(void) {
         size_t len;
         booked_sent = booked_received = 0;
         uint32_t t0 = TICKS();
+#ifdef STEP_SIZE_ROUNDS
+        tf_step_size_memory memory = {scales, step_scratch, sizeof step_scratch / sizeof step_scratch[0]};
+        size_t hyper_len = 0;
+        tf_round_run_step_sizes(&d, &memory, (const char *)ROUNDS[i].task, ROUNDS[i].task_len, ROUNDS[i].model,
+                                ROUNDS[i].model_len, ROUNDS[i].step_sizes, ROUNDS[i].step_sizes_len,
+                                TFW_DEFAULT_MAX_PAYLOAD, update, sizeof update, &len, hyper_buf, sizeof hyper_buf,
+                                &hyper_len, &task, &report, &code);
+#else
         tf_round_run(&d, (const char *)ROUNDS[i].task, ROUNDS[i].task_len, ROUNDS[i].model, ROUNDS[i].model_len,
                      TFW_DEFAULT_MAX_PAYLOAD, update, sizeof update, &len, &task, &report, &code);
+#endif
         uint32_t t1 = TICKS();
         printf("round %u %s consumed %lu steps %lu ticks %lu booked %lu %lu update ", i, code, (unsigned long)stream.next,
                (unsigned long)(len ? report.steps : 0), (unsigned long)(t1 - t0), (unsigned long)booked_sent,
                (unsigned long)booked_received);
         for (size_t k = 0; k < len; k++) printf("%02x", update[k]);
         printf("\n");
+#ifdef STEP_SIZE_ROUNDS
+        printf("hypergradient %u dropped %d ", i, len ? report.hypergradient_dropped : 0);
+        for (size_t k = 0; k < hyper_len; k++) printf("%02x", hyper_buf[k]);
+        printf("\n");
+#endif
     }
     printf("done\n");
     return 0;

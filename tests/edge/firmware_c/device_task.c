@@ -40,6 +40,10 @@ int main(void) {
                    (unsigned long)t.reconstruction_samples, (unsigned long)(bits(t.reconstruction_lr) >> 32),
                    (unsigned long)(bits(t.reconstruction_lr) & 0xFFFFFFFFu), (unsigned long)(bits(t.top_p) >> 32),
                    (unsigned long)(bits(t.top_p) & 0xFFFFFFFFu), t.radio, t.imprint);
+        if (s == TF_TASK_OK)
+            printf(" %d %08lx%08lx %lu %lu", t.measures_step_sizes, (unsigned long)(bits(t.step_size_base_rate) >> 32),
+                   (unsigned long)(bits(t.step_size_base_rate) & 0xFFFFFFFFu), (unsigned long)t.step_size_shots,
+                   (unsigned long)t.step_size_query);
         printf("\n");
     }
     printf("done\n");
