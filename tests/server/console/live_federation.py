@@ -36,6 +36,7 @@ class LiveFederation:
     per_round: int = 3
     reply_delay_s: float = 0.4  # each device's radio time: a round lasts long enough for a browser to see it
     layer_sizes: tuple[int, ...] = (1, 40, 40, 1)
+    round_timeout_s: float = 8.0  # a killed device holds its round up to this long
     console: bool = True
     token: str | None = None
     extra_config: dict[str, Any] = field(default_factory=dict)
@@ -84,7 +85,8 @@ class LiveFederation:
         from server.core.federation import run_federation
 
         grid_config = MqttGridConfig(host=self.broker.host, port=self.broker.port, username=SERVER_USER,
-                                     password=self.accounts.server_password, round_timeout_s=20.0)
+                                     password=self.accounts.server_password, round_timeout_s=self.round_timeout_s,
+                                     device_deadline_s=self.round_timeout_s)
         observers = [RoundsLog(self.workdir / ROUNDS_LOG), self.versions]
         if self.handle is not None:
             observers.append(self.handle.observer)
