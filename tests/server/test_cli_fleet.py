@@ -75,7 +75,7 @@ def test_server_with_a_local_broker_and_two_linux_devices_over_mqtt(tmp_path: Pa
         (["server", "--superlink", "nohost"], "HOST:PORT"),
         (["device", "run", "--mqtt", "127.0.0.1:1883"], "--id"),
         (["device", "run", "--superlink", "127.0.0.1:9"], "--partition-id"),
-        (["device", "run", "--mqtt", "127.0.0.1:1883", "--id", "pi-kitchen", "--password", "x"], "sine-<number>"),
+        (["device", "run", "--mqtt", "127.0.0.1:1883", "--id", "pi-kitchen", "--password", "x"], "<task>-<number>"),
     ],
 )
 def test_bad_command_lines_are_refused_with_the_reason(monkeypatch, tmp_path, args, message):
