@@ -60,6 +60,8 @@ def test_smallest_bench_writes_the_issues_form_with_measured_figures(tmp_path: P
         assert details["backbone_int8_macs"] < details["backbone_instructions"]  # at least one instruction per MAC
         assert details["head_forward_instructions"] < ins["imprint"] < ins["head_update"]
         assert "untrained" in details["backbone"]
+    mfcc = report["details"]["keywords"]["mfcc_front_end"]  # raw audio in: 49 frames of FFT, mel and DCT per second
+    assert mfcc["frames"] == 49 and 100_000 < mfcc["instructions"] < 50_000_000
     for task, ratio in report["ratios"].items():
         ins = tasks[task]
         assert ratio["head_update_over_inference"] == pytest.approx(ins["head_update"] / ins["inference"], abs=1e-4)

@@ -190,3 +190,17 @@ def test_a_float_backbone_is_refused_with_the_reason(tmp_path: Path) -> None:
                       task="classification", xs=np.zeros((1, 11), np.float32), labels=np.zeros(1))  # fmt: skip
     with pytest.raises(ValueError, match="int8-in, int8-out backbone; this one is float32 -> float32"):
         build_image(case, tmp_path)
+
+
+def test_the_largest_tinyol_image_fits_the_nano_33_ble_sense(tmp_path: Path) -> None:
+    """The characters backbone (the most flash and arena) + its head builds for the nRF52840 and fits it."""
+    from edge.firmware.build import board
+    from edge.firmware.tinyol import TinyOLCase, build_image
+
+    model, xs = _backbone("characters")
+    case = TinyOLCase(model=model, head_w=np.zeros((64, 5), np.float32), head_b=np.zeros(5, np.float32),
+                      task="classification", xs=xs, labels=np.arange(N_SAMPLES) % 5)  # fmt: skip
+    image = build_image(case, tmp_path, board="nano33ble")
+    nano = board("nano33ble")
+    assert image.elf.is_file() and image.size.bss > image.compiled.arena_bytes  # the backbone's arena is static RAM
+    assert image.size.flash_bytes < nano.flash_bytes and image.size.ram_bytes < nano.ram_bytes
