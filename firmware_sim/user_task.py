@@ -204,6 +204,12 @@ def resolve_task(name_or_path: str | Path) -> DeviceTask:
     return device_task(text)
 
 
+def task_source(task: DeviceTask) -> str:
+    """What names ``task`` to another process (an accounts file, a device's ``--task``): a user task's folder, which
+    that process must load, or a built-in's name. :func:`resolve_task` turns it back into the task."""
+    return str(task.folder) if isinstance(task, UserDeviceTask) else task.name
+
+
 def _check_name(name: str, path: Path) -> None:
     if name in BUILT_IN:
         raise TaskFileError(f"{path}: name {name!r} is a built-in task; choose another name")

@@ -16,7 +16,7 @@ from firmware_sim.device_tasks import device_task, task_of_device
 from firmware_sim.tasks.example_task import main as example_main
 from firmware_sim.tasks.example_task import write_csv_task, write_image_task
 from firmware_sim.tasks.user_data import DataError
-from firmware_sim.user_task import TaskFileError, load_user_task, resolve_task
+from firmware_sim.user_task import TaskFileError, load_user_task, resolve_task, task_source
 
 TRAIN_SEEDS = range(5)  # machine_00 .. machine_04; machine_05 (seed 5) never trains
 
@@ -87,6 +87,9 @@ def test_resolve_task_takes_a_name_or_a_folder(tmp_path: Path) -> None:
         resolve_task(tmp_path)
     with pytest.raises(ValueError, match="unknown task 'keyboard'"):
         resolve_task("keyboard")
+    # what an accounts file carries to another process: the folder of a user task, the name of a built-in
+    assert task_source(resolve_task(folder)) == str(folder.resolve()) and task_source(device_task("presence")) == "presence"
+    assert resolve_task(task_source(resolve_task(folder))) is resolve_task(folder)
 
 
 def test_a_seed_with_no_device_is_refused(tmp_path: Path) -> None:

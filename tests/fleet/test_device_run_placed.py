@@ -137,3 +137,18 @@ def _device_round(learning_rate: float):  # type: ignore[no-untyped-def]
     from flwr.app import ConfigRecord
 
     return ConfigRecord({keys.INNER_LEARNING_RATE: learning_rate, keys.STREAM_SAMPLES: 20, keys.PROBE_SAMPLES: 5})
+
+
+def test_a_device_learns_a_user_task_from_the_accounts_file(tmp_path: Path) -> None:
+    """`device run --accounts W/accounts.json --id machines-2` needs no --task when the file carries the task's source."""
+    from firmware_sim.device_run import DeviceRunOptions, task_of_accounts
+    from firmware_sim.user_task import resolve_task, task_source
+
+    folder = write_csv_task(tmp_path / "machines")
+    accounts = tmp_path / "accounts.json"
+    accounts.write_text(json.dumps({"host": "127.0.0.1", "port": 1, "task": task_source(resolve_task(folder)),
+                                    "devices": {"machines-2": "pw"}}))  # fmt: skip
+    source = task_of_accounts(DeviceRunOptions(accounts=accounts, device_id="machines-2"))
+    assert source == str(folder.resolve())
+    assert place_device("machines-2", source).device(2).profile == get_profile("nano33ble")  # the task's own board
+    assert task_of_accounts(DeviceRunOptions(accounts=accounts, task="sine")) == "sine"  # --task wins
