@@ -292,9 +292,33 @@ static int hypergradient(tf_device *d, const tf_step_size_memory *mem, const tf_
     return 0;
 }
 
-/* The round; `measures` 0 plays firmware from before STEP_SIZES (the step-size keys are then ignored). */
+/* run_task's step-size checks, after the MODEL's: a STEP_SIZES must have come, decode, and the learner measure it */
+static const char *check_step_sizes(tf_device *d, const tf_step_size_memory *mem, const tf_task_t *task,
+                                    const uint8_t *step_sizes, size_t step_sizes_len, size_t cap, const uint8_t *hyper_buf) {
+    tfw_status_t ws;
+    if (step_sizes == NULL) return "bad-field"; /* "the round asks for step sizes but none came" */
+    if (mem == NULL || mem->scales == NULL) return "too-many";
+    if ((ws = tfw_read_step_sizes(step_sizes, step_sizes_len, cap, task->round_id, d->mlp, mem->scales)) != TFW_OK)
+        return tfw_error_code(ws);
+    if (d->classify) return "bad-field"; /* check_step_sizes: the numpy regressor only */
+    if (hyper_buf == NULL || mem->scratch == NULL ||
+        tf_round_step_size_floats(d, task->step_size_shots, task->step_size_query) > mem->scratch_floats)
+        return "too-many"; /* the firmware's buffer */
+    return NULL;
+}
+
+/* The step-size part of a round, reached only through tf_round_run_step_sizes: a firmware calling tf_round_run
+ * alone links none of it (--gc-sections drops what no one takes the address of). */
+typedef struct {
+    const char *(*check)(tf_device *, const tf_step_size_memory *, const tf_task_t *, const uint8_t *, size_t, size_t,
+                         const uint8_t *);
+    int (*measure)(tf_device *, const tf_step_size_memory *, const tf_task_t *, tf_round_report *, uint8_t *, size_t,
+                   size_t *, const char **);
+} step_size_ops;
+
+/* The round; `ops` NULL plays firmware from before STEP_SIZES (the step-size keys are then ignored). */
 static int run(tf_device *d, const tf_step_size_memory *mem, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
-               const uint8_t *step_sizes, size_t step_sizes_len, int measures, size_t model_cap, uint8_t *update,
+               const uint8_t *step_sizes, size_t step_sizes_len, const step_size_ops *ops, size_t model_cap, uint8_t *update,
                size_t update_cap, size_t *update_len, uint8_t *hyper_buf, size_t hyper_cap, size_t *hyper_len,
                tf_task_t *task, tf_round_report *report, const char **code) {
     tf_mlp *m = d->mlp;
@@ -314,17 +338,8 @@ static int run(tf_device *d, const tf_step_size_memory *mem, const char *task_js
     if (ws != TFW_OK) { *code = tfw_error_code(ws); return 1; }
     const char *refused = NULL;
     if (task->imprint && !imprintable(d, task->private_mask)) refused = "bad-field"; /* run_device_round, after θ */
-    const int measuring = measures && task->measures_step_sizes;
-    if (!refused && measuring) { /* run_task: the STEP_SIZES after the MODEL; then check_step_sizes (the learner) */
-        if (step_sizes == NULL) refused = "bad-field"; /* "the round asks for step sizes but none came" */
-        else if (mem == NULL || mem->scales == NULL) refused = "too-many";
-        else if ((ws = tfw_read_step_sizes(step_sizes, step_sizes_len, model_cap, task->round_id, m, mem->scales)) != TFW_OK)
-            refused = tfw_error_code(ws);
-        else if (d->classify) refused = "bad-field"; /* the numpy regressor only */
-        else if (hyper_buf == NULL || mem->scratch == NULL ||
-                 tf_round_step_size_floats(d, task->step_size_shots, task->step_size_query) > mem->scratch_floats)
-            refused = "too-many"; /* the firmware's buffer */
-    }
+    const int measuring = ops && task->measures_step_sizes;
+    if (!refused && measuring) refused = ops->check(d, mem, task, step_sizes, step_sizes_len, model_cap, hyper_buf);
     if (refused) {
         memcpy(m->params, d->theta, m->n_params * sizeof(float));
         *code = refused;
@@ -359,7 +374,7 @@ static int run(tf_device *d, const tf_step_size_memory *mem, const char *task_js
         return 1;
     r.loss_after = probe_loss(&c, task->probe);
     size_t hlen = 0;
-    if (measuring && hypergradient(d, mem, task, &r, hyper_buf, hyper_cap, &hlen, code)) return 1;
+    if (measuring && ops->measure(d, mem, task, &r, hyper_buf, hyper_cap, &hlen, code)) return 1;
     *update_len = encode(d, task, &info, shared, (uint32_t)hlen, &r, update, update_cap, code);
     /* the length booked is the length written (the metric values do not change it) */
     if (*update_len && r.bytes_sent && r.bytes_sent != *update_len + hlen) { *code = "length-mismatch"; *update_len = 0; }
@@ -371,7 +386,7 @@ static int run(tf_device *d, const tf_step_size_memory *mem, const char *task_js
 int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
                  size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
                  tf_round_report *report, const char **code) {
-    return run(d, NULL, task_json, task_len, model, model_len, NULL, 0, 0, model_cap, update, update_cap, update_len, NULL, 0,
+    return run(d, NULL, task_json, task_len, model, model_len, NULL, 0, NULL, model_cap, update, update_cap, update_len, NULL, 0,
                NULL, task, report, code);
 }
 
@@ -380,6 +395,7 @@ int tf_round_run_step_sizes(tf_device *d, const tf_step_size_memory *memory, con
                             size_t receive_cap, uint8_t *update,
                             size_t update_cap, size_t *update_len, uint8_t *hypergradient_buf, size_t hypergradient_cap,
                             size_t *hypergradient_len, tf_task_t *task, tf_round_report *report, const char **code) {
-    return run(d, memory, task_json, task_len, model, model_len, step_sizes, step_sizes_len, 1, receive_cap, update, update_cap,
+    static const step_size_ops OPS = {check_step_sizes, hypergradient};
+    return run(d, memory, task_json, task_len, model, model_len, step_sizes, step_sizes_len, &OPS, receive_cap, update, update_cap,
                update_len, hypergradient_buf, hypergradient_cap, hypergradient_len, task, report, code);
 }
