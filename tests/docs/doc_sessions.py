@@ -261,8 +261,9 @@ def run_blocks(blocks: list[Block], ports: tuple[str, ...] = ()) -> None:
             session.close()
 
 
-def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -> None:
-    """Each command of ``block`` in its own shell, started ``stagger_s`` apart; every one must exit 0 in time."""
+def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -> dict[str, str]:
+    """Each command of ``block`` in its own shell, started ``stagger_s`` apart; every one must exit 0 in time.
+    Returns each command's output."""
     with tempfile.TemporaryDirectory(prefix="tinyfleet-docs-") as tmp:
         session = Session(Path(tmp))
         try:
@@ -273,6 +274,7 @@ def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -
             for process, log in session.jobs:
                 process.wait(timeout=max(1.0, deadline - time.monotonic()))
                 assert process.returncode == 0, f"{block.where}: `{process.args[-1]}` exited {process.returncode}:\n{log.read_text()}"
+            return {command.text: log.read_text() for command, (_, log) in zip(block.commands(), session.jobs)}
         finally:
             session.close()
 
