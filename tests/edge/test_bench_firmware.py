@@ -49,10 +49,12 @@ def test_smallest_bench_writes_the_issues_form_with_measured_figures(tmp_path: P
     assert fed["updates_accepted_per_round"] == [2] and fed["grid_drops"] == {} and fed["serial_errors"] == 0
     assert report["not_measured"] == {}
     tasks = {e["task"]: e["instructions"] for e in report["tasks"]}
-    # sine: 1,680 MACs and 80 tanhf per inference; the TinyOL head step on 40 features is a fraction of it; no imprint
+    # sine: 1,680 MACs and 80 tanhf per inference; the head-only update after it (w2, b2: 41 weights) is a fraction
+    # of it, as is the TinyOL head step on the 40 hidden features; a whole step is forward + update; no imprint
     sine, details = tasks["sine"], report["details"]["sine"]
     assert 5_000 < sine["inference"] < 100_000 and sine["imprint"] is None
     assert sine["head_update"] < sine["inference"] < details["masked_head_step"] <= details["whole_model_step"]
+    assert 0 < details["tinyol_head_step"] < sine["inference"]
     # the TinyOL tasks: the backbone is most of an inference; a step and an imprint cost more than the head's forward
     for task in ("characters", "keywords", "presence"):
         ins, details = tasks[task], report["details"][task]
