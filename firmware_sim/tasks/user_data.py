@@ -182,6 +182,8 @@ def read_layout(spec: DataSpec, root: Path) -> tuple[dict[str, DeviceSamples], t
     """Device name -> its samples, read from ``root`` in ``spec.layout``; and the CSV feature columns (else ())."""
     if not root.exists():
         raise DataError(f"no data at {root}")
+    if spec.layout != "csv" and not root.is_dir():
+        raise DataError(f"{root} is a file; the {spec.layout} layout is a folder ({_LAYOUT_HELP[spec.layout]})")
     readers = {"images": _read_images, "wav": _read_wavs, "csv": _read_csv}
     found, columns = readers[spec.layout](spec, root)
     if not found:

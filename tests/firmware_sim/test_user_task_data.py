@@ -157,8 +157,12 @@ def test_omniglot_folder_devices_are_drawers_and_labels_characters(tmp_path: Pat
     assert np.allclose(x[y.tolist().index(1)], expected, atol=1e-6)  # float32 vs float64 resize: last bits only
 
 
-def test_a_misnamed_drawing_is_refused(tmp_path: Path) -> None:
+def test_a_misnamed_drawing_or_a_file_for_a_folder_is_refused(tmp_path: Path) -> None:
     write_omniglot(tmp_path / "data")
+    with pytest.raises(DataError, match=r"0000_01.png is a file; the images layout is a folder"):
+        load_data(DataSpec("images", tmp_path / "data" / "Alphabet_0" / "character00" / "0000_01.png"))
+    with pytest.raises(DataError, match=r"holds no samples in the wav layout \(<word>/<speaker>_nohash_<k>.wav\)"):
+        load_data(DataSpec("wav", tmp_path / "data"))
     Image.fromarray(page(0)).save(tmp_path / "data" / "Alphabet_0" / "character00" / "scan.png")
     with pytest.raises(DataError, match=r"scan.png: an Omniglot file is named <imageid>_<drawer>.png"):
         load_data(DataSpec("images", tmp_path / "data", min_samples=1))
