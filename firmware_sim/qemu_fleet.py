@@ -129,12 +129,23 @@ class QemuDevice:
         return self.image
 
     def start(self) -> QemuDevice:
+        """Gateway, then the board: :meth:`start_gateway` and :meth:`boot`."""
+        self.start_gateway()
+        return self.boot()
+
+    def start_gateway(self) -> QemuDevice:
+        """The device's gateway, logged in to the broker and listening for its line (no board on it yet)."""
         from firmware_sim.serial_gateway import GatewayConfig, SerialGateway
 
-        image = self.build()
+        self.build()
         config = GatewayConfig(self.device_id, self.password, self.host, self.port, tls_ca=self.config.tls_ca,
                                keepalive_s=self.config.keepalive_s)  # fmt: skip
         self.gateway = SerialGateway("listen://127.0.0.1:0", config).start()
+        return self
+
+    def boot(self) -> QemuDevice:
+        """QEMU on the gateway's line (and, for keywords, the host feeding its clips)."""
+        image = self.build()
         if image.task == "keywords":
             self.feed = ClipFeed(self.folder / FEED_NAME, device_clips(DeviceIdentity.parse(self.device_id).seed)).start()
         self.process = start_fed_elf(image.elf, self.folder, serial_port=self.gateway.line_port, icount=self.config.icount)

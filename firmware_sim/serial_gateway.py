@@ -18,7 +18,8 @@ The line is one of:
 Bad frames never stop the gateway: each is dropped, logged with the device
 id and its code, counted, and the counts go out as the device's telemetry
 (``serial-error``, ``serial-errors``, ``serial-gaps``), at most once per
-``report_interval_s``. When the line closes the gateway publishes retained
+``report_interval_s``. What the device refuses (its telemetry's
+``serial-error`` or ``round-error``) is logged here as well. When the line closes the gateway publishes retained
 ``offline`` on the device's status and waits for the line to come back.
 
     python -m firmware_sim.serial_gateway --serial listen://127.0.0.1:5555 --id qemu-0 --accounts accounts.json
@@ -392,6 +393,9 @@ class SerialGateway:
             self._report_due = True
         self._expected_sequence = (event.sequence + 1) & 0xFFFF
         self.stats.frames_from_device += 1
+        if event.topic is Topic.TELEMETRY and (b'"serial-error"' in event.payload or b'"round-error"' in event.payload):
+            # the device refused something sent to it (a frame, a task, a model): say so here too, with its reason
+            log.warning("%s: the device refused: %s", self.config.device_id, event.payload.decode(errors="replace"))
         self._publish(event.topic, event.payload)
 
     def _maybe_report(self, force: bool = False) -> None:
