@@ -33,8 +33,10 @@ from edge.device import SimulatedDevice
 from edge.identity import DEFAULT_FAMILY, DeviceIdentity
 from edge.mlp import NumpyMLP, init_mlp_weights
 from edge.profiles import DeviceProfile
+from edge.wire import DEFAULT_MAX_PAYLOAD, encoded_size
 
 Weights = dict[str, np.ndarray]
+PAYLOAD_HEADROOM = 1024  # a device id (<= 64 B) and up to 16 metrics beside the weights of an UPDATE
 DeviceFactory = Callable[[int, int, "DeviceProfile | None"], SimulatedDevice]
 
 
@@ -74,6 +76,14 @@ class DeviceTask:
         if self.name != DEFAULT_FAMILY:
             raise ValueError(f"task {self.name!r} has layer sizes {self.layer_sizes}; only sine's MLP can be resized")
         return _sine_task(tuple(layer_sizes))
+
+    def receive_buffer_bytes(self) -> int:
+        """The firmware's receive buffer: the protocol's 64 KiB default, or, for a model whose whole MODEL or
+        dense UPDATE payload is larger (characters' MLP is 67 KB), that payload's size plus room for the
+        device id and metrics, rounded up to 4 KiB. The firmware is built for its task, so it knows this size;
+        the server sends and accepts the same cap (docs/protocol.md, "Size cap")."""
+        needed = encoded_size(self.firmware_init(0)) + PAYLOAD_HEADROOM
+        return max(DEFAULT_MAX_PAYLOAD, -(-needed // 4096) * 4096)
 
     def theta0(self, seed: int) -> Weights:
         """θ at round 0: the task's own (a user's trained model) or a fresh MLP of its layer sizes."""

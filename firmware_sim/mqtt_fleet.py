@@ -33,7 +33,7 @@ from edge.identity import device_id_of  # noqa: F401  (re-exported: tests and be
 from edge.thing_description import thing_description
 from edge.wire import Channel, TaskAssignment, WireFormatError, device_subscriptions, device_topic, encode_telemetry
 from edge.wire import last_will, read_header
-from edge.wire.codec import DEFAULT_MAX_PAYLOAD, MessageKind
+from edge.wire.codec import MessageKind
 from edge.wire.topics import QOS, SERVER_STATUS, STATUS_FINISHED, STATUS_OFFLINE, STATUS_ONLINE
 from firmware_sim.device_tasks import DeviceTask, device_task
 from firmware_sim.mqtt_round import RoundResult, expects_step_sizes, run_task
@@ -51,7 +51,7 @@ class FleetConfig:
     reply_delay_s: float = 0.0  # extra time before replying (radio duty cycle; lets tests act mid-round)
     keepalive_s: int = 10
     workers: int = 8
-    max_payload: int = DEFAULT_MAX_PAYLOAD  # the firmware's receive buffer
+    max_payload: int | None = None  # the firmware's receive buffer; None: the task's (DeviceTask.receive_buffer_bytes)
     step_sizes: bool = True  # firmware measures step-size hypergradients; False: firmware from before (drops STEP_SIZES)
     # False: one stream for the device's life, each sample seen once. True: each round draws from the stream keyed
     # by the task's server-round, as a Flower node does (firmware_sim.client_app), so the two transports see the same
@@ -73,6 +73,7 @@ class MqttDevice:
         # one stream for the device's life, each sample seen once; its model is refused here if it does not fit
         self.device = self.task.device(seed, stream_key=0)
         self.private_init = self.task.firmware_init(seed)  # the firmware's local init
+        self.max_payload = config.max_payload or self.task.receive_buffer_bytes()
         self.device_id = self.device.device_id
         self.rounds_done = 0
         self.refused: list[str] = []  # error codes of tasks/models it refused
@@ -154,7 +155,7 @@ class MqttDevice:
     def _store_model(self, payload: bytes) -> int:
         """Keep a MODEL (or, with the feature, STEP_SIZES) payload for its round; its round id."""
         kinds = (MessageKind.MODEL, MessageKind.STEP_SIZES) if self.config.step_sizes else (MessageKind.MODEL,)
-        header = read_header(payload, max_size=self.config.max_payload)
+        header = read_header(payload, max_size=self.max_payload)
         if header.kind not in kinds:
             raise WireFormatError(WireFormatError.BAD_KIND, f"a {header.kind.name} payload on the model topic is not for this firmware")
         with self._lock:  # a newer payload replaces an older one
@@ -175,7 +176,8 @@ class MqttDevice:
                 if self.config.stream_per_round:
                     self.device.stream = self.task.device(self.seed, stream_key=_server_round(task)).stream
                 result = run_task(
-                    self.device, self.private_init, task, model, step_sizes, measures_step_sizes=self.config.step_sizes
+                    self.device, self.private_init, task, model, step_sizes, measures_step_sizes=self.config.step_sizes,
+                    max_payload=self.max_payload,
                 )
         except WireFormatError as exc:
             self._refuse(exc)

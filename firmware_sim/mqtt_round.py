@@ -25,7 +25,7 @@ from edge import record_keys as keys
 from edge.device import SimulatedDevice
 from edge.device_round import run_device_round, shared_spec
 from edge.round_contract import RoundReply, RoundRequest
-from edge.wire import MessageKind, TaskAssignment, WireFormatError, decode_step_sizes, decode_weights
+from edge.wire import DEFAULT_MAX_PAYLOAD, MessageKind, TaskAssignment, WireFormatError, decode_step_sizes, decode_weights
 from edge.wire import encode_hypergradient, encode_weights
 
 log = logging.getLogger(__name__)
@@ -70,23 +70,27 @@ def run_task(
     step_sizes: bytes | None = None,
     *,
     measures_step_sizes: bool = True,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> RoundResult:
-    """One round on ``device`` (model deployed); raises WireFormatError for a task or payload it refuses."""
+    """One round on ``device`` (model deployed); raises WireFormatError for a task or payload it refuses.
+
+    ``max_payload`` is the firmware's receive buffer: the cap on what it decodes and encodes."""
     task = TaskAssignment.from_json(task_json)
     learner = device.learner
     assert learner is not None, "deploy a model first"
     request = request_of(task, measures_step_sizes=measures_step_sizes)
     spec = shared_spec(learner, request.private_names)
-    theta = decode_weights(model, spec, expected_kind=MessageKind.MODEL, expected_round_id=task.round_id).dense
+    theta = decode_weights(model, spec, expected_kind=MessageKind.MODEL, expected_round_id=task.round_id,
+                           max_size=max_payload).dense
     received = len(model) + len(task_json)
     scales = None
     if request.measures_step_sizes:
         if step_sizes is None:
             raise WireFormatError(WireFormatError.BAD_FIELD, f"round {task.round_id} asks for step sizes but none came")
-        scales = decode_step_sizes(step_sizes, spec, expected_round_id=task.round_id)
+        scales = decode_step_sizes(step_sizes, spec, expected_round_id=task.round_id, max_size=max_payload)
         received += len(step_sizes)
     reply = run_device_round(device, request, theta, received_bytes=received, private_init=private_init, step_sizes=scales)
-    update, hypergradient = encode_reply(reply, request, theta, task.round_id)
+    update, hypergradient = encode_reply(reply, request, theta, task.round_id, max_payload)
     if request.radio:  # the device booked exactly what it publishes
         assert reply.bytes_sent == len(update) + len(hypergradient or b""), (reply.bytes_sent, len(update))
     telemetry = {
@@ -100,7 +104,8 @@ def run_task(
 
 
 def encode_reply(
-    reply: RoundReply, request: RoundRequest, theta: Mapping[str, np.ndarray], round_id: int
+    reply: RoundReply, request: RoundRequest, theta: Mapping[str, np.ndarray], round_id: int,
+    max_payload: int = DEFAULT_MAX_PAYLOAD,
 ) -> tuple[bytes, bytes | None]:
     """(UPDATE, HYPERGRADIENT or None) payloads of a reply; a dense reply travels as δ = φ − θ."""
     dense = None
@@ -109,7 +114,7 @@ def encode_reply(
     metrics = {**reply.metrics, keys.DEVICE_TIME_S: reply.time_s, keys.DEVICE_ENERGY_J: reply.energy_j}
     update = encode_weights(
         dense, sparse=reply.sparse_delta, round_id=round_id, device_id=reply.device_id,
-        num_examples=reply.num_examples, metrics=metrics,
+        num_examples=reply.num_examples, metrics=metrics, max_size=max_payload,
     )  # fmt: skip
     hypergradient = None
     if reply.hypergradient is not None:
@@ -117,7 +122,7 @@ def encode_reply(
         hypergradient = encode_hypergradient(
             reply.hypergradient, round_id=round_id, device_id=reply.device_id,
             num_examples=request.step_sizes.shots + request.step_sizes.query,
-             metrics={keys.STEP_SIZE_QUERY_LOSS: reply.step_size_query_loss},
+            metrics={keys.STEP_SIZE_QUERY_LOSS: reply.step_size_query_loss}, max_size=max_payload,
         )  # fmt: skip
     return update, hypergradient
 

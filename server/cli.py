@@ -241,13 +241,14 @@ def profiles() -> None:
     console.print(table)
 
 
-def _run_config(strategy: str | None, rounds: int | None, clients_per_round: int | None, top_p: float | None,
-                checkpoint_dir: Path | None, node_timeout: float | None, items: list[str]) -> dict[str, object]:
+def _run_config(task: str | None, strategy: str | None, rounds: int | None, clients_per_round: int | None,
+                top_p: float | None, checkpoint_dir: Path | None, node_timeout: float | None,
+                items: list[str]) -> dict[str, object]:
     """The flat run config both server modes take: named options first, then --run-config KEY=VALUE."""
     from server.serve import parse_run_config_items
 
     config: dict[str, object] = {}
-    named = {"strategy": strategy, "num-rounds": rounds, "clients-per-round": clients_per_round, "top-p": top_p,
+    named = {"task": task, "strategy": strategy, "num-rounds": rounds, "clients-per-round": clients_per_round, "top-p": top_p,
              "checkpoint-dir": str(checkpoint_dir.resolve()) if checkpoint_dir else None, "node-timeout-s": node_timeout}
     config.update({k: v for k, v in named.items() if v is not None})
     config.update(parse_run_config_items(items))
@@ -263,6 +264,8 @@ def _fail(message: str) -> None:
 
 @app.command()
 def server(
+    task: str = typer.Option(None, help="What the devices learn: sine, characters, keywords or presence; the task's "
+                                        "own method is the default for every setting [default: sine]."),
     strategy: str = typer.Option(None, help="tinyreptile, tinymetafed or fedavg [default: tinyreptile, from FederationSettings]."),
     rounds: int = typer.Option(None, help="Federation rounds (run config num-rounds)."),
     clients_per_round: int = typer.Option(None, help="Devices sampled per round."),
@@ -280,7 +283,7 @@ def server(
     run_timeout: float = typer.Option(3600.0, help="Give up on the Flower run after this many seconds."),
     mqtt: str = typer.Option(None, help="Drive MQTT devices through this broker (HOST:PORT) instead of Flower."),
     local_broker: bool = typer.Option(False, help="MQTT mode: start a private mosquitto on 127.0.0.1."),
-    fleet: int = typer.Option(0, help="With --local-broker: create accounts for devices sine-0 .. sine-(N-1)."),
+    fleet: int = typer.Option(0, help="With --local-broker: create accounts for devices TASK-0 .. TASK-(N-1)."),
     username: str = typer.Option("tinyfleet-server", help="MQTT username of the server (external broker)."),
     password: str = typer.Option(None, envvar="TINYFLEET_MQTT_PASSWORD", help="MQTT password of the server."),
     tls_ca: str = typer.Option(None, help="MQTT: CA certificate file; set to use TLS."),
@@ -303,7 +306,7 @@ def server(
     from server.transports.flower_deploy import FlowerError
 
     try:
-        config = _run_config(strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
+        config = _run_config(task, strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
         workdir.mkdir(parents=True, exist_ok=True)
         config = prepare_run(workdir, config, resume=resume, fresh=fresh)  # a workdir holds one run, never silently
         if mqtt or local_broker:
@@ -386,7 +389,8 @@ def fleet_run(
 ) -> None:
     """Run many simulated microcontrollers in this process, each its own MQTT client."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from firmware_sim.linux_device import run_simulated_fleet, seed_of
+    from firmware_sim.device_tasks import seed_of
+    from firmware_sim.linux_device import run_simulated_fleet
     from server.transports.flower_deploy import parse_address
 
     try:

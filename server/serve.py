@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from firmware_sim.device_tasks import device_task
 from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker
 from server.core.checkpoint import Checkpointer
 from server.core.round_loop import RoundReport
@@ -176,16 +177,18 @@ class MqttServerOptions:
     password: str | None = None
     tls_ca: str | None = None
     local_broker: bool = False
-    fleet: int = 0  # accounts sine-0 .. sine-(fleet-1) on the local broker
+    fleet: int = 0  # accounts <task>-0 .. <task>-(fleet-1) on the local broker
     round_timeout_s: float = 30.0
     quorum: float = 1.0
     registry: str | None = None  # Oxigraph store directory (or an open_store URL): register every version
     federation: str | None = None  # its id in the registry; default mqtt-<strategy>
 
 
-def write_accounts(path: Path, broker: LocalBroker) -> None:
-    """The local broker's address and passwords, for `tinyfleet device run --accounts` (mode 0600)."""
-    path.write_text(json.dumps({"host": broker.host, "port": broker.port, "devices": broker.accounts.devices}, indent=1))
+def write_accounts(path: Path, broker: LocalBroker, task: str = "sine") -> None:
+    """The local broker's address, the fleet's task and its passwords, for `tinyfleet device run --accounts` and
+    `tinyfleet fleet run --accounts` (mode 0600). Each device id also names its task (``keywords-3``)."""
+    accounts = {"host": broker.host, "port": broker.port, "task": task, "devices": broker.accounts.devices}
+    path.write_text(json.dumps(accounts, indent=1))
     path.chmod(0o600)
 
 
@@ -196,7 +199,8 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
     if options.local_broker == (options.broker is not None):
         raise ValueError("give exactly one of --mqtt HOST:PORT (an external broker) or --local-broker")
     if options.local_broker and options.fleet < 1:
-        raise ValueError("--local-broker needs --fleet N (accounts for devices sine-0 .. sine-N-1)")
+        raise ValueError(f"--local-broker needs --fleet N (accounts for devices {settings.device.task}-0 .. "
+                         f"{settings.device.task}-N-1)")
     if options.broker is not None:
         parse_address(options.broker)
     if options.federation and not options.registry:
@@ -279,13 +283,14 @@ def _serve_mqtt(
 
     broker: LocalBroker | None = None
     try:
+        task = device_task(settings.device.task)
         if options.local_broker:
             accounts = BrokerAccounts()
-            accounts.add_devices(f"sine-{i}" for i in range(options.fleet))
+            accounts.add_devices(task.device_id(i) for i in range(options.fleet))
             (options.workdir / "accounts.json").unlink(missing_ok=True)  # an earlier run's names its old broker
             broker = LocalBroker(options.workdir / "broker", accounts)
             broker.start()
-            write_accounts(options.workdir / "accounts.json", broker)
+            write_accounts(options.workdir / "accounts.json", broker, task.name)
             host, port, password = broker.host, broker.port, accounts.server_password
             say(f"mosquitto on {host}:{port}; device passwords in {options.workdir / 'accounts.json'}")
         else:
@@ -294,6 +299,7 @@ def _serve_mqtt(
         config = MqttGridConfig(
             host=host, port=port, username=options.username, password=password, tls_ca=options.tls_ca,
             round_timeout_s=options.round_timeout_s, quorum=options.quorum,
+            max_payload=task.receive_buffer_bytes(),  # what the task's firmware receives (its MODEL may exceed 64 KiB)
         )  # fmt: skip
 
         started = time.monotonic()

@@ -1,0 +1,71 @@
+"""Every task over MQTT from the command line: `tinyfleet server --task T --local-broker --fleet 8` plus
+`tinyfleet fleet run --accounts W/accounts.json` (which learns the task from the accounts' device ids) finish
+two TinyMetaFed rounds, and both processes exit 0."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from process_tree import spawn, terminate_tree
+
+from server.core.checkpoint import Checkpointer
+from server.core.federation import initial_weights
+from server.core.tasks import task_settings
+from server.transports.flower_deploy import flower_env
+
+
+def tinyfleet(*args: str) -> list[str]:
+    return [sys.executable, "-m", "server.cli", *args]
+
+
+def wait_for_accounts(server: subprocess.Popen, work: Path, log: Path, timeout_s: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "no accounts.json from the server"
+        try:
+            return json.loads((work / "accounts.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or half written
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["characters", "keywords", "presence"])
+def test_a_task_federates_over_mqtt_with_a_simulated_fleet(tmp_path: Path, task: str) -> None:
+    env, work = flower_env(), tmp_path / "work"
+    started: list[subprocess.Popen] = []
+    try:
+        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "8", "--task", task, "--strategy", "tinymetafed",
+                                 "--rounds", "2", "--clients-per-round", "4", "--workdir", str(work),
+                                 "--node-timeout", "60", "--round-timeout", "60"), env, tmp_path / "server.log")  # fmt: skip
+        started.append(server)
+        accounts = wait_for_accounts(server, work, tmp_path / "server.log")
+        assert accounts["task"] == task and sorted(accounts["devices"]) == sorted(f"{task}-{i}" for i in range(8))
+        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--duration", "170"),
+                             env, tmp_path / "fleet.log"))
+        for process in started:
+            process.wait(timeout=180)
+    finally:
+        for process in reversed(started):
+            terminate_tree(process)
+    server_log, fleet_log = (tmp_path / "server.log").read_text(), (tmp_path / "fleet.log").read_text()
+    assert [p.returncode for p in started] == [0, 0], server_log + fleet_log
+    assert "round 2/2" in server_log, server_log
+    assert f"8 simulated {task} devices online" in fleet_log and "the server's federation has ended" in fleet_log
+    final = Checkpointer(work / "checkpoints").load_latest()
+    expected = task_settings(task, "tinymetafed")
+    assert final.server_round == 2 and final.meta["settings"]["device"]["task"] == task
+    init = initial_weights(expected)
+    assert final.weights["w0"].shape == init["w0"].shape == (expected.layer_sizes[0], expected.layer_sizes[1])
+    shared = [name for name in init if name not in expected.metafed.private_names]
+    # the shared part learned (Top-P keeps the largest entries of the whole update, so not every tensor moves)
+    assert any(not np.array_equal(final.weights[name], init[name]) for name in shared)
+    for name in expected.metafed.private_names:  # the output layer stays on the devices: θ keeps its init
+        np.testing.assert_array_equal(final.weights[name], init[name])
+    assert final.meta["metrics"]["clients"] == 4
