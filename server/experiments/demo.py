@@ -72,10 +72,15 @@ class DemoConfig:
     # "inprocess": the same ServerApp, strategies and ClientApp over server.transports.inprocess_grid (no Ray, no
     # polling; a test holds it bit-identical to Flower's engine); "flower": Flower's simulation engine (Ray).
     engine: str = "inprocess"
+    # Processes the in-process grid runs a round's device rounds in (the development machine's 2 cores); the
+    # figures do not depend on it (tests/server/test_inprocess_grid.py). 1: in this process.
+    device_workers: int = 2
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine {self.engine!r} is not one of {', '.join(ENGINES)}")
+        if self.device_workers < 1:
+            raise ValueError("device_workers must be at least 1")
 
 
 ENGINES = ("inprocess", "flower")
@@ -109,11 +114,13 @@ def train_in_simulation(
     progress: ProgressFn | None,
     on_version: Callable[[int, dict[str, np.ndarray], dict], None] | None = None,
     engine: str = "inprocess",
+    workers: int = 1,
 ) -> Checkpoint:
     """One simulated federation; returns its final checkpoint (θ, and what the strategy learned besides).
 
     Both engines run the same ServerApp loop, strategies and ClientApp; ``inprocess`` only leaves out
-    Ray's actors and the engine's polling, which cost the demo more than its training did.
+    Ray's actors and the engine's polling, which cost the demo more than its training did; its ``workers``
+    processes run each round's device rounds side by side, as Ray's actors do.
     """
     from firmware_sim.client_app import app as client_app
     from server.core.federation import make_server_app, run_federation
@@ -127,7 +134,8 @@ def train_in_simulation(
     if engine == "inprocess":
         from server.transports.inprocess_grid import InProcessGrid
 
-        run_federation(InProcessGrid(client_app, n_devices), settings, on_round)
+        with InProcessGrid(client_app, n_devices, workers=workers) as grid:
+            run_federation(grid, settings, on_round)
     else:
         from flwr.simulation import run_simulation
 
@@ -361,7 +369,8 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
             settings = federation_settings(config, method)
             settings = replace(settings, device=replace(settings.device, device_seeds=tuple(selection.seeds)))
             record = selection.for_method(store, method, settings)
-            final = train_in_simulation(settings, len(selection.seeds), progress, record.on_round, config.engine)
+            final = train_in_simulation(settings, len(selection.seeds), progress, record.on_round, config.engine,
+                                       config.device_workers)
             inits[method] = final.weights
             if method == "tinyreptile":
                 step_sizes = step_sizes_from_state(final.strategy_state)

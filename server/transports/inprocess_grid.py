@@ -1,4 +1,4 @@
-"""A Flower ``Grid`` that runs each message through a ClientApp in this process, one after another.
+"""A Flower ``Grid`` that runs each message through a ClientApp on this machine: in this process, or in a pool.
 
 Why: benchmarks train many federations (seeds, methods, tasks), and what
 they compare is the algorithms, not the transport. Flower's simulation engine
@@ -9,6 +9,15 @@ seconds. It is a transport for measurement only: the transports users run
 and device code, and ``tests/server/test_simulation_reproducible.py`` and
 ``tests/server/test_task_federation.py`` check that this grid and Flower's
 simulation engine learn bit-identical meta-models.
+
+With ``workers`` > 1 the messages a round pushes run in that many worker
+processes (as Flower's engine runs them in Ray actors), so a round's device
+rounds use every core. Each device round is a function of its message and
+its node's context alone, and replies come back in the order the messages
+were pushed, so the result is bit-identical to ``workers=1``
+(``tests/server/test_inprocess_grid.py``). The workers start from a
+forkserver, not a fork of this process: forking a process with threads
+(a progress display, a store) can copy a lock another thread holds.
 
 As in Flower's simulation, node ids are random 63-bit numbers (drawn from
 ``node_id_seed``; None draws fresh ones) and node i has ``partition-id`` i, so
@@ -22,25 +31,64 @@ with them (Flower's FedAvg averages metrics, TinyReptile sums counters).
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import pickle
 import random
 import uuid
 from collections.abc import Iterable
+from multiprocessing.pool import Pool
+from types import TracebackType
 
 from flwr.app import Context, Error, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.supercore.task_identity import TaskIdentity
 
 from edge import record_keys as keys
 from server.transports.own_grid import OwnGrid
 
 log = logging.getLogger(__name__)
 
+_IDENTITY = ("run_id", "node_id", "task_id")
+_worker_app: ClientApp | None = None  # the ClientApp of a worker process (set by _start_worker)
+
+
+def handle(client_app: ClientApp, message: Message, context: Context) -> Message:
+    """The node's reply to ``message``: what the ClientApp returns, or an error reply if it raised."""
+    try:
+        return client_app(message, context)
+    except Exception as exc:  # noqa: BLE001 - a device failing is a reply, as in Flower
+        return Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+
+
+def _start_worker(client_app: ClientApp, identity: tuple[int, int, int]) -> None:
+    """A worker's setup: its ClientApp, and the run identity a reply's metadata reads (as the ServerApp's)."""
+    global _worker_app
+    _worker_app = client_app
+    for name, value in zip(_IDENTITY, identity):
+        setattr(TaskIdentity, name, value)
+
+
+def _handle_in_worker(job: tuple[Message, Context]) -> tuple[Message, Context]:
+    """One message in a worker; the context goes back too, in case the ClientApp changed the node's state."""
+    message, context = job
+    assert _worker_app is not None, "worker not started"
+    return handle(_worker_app, message, context), context
+
 
 class InProcessGrid(OwnGrid):
-    """``n_nodes`` nodes, node i playing partition i; a message is handled when it is pushed."""
+    """``n_nodes`` nodes, node i playing partition i; the messages of a push are handled before it returns.
 
-    def __init__(self, client_app: ClientApp, n_nodes: int, *, node_id_seed: int | None = None, run_id: int = 1) -> None:
+    ``workers`` > 1 runs them in that many processes (the ClientApp must pickle, as a module-level
+    ``ClientApp()`` does); call :meth:`close` (or use the grid as a context manager) to stop them.
+    """
+
+    def __init__(
+        self, client_app: ClientApp, n_nodes: int, *, node_id_seed: int | None = None, run_id: int = 1, workers: int = 1
+    ) -> None:
         if n_nodes < 1:
             raise ValueError("an in-process grid needs at least one node")
+        if workers < 1:
+            raise ValueError("an in-process grid needs at least one worker")
         super().__init__(run_id)
         rng = random.Random(node_id_seed) if node_id_seed is not None else random.SystemRandom()
         self._client_app = client_app
@@ -50,27 +98,62 @@ class InProcessGrid(OwnGrid):
         }
         self._replies: dict[str, Message] = {}
         self.reply_log: list[dict[str, float]] = []  # one entry per train/evaluate reply: its metrics and the node
+        self.workers = workers
+        self._pool: Pool | None = None
+        if workers > 1:
+            try:
+                pickle.dumps(client_app)
+            except Exception as exc:  # noqa: BLE001 - say which app, whatever pickle raised
+                raise ValueError(f"workers={workers} needs a ClientApp that pickles (a module-level one): {exc}") from exc
 
     def get_node_ids(self) -> list[int]:
         return list(self._contexts)
 
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
         """Run each message's node now; its reply waits for :meth:`pull_messages`."""
-        ids = []
+        jobs: list[tuple[Message, Context]] = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid.uuid4())
             context = self._contexts.get(message.metadata.dst_node_id)
             if context is None:
                 log.warning("node %s does not exist; message not sent", message.metadata.dst_node_id)
                 continue
-            try:
-                reply = self._client_app(message, context)
-            except Exception as exc:  # noqa: BLE001 - a device failing is a reply, as in Flower
-                reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+            jobs.append((message, context))
+        ids = []
+        for (message, _), (reply, context) in zip(jobs, self._handle_all(jobs)):
+            self._contexts[context.node_id] = context
             self._log(message, reply, context)
             self._replies[message.metadata.message_id] = reply
             ids.append(message.metadata.message_id)
         return ids
+
+    def _handle_all(self, jobs: list[tuple[Message, Context]]) -> list[tuple[Message, Context]]:
+        """Replies (and contexts) in the order of ``jobs``: here, or spread over the workers."""
+        if self.workers == 1 or len(jobs) < 2:
+            return [(handle(self._client_app, message, context), context) for message, context in jobs]
+        return self._worker_pool().map(_handle_in_worker, jobs, chunksize=1)
+
+    def _worker_pool(self) -> Pool:
+        if self._pool is None:
+            start = multiprocessing.get_context("forkserver")
+            start.set_forkserver_preload([__name__])  # flwr and numpy imported once, by the forkserver
+            identity = tuple(getattr(TaskIdentity, name) for name in _IDENTITY)
+            self._pool = start.Pool(self.workers, _start_worker, (self._client_app, identity))
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started; the grid still works, in this process."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+        self.workers = 1
+
+    def __enter__(self) -> InProcessGrid:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
 
     def _log(self, message: Message, reply: Message, context: Context) -> None:
         if message.metadata.message_type not in (MessageType.TRAIN, MessageType.EVALUATE) or reply.has_error():
