@@ -66,7 +66,8 @@ HELP: dict[str, str] = {
             "(default: the one the id names, or the accounts file's).",
     "profile": "MQTT: the board this device is, e.g. nano33ble, esp32s3 or rpi4 (`tinyfleet profiles`); its Thing "
                "Description says so (default: the task's own board).",
-    "data": "MQTT: a folder of this device's own samples, in the task folder's data layout (a user task).",
+    "data": "MQTT: a folder of this device's own samples in its task's layout: a task folder's, one drawer's "
+            "Omniglot folder (characters) or one speaker's Speech Commands folder (keywords).",
 }
 
 DEVICE_ERRORS: tuple[type[BaseException], ...] = (ValueError, TimeoutError, OSError, KeyError, FlowerError)

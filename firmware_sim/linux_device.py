@@ -63,11 +63,11 @@ def place_device(device_id: str, task: str | None = None, profile: str | None = 
     task (its account and its firmware init). ``profile`` (a name in
     :mod:`edge.profiles`) replaces the task's own board for every device it
     builds, so the announced TD says what the device really is. ``data`` is a
-    folder of this one device's samples in the task's layout (a user task's only:
-    a built-in task generates its devices' data). ValueError/KeyError for any of it.
+    folder of this one device's samples in the task's layout (a user task's, or
+    :data:`firmware_sim.user_task.PLACEABLE_BUILT_INS`). ValueError/KeyError for any of it.
     """
     from firmware_sim.device_tasks import UnknownTaskError
-    from firmware_sim.user_task import UserDeviceTask, resolve_task
+    from firmware_sim.user_task import UserDeviceTask, place_built_in, resolve_task
 
     try:
         descriptor = resolve_task(task) if task is not None else task_of_device(device_id)
@@ -77,10 +77,7 @@ def place_device(device_id: str, task: str | None = None, profile: str | None = 
         raise ValueError(f"device id {device_id!r} is not a device of task {descriptor.name!r} "
                          f"(its ids are {descriptor.device_id(0)}, {descriptor.device_id(1)}, ...)")  # fmt: skip
     if data is not None:
-        if not isinstance(descriptor, UserDeviceTask):
-            raise ValueError(f"--data needs a user task (a folder with a task.toml); the built-in task "
-                             f"{descriptor.name!r} generates its devices' data")  # fmt: skip
-        descriptor = descriptor.placed(data)
+        descriptor = descriptor.placed(data) if isinstance(descriptor, UserDeviceTask) else place_built_in(descriptor, data)
     if profile is not None:
         board = get_profile(profile)
         build = descriptor.build

@@ -65,7 +65,7 @@ from edge.mlp_classifier import MLPClassifier
 from edge.profiles import DeviceProfile, get_profile
 from firmware_sim.device_tasks import BUILT_IN, DeviceTask, device_task, register_device_task
 from firmware_sim.fleet import local_init
-from firmware_sim.tasks.user_data import DataError, DataSpec, UserData, load_data, load_placed
+from firmware_sim.tasks.user_data import DataError, DataSpec, UserData, load_data, load_placed, read_layout
 
 TASK_FILE = "task.toml"
 MODEL_KINDS = ("mlp", "tflite", "backbone")
@@ -137,6 +137,43 @@ def cycled(x: np.ndarray, targets: np.ndarray, seed: int, stream_key: int) -> It
     while True:
         for i in rng.permutation(len(x)):
             yield x[i], targets[i]
+
+
+# --- a built-in task's device with the user's own files -------------------------------------------------------
+
+PLACEABLE_BUILT_INS = {"characters": "images", "keywords": "wav"}
+"""Built-in tasks whose device can learn from a user's files, and their layout. Presence's window features are
+standardised by constants :mod:`firmware_sim.task_families` keeps private, so its devices cannot take files yet."""
+
+
+def place_built_in(task: DeviceTask, data_dir: str | Path) -> DeviceTask:
+    """``task``'s device, learning from one drawer's Omniglot folder (characters) or one speaker's Speech Commands
+    folder (keywords) instead of its generated stream: the features its firmware computes, its own class order
+    (sorted folder names, as a device's labels are its own), exactly as many classes as the task's output layer."""
+    from firmware_sim.task_families import keyword_features
+
+    if task.name not in PLACEABLE_BUILT_INS:
+        raise ValueError(f"--data: a {task.name} device generates its own data; files can be given to "
+                         f"{', '.join(PLACEABLE_BUILT_INS)} devices or to a user task (a folder with a {TASK_FILE})")  # fmt: skip
+    spec = DataSpec(PLACEABLE_BUILT_INS[task.name], Path(data_dir), min_samples=1)  # type: ignore[arg-type]
+    found, _ = read_layout(spec, spec.path, keyword_features if task.name == "keywords" else None)
+    if len(found) != 1:
+        raise DataError(f"{data_dir} holds {len(found)} devices ({sorted(found)}); a placed device takes the data of one")
+    (samples,) = found.values()
+    labels = sorted(set(samples.labels))
+    n_way = task.layer_sizes[-1]
+    if len(labels) != n_way:
+        raise DataError(f"{data_dir}: a {task.name} device learns {n_way} classes, the folder has {len(labels)}: {labels}")
+    x = samples.raw.astype(np.float32)
+    y = np.array([labels.index(label) for label in samples.labels], np.int64)
+    built = task.build
+
+    def build(seed: int, stream_key: int, profile: DeviceProfile | None) -> SimulatedDevice:
+        device = built(seed, stream_key, profile)
+        device.stream = cycled(x, y, seed, stream_key)  # the generated stream was never started: nothing is drawn
+        return device
+
+    return dataclasses.replace(task, build=build)
 
 
 # --- reading a task folder ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import csv
 import struct
 import wave
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -178,14 +178,23 @@ def load_placed(data: UserData, root: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.arrays(samples)
 
 
-def read_layout(spec: DataSpec, root: Path) -> tuple[dict[str, DeviceSamples], tuple[str, ...]]:
-    """Device name -> its samples, read from ``root`` in ``spec.layout``; and the CSV feature columns (else ())."""
+ClipFeatures = Callable[[np.ndarray], np.ndarray]
+
+
+def read_layout(spec: DataSpec, root: Path, clip_features: ClipFeatures | None = None,
+                ) -> tuple[dict[str, DeviceSamples], tuple[str, ...]]:  # fmt: skip
+    """Device name -> its samples, read from ``root`` in ``spec.layout``; and the CSV feature columns (else ()).
+
+    ``clip_features`` replaces the pooled MFCCs of a wav clip (a built-in task's own front end and constants).
+    """
     if not root.exists():
         raise DataError(f"no data at {root}")
     if spec.layout != "csv" and not root.is_dir():
         raise DataError(f"{root} is a file; the {spec.layout} layout is a folder ({_LAYOUT_HELP[spec.layout]})")
-    readers = {"images": _read_images, "wav": _read_wavs, "csv": _read_csv}
-    found, columns = readers[spec.layout](spec, root)
+    if spec.layout == "wav":
+        found, columns = _read_wavs(spec, root, clip_features)
+    else:
+        found, columns = (_read_images if spec.layout == "images" else _read_csv)(spec, root)
     if not found:
         raise DataError(f"{root} holds no samples in the {spec.layout} layout ({_LAYOUT_HELP[spec.layout]})")
     return found, columns
@@ -388,14 +397,16 @@ def write_png(path: str | Path, grey: np.ndarray) -> None:
 # --- wav ---------------------------------------------------------------------------------------------
 
 
-def _read_wavs(spec: DataSpec, root: Path) -> tuple[dict[str, DeviceSamples], tuple[str, ...]]:
+def _read_wavs(spec: DataSpec, root: Path, clip_features: ClipFeatures | None,
+               ) -> tuple[dict[str, DeviceSamples], tuple[str, ...]]:  # fmt: skip
     out, front_end = _Collector(), FrontEnd()
+    features = clip_features or (lambda clip: pooled_mfcc(clip, front_end))
     for word in _subdirs(root):
         for path in sorted(word.glob("*.wav")):
             speaker, marker, _ = path.stem.partition("_nohash_")
             if not marker or not speaker:
                 raise DataError(f"{path}: a Speech Commands file is named <speaker>_nohash_<k>.wav")
-            out.add(speaker, pooled_mfcc(read_clip(path), front_end), word.name, str(path))
+            out.add(speaker, features(read_clip(path)), word.name, str(path))
     return out.devices(), ()
 
 

@@ -202,7 +202,7 @@ def test_a_wrong_password_ends_in_one_error_line_and_status_2(tmp_path: Path) ->
         (["run", "--mqtt", "127.0.0.1:1883", "--id", "sine-1", "--password", "x", "--data", "nowhere"],
          "--data nowhere: no such file or folder"),
         (["run", "--mqtt", "127.0.0.1:1883", "--id", "sine-1", "--password", "x", "--data", "."],
-         "--data needs a user task"),
+         "--data: a sine device generates its own data"),
         (["run", "--mqtt", "127.0.0.1:1883", "--id", "sine-1", "--password", "x", "--task", "."],
          "is not a task folder: it has no task.toml"),
         (["run", "--superlink", "127.0.0.1:9", "--partition-id", "1", "--profile", "rpi4"], "--profile: for an MQTT device"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -152,3 +153,51 @@ def test_a_device_learns_a_user_task_from_the_accounts_file(tmp_path: Path) -> N
     assert source == str(folder.resolve())
     assert place_device("machines-2", source).device(2).profile == get_profile("nano33ble")  # the task's own board
     assert task_of_accounts(DeviceRunOptions(accounts=accounts, task="sine")) == "sine"  # --task wins
+
+
+def test_a_built_in_characters_or_keywords_device_learns_from_the_files_it_is_given(tmp_path: Path) -> None:
+    """One drawer's Omniglot folder for a characters device (5 classes), one speaker's Speech Commands folder for a
+    keywords device (4 words); their firmware's features, a device round on them, and refusals."""
+    from PIL import Image
+
+    from edge.device_round import run_device_round
+    from edge.round_contract import RoundRequest
+    from firmware_sim.device_tasks import device_task
+    from firmware_sim.task_families import character_features, keyword_features
+    from firmware_sim.tasks.audio import write_wav
+    from firmware_sim.tasks.user_data import DataError, area_resize, read_clip
+
+    pages = {}
+    for c in range(5):
+        grey = np.full((105, 105), 255, np.uint8)
+        grey[10 + 15 * c : 30 + 15 * c, 20:80] = 0  # a bar at its own height: five legible classes
+        folder = tmp_path / "drawer" / "Latin" / f"character{c:02d}"
+        folder.mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(grey).convert("1").save(folder / f"{c:02d}{k}_07.png")
+        pages[c] = grey
+    task = place_device("characters-3", "characters", "esp32s3", tmp_path / "drawer")
+    device = task.device(3)
+    assert device.profile.name == "esp32s3"
+    x, y = next(device.stream)
+    assert np.allclose(x, character_features(area_resize(1.0 - pages[int(y)] / 255.0, 28)), atol=1e-6)
+    request = RoundRequest(shots=15, probe=5, learning_rate=0.05)
+    assert run_device_round(device, request, device_task("characters").theta0(0), received_bytes=0).num_examples == 15
+    shutil.rmtree(tmp_path / "drawer" / "Latin" / "character04")
+    with pytest.raises(DataError, match=r"a characters device learns 5 classes, the folder has 4"):
+        place_device("characters-3", "characters", None, tmp_path / "drawer")
+
+    t = np.arange(12_000) / 16_000
+    for w, word in enumerate(("go", "left", "stop", "yes")):
+        for k in range(2):
+            path = tmp_path / "speaker" / word / f"c0ffee01_nohash_{k}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_wav(path, 0.3 * np.sin(2 * np.pi * (250 + 300 * w + 10 * k) * t))
+    device = place_device("keywords-5", "keywords", "rpi4", tmp_path / "speaker").device(5)
+    x, y = next(device.stream)
+    assert x.shape == (120,) and device.profile.name == "rpi4"
+    word = tmp_path / "speaker" / ("go", "left", "stop", "yes")[int(y)]  # labels: the sorted word folders
+    features = [keyword_features(read_clip(word / f"c0ffee01_nohash_{k}.wav")) for k in range(2)]
+    assert any(np.array_equal(x, f) for f in features)  # the keywords firmware's own features, same code both sides
+    with pytest.raises(ValueError, match="a presence device generates its own data"):
+        place_device("presence-1", "presence", None, tmp_path / "speaker")
