@@ -33,14 +33,22 @@
     return source;
   }
 
-  const body = document.body;
-  const stream = listen(body.dataset.stream, ["round", "presence"], () => {
-    if (badge) { badge.textContent = "live"; badge.classList.add("on"); }
-  });
-  if (stream) {
-    stream.addEventListener("error", () => {
-      if (badge) { badge.textContent = "reconnecting"; badge.classList.remove("on"); }
+  // Close the streams when the page is left: a page kept in the back-forward cache would otherwise hold its
+  // two connections, and a browser allows only six per host.
+  let sources = [];
+  function open() {
+    const body = document.body;
+    const stream = listen(body.dataset.stream, ["round", "presence"], () => {
+      if (badge) { badge.textContent = "live"; badge.classList.add("on"); }
     });
+    if (stream) {
+      stream.addEventListener("error", () => {
+        if (badge) { badge.textContent = "reconnecting"; badge.classList.remove("on"); }
+      });
+    }
+    sources = [stream, listen(body.dataset.registryEvents, ["thing_created", "thing_updated", "thing_deleted"])];
   }
-  listen(body.dataset.registryEvents, ["thing_created", "thing_updated", "thing_deleted"]);
+  window.addEventListener("pagehide", () => { sources.forEach((s) => s && s.close()); sources = []; });
+  window.addEventListener("pageshow", (event) => { if (event.persisted) { open(); refreshAll(); } });
+  open();
 })();
