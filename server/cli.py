@@ -82,6 +82,9 @@ def _quiet_frameworks() -> None:
 
 @app.command()
 def demo(
+    task: str = typer.Option("sine", help="sine: TinyReptile against FedAvg on the sine fleet (below); characters, "
+                                          "keywords or presence: that task's method comparison, as `tinyfleet bench "
+                                          "--task T` without its drift experiment."),
     out: Path = typer.Option(Path("runs/demo"), help="Where report.json, adaptation.png and checkpoints go."),
     train_devices: int = typer.Option(None, help="Simulated devices in the training fleet."),
     unseen_devices: int = typer.Option(None, help="Unseen devices the initialisations are evaluated on."),
@@ -92,6 +95,10 @@ def demo(
                                                  "(Flower's simulation engine); the figures are the same."),
 ) -> None:
     """Meta-train TinyReptile and FedAvg over simulated devices, then adapt on unseen ones."""
+    if task != "sine":
+        bench(task=task, out=out, rounds=reptile_rounds, train_devices=train_devices, eval_devices=unseen_devices,
+              methods=",".join(BENCH_METHODS), drift=False, reuse_training=resume)
+        return
     _quiet_frameworks()
     from dataclasses import replace
 
@@ -140,15 +147,17 @@ def demo(
     console.print("timings: " + json.dumps({k: round(v, 1) for k, v in report["timings"].items()}))
 
 
+BENCH_METHODS = ("tinymetafed", "tinyreptile", "fedavg", "local-only", "from-scratch")
+
+
 @app.command()
 def bench(
-    task: str = typer.Option(..., help="Task family: characters, keywords or presence."),
+    task: str = typer.Option(..., help="Task family: characters, keywords or presence (sine: see `tinyfleet demo`)."),
     out: Path = typer.Option(Path("runs/bench"), help="Where <task>.json and <task>.png go."),
     rounds: int = typer.Option(None, help="Rounds of every federated method."),
     train_devices: int = typer.Option(None, help="Simulated devices in the training fleet."),
     eval_devices: int = typer.Option(None, help="Unseen devices every method is scored on."),
-    methods: str = typer.Option(",".join(("tinymetafed", "tinyreptile", "fedavg", "local-only", "from-scratch")),
-                                help="Comma-separated methods to run."),
+    methods: str = typer.Option(",".join(BENCH_METHODS), help="Comma-separated methods to run."),
     drift: bool = typer.Option(True, help="Also run the concept-drift experiment (online vs frozen)."),
     reuse_training: bool = typer.Option(False, help="Reuse finished training runs of identical settings in OUT."),
 ) -> None:

@@ -69,3 +69,19 @@ def test_a_task_federates_over_mqtt_with_a_simulated_fleet(tmp_path: Path, task:
     for name in expected.metafed.private_names:  # the output layer stays on the devices: θ keeps its init
         np.testing.assert_array_equal(final.weights[name], init[name])
     assert final.meta["metrics"]["clients"] == 4
+
+
+def test_demo_and_bench_take_a_task(tmp_path: Path) -> None:
+    """`tinyfleet demo --task presence` is that task's method comparison (the bench without its drift run)."""
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--task", "presence", "--reptile-rounds", "2", "--train-devices", "6",
+                                      "--unseen-devices", "2", "--out", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "presence.json").read_text())
+    assert {row["method"] for row in report["adaptation"]} >= {"tinymetafed", "tinyreptile", "fedavg", "local-only", "from-scratch"}
+    assert report["task"] == "presence" and set(report["training"]) == {"tinymetafed", "tinyreptile", "fedavg", "local-only"}
+    refused = CliRunner().invoke(app, ["demo", "--task", "nope", "--out", str(tmp_path)])
+    assert refused.exit_code == 2 and "unknown" in refused.output
