@@ -110,7 +110,7 @@ def load_run(run: Path | str) -> RunModel:
         except InvalidInputError as exc:
             raise ExportError(f"the step sizes in {directory} do not fit θ: {exc}") from None
     private = tuple(settings.get("metafed", {}).get("private_names", ())) if strategy == "tinymetafed" else ()
-    task = str(settings.get("task") or DEFAULT_TASK)
+    task = str(settings.get("device", {}).get("task") or settings.get("task") or DEFAULT_TASK)  # FederationSettings.device.task
     return RunModel(theta, steps, task, sizes, checkpoint.server_round, strategy, private, directory.resolve())
 
 

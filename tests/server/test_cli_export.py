@@ -84,7 +84,7 @@ def _refused_by_the_compiler(tmp_path: Path) -> Path:
 
 def _classifier_run(tmp_path: Path) -> Path:
     Checkpointer(tmp_path / "run" / "checkpoints").save(
-        1, init_mlp_weights((3, 4, 2), 0), {"strategy": "fedavg", "settings": {"task": "presence", "layer_sizes": [3, 4, 2]}}
+        1, init_mlp_weights((3, 4, 2), 0), {"strategy": "fedavg", "settings": {"device": {"task": "presence"}, "layer_sizes": [3, 4, 2]}}
     )
     return tmp_path / "run"
 

@@ -76,7 +76,7 @@ def test_a_metafed_run_names_its_private_part_and_has_no_step_sizes(tmp_path: Pa
 
 def test_the_task_comes_from_the_checkpoint_meta(tmp_path: Path) -> None:
     theta = init_mlp_weights((3, 4, 2), 0)
-    Checkpointer(tmp_path / CHECKPOINTS).save(5, theta, {"strategy": "fedavg", "settings": {"task": "presence", "layer_sizes": [3, 4, 2]}})
+    Checkpointer(tmp_path / CHECKPOINTS).save(5, theta, {"strategy": "fedavg", "settings": {"device": {"task": "presence"}, "layer_sizes": [3, 4, 2]}})
     model = load_run(tmp_path)
     assert (model.task, model.layer_sizes, model.server_round, model.step_sizes) == ("presence", (3, 4, 2), 5, None)
 
