@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import click
@@ -266,6 +268,19 @@ def _run_config(task: str | None, strategy: str | None, rounds: int | None, clie
     return config
 
 
+@contextlib.contextmanager
+def _round_bar() -> Iterator[Callable[[Mapping[str, object], int], None]]:
+    """The server's live view: a bar of rounds done under the per-round lines (which print above it)."""
+    with Progress(TextColumn("[bold]federation"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:  # fmt: skip
+        bar = progress.add_task("rounds", total=None)
+
+        def on_round(record: Mapping[str, object], num_rounds: int) -> None:
+            progress.update(bar, completed=int(record["round"]), total=num_rounds)  # type: ignore[call-overload]
+
+        yield on_round
+
+
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
@@ -326,7 +341,8 @@ def server(
                 local_broker=local_broker, fleet=fleet, round_timeout_s=round_timeout, quorum=quorum,
                 registry=registry, federation=federation,
             )
-            serve_mqtt(options, config, say=console.print)
+            with _round_bar() as on_round:
+                serve_mqtt(options, config, say=console.print, on_round=on_round)
             return
         from server.serve import FlowerServerOptions, serve_flower
 
@@ -334,7 +350,8 @@ def server(
             workdir=workdir.resolve(), superlink=superlink, port=port, root_certificates=root_certificates,
             run_timeout_s=run_timeout, registry=registry, federation=federation,
         )
-        status = serve_flower(options, config, say=console.print)
+        with _round_bar() as on_round:
+            status = serve_flower(options, config, say=console.print, on_round=on_round)
     except (ValueError, TimeoutError, ConnectionError, FlowerError, BrokerError) as exc:
         _fail(str(exc))
     except (Stopped, KeyboardInterrupt) as stop:

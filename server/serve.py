@@ -41,7 +41,7 @@ from firmware_sim.device_tasks import device_task
 from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker
 from server.core.checkpoint import Checkpointer
 from server.core.round_loop import RoundReport
-from server.core.run_dir import ROUNDS_LOG, RoundsLog, check_rounds_left, read_rounds, round_line, round_record
+from server.core.run_dir import ROUNDS_LOG, RoundsLog, check_rounds_left, read_rounds, round_line, round_record, run_summary
 from server.transports.flower_deploy import (
     FlowerProcess,
     flower_env,
@@ -103,7 +103,11 @@ class FlowerServerOptions:
     federation: str | None = None  # its id in the registry; default flower-<strategy>
 
 
-def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object], say: Say = print) -> str:
+RoundHook = Callable[[Mapping[str, object], int], None]  # (a round as rounds.jsonl records it, the run's rounds)
+
+
+def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object], say: Say = print,
+                 on_round: RoundHook | None = None) -> str:
     """Submit the TinyFleet Flower App and wait for it; the run's final status.
 
     With a registry the ServerApp, which the SuperLink runs in a process of
@@ -158,11 +162,15 @@ def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object],
             rounds = read_rounds(rounds_log)
             for record in rounds[shown:]:
                 say(round_line(record, settings.num_rounds))
+                if on_round is not None:
+                    on_round(record, settings.num_rounds)
             shown = len(rounds)
 
         status = wait_for_run(CONNECTION, run_id, env, options.run_timeout_s, on_poll=show_new_rounds)
         show_new_rounds()
         say(f"run {run_id}: {status}; checkpoints in {settings.checkpoint_dir}, rounds in {rounds_log}")
+        for line in run_summary(read_rounds(rounds_log), settings.num_rounds, settings.checkpoint_dir, options.workdir):
+            say(line)
         return status
     finally:
         if superlink is not None:
@@ -192,7 +200,8 @@ def write_accounts(path: Path, broker: LocalBroker, task: str = "sine") -> None:
     path.chmod(0o600)
 
 
-def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say: Say = print) -> Path:
+def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say: Say = print,
+               on_round: RoundHook | None = None) -> Path:
     """Run the federation over MQTT; the checkpoint directory. Bad options or registry: ValueError, nothing started."""
     settings = settings_from_run_config(run_config)
     check_rounds_left(settings.checkpoint_dir, settings.num_rounds)
@@ -214,7 +223,7 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
             say(f"registry {store.url}: versions of federation {versions.registry.federation}")
             selection = device_selection(versions.registry, settings, options.workdir / "models", say)
         stop_on_sigterm()
-        return _serve_mqtt(options, settings, versions, say, selection)
+        return _serve_mqtt(options, settings, versions, say, selection, on_round)
     finally:
         if store is not None:
             store.close()
@@ -277,6 +286,7 @@ def _serve_mqtt(
     versions: RunVersions | None,
     say: Say,
     selection: AnnouncedSelection | None = None,
+    on_round: RoundHook | None = None,
 ) -> Path:
     from server.core.federation import run_federation
     from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
@@ -305,7 +315,10 @@ def _serve_mqtt(
         started = time.monotonic()
 
         def progress(report: RoundReport) -> None:
-            say(round_line(round_record(report, time.monotonic() - started), settings.num_rounds))
+            record = round_record(report, time.monotonic() - started)
+            say(round_line(record, settings.num_rounds))
+            if on_round is not None:
+                on_round(record, settings.num_rounds)
 
         observers = [RoundsLog(options.workdir / ROUNDS_LOG), progress, *([versions] if versions is not None else [])]
         hooks = {} if selection is None else {"device_filter": selection, "on_announce": selection.announced}
@@ -316,6 +329,8 @@ def _serve_mqtt(
         latest = Checkpointer(directory).load_latest()
         say(f"checkpoint {directory} at round {latest.server_round if latest else 0}; "
             f"rounds in {options.workdir / ROUNDS_LOG}")  # fmt: skip
+        for line in run_summary(read_rounds(options.workdir / ROUNDS_LOG), settings.num_rounds, directory, options.workdir):
+            say(line)
         return directory
     finally:
         if broker is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from server.core.checkpoint import Checkpointer
@@ -104,6 +104,35 @@ def round_line(record: Mapping[str, object], num_rounds: int) -> str:
         f"bytes up {number('bytes-sent', ',.0f')} down {number('bytes-received', ',.0f')}, "
         f"ε {number('meta-step-size', '.3f')}, {float(record.get('elapsed_s', 0.0)):.1f} s"  # type: ignore[arg-type]
     )
+
+
+def run_summary(rounds: Sequence[Mapping[str, object]], num_rounds: int, checkpoint_dir: str | Path,
+                workdir: Path) -> list[str]:
+    """The end of a run in a few lines: how far it got, how the probe loss moved, what the radio carried, and
+    where the model is and how to turn it into what a device installs."""
+    def metric(record: Mapping[str, object], key: str) -> float | None:
+        value = (record.get("metrics") or {}).get(key)  # type: ignore[union-attr]
+        return float(value) if isinstance(value, (int, float)) else None
+
+    def loss(record: Mapping[str, object]) -> str:
+        before, after = metric(record, "loss-before"), metric(record, "loss-after")
+        return f"{before:.4f} → {after:.4f}" if before is not None and after is not None else "-"
+
+    done = [r for r in rounds if r.get("participants")]
+    devices = {d for r in rounds for d in (r.get("participants") or [])}  # type: ignore[union-attr]
+    device_rounds = sum(len(r.get("participants") or []) for r in rounds)  # type: ignore[arg-type]
+    up = sum(metric(r, "bytes-sent") or 0.0 for r in rounds)
+    down = sum(metric(r, "bytes-received") or 0.0 for r in rounds)
+    last = int(rounds[-1]["round"]) if rounds else 0  # type: ignore[call-overload]
+    lines = [f"summary: round {last}/{num_rounds}; {device_rounds} device-rounds by {len(devices)} devices, "
+             f"{len(rounds) - len(done)} round(s) without a usable reply"]  # fmt: skip
+    if done:
+        lines.append(f"probe loss before → after: round {done[0]['round']} {loss(done[0])}, "
+                     f"round {done[-1]['round']} {loss(done[-1])}")  # fmt: skip
+    lines.append(f"radio: {up:,.0f} B up, {down:,.0f} B down in all")
+    lines.append(f"model: {checkpoint_dir} (round {last}); for a device: tinyfleet export npz|tflite|c|arduino "
+                 f"--run {workdir} --out DIR")  # fmt: skip
+    return lines
 
 
 def read_rounds(path: Path) -> list[dict[str, object]]:

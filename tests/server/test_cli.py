@@ -51,9 +51,9 @@ def test_clients_per_round_means_the_same_knob_for_fedavg():
     from server.cli import _run_config
     from server.core.run_config import settings_from_run_config
 
-    fedavg = settings_from_run_config(_run_config("fedavg", None, 4, None, None, None, []))
+    fedavg = settings_from_run_config(_run_config(None, "fedavg", None, 4, None, None, None, []))
     assert fedavg.fedavg_clients_per_round == 4 and fedavg.min_nodes == 4
-    reptile = settings_from_run_config(_run_config("tinyreptile", None, 4, None, None, None, []))
+    reptile = settings_from_run_config(_run_config(None, "tinyreptile", None, 4, None, None, None, []))
     assert reptile.reptile.clients_per_round == 4
 
 

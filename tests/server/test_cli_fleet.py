@@ -128,6 +128,6 @@ def test_server_drives_a_simulated_fleet_started_from_the_cli(tmp_path: Path) ->
             terminate_tree(process)
     logs = {p.name: p.read_text() for p in tmp_path.glob("*.log")}
     assert server.returncode == 0, logs
-    assert "12 simulated devices online" in logs["fleet.log"], logs
+    assert "12 simulated sine devices online" in logs["fleet.log"], logs
     final = Checkpointer(ckpt).load_latest()
     assert final.server_round == 2 and len(final.meta["metrics"]) > 0
