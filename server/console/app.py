@@ -111,6 +111,11 @@ class ConsoleState:
     _facts: tuple[float, RegistryFacts] | None = None
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def round_recorded(self) -> None:
+        """Any thread: a round ended, so the registry has news (a version, the TDs registered for it)."""
+        self._facts = None  # one attribute store: safe from any thread
+        self.wakeup.poke()
+
     def run(self, name: str) -> RunSource | None:
         return next((r for r in self.runs if r.name == name or r.info().get("federation") == name), None)
 

@@ -46,12 +46,13 @@ class ConsoleHandle:
     thread: threading.Thread
 
     def observer(self, report: RoundReport) -> None:
-        """Wake the console's streams: a round was recorded (costs the round one write to a pipe).
+        """Wake the console's streams and drop its cached registry answers: a round was recorded (costs the round
+        one write to a pipe).
 
         Give it to the round loop after the :class:`server.core.run_dir.RoundsLog` observer, which writes
         the round the console then reads.
         """
-        self.state.wakeup.poke()
+        self.state.round_recorded()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """End the streams, stop uvicorn and the broker subscription; every wait has a deadline."""

@@ -134,9 +134,10 @@ def test_the_run_page_shows_its_versions_lineage(run, browser) -> None:
 
 
 def test_screenshot_of_the_fleet(run, browser, tmp_path) -> None:
+    run.wait(180)
+    browser.set_window_size(1440, 1200)
     browser.get(f"{run.handle.url}/fleet")
     wait_until(browser, lambda d: d.find_elements("css selector", "#fleet tbody tr"), 30, "the fleet table")
     target = Path(os.environ.get("TINYFLEET_CONSOLE_SCREENSHOT") or tmp_path / "console.png")
-    browser.set_window_size(1440, 1000)
     assert browser.save_screenshot(str(target))
     assert target.stat().st_size > 10_000
