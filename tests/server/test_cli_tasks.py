@@ -57,6 +57,8 @@ def test_a_task_federates_over_mqtt_with_a_simulated_fleet(tmp_path: Path, task:
     server_log, fleet_log = (tmp_path / "server.log").read_text(), (tmp_path / "fleet.log").read_text()
     assert [p.returncode for p in started] == [0, 0], server_log + fleet_log
     assert "round 2/2" in server_log, server_log
+    summary = server_log.replace("\n", " ")  # rich wraps long lines
+    assert "summary: round 2/2; 8 device-rounds" in summary and f"--run {work}" in summary, server_log
     assert f"8 simulated {task} devices online" in fleet_log and "the server's federation has ended" in fleet_log
     final = Checkpointer(work / "checkpoints").load_latest()
     expected = task_settings(task, "tinymetafed")
