@@ -17,6 +17,7 @@ exit status 2, with nothing written. Mounted by ``server/cli.py`` as ``app.add_t
 
 from __future__ import annotations
 
+import os
 from importlib import metadata
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def export_tflite_command(
         _fail("export tflite builds a run's training graph: give --run W (a .tflite is already what a device installs)")
     loaded, _ = _source(run, None, "tflite")
     _say_run(loaded)  # type: ignore[arg-type]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's start-up and converter log lines are not ours
     from server.export_tflite import write_tflite  # TensorFlow: only for this format
 
     try:
@@ -194,7 +196,7 @@ def _arduino_of_run(model: RunModel, out: Path, device_id: str, samples: int):  
         raise ValueError("--samples must be at least 1")
     seed = seed_of(device_id)
     recording = sine_device(seed, stream_key=0).stream.take(samples)
-    about = f"the {model.task} meta-model of run {model.source.parent.name} at round {model.server_round} ({model.strategy})"
+    about = f"The {model.task} meta-model of run {model.source.parent.name} at round {model.server_round} ({model.strategy})"
     return write_mlp_library(out, c_sources(model, MODEL_PREFIX), device_id=device_id, theta=model.theta, sensor=recording,
                              profile=profile_for(seed), version=_version(), about=about)  # fmt: skip
 
@@ -204,4 +206,4 @@ def _arduino_of_model(path: Path, out: Path, classes: int):  # type: ignore[no-u
 
     compiled = compile_model(path.read_bytes(), MODEL_PREFIX)
     typer.echo(f"compiled {path.name}: {MODEL_PREFIX.upper()}_ARENA_BYTES {compiled.arena_bytes}, MACs {compiled.macs}")
-    return write_model_library(out, compiled, head_classes=classes, version=_version(), about=f"the model {path.name}")
+    return write_model_library(out, compiled, head_classes=classes, version=_version(), about=f"The model {path.name}")
