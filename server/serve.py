@@ -124,6 +124,7 @@ def serve_flower(options: FlowerServerOptions, run_config: Mapping[str, object],
     if options.federation and not options.registry:
         raise ValueError("--federation names the federation in a registry: give --registry too")
     if options.registry:
+        check_registry_task(settings)
         if options.superlink is not None:
             raise ValueError("--registry with --superlink: the ServerApp runs on the SuperLink's host, so give the "
                              "store's path there as a run config key instead (-c registry=PATH -c federation=ID)")
@@ -214,6 +215,8 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
         parse_address(options.broker)
     if options.federation and not options.registry:
         raise ValueError("--federation names the federation in a registry: give --registry too")
+    if options.registry:
+        check_registry_task(settings)
     store = open_registry(options.registry, say) if options.registry else None
     try:
         versions = selection = None
@@ -227,6 +230,14 @@ def serve_mqtt(options: MqttServerOptions, run_config: Mapping[str, object], say
     finally:
         if store is not None:
             store.close()
+
+
+def check_registry_task(settings: FederationSettings) -> None:
+    """The registry describes and selects by the sine MLP's training model only so far: refuse another task's
+    run with a registry before anything starts, instead of registering a model that is not the one trained."""
+    if settings.device.task != "sine":
+        raise ValueError(f"--registry with --task {settings.device.task}: the registry describes only the sine MLP's "
+                         "training model so far; run this task without --registry")
 
 
 def open_registry(location: str, say: Say | None = None) -> RegistryStore:

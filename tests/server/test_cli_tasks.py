@@ -86,3 +86,14 @@ def test_demo_and_bench_take_a_task(tmp_path: Path) -> None:
     assert report["task"] == "presence" and set(report["training"]) == {"tinymetafed", "tinyreptile", "fedavg", "local-only"}
     refused = CliRunner().invoke(app, ["demo", "--task", "nope", "--out", str(tmp_path)])
     assert refused.exit_code == 2 and "unknown" in refused.output
+
+
+def test_a_task_the_registry_cannot_describe_yet_is_refused_with_a_registry(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    result = CliRunner().invoke(app, ["server", "--task", "keywords", "--local-broker", "--fleet", "2",
+                                      "--registry", str(tmp_path / "store"), "--workdir", str(tmp_path / "w")])  # fmt: skip
+    assert result.exit_code == 2 and "only the sine MLP" in result.output.replace("\n", " "), result.output
+    assert not (tmp_path / "store").exists()  # refused before anything was created
