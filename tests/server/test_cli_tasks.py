@@ -95,5 +95,5 @@ def test_a_task_the_registry_cannot_describe_yet_is_refused_with_a_registry(tmp_
 
     result = CliRunner().invoke(app, ["server", "--task", "keywords", "--local-broker", "--fleet", "2",
                                       "--registry", str(tmp_path / "store"), "--workdir", str(tmp_path / "w")])  # fmt: skip
-    assert result.exit_code == 2 and "only the sine MLP" in result.output.replace("\n", " "), result.output
+    assert result.exit_code == 2 and "only the sine MLP" in " ".join(result.output.split()), result.output
     assert not (tmp_path / "store").exists()  # refused before anything was created
