@@ -177,7 +177,7 @@ class MqttDevice:
                     self.device.stream = self.task.device(self.seed, stream_key=_server_round(task)).stream
                 result = run_task(
                     self.device, self.private_init, task, model, step_sizes, measures_step_sizes=self.config.step_sizes,
-                    max_payload=self.max_payload,
+                    max_payload=self.max_payload, device_task=self.task.name,
                 )
         except WireFormatError as exc:
             self._refuse(exc)

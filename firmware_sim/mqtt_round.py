@@ -71,14 +71,19 @@ def run_task(
     *,
     measures_step_sizes: bool = True,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
+    device_task: str | None = None,
 ) -> RoundResult:
     """One round on ``device`` (model deployed); raises WireFormatError for a task or payload it refuses.
 
-    ``max_payload`` is the firmware's receive buffer: the cap on what it decodes and encodes."""
+    ``max_payload`` is the firmware's receive buffer: the cap on what it decodes and encodes. A device that
+    knows its task (``device_task``) refuses a round for another one, naming both."""
     task = TaskAssignment.from_json(task_json)
     learner = device.learner
     assert learner is not None, "deploy a model first"
     request = request_of(task, measures_step_sizes=measures_step_sizes)
+    asked = request.extras.get(keys.TASK)
+    if device_task is not None and asked is not None and asked != device_task:
+        raise WireFormatError(WireFormatError.BAD_FIELD, f"this device learns {device_task}; the round is for task {asked!r}")
     spec = shared_spec(learner, request.private_names)
     theta = decode_weights(model, spec, expected_kind=MessageKind.MODEL, expected_round_id=task.round_id,
                            max_size=max_payload).dense

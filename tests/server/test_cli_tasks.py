@@ -97,3 +97,4 @@ def test_a_task_the_registry_cannot_describe_yet_is_refused_with_a_registry(tmp_
                                       "--registry", str(tmp_path / "store"), "--workdir", str(tmp_path / "w")])  # fmt: skip
     assert result.exit_code == 2 and "only the sine MLP" in " ".join(result.output.split()), result.output
     assert not (tmp_path / "store").exists()  # refused before anything was created
+
