@@ -32,6 +32,7 @@ import pytest
 from flwr.app import ConfigRecord
 
 from edge import record_keys as keys
+from edge.firmware.device import ROUND_C
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from edge.serial_link import Topic, cobs_encode
@@ -40,7 +41,7 @@ from edge.wire.topics import DEVICE_ROOT, parse_device_topic
 from firmware_sim.device_tasks import device_task
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from firmware_sim.mqtt_round import run_task
-from firmware_sim.qemu_fleet import QemuFleet, QemuFleetConfig
+from firmware_sim.qemu_fleet import QemuFleet, QemuFleetConfig, split_fleet
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker, find_executable
 from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
@@ -118,12 +119,13 @@ def assert_same_update(mine: bytes, want: bytes) -> None:
 class Federation:
     """A broker with accounts for every device, the QEMU devices (gateways first), then the simulated ones and the grid."""
 
-    def __init__(self, tmp_path: Path, task: str, qemu_ids: list[str], simulated: range, on_model=None) -> None:
+    def __init__(self, tmp_path: Path, task: str, n_qemu: int, on_model=None) -> None:
         self.task = device_task(task) if task != "sine" else device_task("sine").with_layer_sizes(SINE_LAYERS)
-        self.qemu_ids = qemu_ids
-        self.simulated = simulated
+        fleet = [self.task.device_id(s) for s in (*SIMULATED, *QEMU_SEEDS)]
+        simulated_ids, self.qemu_ids = split_fleet(fleet, n_qemu)  # the last n_qemu, as `fleet run --qemu N` picks
+        self.simulated = [int(d.rsplit("-", 1)[1]) for d in simulated_ids]
         self.accounts = BrokerAccounts()
-        self.accounts.add_devices([self.task.device_id(s) for s in simulated] + qemu_ids)
+        self.accounts.add_devices(fleet)
         self.tmp_path = tmp_path
         self.on_model = on_model
         self.qemu: QemuFleet | None = None  # started in run(), on the broker's port
@@ -136,12 +138,14 @@ class Federation:
                                   QemuFleetConfig(workdir=self.tmp_path / "qemu", samples=400))  # fmt: skip
             spy = Spy(broker, self.qemu_ids, self.on_model)
             try:
-                for device in self.qemu.devices.values():
-                    device.start_gateway()
-                if before_boot is not None:
+                if before_boot is None:
+                    self.qemu.start()  # what `fleet run --qemu N` does: every image built, then each device started
+                else:
+                    for device in self.qemu.devices.values():
+                        device.start_gateway()
                     before_boot(self.qemu)
-                for device in self.qemu.devices.values():
-                    device.boot()
+                    for device in self.qemu.devices.values():
+                        device.boot()
                 grid_config = MqttGridConfig(host=broker.host, port=broker.port, username=SERVER_USER,
                                              password=self.accounts.server_password, round_timeout_s=ROUND_TIMEOUT_S,
                                              device_deadline_s=50.0, grace_s=0.3)  # fmt: skip
@@ -184,7 +188,7 @@ SINE_HYPER = {keys.INNER_LEARNING_RATE: 0.02, keys.STREAM_SAMPLES: 10, keys.PROB
 
 
 def test_tinymetafed_rounds_accept_the_qemu_devices_and_their_updates_equal_their_twins(tmp_path: Path) -> None:
-    federation = Federation(tmp_path, "sine", [f"sine-{s}" for s in QEMU_SEEDS], SIMULATED)
+    federation = Federation(tmp_path, "sine", len(QEMU_SEEDS))
     grid, seen, theta, _ = federation.run(ROUNDS, SINE_HYPER)
     n = len(SIMULATED) + len(QEMU_SEEDS)
     train_rounds = [r for r in grid.round_log if r["asked"] == n]
@@ -230,7 +234,7 @@ def test_a_qemu_device_killed_mid_round_does_not_stall_it_and_bad_frames_are_ref
                 assert time.monotonic() < deadline, gateway.stats
                 time.sleep(0.05)
 
-    federation = Federation(tmp_path, "sine", [f"sine-{s}" for s in QEMU_SEEDS], SIMULATED, on_model=on_model)
+    federation = Federation(tmp_path, "sine", len(QEMU_SEEDS), on_model=on_model)
     caplog.set_level(logging.WARNING, logger="firmware_sim.serial_gateway")
 
     def noise_then_garbage_to_the_device(fleet: QemuFleet) -> None:
@@ -272,14 +276,17 @@ def bad_crc_frame(topic: Topic, payload: bytes) -> bytes:
 
 
 KEYWORDS_HYPER = {keys.INNER_LEARNING_RATE: 0.02, keys.STREAM_SAMPLES: 10, keys.PROBE_SAMPLES: 5}
-# round.c (not this file's to change) takes at most 64 inputs a sample; keywords' MLP takes 120 (see
-# test_firmware_keywords.py, which measured this federation's device rounds passing with that cap at 128).
-NEEDS_ROUND_INPUTS = pytest.mark.xfail(strict=True, reason="round.c refuses MLPs of more than 64 inputs (too-many)")
+# round.c (not this file's to change) takes at most 64 inputs a sample; keywords' MLP takes 120. Until its cap is
+# raised every round would wait for its deadline (3 x 60 s) and fail, so the test is not run while the cap is in the
+# source; test_firmware_keywords.py's device tests hold the same condition strictly (they fail fast). With the cap at
+# 128 this federation passed here (3 rounds, 8 of 8 replies each, QEMU updates equal their twins').
+ROUND_CAPPED = "n_in > 64" in ROUND_C.read_text()
+NEEDS_ROUND_INPUTS = pytest.mark.xfail(ROUND_CAPPED, run=False, reason="round.c refuses MLPs of more than 64 inputs (too-many)")
 
 
 @NEEDS_ROUND_INPUTS
 def test_keywords_federation_raw_audio_in_accepts_the_qemu_devices_and_their_updates_equal_their_twins(tmp_path: Path) -> None:
-    federation = Federation(tmp_path, "keywords", [f"keywords-{s}" for s in QEMU_SEEDS], SIMULATED)
+    federation = Federation(tmp_path, "keywords", len(QEMU_SEEDS))
     grid, seen, theta, took = federation.run(ROUNDS, KEYWORDS_HYPER)
     n = len(SIMULATED) + len(QEMU_SEEDS)
     assert [(r["asked"], r["replied"]) for r in grid.round_log] == [(n, n)] * ROUNDS, grid.round_log

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge.firmware.build import board, image_size
-from firmware_sim.qemu_fleet import build_device_image
+from firmware_sim.qemu_fleet import build_device_image, split_fleet
 
 STACK_MARGIN = 16 * 1024
 pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None, reason="make system-deps installs arm-none-eabi-gcc")
@@ -48,3 +48,12 @@ def test_an_id_of_another_task_or_none_is_refused_before_building(tmp_path: Path
     with pytest.raises(ValueError, match="has no firmware"):
         build_device_image("nano33ble", "presence-2", tmp_path / "b")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_split_fleet_puts_the_last_n_under_qemu_and_refuses_devices_without_firmware() -> None:
+    assert split_fleet(["sine-0", "keywords-1", "sine-2"], 2) == (["sine-0"], ["keywords-1", "sine-2"])
+    assert split_fleet(["sine-0"], 0) == (["sine-0"], [])
+    with pytest.raises(ValueError, match="presence-4 cannot run under QEMU"):
+        split_fleet(["sine-0", "presence-4"], 1)
+    with pytest.raises(ValueError, match="the fleet has 1 devices"):
+        split_fleet(["sine-0"], 2)
