@@ -13,8 +13,10 @@ instruction counts under ``-icount shift=0``; both come from one image,
     image = build_image(case, Path("/tmp/tinyol"), timing_steps=50, infer_repeats=3)
     run = run_image(image)          # QEMU mps2-an386; run.features, run.params_sgd, run.instructions
 
-Samples are the task's *scaled* inputs (its InputScaler applied on the host),
-as :class:`edge.tflite_learner.FrozenBackbone` takes them.
+Samples are the task's raw inputs with its InputScaler's ``mean``, ``scale``
+and ``log_columns`` in the case (the board scales them, as a device does), or
+already-scaled inputs without (as :class:`edge.tflite_learner.FrozenBackbone`
+takes them).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class TinyOLCase:
     targets: np.ndarray | None = None  # (n, n_outputs) float32, regression
     learning_rate: float = 0.05
     min_rate: float = 0.0
+    # the task's InputScaler (server/models/input_scaler.py), applied on the board: xs are then raw samples
+    scaler_mean: np.ndarray | None = None  # (columns,): column c = element i % columns of a sample
+    scaler_scale: np.ndarray | None = None
+    log_columns: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,10 @@ def _check_case(case: TinyOLCase, compiled: CompiledModel) -> tuple[int, int, in
         raise ValueError(f"task must be one of {sorted(TASK_KINDS)}, got {case.task!r}")
     if case.xs.ndim != 2 or case.xs.shape[1] != x.elements or len(case.xs) == 0:
         raise ValueError(f"samples must be (n > 0, {x.elements}), got {case.xs.shape}")
+    if case.scaler_mean is not None:
+        columns = np.asarray(case.scaler_mean).size
+        if np.asarray(case.scaler_scale).shape != (columns,) or x.elements % columns or any(not 0 <= c < min(columns, 32) for c in case.log_columns):
+            raise ValueError(f"a scaler of {columns} columns (log columns {case.log_columns}) does not fit {x.elements} inputs")
     return x.elements, n_features, n_outputs
 
 
@@ -119,9 +129,17 @@ def build_image(case: TinyOLCase, out_dir: Path | str, *, board: str = "mps2-an3
         "IN_SCALE": f"{np.float32(x.scale).item().hex()}f", "IN_ZERO_POINT": x.zero_point,
         "OUT_SCALE": f"{np.float32(y.scale).item().hex()}f", "OUT_ZERO_POINT": y.zero_point,
         "TIMING_STEPS": int(timing_steps), "INFER_REPEATS": int(infer_repeats),
+        "SCALER_COLUMNS": 0 if case.scaler_mean is None else np.asarray(case.scaler_mean).size,
+        "SCALER_LOG_MASK": f"0x{sum(1 << c for c in case.log_columns):08x}u",
     }  # fmt: skip
     arrays = [c_floats("XS", np.asarray(case.xs, np.float32)), c_floats("TARGETS", targets), c_floats("HEAD_INIT", init),
               f"static const int LABELS[{n}] = {{{', '.join(str(int(v)) for v in labels)}}};"]  # fmt: skip
+    if case.scaler_mean is None:
+        defines.update(SCALER_MEAN="0", SCALER_SCALE="0")
+    else:
+        arrays += [c_floats("SCALER_MEAN_VALUES", np.asarray(case.scaler_mean, np.float32).ravel()),
+                   c_floats("SCALER_SCALE_VALUES", np.asarray(case.scaler_scale, np.float32).ravel())]
+        defines.update(SCALER_MEAN="SCALER_MEAN_VALUES", SCALER_SCALE="SCALER_SCALE_VALUES")
     c_header(out / "vectors.h", defines, arrays)
     sources = [MEASURE_MAIN_C, LEARNER_C, HEAD_C, *sorted((out / "model").glob("*.c"))]
     elf = build_elf(board, sources, include_dirs=[out, out / "model", TINYOL_DIR, HEAD_C.parent], out_dir=out,

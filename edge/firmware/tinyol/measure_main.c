@@ -13,7 +13,7 @@
  *     params sgd|imprint <hex>          counts <c0> <c1> ...
  *     ticks <name> <ticks> <repeats>    (TIMING builds: board timer around `repeats` calls)
  *
- * Phase 1 infers every sample (backbone + head forward). Phase 2 takes one SGD step per sample from the
+ * Phase 1 infers every sample (input scaling if the case has a scaler, quantise, backbone, head forward). Phase 2 takes one SGD step per sample from the
  * initial head (features of each sample, then the step on them). Phase 3 imprints every sample into the
  * initial head (classifiers only). The timing phase then counts, each over its own loop:
  *     infer    = quantise + backbone + dequantise + head logits          (tinyol_learner_infer)
@@ -65,7 +65,8 @@ static const float *target(int i) { return TARGETS + (size_t)i * N_OUTPUTS; }
 int main(void) {
     tinyol_learner_t l = {backbone_invoke, N_INPUTS, N_FEATURES, IN_SCALE, IN_ZERO_POINT, OUT_SCALE, OUT_ZERO_POINT,
                           q_in, q_out, features, 0,
-                          {N_FEATURES, N_OUTPUTS, TASK_KIND, params, spare, scratch, 0}, counts};
+                          {N_FEATURES, N_OUTPUTS, TASK_KIND, params, spare, scratch, 0}, counts,
+                          SCALER_COLUMNS, SCALER_MEAN, SCALER_SCALE, SCALER_LOG_MASK};
     reset(&l);
     for (int i = 0; i < N_SAMPLES; ++i) {
         tinyol_status_t s = tinyol_learner_infer(&l, sample(i), logits);

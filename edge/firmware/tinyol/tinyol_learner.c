@@ -14,10 +14,21 @@ tinyol_status_t tinyol_learner_features(tinyol_learner_t *l, const float *x) {
     l->has_features = 0;
     const float scale = l->input_scale, zero = (float)l->input_zero_point;
     if (!(scale > 0.0f) || !isfinite(scale)) return TINYOL_BAD_ARGUMENT;
+    const uint32_t columns = l->scaler_columns;
+    if (columns && (!l->scaler_mean || !l->scaler_scale || l->n_inputs % columns)) return TINYOL_BAD_ARGUMENT;
+    for (uint32_t c = 0; c < columns; ++c)
+        if (!(l->scaler_scale[c] > 0.0f) || !isfinite(l->scaler_mean[c])) return TINYOL_BAD_ARGUMENT;
     for (uint32_t i = 0; i < l->n_inputs; ++i)
         if (!isfinite(x[i])) return TINYOL_NONFINITE_SAMPLE;
-    for (uint32_t i = 0; i < l->n_inputs; ++i) {
-        float v = x[i] / scale;
+    for (uint32_t i = 0, c = 0; i < l->n_inputs; ++i) {
+        float v = x[i];
+        if (columns) { /* InputScaler: (f(x) - mean) / scale, f = log1p(max(x, 0)) on the log columns */
+            if (c < 32 && (l->scaler_log_mask >> c & 1u)) v = log1pf(v > 0.0f ? v : 0.0f);
+            v = (v - l->scaler_mean[c]) / l->scaler_scale[c];
+            if (!isfinite(v)) return TINYOL_NONFINITE_SAMPLE; /* a tiny scale can overflow a finite sample */
+            if (++c == columns) c = 0;
+        }
+        v = v / scale;
         v = truncf(v + copysignf(0.5f, v)); /* round half away from zero, as FrozenBackbone.feature_vector */
         v += zero;
         if (v > 127.0f) v = 127.0f;

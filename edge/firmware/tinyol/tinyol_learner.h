@@ -17,9 +17,13 @@
  * leaves the features of x in l->features), then tinyol_learner_learn or tinyol_learner_imprint on those
  * same features, so the update never runs the backbone again.
  *
+ * A raw sample first goes through the task's input scaling, if the learner has one (the InputScaler a task
+ * model ships, server/models/input_scaler.py): column c = i % scaler_columns becomes (f(x) - mean[c]) / scale[c],
+ * f = log1p(max(x, 0)) on the columns set in scaler_log_mask, identity elsewhere; the same float32 operations
+ * as numpy except log1pf, which is newlib's (numpy's may differ in the last bit, so a log column's int8 value
+ * can differ by one where it sits on a rounding boundary).
+ *
  * The caller owns every buffer (static arrays next to the backbone's own static arena); nothing allocates.
- * The input scaling of a task (edge's InputScaler: log1p columns, per-column standardisation) is applied
- * before x reaches this file.
  */
 #ifndef TINYFLEET_TINYOL_LEARNER_H
 #define TINYFLEET_TINYOL_LEARNER_H
@@ -55,11 +59,16 @@ typedef struct {
     int32_t has_features; /* set by a successful tinyol_learner_features; learn/imprint refuse without it */
     tinyol_head_t head;   /* its n_features must equal the backbone's */
     uint32_t *counts;     /* n_outputs imprint counters (tinyol_imprint_one), or NULL if the device never imprints */
+    uint32_t scaler_columns;     /* 0: x is already scaled; else the scaler's columns (n_inputs a multiple of it) */
+    const float *scaler_mean;    /* scaler_columns floats */
+    const float *scaler_scale;   /* scaler_columns floats, > 0 */
+    uint32_t scaler_log_mask;    /* bit c: column c < 32 is log1p(max(x, 0)) before the affine map */
 } tinyol_learner_t;
 
-/* Quantise x (n_inputs floats), run the backbone, dequantise into l->features. x holding NaN/Inf is refused
- * (TINYOL_NONFINITE_SAMPLE) before the backbone runs; finite values beyond the int8 range saturate, as in
- * TFLite. On any error l->has_features is 0. */
+/* Scale (if the learner has a scaler) and quantise x (n_inputs floats), run the backbone, dequantise into
+ * l->features. x holding NaN/Inf, or scaling to NaN/Inf, is refused (TINYOL_NONFINITE_SAMPLE) before the
+ * backbone runs; finite values beyond the int8 range saturate, as in TFLite. A scaler that does not divide
+ * n_inputs, or a scale <= 0, is TINYOL_BAD_ARGUMENT. On any error l->has_features is 0. */
 tinyol_status_t tinyol_learner_features(tinyol_learner_t *l, const float *x);
 
 /* One inference: tinyol_learner_features then the head's logits (n_outputs floats) into `logits`. */
