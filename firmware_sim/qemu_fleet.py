@@ -146,7 +146,9 @@ class QemuDevice:
     def boot(self) -> QemuDevice:
         """QEMU on the gateway's line (and, for keywords, the host feeding its clips)."""
         image = self.build()
-        if image.task == "keywords":
+        if self.feed is not None:  # a board booted again: its old feed ends before a new one opens the FIFO
+            self.feed.stop()
+        if image.task == "keywords":  # its clips from the first, as a rebooted sine board replays its recording
             self.feed = ClipFeed(self.folder / FEED_NAME, device_clips(DeviceIdentity.parse(self.device_id).seed)).start()
         self.process = start_fed_elf(image.elf, self.folder, serial_port=self.gateway.line_port, icount=self.config.icount)
         return self

@@ -189,13 +189,14 @@ SINE_HYPER = {keys.INNER_LEARNING_RATE: 0.02, keys.STREAM_SAMPLES: 10, keys.PROB
 
 def test_tinymetafed_rounds_accept_the_qemu_devices_and_their_updates_equal_their_twins(tmp_path: Path) -> None:
     federation = Federation(tmp_path, "sine", len(QEMU_SEEDS))
-    grid, seen, theta, _ = federation.run(ROUNDS, SINE_HYPER)
+    grid, seen, theta, took = federation.run(ROUNDS, SINE_HYPER)
     n = len(SIMULATED) + len(QEMU_SEEDS)
     train_rounds = [r for r in grid.round_log if r["asked"] == n]
     assert len(train_rounds) >= ROUNDS and all(r["replied"] == n for r in grid.round_log), grid.round_log
     assert not grid.drops, grid.drops
     assert all(np.all(np.isfinite(v)) for v in theta.values())
     federation.assert_twins_agree(seen, ROUNDS)
+    print(f"sine: {ROUNDS} rounds of {n} devices ({len(QEMU_SEEDS)} under QEMU) in {took:.1f} s")
 
 
 def test_a_qemu_device_killed_mid_round_does_not_stall_it_and_bad_frames_are_refused_and_logged(
@@ -249,6 +250,7 @@ def test_a_qemu_device_killed_mid_round_does_not_stall_it_and_bad_frames_are_ref
     assert [(r["asked"], r["replied"]) for r in log[:ROUNDS]] == [(n, n), (n, n - 1), (n, n)], grid.round_log
     assert all(r["closed"] == "all live devices replied" for r in log), grid.round_log
     assert took < ROUND_TIMEOUT_S, f"{took:.1f} s: a round waited for its deadline"
+    print(f"faults: {ROUNDS} rounds in {took:.1f} s (round deadline {ROUND_TIMEOUT_S:.0f} s), {grid.round_log}")
     assert all(np.all(np.isfinite(v)) for v in theta.values())
     gateway_lines = [r.getMessage() for r in caplog.records]
     assert any(f"{survivor}: bad serial frame refused" in m and "bad-crc" in m for m in gateway_lines), gateway_lines
@@ -295,3 +297,4 @@ def test_keywords_federation_raw_audio_in_accepts_the_qemu_devices_and_their_upd
     federation.assert_twins_agree(seen, ROUNDS)
     errors = [p for d, c, p in seen if c == "telemetry" and b"error" in p]
     assert not errors, errors
+    print(f"keywords: {ROUNDS} rounds of {n} devices ({len(QEMU_SEEDS)} under QEMU) in {took:.1f} s")
