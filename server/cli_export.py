@@ -184,14 +184,13 @@ def _version() -> str:
 
 def _arduino_of_run(model: RunModel, out: Path, device_id: str, samples: int):  # type: ignore[no-untyped-def]
     """The run's θ in the device firmware; its sensor is the simulated device's stream, as ``firmware build`` records it."""
-    from edge.firmware.arduino_library import MODEL_PREFIX, write_mlp_library
-    from edge.firmware.images import check_task
+    from edge.firmware.arduino_library import MODEL_PREFIX, check_library_task, write_mlp_library
     from firmware_sim.fleet import profile_for, sine_device
     from firmware_sim.linux_device import seed_of
     from server.export_run import c_sources
 
     _say_run(model)
-    check_task(model.task)  # the tasks with a device round in C
+    check_library_task(model.task)  # before a recording is drawn from that task's simulated device
     if samples < 1:
         raise ValueError("--samples must be at least 1")
     seed = seed_of(device_id)

@@ -56,8 +56,18 @@ MLP_MODEL_SYMBOLS = ("TINYFLEET_MODEL_N_LAYERS", "TINYFLEET_MODEL_N_PARAMS", "ti
                      "tinyfleet_model_theta", "tinyfleet_model_step_sizes")  # fmt: skip
 ARCHITECTURES = "mbed_nano,mbed"  # ArduinoCore-mbed, the Nano 33 BLE (Sense) core: the board the C was compiled for
 URL = "https://w3id.org/tinyfleet"
+LIBRARY_TASKS = ("sine",)  # tasks whose device firmware write_mlp_library packages (sine_firmware.c)
 _HEADERS = [DEVICE_DIR / n for n in ("mlp.h", "task.h", "update.h", "round.h")] + [FIRMWARE_DIR / "serial_link.h",
                                                                                    TINYOL_HEAD_C.with_suffix(".h")]
+
+
+def check_library_task(task: str) -> None:
+    """None for a task the MLP library packages; ValueError with the one-line reason (and what to use) otherwise."""
+    if task not in LIBRARY_TASKS:
+        raise ValueError(
+            f"the Arduino library packages the {', '.join(LIBRARY_TASKS)} device firmware only; task {task!r} is not "
+            f"packaged yet (`tinyfleet firmware build --board nano33ble --task {task}` builds a firmware image if it has one)"
+        )
 
 
 @dataclass(frozen=True)

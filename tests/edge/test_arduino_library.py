@@ -172,3 +172,11 @@ def test_bad_inputs_are_refused_before_anything_is_written(tmp_path: Path) -> No
     assert sorted(p.name for p in (tmp_path / "busy").iterdir()) == ["notes.txt"]
     with pytest.raises(ValueError, match="one non-empty line"):
         library_properties("0.1.0", "two\nlines", "p")
+
+
+def test_only_tasks_whose_firmware_is_packaged_are_taken() -> None:
+    from edge.firmware.arduino_library import check_library_task
+
+    check_library_task("sine")
+    with pytest.raises(ValueError, match="task 'keywords' is not packaged yet"):
+        check_library_task("keywords")

@@ -100,7 +100,7 @@ def _classifier_run(tmp_path: Path) -> Path:
         (lambda t: ["c", str(t / "missing.tflite")], "model file"),
         (lambda t: ["c"], "give either --run W or a model file, not neither"),
         (lambda t: ["npz", str(t / "m.tflite")], "give --run W, not a model file"),
-        (lambda t: ["arduino", "--run", str(_classifier_run(t))], "task 'presence' has no firmware yet"),
+        (lambda t: ["arduino", "--run", str(_classifier_run(t))], "task 'presence' is not packaged yet"),
     ],
 )
 def test_bad_input_is_refused_in_one_line_with_exit_2(tmp_path: Path, args, message: str) -> None:
