@@ -28,7 +28,8 @@ from firmware_sim.mqtt_round import run_task
 
 MAIN = Path(__file__).parent / "firmware_c" / "device_round.c"
 SOURCES = [MAIN, MLP_C, UPDATE_C, TASK_C, ROUND_C]
-SIZES, ROUND, DEVICE_ID = (16, 12, 4), 2, "cls-7"
+N_FEATURES = 80  # wider than 64: the round once held a sample in 64-float stack buffers (keywords need more)
+SIZES, ROUND, DEVICE_ID = (N_FEATURES, 12, 4), 2, "cls-7"
 N_SAMPLES = 60
 RTOL, ATOL = 1e-4, 1e-5
 needs_cc = pytest.mark.skipif(host_compiler() is None, reason="no host C compiler")
@@ -53,9 +54,9 @@ REFUSED = {"imprint-not-the-head": "bad-field"}  # check_imprintable: the output
 
 def samples(bad_at: int | None = None) -> list[tuple[np.ndarray, int]]:
     rng = np.random.default_rng(21)
-    centres = rng.normal(0, 1.5, size=(4, 16))
+    centres = rng.normal(0, 1.5, size=(4, N_FEATURES))
     labels = rng.integers(0, 4, N_SAMPLES)
-    out = [((centres[k] + rng.normal(0, 1, 16)).astype(np.float32), int(k)) for k in labels]
+    out = [((centres[k] + rng.normal(0, 1, N_FEATURES)).astype(np.float32), int(k)) for k in labels]
     if bad_at is not None:
         out[bad_at] = (out[bad_at][0], 7)
     return out
@@ -98,8 +99,8 @@ def write_rounds(out: Path, runs: list[tuple], stream: list) -> Path:
                   "unsigned model_len; float time_s, energy_j; } round_t;")  # fmt: skip
     arrays.append(f"static const round_t ROUNDS[{len(table)}] = {{{', '.join(table)}}};")
     n_params = sum(v.size for v in firmware_init().values())
-    c_header(out / "rounds.h", {"N_LAYERS": 2, "SIZES": "{16,12,4}", "N_PARAMS": n_params, "N_SAMPLES": N_SAMPLES,
-                                "DEVICE_ID": f'"{DEVICE_ID}"', "N_ROUNDS": len(table), "N_IN": 16, "N_Y": 1,
+    c_header(out / "rounds.h", {"N_LAYERS": 2, "SIZES": "{" + ",".join(map(str, SIZES)) + "}", "N_PARAMS": n_params,
+                                "N_SAMPLES": N_SAMPLES, "DEVICE_ID": f'"{DEVICE_ID}"', "N_ROUNDS": len(table), "N_IN": N_FEATURES, "N_Y": 1,
                                 "CLASSIFY": ""}, arrays)  # fmt: skip
     return out
 

@@ -136,7 +136,10 @@ def test_firmware_rounds_over_the_uart_answer_as_run_task(tmp_path: Path) -> Non
 # and UPDATE buffers are 28.9 KB, the MLP's arena 16 KB, θ 7 KB, the replay buffer 4 KB, the TASK parser's key table
 # 2.5 KB (it bounds a hostile task's parse to 1.6M instructions). A test that fails when
 # either grows by more than 3 % makes growth a decision (the way TFLite Micro pins its arena).
-SINE_FIRMWARE_FLASH, SINE_FIRMWARE_RAM = 51_608, 60_216
+# Grown from 51,608 / 60,216 B (decided): imprinting and the head-only backward pass (+1.2 KB of flash), the
+# refusal of a too-large model with its numbers (+2 KB: the MODEL's shapes, the RAM arithmetic, the reason text;
+# +160 B of RAM for the reason). The step-size hypergradient is not linked: this firmware calls tf_round_run.
+SINE_FIRMWARE_FLASH, SINE_FIRMWARE_RAM = 54_856, 60_376
 
 
 @pytest.mark.parametrize("board", ["mps2-an386", "nano33ble"])

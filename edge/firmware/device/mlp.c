@@ -34,6 +34,7 @@ int tf_mlp_init(tf_mlp *m, uint32_t n_layers, const uint32_t *sizes, float *aren
     if (need == 0) return TF_MLP_BAD_SHAPE;
     if (arena == NULL || arena_floats < need) return TF_MLP_NO_ROOM;
     m->n_layers = n_layers;
+    m->arena_floats = arena_floats;
     uint32_t params = 0, widest = 0;
     for (uint32_t i = 0; i <= n_layers; ++i) {
         m->sizes[i] = sizes[i];

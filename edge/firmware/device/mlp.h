@@ -55,6 +55,7 @@ typedef struct {
     float *gw[TF_MLP_MAX_LAYERS], *gb[TF_MLP_MAX_LAYERS];
     float *act[TF_MLP_MAX_LAYERS + 1];       /* act[0] = input, act[n_layers] = output */
     float *delta, *delta_prev;
+    size_t arena_floats;                     /* the caller's arena, as given to tf_mlp_init (what the device has) */
 } tf_mlp;
 
 /* Floats the arena must hold for these sizes; 0 if the sizes are refused. */

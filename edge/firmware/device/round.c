@@ -5,6 +5,101 @@
 #include <math.h>
 #include <string.h>
 
+/* ------------------------------------------------------------------ refusals that name numbers */
+
+static char reason[160]; /* the last refusal's reason ("" if its code says it all); see tf_round_refusal_reason */
+
+const char *tf_round_refusal_reason(void) { return reason; }
+
+/* n with thousands separators, as Python's f"{n:,}" (the words of edge.device.check_fits) */
+static char *put_count(char *p, char *end, uint64_t n) {
+    char digits[32];
+    int k = 0;
+    do { digits[k++] = (char)('0' + n % 10u); n /= 10u; } while (n && k < 26);
+    for (int i = k - 1; i >= 0 && p < end - 1; --i) {
+        *p++ = digits[i];
+        if (i && i % 3 == 0 && p < end - 1) *p++ = ',';
+    }
+    *p = '\0';
+    return p;
+}
+
+static char *put_text(char *p, char *end, const char *t) {
+    while (*t && p < end - 1) *p++ = *t++;
+    *p = '\0';
+    return p;
+}
+
+/* reason = "<what> needs N B of <where>, device has M B" */
+static void say_needs(const char *what, uint64_t needs, const char *where, uint64_t has) {
+    char *p = reason, *end = reason + sizeof reason;
+    p = put_text(p, end, what);
+    p = put_text(p, end, " needs ");
+    p = put_count(p, end, needs);
+    p = put_text(p, end, " B of ");
+    p = put_text(p, end, where);
+    p = put_text(p, end, ", device has ");
+    p = put_count(p, end, has);
+    put_text(p, end, " B");
+}
+
+/* A MODEL whose tensors are an MLP (w_i: n_i x n_{i+1}, b_i: n_{i+1}; a private tensor at the device's own shape)
+ * other than the device's: the floats training it would take, as this device lays training out (weights,
+ * gradients, θ, activations, two deltas), into *needs; its layer sizes into sizes[0..*n]. 0 if not such an MLP. */
+static int model_mlp(const tf_device *d, const tf_task_t *task, const uint8_t *model, size_t len, size_t cap,
+                     uint64_t *needs, uint32_t *sizes, uint32_t *n) {
+    enum { MAX = 16 };
+    tfw_tensor_shape shapes[MAX];
+    uint16_t count;
+    if (tfw_model_shapes(model, len, cap, shapes, MAX, &count) != TFW_OK) return 0;
+    const tf_mlp *m = d->mlp;
+    uint64_t params = 0, acts = 0, widest = 0;
+    uint32_t layers = 0, used = 0;
+    for (uint32_t i = 0; i < MAX / 2; ++i) {
+        uint32_t w[2] = {0, 0}, b = 0;
+        int have_w = 0, have_b = 0;
+        for (uint16_t t = 0; t < count; ++t) {
+            char want[8] = {'w', (char)('0' + i), 0};
+            if (!strcmp(shapes[t].name, want) && shapes[t].ndim == 2) { w[0] = shapes[t].shape[0]; w[1] = shapes[t].shape[1]; have_w = 1; used++; }
+            want[0] = 'b';
+            if (!strcmp(shapes[t].name, want) && shapes[t].ndim == 1) { b = shapes[t].shape[0]; have_b = 1; used++; }
+        }
+        if (i < m->n_layers && (task->private_mask >> (2 * i)) & 1u && !have_w) { w[0] = m->sizes[i]; w[1] = m->sizes[i + 1]; have_w = 1; }
+        if (i < m->n_layers && (task->private_mask >> (2 * i + 1)) & 1u && !have_b) { b = m->sizes[i + 1]; have_b = 1; }
+        if (!have_w && !have_b) break;
+        if (!have_w || !have_b || b != w[1] || (layers && w[0] != sizes[layers]) || !w[0] || !w[1]) return 0;
+        if (!layers) sizes[0] = w[0];
+        sizes[++layers] = w[1];
+    }
+    if (!layers || used != count) return 0; /* a tensor that is no part of an MLP */
+    for (uint32_t i = 0; i <= layers; ++i) {
+        acts += sizes[i];
+        if (sizes[i] > widest) widest = sizes[i];
+        if (i < layers) params += (uint64_t)sizes[i] * sizes[i + 1] + sizes[i + 1];
+    }
+    *needs = 3 * params + acts + 2 * widest;
+    *n = layers;
+    return 1;
+}
+
+/* After the weight table refused a MODEL (spec-mismatch): is it an MLP too large for this device? Then the code is
+ * "too-large" and the reason names the RAM it needs and what the device has (its arena and θ's buffer). */
+static int too_large(const tf_device *d, const tf_task_t *task, const uint8_t *model, size_t len, size_t cap) {
+    uint32_t sizes[17], n;
+    uint64_t needs;
+    if (!model_mlp(d, task, model, len, cap, &needs, sizes, &n)) return 0;
+    const uint64_t has = (uint64_t)d->mlp->arena_floats + d->mlp->n_params;
+    if (needs <= has) return 0; /* it would fit: the shapes are simply not this firmware's */
+    char what[80], *p = what, *end = what + sizeof what;
+    p = put_text(p, end, "model ");
+    for (uint32_t i = 0; i <= n; ++i) {
+        if (i) p = put_text(p, end, "-");
+        p = put_count(p, end, sizes[i]);
+    }
+    say_needs(what, 4 * needs, "RAM to train", 4 * has);
+    return 1;
+}
+
 typedef struct {
     tf_device *d;
     uint32_t n_in, n_out; /* n_out: floats of y per sample (1, the label, for a classifier) */
@@ -27,10 +122,9 @@ static const char *step(ctx_t *c, const float *x, const float *y, float lr, uint
 static int train(ctx_t *c, uint32_t samples, uint32_t epochs, float lr, uint32_t trainable, int keep, float *mean,
                  uint32_t *steps, const char **code) {
     double sum = 0.0;
-    float xbuf[64], ybuf[64];
     for (uint32_t s = 0; s < samples; ++s) {
-        float *x = keep ? c->shots + (size_t)s * (c->n_in + c->n_out) : xbuf;
-        float *y = keep ? x + c->n_in : ybuf;
+        float *x = c->shots + (keep ? (size_t)s * (c->n_in + c->n_out) : 0); /* not kept: one slot, reused */
+        float *y = x + c->n_in;
         float loss;
         if (pull(c->d, x, y)) { *code = "stream-ended"; return 1; }
         const char *refused = step(c, x, y, lr, trainable, &loss);
@@ -57,7 +151,7 @@ static int imprint(ctx_t *c, uint32_t samples, float *mean, uint32_t *steps, con
     float *counts = m->grads;
     memset(counts, 0, m->sizes[m->n_layers] * sizeof(float));
     double sum = 0.0;
-    float x[64], y[64];
+    float *x = c->shots, *y = x + c->n_in; /* one slot of the replay buffer, reused */
     for (uint32_t s = 0; s < samples; ++s) {
         float loss;
         if (pull(c->d, x, y)) { *code = "stream-ended"; return 1; }
@@ -297,13 +391,18 @@ static const char *check_step_sizes(tf_device *d, const tf_step_size_memory *mem
                                     const uint8_t *step_sizes, size_t step_sizes_len, size_t cap, const uint8_t *hyper_buf) {
     tfw_status_t ws;
     if (step_sizes == NULL) return "bad-field"; /* "the round asks for step sizes but none came" */
-    if (mem == NULL || mem->scales == NULL) return "too-many";
+    if (mem == NULL || mem->scales == NULL) {
+        say_needs("step sizes", 4ull * d->mlp->n_params, "RAM", 0);
+        return "too-many";
+    }
     if ((ws = tfw_read_step_sizes(step_sizes, step_sizes_len, cap, task->round_id, d->mlp, mem->scales)) != TFW_OK)
         return tfw_error_code(ws);
     if (d->classify) return "bad-field"; /* check_step_sizes: the numpy regressor only */
-    if (hyper_buf == NULL || mem->scratch == NULL ||
-        tf_round_step_size_floats(d, task->step_size_shots, task->step_size_query) > mem->scratch_floats)
-        return "too-many"; /* the firmware's buffer */
+    const size_t need = tf_round_step_size_floats(d, task->step_size_shots, task->step_size_query);
+    if (hyper_buf == NULL || mem->scratch == NULL || need > mem->scratch_floats) { /* the firmware's buffer */
+        say_needs("the step sizes' hypergradient", 4ull * need, "RAM", mem->scratch ? 4ull * mem->scratch_floats : 0);
+        return "too-many";
+    }
     return NULL;
 }
 
@@ -326,15 +425,22 @@ static int run(tf_device *d, const tf_step_size_memory *mem, const char *task_js
     *update_len = 0;
     if (hyper_len) *hyper_len = 0;
     *code = "ok";
+    reason[0] = '\0';
     tf_task_status_t ts = tf_task_parse(task_json, task_len, tf_mlp_tensor_count(m), task);
     if (ts != TF_TASK_OK) { *code = tf_task_error_code(ts); return 1; }
     const uint32_t shared = all & ~task->private_mask;
     const uint32_t n_in = m->sizes[0], n_out = d->classify ? 1 : m->sizes[m->n_layers];
-    size_t need = ((size_t)task->probe + (task->epochs > 1 ? task->shots : 0)) * (n_in + n_out);
-    if (n_in > 64 || n_out > 64 || need > d->replay_floats) { *code = "too-many"; return 1; } /* the firmware's buffer */
+    /* the probe, and the shots when they are replayed, else one slot the fresh samples pass through */
+    size_t need = ((size_t)task->probe + (task->epochs > 1 && task->shots > 1 ? task->shots : 1)) * (n_in + n_out);
+    if (need > d->replay_floats) { /* the firmware's buffer */
+        say_needs("task", 4ull * need, "sample buffer (probe + replayed shots)", 4ull * d->replay_floats);
+        *code = "too-many";
+        return 1;
+    }
     tfw_info_t info; /* θ is checked against the weight table before anything changes */
     memcpy(d->theta, m->params, m->n_params * sizeof(float)); /* to restore if a check after θ's refuses */
     tfw_status_t ws = tfw_read_model(model, model_len, model_cap, task->round_id, m, shared, &info);
+    if (ws == TFW_SPEC_MISMATCH && too_large(d, task, model, model_len, model_cap)) { *code = "too-large"; return 1; }
     if (ws != TFW_OK) { *code = tfw_error_code(ws); return 1; }
     const char *refused = NULL;
     if (task->imprint && !imprintable(d, task->private_mask)) refused = "bad-field"; /* run_device_round, after θ */

@@ -16,8 +16,10 @@
  *
  * Samples come from a callback, one (x, y) at a time, as from a sensor. The
  * round keeps the probe samples and, for more than one epoch, the shots in the
- * caller's replay buffer: (probe + shots) * (n_in + n_y) floats, n_y = n_out
- * (1 for a classifier's label); a task needing more is refused as "too-many". Time and energy are the firmware's
+ * caller's replay buffer, where fresh samples also pass through one slot: (probe
+ * + max(shots if replayed, 1)) * (n_in + n_y) floats, n_y = n_out (1 for a
+ * classifier's label); a task needing more is refused as "too-many", with its
+ * numbers (tf_round_refusal_reason). Inputs of any width the MLP takes. Time and energy are the firmware's
  * own books: a callback reports them (e.g. ticks times the board's profile).
  */
 #ifndef TINYFLEET_DEVICE_ROUND_H
@@ -71,10 +73,18 @@ typedef struct {
 } tf_step_size_memory;
 
 /* One round. Returns 0 and the UPDATE in update[0..*update_len), or non-zero with *code the refusal
- * ("bad-field", "bad-crc", ..., "too-many", "stream-ended", "diverged", "bad-label"). */
+ * ("bad-field", "bad-crc", ..., "too-many", "stream-ended", "diverged", "bad-label", "too-large").
+ * "too-large": the MODEL is an MLP (w0, b0, ... chained) that is not this firmware's and needs more RAM to train
+ * than the device's arena and θ buffer hold (a smaller one stays "spec-mismatch", as Python says). */
 int tf_round_run(tf_device *d, const char *task_json, size_t task_len, const uint8_t *model, size_t model_len,
                  size_t model_cap, uint8_t *update, size_t update_cap, size_t *update_len, tf_task_t *task,
                  tf_round_report *report, const char **code);
+
+/* Why the last refused round was refused, in numbers, when its code alone does not say it: "" or e.g.
+ * "model 1-64-64-1 needs 53,268 B of RAM to train, device has 23,180 B" ("too-large"), "task needs 4,808 B of
+ * sample buffer (probe + replayed shots), device has 4,096 B" ("too-many"). A static buffer, overwritten by the
+ * next round (the firmware is single-threaded). */
+const char *tf_round_refusal_reason(void);
 
 /* The same round with the step sizes' hypergradient (edge/device_round.py measure_hypergradient), as
  * mqtt_round.run_task with a STEP_SIZES payload: when the task measures step sizes (a whole-model training

@@ -13,8 +13,11 @@
  *     {"bytes-received":N,"bytes-sent":N,"device-instructions":I,"round-id":R,"v":1} (I: the round's
  *     instructions, board ticks x BOARD_INSTRUCTIONS_PER_TICK, exact under QEMU -icount shift=0, to within
  *     one tick); or, if refused, no update and telemetry
- *     {"round-error":"<code>","round-id":R,"v":1}; either way both are dropped;
- *   a refused frame -> telemetry {"serial-error":"<code>","v":1}.
+ *     {"round-error":"<code>","round-id":R,"v":1}, with "reason" when the round names numbers (a MODEL too
+ *     large for this device's RAM: "too-large", "model 1-64-64-1 needs 53,268 B of RAM to train, device has
+ *     23,180 B"); either way both are dropped;
+ *   a refused frame -> telemetry {"serial-error":"<code>","v":1} (an oversized one with a "reason" giving the
+ *     device's limit).
  * Time and energy are the firmware's own books: board ticks as instructions (exact under QEMU -icount
  * shift=0) at one per cycle of the profile's clock, radio time from the profile's bit rate, energy
  * V x (I_active t_compute + I_tx t_tx + I_rx t_rx) as edge.profiles.DeviceProfile.energy_joules.
@@ -84,7 +87,7 @@ static uint32_t model_round(size_t len) {
 
 int main(void) {
     static const uint32_t sizes[N_LAYERS + 1] = SIZES;
-    char text[128];
+    char text[320];
     tf_mlp m;
     if (tf_mlp_init(&m, N_LAYERS, sizes, arena, sizeof arena / sizeof arena[0]) != TF_MLP_OK) return 2;
     memcpy(m.params, LOCAL_INIT, sizeof LOCAL_INIT);
@@ -101,7 +104,12 @@ int main(void) {
         sl_result_t res = sl_decoder_push(&dec, board_uart_getc(), &f);
         if (res == SL_PENDING) continue;
         if (res != SL_FRAME) {
-            snprintf(text, sizeof text, "{\"serial-error\":\"%s\",\"v\":1}", sl_result_code(res));
+            if (res == SL_ERR_OVERSIZED) /* a frame longer than the receive buffer: say how long a frame may be */
+                snprintf(text, sizeof text,
+                         "{\"reason\":\"a frame's payload may be %lu B at most on this device\",\"serial-error\":\"%s\",\"v\":1}",
+                         (unsigned long)(sizeof rx_buf - SL_RAW_SIZE(0)), sl_result_code(res));
+            else
+                snprintf(text, sizeof text, "{\"serial-error\":\"%s\",\"v\":1}", sl_result_code(res));
             send_text(SL_TOPIC_TELEMETRY, text);
             continue;
         }
@@ -112,7 +120,9 @@ int main(void) {
             memcpy(task_buf, f.payload, f.len);
             task_len = f.len;
         } else {
-            snprintf(text, sizeof text, "{\"serial-error\":\"oversized\",\"v\":1}");
+            snprintf(text, sizeof text, "{\"reason\":\"%s of %lu B, device holds %lu B\",\"serial-error\":\"oversized\",\"v\":1}",
+                     f.topic == SL_TOPIC_MODEL ? "MODEL" : "TASK", (unsigned long)f.len,
+                     (unsigned long)(f.topic == SL_TOPIC_MODEL ? sizeof model_buf : sizeof task_buf));
             send_text(SL_TOPIC_TELEMETRY, text);
             continue;
         }
@@ -132,6 +142,9 @@ int main(void) {
                      "{\"bytes-received\":%lu,\"bytes-sent\":%lu,\"device-instructions\":%lu,\"round-id\":%lu,\"v\":1}",
                      (unsigned long)report.bytes_received, (unsigned long)report.bytes_sent,
                      (unsigned long)round_ticks * BOARD_INSTRUCTIONS_PER_TICK, (unsigned long)task.round_id);
+        } else if (*tf_round_refusal_reason()) { /* the numbers behind it: "model ... needs N B of RAM ..., device has M B" */
+            snprintf(text, sizeof text, "{\"reason\":\"%s\",\"round-error\":\"%s\",\"round-id\":%lu,\"v\":1}",
+                     tf_round_refusal_reason(), code, (unsigned long)(ts == TF_TASK_OK ? task.round_id : model_round(model_len)));
         } else {
             snprintf(text, sizeof text, "{\"round-error\":\"%s\",\"round-id\":%lu,\"v\":1}", code,
                      (unsigned long)(ts == TF_TASK_OK ? task.round_id : model_round(model_len)));

@@ -270,6 +270,25 @@ tfw_status_t tfw_read_model(const uint8_t *buf, size_t len, size_t cap, uint32_t
     return TFW_OK;
 }
 
+tfw_status_t tfw_model_shapes(const uint8_t *buf, size_t len, size_t cap, tfw_tensor_shape *out, uint16_t max,
+                              uint16_t *count) {
+    tfw_info_t h;
+    view_t views[TFW_MAX_TENSORS];
+    tfw_status_t s = read_header(buf, len, cap, &h);
+    if (s == TFW_OK && h.kind != TFW_KIND_MODEL) s = TFW_BAD_KIND;
+    if (s == TFW_OK) s = parse(buf, &h, views);
+    if (s == TFW_OK && h.tensor_count > max) s = TFW_TOO_MANY;
+    if (s != TFW_OK) return s;
+    for (unsigned i = 0; i < h.tensor_count; i++) {
+        memcpy(out[i].name, views[i].name, views[i].name_len);
+        out[i].name[views[i].name_len] = '\0';
+        out[i].ndim = views[i].ndim;
+        memcpy(out[i].shape, views[i].shape, sizeof out[i].shape);
+    }
+    *count = h.tensor_count;
+    return TFW_OK;
+}
+
 tfw_status_t tfw_read_step_sizes(const uint8_t *buf, size_t len, size_t cap, uint32_t round_id, const tf_mlp *m,
                                  float *scales) {
     tfw_info_t h;

@@ -73,6 +73,17 @@ uint32_t tfw_crc32(const uint8_t *data, size_t n);
 tfw_status_t tfw_read_model(const uint8_t *buf, size_t len, size_t cap, uint32_t round_id, tf_mlp *m, uint32_t shared,
                             tfw_info_t *info);
 
+/* The names and shapes of a MODEL's tensors (after every check of tfw_read_model but the weight table's), so a
+ * device can say what a model it cannot hold would need; at most `max` of them (else TFW_TOO_MANY). Names are
+ * NUL-terminated. */
+typedef struct {
+    char name[33];
+    uint8_t ndim;
+    uint32_t shape[4];
+} tfw_tensor_shape;
+tfw_status_t tfw_model_shapes(const uint8_t *buf, size_t len, size_t cap, tfw_tensor_shape *out, uint16_t max,
+                              uint16_t *count);
+
 /* decode_step_sizes(): check the STEP_SIZES in buf[0..len) for round `round_id` against every tensor of the
  * MLP (step sizes are measured in whole-model rounds), dense float32, finite and > 0 ("bad-flags" for a sparse
  * one, "non-positive"), then write them into scales[n_params], laid out as the MLP's params. A refusal writes
