@@ -16,9 +16,10 @@ one, another clip) moves δ by orders of magnitude more (asserted: the twin fed 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
-import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,58 @@ def test_record_refuses_what_is_not_a_clip() -> None:
 
 
 @NEEDS_ROUND_INPUTS
+def _read_record(fd: int) -> tuple[int, np.ndarray] | None:
+    def exact(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = os.read(fd, n - len(data))
+            if not chunk:
+                return b""
+            data += chunk
+        return data
+
+    header = exact(12)
+    if not header:
+        return None
+    assert header[:4] == b"TFC1"
+    label, n = int.from_bytes(header[4:8], "little", signed=True), int.from_bytes(header[8:], "little")
+    return label, np.frombuffer(exact(4 * n), "<f4")
+
+
+def test_clip_feed_writes_records_in_order_and_ends_cleanly_however_the_reader_goes(tmp_path: Path) -> None:
+    clips = [(np.full(5, i, np.float32), i) for i in range(3)]
+    with ClipFeed(tmp_path / FEED_NAME, iter(clips)) as feed:  # a reader that takes every record, then EOF
+        fd = os.open(tmp_path / FEED_NAME, os.O_RDONLY)
+        got = [_read_record(fd) for _ in range(4)]
+        os.close(fd)
+    assert [(label, list(x)) for label, x in got[:3]] == [(i, [float(i)] * 5) for i in range(3)] and got[3] is None
+    assert (feed.ended, feed.clips_written, feed.error) == ("clips exhausted", 3, None)
+
+    endless = ClipFeed(tmp_path / "b.fifo", ((np.zeros(16000, np.float32), 0) for _ in iter(int, 1))).start()
+    fd = os.open(tmp_path / "b.fifo", os.O_RDONLY)
+    assert _read_record(fd)[0] == 0
+    os.close(fd)  # the device goes away (QEMU killed) while the feed is writing
+    endless._thread.join(5)
+    assert endless.ended == "device closed"
+
+    waiting = ClipFeed(tmp_path / "c.fifo", iter(clips)).start()  # no device ever opens it
+    start = time.monotonic()
+    waiting.stop()
+    assert waiting.ended == "stopped" and time.monotonic() - start < 2
+
+
+def test_clip_feed_refuses_a_path_that_is_not_a_fifo_and_stops_at_a_bad_clip(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a FIFO"):
+        ClipFeed(tmp_path / "file", iter(()))
+    feed = ClipFeed(tmp_path / FEED_NAME, iter([(np.zeros(3, np.float32), 1), (np.zeros((2, 2), np.float32), 0)])).start()
+    fd = os.open(tmp_path / FEED_NAME, os.O_RDONLY)
+    assert _read_record(fd)[0] == 1 and _read_record(fd) is None  # the device sees the feed end after the good clip
+    os.close(fd)
+    feed.stop()
+    assert feed.ended == "error" and "1 to 32000 samples" in str(feed.error)
+
+
 def test_keywords_rounds_under_qemu_answer_as_the_simulated_device(elf: Path, tmp_path: Path) -> None:
     twin = task_device(FAMILY, SEED, stream_key=0)
     rounds = [  # (hyperparameters, top_p): TinyMetaFed Top-P, TinyMetaFed dense, a whole-model round
