@@ -30,7 +30,9 @@ first refused if too deep, long or operator-heavy (400 ``query-too-complex``),
 then run in a forked worker process with a memory share, SIGKILLed at the
 deadline (503 ``query-timeout``); a worker that crashes or runs out of memory
 costs that request a 503 ``query-aborted`` and nothing else
-(:mod:`ontology.query_sandbox`). ``{id}`` is a TD id
+(:mod:`ontology.query_sandbox`). An update's ``WHERE`` is first counted in such a worker with
+half the write time limit; past it the update gets 503 ``update-timeout`` and writes nothing
+(:mod:`ontology.update_guard`). ``{id}`` is a TD id
 (an absolute IRI, percent-encoded in the path) or a bare device id, which
 names ``https://w3id.org/tinyfleet/id/device/{id}``.
 """
@@ -66,6 +68,7 @@ from ontology.sparql_protocol import Dataset as ProtocolDataset
 from ontology.sparql_protocol import DatasetConflict, has_where, implicit_graphs, with_using
 from ontology.sparql_results import OFFERS, negotiate, serialize
 from ontology.store import QueryResult, QueryTimeout, RegistryStore, StoreError
+from ontology.update_guard import check_update_cost
 
 log = logging.getLogger("tinyfleet.registry")
 
@@ -356,7 +359,17 @@ def create_app(
             auth.require(request)
             try:
                 check_query_shape(op.update, dataclasses.replace(limits, max_chars=MAX_BODY_BYTES))  # INSERT DATA may be long
-                await bounded(lambda: store.update(union_update(op.update, op.dataset), base_iri=op.base))
+                text = union_update(op.update, op.dataset)
+                if isolate:  # its WHERE first, in a worker killed at half the write limit (ontology.update_guard)
+                    await run_in_threadpool(lambda: check_update_cost(store, text, budget_s=write_timeout_s / 2,
+                                                                      memory_bytes=limits.memory(), base_iri=op.base))
+                await bounded(lambda: store.update(text, base_iri=op.base))
+            except QueryTimeout as exc:
+                raise Problem(503, "update-timeout", "update refused: its WHERE exceeded the time limit",
+                              f"{exc}; nothing was written") from None
+            except WorkerDied as exc:
+                raise Problem(503, "update-aborted", "update refused: its WHERE was stopped by its resource limits",
+                              f"{exc}; nothing was written") from None
             except QueryTooComplex as exc:
                 raise Problem(400, "update-too-complex", "update refused before parsing", str(exc)) from None
             except DatasetConflict as exc:

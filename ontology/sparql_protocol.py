@@ -102,6 +102,15 @@ def implicit_graphs(update: str) -> str:
     return out
 
 
+def names_dataset(query: str) -> bool:
+    """Whether ``query`` has its own ``FROM``/``FROM NAMED`` clause (then it reads exactly those graphs, not the union).
+
+    >>> names_dataset("SELECT * FROM <urn:g> WHERE { ?s ?p ?o }"), names_dataset("SELECT * WHERE { ?s <urn:FROM> 'FROM' }")
+    (True, False)
+    """
+    return "FROM" in query.upper() and any(word == "FROM" and depth == 0 for _s, _e, word, depth in _tokens(query))
+
+
 def has_where(update: str) -> bool:
     """Whether ``update`` has an operation with a ``WHERE`` (one :func:`with_using` would change)."""
     return any(word == "WHERE" and depth == 0 for _s, _e, word, depth in _tokens(update))
@@ -171,4 +180,4 @@ def _group_end(text: str, open_at: int) -> int:
     return -1
 
 
-__all__ = ["Dataset", "DatasetConflict", "has_where", "implicit_graphs", "with_using"]
+__all__ = ["Dataset", "DatasetConflict", "has_where", "implicit_graphs", "names_dataset", "with_using"]

@@ -73,6 +73,7 @@ from ontology.derived import (
 )
 from ontology.query_sandbox import FORK_GUARD
 from ontology.sparql_protocol import Dataset as ProtocolDataset
+from ontology.sparql_protocol import names_dataset
 from ontology.store_terms import (  # re-exported: callers import them from here
     _IRI,
     XSD_INTEGER,
@@ -554,6 +555,8 @@ class RegistryStore:
         if self._prefixes is None:  # the dataset's bindings, as rdflib would pass them through oxrdflib
             self._prefixes = {prefix: str(ns) for prefix, ns in self.dataset.namespaces()}
         graphs: dict[str, Any] = {"use_default_graph_as_union": True}
+        if names_dataset(sparql):  # FROM / FROM NAMED: exactly those graphs (Oxigraph's union flag would override them)
+            graphs = {}
         if dataset is not None and dataset.given:  # exactly the graphs named (a FROM in the text is overridden)
             graphs = {"default_graph": [ox.NamedNode(g) for g in dataset.default_graphs or ()],
                       "named_graphs": [ox.NamedNode(g) for g in dataset.named_graphs or ()]}
