@@ -208,6 +208,29 @@ def test_qemu_head_update_costs_a_fraction_of_the_inference(tmp_path: Path) -> N
     assert whole > 10 * head  # the whole model's backward pass is still done when it trains
 
 
+@needs_arm
+@pytest.mark.parametrize("sizes", [(120, 64, 64, 4), (11, 32, 32, 2)], ids=["keywords", "presence"])
+def test_qemu_classifier_head_update_and_imprint_cost_a_fraction_of_the_inference(tmp_path: Path, sizes: tuple[int, ...]) -> None:
+    """The task MLPs (firmware_sim.task_families: keywords, presence), head trainable: the update after an inference,
+    and an imprint beyond its own forward pass, both exact instruction counts under -icount shift=0."""
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(10, sizes[0])).astype(np.float32)
+    labels = rng.integers(0, sizes[-1], 10).astype(np.float32)
+    head = 0b11 << (2 * (len(sizes) - 2))
+    vectors = write_vectors(tmp_path / "v", sizes, flat(MLPClassifier(sizes, seed=3).get_weights(), len(sizes) - 1), xs, labels,
+                            0.05, trainable=head)  # fmt: skip
+    elf = build_elf("mps2-an386", [MAIN, MLP_C], include_dirs=[vectors, MLP_C.parent], out_dir=tmp_path,
+                    name="device_mlp_task", defines={"TIMING_STEPS": 20, "CLASSIFY": None})  # fmt: skip
+    out = run_elf(elf, timeout=30, icount=True)
+    assert out.exit_code == 0, out.stdout[-500:]
+    per_tick = int(re.search(r"per_tick (\d+)", out.stdout).group(1))
+    forward, update, imprint = (int(re.search(rf"\b{key} (-?\d+)", out.stdout).group(1)) * per_tick / 20
+                                for key in ("forward_ticks", "update_ticks", "imprint_ticks"))  # fmt: skip
+    print(f"{sizes} under QEMU -icount shift=0: inference {forward:.0f} instructions, head update {update:.0f} "
+          f"({update / forward:.1%}), imprint {imprint:.0f} ({imprint / forward:.1%})")
+    assert 0 < update <= 0.15 * forward and 0 < imprint <= 0.15 * forward
+
+
 # ------------------------------------------------------------------ the classifier (edge/mlp_classifier.py)
 
 

@@ -5,7 +5,8 @@
  * With CLASSIFY, the softmax cross-entropy step of MLPClassifier on labels YS; with AFTER_FORWARD, each step is
  * the forward pass then tf_mlp_update_after_forward (the update of a device that has just run its inference).
  * With IMPRINT, tf_mlp_imprint_one on labels YS instead of a step.
- * The board build also prints update_ticks: TIMING_STEPS updates after a forward pass, without the passes. */
+ * The board build also prints update_ticks: TIMING_STEPS updates after a forward pass, without the passes (and
+ * with CLASSIFY imprint_ticks, an imprint's cost beyond its forward pass). */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,8 +19,8 @@
 #include "board_config.h"
 #endif
 
-static float arena[2 * N_PARAMS + 512];
-#ifdef IMPRINT
+static float arena[2 * N_PARAMS + 2048]; /* + activations and two deltas (inputs up to ~1,500 wide) */
+#if defined(IMPRINT) || (defined(CLASSIFY) && defined(__arm__) && defined(TIMING_STEPS))
 static float counts[4096];
 #endif
 
@@ -92,6 +93,15 @@ int main(void) {
     }
     t1 = board_ticks();
     printf("forward_update_ticks %lu update_ticks %ld\n", (unsigned long)(t1 - t0), (long)(t1 - t0) - (long)forward_only);
+#ifdef CLASSIFY
+    /* imprinting (its own forward pass included), then less the forward passes alone: the imprint's own cost */
+    memcpy(m.params, INIT, sizeof INIT);
+    memset(counts, 0, sizeof counts);
+    t0 = board_ticks();
+    for (uint32_t s = 0; s < TIMING_STEPS; ++s) tf_mlp_imprint_one(&m, &XS[(s % N_STEPS) * n_in], (uint32_t)YS[s % N_STEPS], counts, &loss);
+    t1 = board_ticks();
+    printf("forward_imprint_ticks %lu imprint_ticks %ld\n", (unsigned long)(t1 - t0), (long)(t1 - t0) - (long)forward_only);
+#endif
 #endif
     printf("done\n");
     return 0;
