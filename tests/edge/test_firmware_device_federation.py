@@ -32,7 +32,6 @@ import pytest
 from flwr.app import ConfigRecord
 
 from edge import record_keys as keys
-from edge.firmware.device import ROUND_C
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from edge.serial_link import Topic, cobs_encode
@@ -278,15 +277,6 @@ def bad_crc_frame(topic: Topic, payload: bytes) -> bytes:
 
 
 KEYWORDS_HYPER = {keys.INNER_LEARNING_RATE: 0.02, keys.STREAM_SAMPLES: 10, keys.PROBE_SAMPLES: 5}
-# round.c (not this file's to change) takes at most 64 inputs a sample; keywords' MLP takes 120. Until its cap is
-# raised every round would wait for its deadline (3 x 60 s) and fail, so the test is not run while the cap is in the
-# source; test_firmware_keywords.py's device tests hold the same condition strictly (they fail fast). With the cap at
-# 128 this federation passed here (3 rounds, 8 of 8 replies each, QEMU updates equal their twins').
-ROUND_CAPPED = "n_in > 64" in ROUND_C.read_text()
-NEEDS_ROUND_INPUTS = pytest.mark.xfail(ROUND_CAPPED, run=False, reason="round.c refuses MLPs of more than 64 inputs (too-many)")
-
-
-@NEEDS_ROUND_INPUTS
 def test_keywords_federation_raw_audio_in_accepts_the_qemu_devices_and_their_updates_equal_their_twins(tmp_path: Path) -> None:
     federation = Federation(tmp_path, "keywords", len(QEMU_SEEDS))
     grid, seen, theta, took = federation.run(ROUNDS, KEYWORDS_HYPER)

@@ -15,8 +15,10 @@
  * "feature-instructions":F,"round-id":R,"v":1} (I: the whole round, F: its front end, both board ticks x
  * BOARD_INSTRUCTIONS_PER_TICK, exact under QEMU -icount shift=0 to within a tick); a refused round sends
  * {"round-error":"<code>","round-id":R,"v":1}, with "sample-error":"<code>" when a clip was the cause (the feed
- * ended or sent a bad record, a clip of the wrong length, a non-finite sample); a refused frame sends
- * {"serial-error":"<code>","v":1}. The device keeps running after every refusal.
+ * ended or sent a bad record, a clip of the wrong length, a non-finite sample) or "reason" when the round names
+ * numbers (tf_round_refusal_reason: a MODEL too large for this device's RAM, "too-large"); a refused frame sends
+ * {"serial-error":"<code>","v":1} (an oversized one with a "reason" giving the limit). The device keeps running
+ * after every refusal.
  *
  * RAM (the Nano has 256 KB): the learner's arena (weights + gradients, ~99 KB), θ (~48 KB) and one frame buffer
  * big enough for a MODEL (~50 KB). The MODEL stays where its frame was decoded, the decoder moves to a small
@@ -135,7 +137,7 @@ static uint32_t round_of(const uint8_t *payload, size_t len) {
 
 int main(void) {
     static const uint32_t sizes[N_LAYERS + 1] = SIZES;
-    char text[192];
+    char text[320];
     tf_mlp m;
     if (sizes[0] != N_IN || tf_mlp_init(&m, N_LAYERS, sizes, arena, ARENA_FLOATS) != TF_MLP_OK) {
         board_debug("keywords_firmware: the MLP does not fit its arena or the front end's features\n");
@@ -156,12 +158,21 @@ int main(void) {
         sl_result_t res = sl_decoder_push(&dec, board_uart_getc(), &f);
         if (res == SL_PENDING) continue;
         if (res != SL_FRAME) {
-            if (model && res == SL_ERR_OVERSIZED) { /* a large frame while a MODEL is held: drop the MODEL */
+            if (res == SL_ERR_OVERSIZED && model) { /* a large frame while a MODEL is held: drop the MODEL */
+                snprintf(text, sizeof text,
+                         "{\"reason\":\"a frame's payload may be %lu B while a MODEL waits for its TASK; the MODEL is "
+                         "dropped\",\"serial-error\":\"%s\",\"v\":1}",
+                         (unsigned long)(sizeof small_buf - SL_RAW_SIZE(0)), sl_result_code(res));
                 model = NULL;
                 model_len = 0;
                 sl_decoder_init(&dec, big_buf, sizeof big_buf, SL_ACCEPT_HOST_TO_DEVICE);
+            } else if (res == SL_ERR_OVERSIZED) { /* a frame longer than the receive buffer: say how long one may be */
+                snprintf(text, sizeof text,
+                         "{\"reason\":\"a frame's payload may be %lu B at most on this device\",\"serial-error\":\"%s\",\"v\":1}",
+                         (unsigned long)(sizeof big_buf - SL_RAW_SIZE(0)), sl_result_code(res));
+            } else {
+                snprintf(text, sizeof text, "{\"serial-error\":\"%s\",\"v\":1}", sl_result_code(res));
             }
-            snprintf(text, sizeof text, "{\"serial-error\":\"%s\",\"v\":1}", sl_result_code(res));
             send_text(SL_TOPIC_TELEMETRY, text);
             continue;
         }
@@ -174,7 +185,9 @@ int main(void) {
             memcpy(task_buf, f.payload, f.len);
             task_len = f.len;
         } else {
-            send_text(SL_TOPIC_TELEMETRY, "{\"serial-error\":\"oversized\",\"v\":1}");
+            snprintf(text, sizeof text, "{\"reason\":\"TASK of %lu B, device holds %lu B\",\"serial-error\":\"oversized\",\"v\":1}",
+                     (unsigned long)f.len, (unsigned long)sizeof task_buf);
+            send_text(SL_TOPIC_TELEMETRY, text);
             continue;
         }
         if (!task_len || !model) continue;
@@ -209,6 +222,9 @@ int main(void) {
         } else if (sample_error) {
             snprintf(text, sizeof text, "{\"round-error\":\"%s\",\"round-id\":%lu,\"sample-error\":\"%s\",\"v\":1}", code,
                      (unsigned long)round_id, sample_error);
+        } else if (*tf_round_refusal_reason()) { /* the numbers behind it: "model ... needs N B of RAM ..., device has M B" */
+            snprintf(text, sizeof text, "{\"reason\":\"%s\",\"round-error\":\"%s\",\"round-id\":%lu,\"v\":1}",
+                     tf_round_refusal_reason(), code, (unsigned long)round_id);
         } else {
             snprintf(text, sizeof text, "{\"round-error\":\"%s\",\"round-id\":%lu,\"v\":1}", code, (unsigned long)round_id);
         }
