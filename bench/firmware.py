@@ -9,8 +9,8 @@ of virtual time), counted with the board timer (``board_ticks()`` x
   compiled int8 backbone (``edge/compiler``, bit-identical to TFLite Micro)
   feeding the float TinyOL head (``edge/c/tinyol_head.c``) through
   ``edge/firmware/tinyol`` (``measure_main.c`` says exactly what each loop
-  holds). ``inference`` = quantise the scaled sample + backbone + dequantise +
-  the head's logits; ``head_update`` = one ``tinyol_learn_one`` on the
+  holds). ``inference`` = the task's input scaling (keywords, presence) +
+  quantise + backbone + dequantise + the head's logits; ``head_update`` = one ``tinyol_learn_one`` on the
   features the inference already computed (its own head logits, the
   softmax, the gradient, the rank-1 update and the finiteness check; the
   backbone does not run again); ``imprint`` = one ``tinyol_imprint_one`` on
@@ -271,11 +271,15 @@ def _trained_case(task: str, corpus: Any) -> tuple[TinyOLCase, str]:
     else:
         model = presence.build(seed=0, small=True)
         raw = presence.room_windows(presence.test_rooms(0, 1)[0], 1)[0][:N_SAMPLES]
-    xs = model.scaler(raw)
+    scaler = model.scaler
+    identity = not scaler.log_columns and not np.any(scaler.mean) and np.all(scaler.scale == 1)
+    scaling = {} if identity else {"scaler_mean": scaler.mean, "scaler_scale": scaler.scale, "log_columns": scaler.log_columns}
+    xs = np.asarray(raw, np.float32).reshape(len(raw), -1)  # raw samples: the board applies the task's InputScaler
     case = TinyOLCase(model=model.int8_model, head_w=model.initial_head["head_w"], head_b=model.initial_head["head_b"],
                       task="classification", xs=xs, labels=np.arange(len(xs)) % model.n_outputs,
-                      learning_rate=float(model.info["head_learning_rate"]))  # fmt: skip
-    return case, f"server.models.{task}.build(seed=0, small=True): trained, the shipped architecture and initial head"
+                      learning_rate=float(model.info["head_learning_rate"]), **scaling)  # fmt: skip
+    where = "" if identity else "; raw samples, the task's InputScaler applied on the board (part of inference)"
+    return case, f"server.models.{task}.build(seed=0, small=True): trained, the shipped architecture and initial head{where}"
 
 
 def _untrained_case(task: str) -> tuple[TinyOLCase, str]:
@@ -311,7 +315,8 @@ def tinyml_entry(task: str, work: Path, timing_steps: int, backbones: str, corpu
                "head": f"{n_features} features x {n_outputs} classes, float32", "head_float_macs": n_features * n_outputs,
                "backbone_instructions": round(ins["backbone"]), "head_forward_instructions": round(ins["head_forward"]),
                "head_update_without_its_forward": round(ins["learn"] - ins["head_forward"]),
-               "inference_is": "quantise + compiled int8 backbone + dequantise + head logits (tinyol_learner_infer)",
+               "inference_is": "[input scaling +] quantise + compiled int8 backbone + dequantise + head logits "
+                               "(tinyol_learner_infer)",
                "head_update_is": "tinyol_learn_one on the inference's features: head logits again, softmax, gradient, "
                                  "rank-1 update, finiteness check; no backbone pass",
                "imprint_is": "tinyol_imprint_one on the inference's features: head logits (for the loss), class mean, its norm",
@@ -339,11 +344,14 @@ def time_model(work: Path, measured: dict[str, tuple[Any, Any]], sine: dict[str,
             ops[kind][0] += sum(board.op_instructions[i] for i in steps)
             ops[kind][1] += sum(compiled.steps[i].macs for i in steps)
         n_features, n_outputs = image.case.head_w.shape
-        per_task[task] = {"backbone_instructions_per_int8_mac": round(run.instructions["backbone"] / compiled.macs, 2),
+        per_task[task] = {"backbone_instructions_per_int8_mac": round(board.instructions_per_inference / compiled.macs, 2),
+                          "backbone_invoke_instructions": round(board.instructions_per_inference),
                           "head_forward_instructions_per_float_mac": round(run.instructions["head_forward"] / (n_features * n_outputs), 2),
                           "head_update_instructions_per_counted_float_mac": round(run.instructions["learn"] / (2 * n_features * n_outputs), 2)}  # fmt: skip
     result: dict[str, Any] = {
         "int8_instructions_per_mac": {k: round(i / m, 2) for k, (i, m) in ops.items() if m},
+        "backbone_is": "the compiled model's invoke alone (edge.compiler.board_run, -DTFC_PROFILE build): no input "
+                       "scaling, quantisation or dequantisation",
         "per_task": per_task,
         "assumption": "cycles = instructions on the Cortex-M4F (in-order, mostly one instruction per cycle; loads, "
                       "branches, divisions and flash wait states cost more on a real nRF52840, so real cycles are higher)",

@@ -95,15 +95,15 @@ NANO_33_BLE_SENSE = DeviceProfile(
     radio_bitrate_bps=700_000,
     radio_tx_current_a=4.8e-3,  # 0 dBm, DC/DC
     radio_rx_current_a=4.6e-3,
-    # Measured with `python bench/firmware.py` (time_model; 2026-12-02, at 7039296): the 1-40-40-1 float MLP's
+    # Measured with `python bench/firmware.py` (time_model; 2026-12-02): the 1-40-40-1 float MLP's
     # SGD step is 74,460 instructions for its 3 x 1,680 counted MACs = 14.8 (its forward alone, tanh included: 12.1;
     # a TinyOL head step per counted MAC: 10.1 keywords, 10.9 characters, 27.8 presence, whose 8 x 2 head is mostly
     # fixed costs). Was 4.0, a guess: 3.7x too fast.
     cycles_per_float_mac=14.8,
-    # Measured likewise: a whole compiled int8 backbone (edge/compiler, TFLM's reference arithmetic, no CMSIS-NN SIMD)
-    # per MAC, median of the three task backbones: characters 4.84, presence 6.06, keywords 11.57 (by kernel: CONV_2D
-    # 5.61, FULLY_CONNECTED 3.78, DEPTHWISE_CONV_2D 23.1). Was 1.0 (CMSIS-NN's SIMD guess): 4.8-11.6x too fast.
-    cycles_per_int8_mac=6.1,
+    # Measured likewise: a compiled int8 backbone's invoke (edge/compiler, TFLM's reference arithmetic, no CMSIS-NN
+    # SIMD) per MAC, median of the three task backbones: characters 4.82, presence 5.85, keywords 11.51 (by kernel:
+    # CONV_2D 5.61, FULLY_CONNECTED 3.78, DEPTHWISE_CONV_2D 23.1). Was 1.0 (CMSIS-NN's SIMD guess): 4.8-11.5x too fast.
+    cycles_per_int8_mac=5.9,
     sensors=("microphone", "accelerometer", "gyroscope", "magnetometer", "temperature", "humidity", "pressure", "light", "proximity", "gesture"),
     runtime="tflite-micro",
 )
