@@ -1,4 +1,4 @@
-"""Differential fuzzing of the device's MODEL decoder and TASK parser (edge/firmware/device/update.c, task.c) against
+"""Differential fuzzing of the device's MODEL and STEP_SIZES decoders and TASK parser (edge/firmware/device/update.c, task.c) against
 the Python codecs: on seeded random mutations of valid payloads (flipped, inserted and deleted bytes, truncations,
 with the CRC fixed or not; edited JSON), the C code is the ``WireFormatError.code`` Python gives, or "ok" for both.
 Host only (one process reads every case from stdin)."""
@@ -18,7 +18,8 @@ import pytest
 from edge.device_round import shared_spec
 from edge.firmware.device import MLP_C, TASK_C, UPDATE_C, build_host, host_compiler
 from edge.mlp import NumpyMLP
-from edge.wire import MessageKind, TaskAssignment, WireFormatError, decode_weights, encode_model
+from edge.wire import MessageKind, TaskAssignment, WireFormatError, decode_step_sizes, decode_weights, encode_model
+from edge.wire import encode_step_sizes
 from firmware_sim.mqtt_round import request_of
 
 MAIN = Path(__file__).parent / "firmware_c" / "device_fuzz.c"
@@ -35,6 +36,15 @@ def model_code(payload: bytes, cap: int, round_id: int, shared: int) -> str:
     except WireFormatError as exc:
         return exc.code
     return "ok" if len(message.dense) == len(spec) else "spec-mismatch"
+
+
+def step_sizes_code(payload: bytes, cap: int, round_id: int) -> str:
+    spec = {k: (v.shape, v.dtype) for k, v in NumpyMLP((1, 40, 40, 1)).get_weights().items()}
+    try:
+        decode_step_sizes(payload, spec, expected_round_id=round_id, max_size=cap)
+    except WireFormatError as exc:
+        return exc.code
+    return "ok"
 
 
 def task_code(payload: bytes) -> str:
@@ -98,6 +108,11 @@ def cases(seed: int = 15) -> list[tuple[int, bytes, int, int, int, str]]:
         payload = mutate(base, rng, fix_crc=rng.random() < 0.8)
         cap = rng.choice([65536, 65536, 8192, len(base) - 1])
         out.append((1, payload, cap, 9, mask, model_code(payload, cap, 9, mask)))
+    steps = encode_step_sizes({k: np.abs(v) + np.float32(0.5) for k, v in weights.items()}, round_id=9)
+    for _ in range(300):  # mutated STEP_SIZES (a zeroed or negated value is non-positive, a flipped flag bad-flags)
+        payload = mutate(steps, rng, fix_crc=rng.random() < 0.8)
+        cap = rng.choice([65536, 65536, len(steps) - 1])
+        out.append((3, payload, cap, 9, ALL, step_sizes_code(payload, cap, 9)))
     templates = [
         {"v": 1, "type": "task", "round_id": 9, "deadline_s": 30.0, "hyperparameters": {"stream-samples": 10, "probe-samples": 5}},
         {"v": 1, "type": "task", "round_id": 9, "deadline_s": 30.0, "top_p": 0.1,
@@ -122,3 +137,5 @@ def test_c_codes_equal_python_codes_on_mutated_models_and_tasks(tmp_path: Path) 
     assert mismatches == []
     codes = {want for *_, want in all_cases}
     assert len(codes) >= 12, codes  # the mutations reach deep into both parsers
+    step_codes = {want for kind, *_, want in all_cases if kind == 3}
+    assert {"ok", "non-positive", "bad-flags", "bad-crc", "wrong-round"} <= step_codes, step_codes

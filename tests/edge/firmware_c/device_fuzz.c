@@ -1,5 +1,5 @@
 /* Test main (host only): the device's MODEL decoder and TASK parser on cases read from stdin, one code per line,
- * for a differential test against edge.wire. A case is: kind u8 (1 = MODEL, 2 = TASK), len u32, cap u32,
+ * for a differential test against edge.wire. A case is: kind u8 (1 = MODEL, 2 = TASK, 3 = STEP_SIZES), len u32, cap u32,
  * round u32, shared u32 (little-endian), then len bytes. */
 #include <stdint.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 
 static float arena[2 * 1761 + 512];
 static uint8_t buf[70000];
+static float scales[1761];
 
 static int read_u32(uint32_t *v) {
     uint8_t b[4];
@@ -30,6 +31,8 @@ int main(void) {
         if (fread(buf, 1, len, stdin) != len) return 4;
         if (kind == 1) {
             printf("%s\n", tfw_error_code(tfw_read_model(buf, len, cap, round_id, &m, shared, NULL)));
+        } else if (kind == 3) {
+            printf("%s\n", tfw_error_code(tfw_read_step_sizes(buf, len, cap, round_id, &m, scales)));
         } else {
             tf_task_t t;
             printf("%s\n", tf_task_error_code(tf_task_parse((const char *)buf, len, 6, &t)));
