@@ -71,11 +71,14 @@ def backpropagate(
     only in the output delta.
     """
     grads: dict[str, np.ndarray] = {}
+    one_sample = len(delta) == 1
     for i in reversed(range(n_layers)):
         grads[f"w{i}"] = acts[i].T @ delta
-        grads[f"b{i}"] = delta.sum(axis=0)
+        # the sum over a batch of one is its one row, bit for bit: a view, not a reduction
+        grads[f"b{i}"] = delta[0] if one_sample else np.add.reduce(delta, 0)
         if i > 0:
-            delta = (delta @ weights[f"w{i}"].T) * (1.0 - acts[i] ** 2)
+            a = acts[i]
+            delta = (delta @ weights[f"w{i}"].T) * (1.0 - a * a)  # a * a is what a ** 2 computes
     return grads
 
 
@@ -90,6 +93,18 @@ def regression_gradients(layer_sizes: Sequence[int]) -> Callable[..., tuple[floa
     return gradient
 
 
+def _sample(name: str, value: object, size: int) -> np.ndarray:
+    """One sample as a (1, size) float32 row, refused as :func:`edge.validation.as_float_array` refuses it.
+
+    A stream's own samples are float32 arrays of the right shape already: they need only the finiteness check
+    (no copy: the step never writes to them).
+    """
+    if type(value) is np.ndarray and value.dtype == np.float32 and value.shape == (size,):
+        check_finite(name, value)
+        return value.reshape(1, size)
+    return as_float_array(name, value, (size,)).reshape(1, size)
+
+
 class NumpyMLP(Learner):
     """Whole-model online regressor: every weight trains on the device."""
 
@@ -100,12 +115,14 @@ class NumpyMLP(Learner):
         self.n_layers = len(self.layer_sizes) - 1
         self._weights = init_mlp_weights(self.layer_sizes, seed)
         self._step_scales: dict[str, np.ndarray] | None = None
+        self._rates_cache: tuple[tuple[float, list[str]], np.ndarray] | None = None  # see _rates
 
     def set_step_sizes(self, scales: Mapping[str, np.ndarray] | None) -> None:
         """Per-weight multipliers of the learning rate (meta-learned, :mod:`edge.step_sizes`); None: one shared rate."""
         if scales is not None and type(self).learn_one is not NumpyMLP.learn_one:
             raise NotImplementedError(f"{type(self).__name__} has its own SGD step, which does not apply step sizes")
         self._step_scales = None if scales is None else check_scales(scales, self._weights)
+        self._rates_cache = None
 
     @property
     def step_sizes(self) -> dict[str, np.ndarray] | None:
@@ -134,20 +151,43 @@ class NumpyMLP(Learner):
         return float(np.mean((self.predict(xb) - yb) ** 2))
 
     def learn_one(self, x: np.ndarray, y: object, learning_rate: float) -> float:
-        xs = as_float_array("sample x", x, (self.layer_sizes[0],)).reshape(1, -1)
-        ys = as_float_array("label y", y, (self.layer_sizes[-1],)).reshape(1, -1)
+        xs = _sample("sample x", x, self.layer_sizes[0])
+        ys = _sample("label y", y, self.layer_sizes[-1])
         loss, grads = mlp_gradients(self._weights, xs, ys, self.n_layers)
-        step = np.float32(learning_rate)
+        # Every weight array in one flat vector, so the step and its check are one operation each instead of one
+        # per array. Elementwise, so each weight gets exactly w - (rate · scale) · g, as per array.
+        names = list(self._weights)
+        flat = np.concatenate([self._weights[k].ravel() for k in names])
+        gradient = np.concatenate([grads[k].ravel() for k in names])
         if self._step_scales is None:
-            updated = {k: w - step * grads[k] for k, w in self._weights.items()}
+            updated = flat - np.float32(learning_rate) * gradient
         else:
-            updated = {k: w - step * self._step_scales[k] * grads[k] for k, w in self._weights.items()}
-        # One reduction per array: a NaN or Inf anywhere makes its sum non-finite.
-        if not math.isfinite(sum(float(w.sum()) for w in updated.values())):
-            bad = next(k for k, w in updated.items() if not np.all(np.isfinite(w)))
+            updated = flat - self._rates(learning_rate, names) * gradient
+        if not np.isfinite(updated).all():
+            split = self._split(updated, names)
+            bad = next(k for k in names if not np.isfinite(split[k]).all())
             raise InvalidInputError(f"SGD step diverged in '{bad}' (learning rate {learning_rate}); step refused")
-        self._weights = updated
+        self._weights = self._split(updated, names)
         return loss
+
+    def _split(self, flat: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Views of ``flat`` shaped like the weights, in ``names`` order."""
+        arrays, start = {}, 0
+        for k in names:
+            shape = self._weights[k].shape
+            size = math.prod(shape)
+            arrays[k] = flat[start:start + size].reshape(shape)
+            start += size
+        return arrays
+
+    def _rates(self, learning_rate: float, names: list[str]) -> np.ndarray:
+        """rate · scale per weight, flat; computed once per learning rate (the same float32 products each time)."""
+        if self._rates_cache is None or self._rates_cache[0] != (learning_rate, names):
+            assert self._step_scales is not None
+            step = np.float32(learning_rate)
+            rates = np.concatenate([(step * self._step_scales[k]).ravel() for k in names])
+            self._rates_cache = ((learning_rate, names), rates)
+        return self._rates_cache[1]
 
     def get_weights(self) -> dict[str, np.ndarray]:
         return {k: v.copy() for k, v in self._weights.items()}
