@@ -25,7 +25,8 @@ import itertools
 import itertools
 import logging
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -202,12 +203,23 @@ class QemuFleet:
         for device in self.devices.values():
             device.stop()
 
+    @property
+    def finished(self) -> bool:
+        """Every device's gateway has seen the server's retained ``finished``."""
+        return all(d.gateway is not None and d.gateway.finished.is_set() for d in self.devices.values())
+
+    def rounds_done(self) -> dict[str, int]:
+        """UPDATEs each device sent (its gateway's count)."""
+        return {d: getattr(device.gateway, "stats").updates_from_device if device.gateway else 0
+                for d, device in self.devices.items()}  # fmt: skip
+
     def summary(self) -> dict[str, dict[str, object]]:
         """Per device: frames each way and refused frames (its gateway's counts), whether QEMU still runs."""
         out = {}
         for device_id, device in self.devices.items():
             stats = getattr(device.gateway, "stats", None)
-            out[device_id] = {"running": device.running, "frames_from_device": getattr(stats, "frames_from_device", 0),
+            out[device_id] = {"running": device.running, "updates": getattr(stats, "updates_from_device", 0),
+                              "frames_from_device": getattr(stats, "frames_from_device", 0),
                               "frames_to_device": getattr(stats, "frames_to_device", 0),
                               "serial_errors": dict(getattr(stats, "errors", {}))}  # fmt: skip
         return out
@@ -217,3 +229,35 @@ class QemuFleet:
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def run_fleet(
+    host: str, port: int, passwords: dict[str, str], n_qemu: int, *, tls_ca: str | None = None,
+    duration_s: float | None = None, workdir: Path = Path("runs/qemu"), say: Callable[[str], object] = print,
+) -> dict[str, int]:
+    """``tinyfleet fleet run --qemu N``: the last ``n_qemu`` of ``passwords``' devices (in the order given) as firmware
+    under QEMU, the others simulated in this process; until the server has finished, ``duration_s`` has passed or
+    SIGTERM/Ctrl-C. Rounds done per device. Images are built before any device starts (a refused one costs nothing)."""
+    from firmware_sim.linux_device import run_simulated_fleet
+    from firmware_sim.process_signals import Stopped, stop_on_sigterm
+
+    simulated, on_qemu = split_fleet(list(passwords), n_qemu)
+    config = QemuFleetConfig(workdir=Path(workdir), tls_ca=tls_ca)
+    with QemuFleet(host, port, {d: passwords[d] for d in on_qemu}, config) as qemu:
+        if on_qemu:
+            say(f"{len(on_qemu)} devices under QEMU ({config.board}), each behind its own serial gateway: {', '.join(on_qemu)}")
+        done: dict[str, int] = {}
+        if simulated:
+            done = run_simulated_fleet(host, port, {d: passwords[d] for d in simulated}, tls_ca=tls_ca,
+                                       duration_s=duration_s, say=say)  # fmt: skip
+        else:
+            stop_on_sigterm()
+            deadline = None if duration_s is None else time.monotonic() + duration_s
+            try:
+                while (deadline is None or time.monotonic() < deadline) and not qemu.finished:
+                    time.sleep(0.2)
+                if qemu.finished:
+                    say("the server's federation has ended")
+            except (KeyboardInterrupt, Stopped):
+                pass
+        return {**done, **qemu.rounds_done()}

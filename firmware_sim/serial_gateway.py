@@ -50,7 +50,7 @@ import paho.mqtt.client as mqtt
 
 from edge.serial_link import DEVICE_TO_HOST, MAX_PAYLOAD, Frame, FrameDecoder, FrameEncoder, SerialFrameError, Topic
 from edge.wire import WireFormatError, check_device_id, device_subscriptions, device_topic, encode_telemetry, last_will
-from edge.wire.topics import QOS, RETAINED, STATUS_OFFLINE, parse_device_topic
+from edge.wire.topics import QOS, RETAINED, SERVER_STATUS, STATUS_FINISHED, STATUS_OFFLINE, parse_device_topic
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class GatewayStats:
     gaps: int = 0  # device frames missing by sequence number
     line_opens: int = 0
     dropped_to_device: int = 0  # MQTT messages not sent: line down or too big for the device
+    updates_from_device: int = 0  # UPDATE frames published: the device's rounds done
 
 
 class SerialGateway:
@@ -241,6 +242,7 @@ class SerialGateway:
         self.stats = GatewayStats()
         self._stop = threading.Event()
         self._connected = threading.Event()
+        self.finished = threading.Event()  # the server said its federation has ended (retained "finished")
         self._outbox: queue.Queue[bytes] = queue.Queue()
         self._encoder = FrameEncoder()
         self._decoder = FrameDecoder(accept=DEVICE_TO_HOST)
@@ -307,10 +309,14 @@ class SerialGateway:
         if getattr(reason, "is_failure", False):
             log.error("%s: broker refused the gateway: %s", self.config.device_id, reason)
             return
-        client.subscribe(device_subscriptions(self.config.device_id))
+        client.subscribe([*device_subscriptions(self.config.device_id), (SERVER_STATUS, 1)])  # and when the run ends
         self._connected.set()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == SERVER_STATUS:  # for whoever runs the board (fleet run leaves once the server has finished)
+            if msg.payload == STATUS_FINISHED:
+                self.finished.set()
+            return
         try:
             device_id, channel = parse_device_topic(msg.topic)
         except WireFormatError as exc:
@@ -393,6 +399,7 @@ class SerialGateway:
             self._report_due = True
         self._expected_sequence = (event.sequence + 1) & 0xFFFF
         self.stats.frames_from_device += 1
+        self.stats.updates_from_device += event.topic is Topic.UPDATE
         if event.topic is Topic.TELEMETRY and (b'"serial-error"' in event.payload or b'"round-error"' in event.payload):
             # the device refused something sent to it (a frame, a task, a model): say so here too, with its reason
             log.warning("%s: the device refused: %s", self.config.device_id, event.payload.decode(errors="replace"))

@@ -40,7 +40,7 @@ from edge.wire.topics import DEVICE_ROOT, parse_device_topic
 from firmware_sim.device_tasks import device_task
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
 from firmware_sim.mqtt_round import run_task
-from firmware_sim.qemu_fleet import QemuFleet, QemuFleetConfig, split_fleet
+from firmware_sim.qemu_fleet import QemuFleet, QemuFleetConfig, run_fleet, split_fleet
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker, find_executable
 from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
@@ -288,3 +288,28 @@ def test_keywords_federation_raw_audio_in_accepts_the_qemu_devices_and_their_upd
     errors = [p for d, c, p in seen if c == "telemetry" and b"error" in p]
     assert not errors, errors
     print(f"keywords: {ROUNDS} rounds of {n} devices ({len(QEMU_SEEDS)} under QEMU) in {took:.1f} s")
+
+
+def test_run_fleet_puts_the_last_n_under_qemu_beside_the_simulated_and_leaves_when_the_server_finishes(tmp_path: Path) -> None:
+    """What `tinyfleet fleet run --accounts FILE --qemu 2` runs: firmware_sim.qemu_fleet.run_fleet, here in a thread."""
+    ids = [f"sine-{s}" for s in (*SIMULATED, *QEMU_SEEDS)]
+    accounts = BrokerAccounts()
+    accounts.add_devices(ids)
+    out: dict = {}
+    with LocalBroker(tmp_path / "broker", accounts) as broker:
+        fleet = threading.Thread(target=lambda: out.update(run_fleet(broker.host, broker.port, dict(accounts.devices), 2,
+                                                                     workdir=tmp_path / "qemu", duration_s=120, say=lambda _: None)))  # fmt: skip
+        fleet.start()
+        grid_config = MqttGridConfig(host=broker.host, port=broker.port, username=SERVER_USER,
+                                     password=accounts.server_password, round_timeout_s=ROUND_TIMEOUT_S, grace_s=0.3)  # fmt: skip
+        with MqttGrid(grid_config) as grid:
+            strategy = TinyMetaFed(TinyMetaFedConfig(clients_per_round=len(ids), total_rounds=2, meta_step_size=1.0,
+                                                     node_timeout_s=ROUND_TIMEOUT_S))  # fmt: skip
+            strategy.start(grid=grid, initial_arrays=to_array_record(init_mlp_weights(SINE_LAYERS, 0)), num_rounds=2,
+                           timeout=ROUND_TIMEOUT_S, train_config=ConfigRecord(SINE_HYPER))  # fmt: skip
+            grid.finish()
+        fleet.join(30)
+        assert not fleet.is_alive(), "run_fleet did not leave after the server finished"
+    assert [(r["asked"], r["replied"]) for r in grid.round_log] == [(len(ids), len(ids))] * 2, grid.round_log
+    assert sorted(out) == sorted(ids) and out["sine-6"] == out["sine-7"] == 2, out
+    assert (tmp_path / "qemu" / "sine-7" / "sine_firmware.elf").is_file() and not (tmp_path / "qemu" / "sine-5").exists()
