@@ -305,6 +305,7 @@ _MODEL_SKETCH = """\
  * The example's sensor is analog pin A0, read TINYFLEET_N_INPUTS times into the model's input, and its
  * label a button on LABEL_PIN (pressed: class 1); replace read_window() and read_label() with your sensor.
  */
+#include <math.h> /* lroundf, INFINITY: not every core's Arduino.h includes it */
 #include <TinyFleet.h>
 
 #define HEAD_CLASSES {CLASSES}
