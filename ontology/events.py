@@ -49,8 +49,18 @@ HISTORY = 1000
 #: Seconds between SSE comments that keep an idle stream (and any proxy on the way) open.
 KEEPALIVE_S = 15.0
 
-_LIVE_THINGS = """PREFIX tf: <https://w3id.org/tinyfleet#>
+#: Every live Thing Description's id and stored document, read-only (expired leases are left out, not purged).
+LIVE_THINGS = """PREFIX tf: <https://w3id.org/tinyfleet#>
 SELECT ?g ?doc WHERE {
+  GRAPH ?g { ?g tf:thingDescriptionDocument ?doc OPTIONAL { ?g tf:registrationExpires ?expires } }
+  FILTER(!BOUND(?expires) || ?expires > NOW())
+}"""
+
+#: One row that changes whenever a live TD does (the count and a hash of every document's hash), so a quiet poll
+#: costs one small answer instead of every document. GROUP_CONCAT's order is not fixed: a spurious change only
+#: makes that poll read the documents.
+FINGERPRINT = """PREFIX tf: <https://w3id.org/tinyfleet#>
+SELECT (COUNT(?g) AS ?n) (SHA1(GROUP_CONCAT(SHA1(?doc); separator=" ")) AS ?hash) WHERE {
   GRAPH ?g { ?g tf:thingDescriptionDocument ?doc OPTIONAL { ?g tf:registrationExpires ?expires } }
   FILTER(!BOUND(?expires) || ?expires > NOW())
 }"""
@@ -96,25 +106,35 @@ class ThingEvent:
 class ThingEvents:
     """The registrations' change feed: polls the store while someone listens, fans events out to each listener."""
 
-    def __init__(self, store: RegistryStore, *, poll_s: float = 0.5, query_timeout_s: float = 10.0) -> None:
+    def __init__(self, store: RegistryStore, *, poll_s: float = 1.0, query_timeout_s: float = 10.0) -> None:
         self.store = store
         self.poll_s = poll_s
         self.query_timeout_s = query_timeout_s
         self._documents: dict[str, str] | None = None  # thing id -> stored document text, at the last poll
+        self._fingerprint: tuple[str, str] | None = None  # FINGERPRINT's answer at the last poll
         self._history: deque[ThingEvent] = deque(maxlen=HISTORY)
         self._next_id = 1
         self._listeners: set[asyncio.Queue[ThingEvent]] = set()
         self._poller: asyncio.Task[None] | None = None
+        self.closed = False  # set by close(): every stream ends within a second
         self._polling = asyncio.Lock()  # one poll at a time: the baseline poll and the poller's share the snapshot
 
     # -- the poll (a worker thread: pyoxigraph answers are read on the thread that asked) --
 
     def _live(self) -> dict[str, str]:
-        result = self.store.query(_LIVE_THINGS, timeout_s=self.query_timeout_s, max_results=None)
+        result = self.store.query(LIVE_THINGS, timeout_s=self.query_timeout_s, max_results=None)
         return {str(g): str(doc) for g, doc in result.rows}
+
+    def _changed(self) -> bool:
+        rows = self.store.query(FINGERPRINT, timeout_s=self.query_timeout_s).rows
+        fingerprint = (str(rows[0][0]), str(rows[0][1])) if rows else ("0", "")
+        changed, self._fingerprint = fingerprint != self._fingerprint, fingerprint
+        return changed
 
     def poll(self) -> list[ThingEvent]:
         """Compare the live Things with the last poll; the events that tells (none at the first poll)."""
+        if not self._changed() and self._documents is not None:
+            return []
         now = self._live()
         before, self._documents = self._documents, now
         if before is None:
@@ -138,7 +158,7 @@ class ThingEvents:
 
     async def _run(self) -> None:
         try:
-            while self._listeners:
+            while self._listeners and not self.closed:
                 try:
                     async with self._polling:
                         events = await anyio.to_thread.run_sync(self.poll)
@@ -163,8 +183,15 @@ class ThingEvents:
             return []
         return [event for event in self._history if event.id > last]
 
+    def close(self) -> None:
+        """End every stream (any thread): a server that shuts down must not wait for its listeners to hang up."""
+        self.closed = True
+
     async def listen(self, last_event_id: str | None = None) -> AsyncIterator[ThingEvent | None]:
-        """Every event from now on (after the missed ones); ``None`` every :data:`KEEPALIVE_S` of quiet."""
+        """Every event from now on (after the missed ones); ``None`` every :data:`KEEPALIVE_S` of quiet.
+
+        Ends once :meth:`close` is called.
+        """
         queue: asyncio.Queue[ThingEvent] = asyncio.Queue()
         for event in self.missed(last_event_id):
             queue.put_nowait(event)
@@ -175,11 +202,16 @@ class ThingEvents:
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._run())
         try:
-            while True:
+            quiet = 0.0
+            while not self.closed:
                 try:
-                    yield await asyncio.wait_for(queue.get(), KEEPALIVE_S)
+                    yield await asyncio.wait_for(queue.get(), 1.0)
+                    quiet = 0.0
                 except TimeoutError:
-                    yield None
+                    quiet += 1.0
+                    if quiet >= KEEPALIVE_S:
+                        quiet = 0.0
+                        yield None
         finally:
             self._listeners.discard(queue)
 
@@ -230,7 +262,7 @@ def events_router(events: ThingEvents) -> APIRouter:
     return router
 
 
-def mount_events(app: FastAPI, store: RegistryStore, *, poll_s: float = 0.5) -> ThingEvents:
+def mount_events(app: FastAPI, store: RegistryStore, *, poll_s: float = 1.0) -> ThingEvents:
     """Serve ``/events`` for ``store`` on ``app``; the feed (``app.state.events``), e.g. to share with a console."""
     events = ThingEvents(store, poll_s=poll_s)
     app.include_router(events_router(events))

@@ -38,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.background import BackgroundTask
 from starlette.staticfiles import StaticFiles
 
+from ontology.events import LIVE_THINGS
 from ontology.named_queries import get_named_query
 from server.console.fleet import (
     DEVICE_OFFERS, FEDERATIONS, MODEL_NEEDS, Federation, FleetFilter, RegistryFacts, fleet_rows, needs_by_model,
@@ -54,8 +55,18 @@ from server.console.sources import RunSource
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-#: Seconds the registry's answers are reused before the console asks again (the registry, not the round, pays).
-FACTS_TTL_S = 5.0
+#: The console's registry answers are rationed: its queries share the server's CPU and store with the round loop.
+#: They are reused for FACTS_MIN_GAP_S; after that one small query (FACTS_FINGERPRINT) says whether any TD, model
+#: or federation changed, and only then, or after FACTS_TTL_S, are they asked again.
+FACTS_MIN_GAP_S = 5.0
+FACTS_TTL_S = 60.0
+FACTS_FINGERPRINT = """PREFIX tf: <https://w3id.org/tinyfleet#>
+SELECT ?things ?hash ?models ?federations WHERE {
+  { SELECT (COUNT(?g) AS ?things) (SHA1(GROUP_CONCAT(SHA1(?doc); separator=" ")) AS ?hash)
+    WHERE { GRAPH ?g { ?g tf:thingDescriptionDocument ?doc } } }
+  { SELECT (COUNT(DISTINCT ?m) AS ?models) WHERE { ?m tf:modelSizeBytes ?size } }
+  { SELECT (COUNT(DISTINCT ?f) AS ?federations) WHERE { ?f a tf:Federation } }
+}"""
 #: The stream looks for news at most this often (a device storm becomes one event).
 STREAM_TICK_S = 0.5
 KEEPALIVE_S = 15.0
@@ -109,11 +120,12 @@ class ConsoleState:
     closing: bool = False
     wakeup: Wakeup = field(default_factory=Wakeup)
     _facts: tuple[float, RegistryFacts] | None = None
+    _fingerprint: tuple[float, Any] | None = None  # (when loaded, FACTS_FINGERPRINT's row then)
+    _lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # federation -> (feed version, lineage)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def round_recorded(self) -> None:
-        """Any thread: a round ended, so the registry has news (a version, the TDs registered for it)."""
-        self._facts = None  # one attribute store: safe from any thread
+        """Any thread: a round ended; the streams tell the pages (the run's versions are re-read by feed version)."""
         self.wakeup.poke()
 
     def run(self, name: str) -> RunSource | None:
@@ -124,10 +136,20 @@ class ConsoleState:
         if self.reader is None:
             return RegistryFacts(error=None)
         async with self._facts_lock:
-            if self._facts is not None and time.monotonic() - self._facts[0] < FACTS_TTL_S:
+            now = time.monotonic()
+            if self._facts is not None and now - self._facts[0] < FACTS_MIN_GAP_S:
+                return self._facts[1]
+            try:
+                fingerprint = (await self.reader.select(FACTS_FINGERPRINT))[1]
+            except RegistryError:
+                fingerprint = None
+            if (self._facts is not None and fingerprint is not None and self._fingerprint is not None
+                    and fingerprint == self._fingerprint[1] and now - self._fingerprint[0] < FACTS_TTL_S):
+                self._facts = (now, self._facts[1])  # nothing changed: the same answers, looked at again later
                 return self._facts[1]
             facts = await load_facts(self.reader)
-            self._facts = (time.monotonic(), facts)
+            self._facts = (now, facts)
+            self._fingerprint = (now, fingerprint) if fingerprint is not None and facts.error is None else None
             return facts
 
 
@@ -135,7 +157,8 @@ async def load_facts(client: RegistryClient) -> RegistryFacts:
     """Things, what fits each device, the federations, who is eligible for each and the facts that say why not."""
     facts = RegistryFacts()
     try:
-        facts.things = await client.things()
+        _, documents = await client.select(LIVE_THINGS)  # read-only (GET /things would purge expired leases)
+        facts.things = [td for row in documents if isinstance(td := _json(row["doc"]), dict)]
         _, fits = await client.select(get_named_query("models-for-device").text)  # ?device unbound: every device
         for row in fits:
             facts.fits.setdefault(row["device"], []).append(row.get("name") or row["model"].rsplit("/", 1)[-1])
@@ -150,6 +173,13 @@ async def load_facts(client: RegistryClient) -> RegistryFacts:
     except RegistryError as exc:
         facts.error = str(exc)
     return facts
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _page(html: str, status: int = 200) -> HTMLResponse:
@@ -260,13 +290,20 @@ def create_console_app(state: ConsoleState) -> FastAPI:
         federation = next((f for f in facts.federations if f.name == name), None)
         if federation is None or state.reader is None:
             return None, None, facts.error
+        run = state.run(name)
+        key = (run.feed.version if run is not None else -1, state._facts[0] if state._facts else 0.0)
+        cached = state._lineage.get(name)
+        if cached is not None and cached[0] == key:  # no round and no registry refresh since: the same answer
+            return cached[1], federation, None
         try:
             _, latest = await state.reader.select(_LATEST.format(federation=iri_ref(federation.iri)))
-            if not latest or not latest[0].get("version"):
-                return ([], []), federation, None
-            return await state.reader.named("model-lineage", {"version": latest[0]["version"]}), federation, None
+            lineage: tuple[list[str], list[dict[str, str]]] = ([], [])
+            if latest and latest[0].get("version"):
+                lineage = await state.reader.named("model-lineage", {"version": latest[0]["version"]})
         except (RegistryError, ValueError) as exc:
             return None, federation, str(exc)
+        state._lineage[name] = (key, lineage)
+        return lineage, federation, None
 
     @app.get("/federations/{name}")
     async def federation_page(name: str) -> HTMLResponse:

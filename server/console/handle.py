@@ -57,6 +57,8 @@ class ConsoleHandle:
     def stop(self, timeout_s: float = 10.0) -> None:
         """End the streams, stop uvicorn and the broker subscription; every wait has a deadline."""
         self.state.closing = True
+        if self.state.registry_app is not None:  # its /events streams end too, or uvicorn would wait for them
+            self.state.registry_app.state.events.close()
         self.server.should_exit = True
         self.thread.join(timeout=timeout_s)
         if self.state.presence is not None:

@@ -1,0 +1,254 @@
+"""Does the fleet console slow a round? Round wall time with and without the console open, 100 devices on mosquitto.
+
+One MQTT federation, wired as ``tinyfleet server --local-broker --registry DIR`` wires
+it (a private mosquitto with per-device accounts, 100 simulated MCUs each on its own
+MQTT connection, an Oxigraph registry that registers their TDs and picks the eligible
+ones, every version registered), runs ``--phases`` phases of ``--rounds`` rounds. The
+phases alternate: *off* (no console at all) and *on* (the console started in the
+server's process as ``tinyfleet server --console`` will start it, sharing the store,
+observing the round loop, subscribed to the broker, with a real headless chromium
+showing its Fleet page and the run's page in two tabs, live: both event streams
+open, every fragment re-fetched as rounds land and devices report). The console is
+switched between rounds; a round's wall time runs from the end of the previous
+round's observers to the end of its own, so the switch is not counted. Round 1 (the
+wait for devices) is left out.
+
+The figure is the ratio of the medians, on / off, measured in the same run on the
+same fleet, interleaved so that drift in the machine's load hits both (goal ≤ 1.05).
+``--client sse`` replaces the browser by a Python client doing what ``console.js``
+does (both streams, fragment fetches), for machines without chromium. Usage::
+
+    python bench/console.py                      # 100 devices, 50 per round, 6 phases of 8 rounds
+    python bench/console.py --phases 4 --rounds 5 --out runs/bench/console-quick.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet, device_id_of  # noqa: E402
+from server.console import start_console  # noqa: E402
+from server.core.round_loop import RoundReport  # noqa: E402
+from server.core.run_config import flatten_settings, settings_from_run_config  # noqa: E402
+from server.core.run_dir import ROUNDS_LOG, RoundsLog  # noqa: E402
+from server.serve import device_selection, open_registry, run_versions, write_accounts  # noqa: E402
+from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker  # noqa: E402
+from server.transports.mqtt_grid import MqttGrid, MqttGridConfig  # noqa: E402
+
+FEDERATION = "mqtt-console-bench"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    devices: int = 100
+    sample: int = 50
+    phases: int = 6  # alternating off, on, off, on, ...
+    rounds: int = 8  # per phase
+    client: str = "browser"  # or "sse"
+    round_timeout_s: float = 60.0
+
+
+class SseClient:
+    """What ``console.js`` does, in Python: both event streams open, every fragment re-fetched on news (≤ 1/s)."""
+
+    def __init__(self, url: str, fragments: list[str]) -> None:
+        self.url, self.fragments = url, fragments
+        self.stop_flag = threading.Event()
+        self.news = threading.Event()
+        self.fetches = 0
+        self.threads = [threading.Thread(target=self._listen, args=(p,), daemon=True)
+                        for p in ("/api/stream", "/api/registry/events")]
+        self.threads.append(threading.Thread(target=self._fetch, daemon=True))
+        for thread in self.threads:
+            thread.start()
+
+    def _listen(self, path: str) -> None:
+        with httpx.stream("GET", self.url + path, timeout=httpx.Timeout(5, read=None)) as response:
+            for line in response.iter_lines():
+                if self.stop_flag.is_set():
+                    return
+                if line.startswith("event:"):
+                    self.news.set()
+
+    def _fetch(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            while not self.stop_flag.is_set():
+                if self.news.wait(0.5):
+                    self.news.clear()
+                    for fragment in self.fragments:
+                        client.get(fragment)
+                        self.fetches += 1
+                    time.sleep(1.0)
+
+    def close(self) -> None:
+        self.stop_flag.set()
+
+
+class Browser:
+    """A headless chromium (Debian's, via selenium; never a download) with the Fleet page and the run's page open."""
+
+    def __init__(self, profile: Path) -> None:
+        sys.path.insert(0, str(ROOT / "tests" / "server" / "console"))
+        from console_browser import chromium
+
+        self.driver = chromium(profile)
+        self.driver.execute_script("window.open('about:blank');")
+        self.tabs = self.driver.window_handles
+
+    def show(self, urls: list[str]) -> None:
+        for tab, url in zip(self.tabs, urls):
+            self.driver.switch_to.window(tab)
+            self.driver.get(url)
+
+    def blank(self) -> None:
+        self.show(["about:blank"] * len(self.tabs))
+
+    def quit(self) -> None:
+        self.driver.quit()
+
+
+class Phases:
+    """The round loop's last observer: times each round, and switches the console between phases."""
+
+    def __init__(self, config: BenchConfig, workdir: Path, start: Any, browser: Browser | None) -> None:
+        self.config, self.workdir, self.start, self.browser = config, workdir, start, browser
+        self.console: Any = None
+        self.client: SseClient | None = None
+        self.last_end = time.monotonic()
+        self.rounds: list[dict[str, Any]] = []
+
+    def phase_of(self, server_round: int) -> int:
+        return (server_round - 1) // self.config.rounds
+
+    def __call__(self, report: RoundReport) -> None:
+        ended = time.monotonic()
+        phase = self.phase_of(report.server_round)
+        self.rounds.append({"round": report.server_round, "phase": phase, "console": phase % 2 == 1,
+                            "wall_s": ended - self.last_end, "participants": len(report.participant_devices or ())})
+        if report.server_round % self.config.rounds == 0:  # the phase ends: switch for the next one
+            self.switch(on=(phase + 1) % 2 == 1 and phase + 1 < self.config.phases)
+        self.last_end = time.monotonic()
+
+    def switch(self, on: bool) -> None:
+        if on and self.console is None:
+            self.console = self.start()
+            pages = [f"{self.console.url}/fleet", f"{self.console.url}/federations/{FEDERATION}"]
+            if self.browser is not None:
+                self.browser.show(pages)
+            else:
+                self.client = SseClient(self.console.url, ["/fragments/fleet", f"/fragments/federations/{FEDERATION}"])
+        elif not on and self.console is not None:
+            if self.browser is not None:
+                self.browser.blank()
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+            self.console.stop()
+            self.console = None
+
+
+def run(config: BenchConfig, work: Path) -> dict[str, Any]:
+    workdir = work / "server"
+    workdir.mkdir(parents=True, exist_ok=True)
+    settings = settings_from_run_config({
+        "strategy": "tinyreptile", "num-rounds": config.phases * config.rounds, "clients-per-round": config.sample,
+        "checkpoint-dir": str(workdir / "checkpoints"), "node-timeout-s": 300.0,
+    })  # fmt: skip
+    accounts = BrokerAccounts()
+    accounts.add_devices(device_id_of(s) for s in range(config.devices))
+    browser = Browser(work / "chromium") if config.client == "browser" else None
+    with LocalBroker(workdir / "broker", accounts) as broker:
+        write_accounts(workdir / "accounts.json", broker)
+        store = open_registry(str(work / "registry"))
+        try:
+            versions = run_versions(store, FEDERATION, settings, workdir / "models")
+            selection = device_selection(versions.registry, settings, workdir / "models", lambda _line: None)
+
+            def start() -> Any:
+                return start_console(0, workdir=workdir, store_or_url=store, broker_password=accounts.server_password,
+                                     settings=flatten_settings(settings), federation=FEDERATION)
+
+            phases = Phases(config, workdir, start, browser)
+            observers = [RoundsLog(workdir / ROUNDS_LOG), versions, phases]
+            observers.insert(2, lambda report: phases.console.observer(report) if phases.console else None)
+            grid_config = MqttGridConfig(host=broker.host, port=broker.port, username=SERVER_USER,
+                                         password=accounts.server_password, round_timeout_s=config.round_timeout_s)
+            fleet_config = FleetConfig(host=broker.host, port=broker.port)
+            from server.core.federation import run_federation
+
+            with MqttFleet(range(config.devices), accounts.devices, fleet_config), \
+                    MqttGrid(grid_config, device_filter=selection, on_announce=selection.announced) as grid:
+                started = time.monotonic()
+                run_federation(grid, settings, observers=observers)
+                elapsed = time.monotonic() - started
+                phases.switch(on=False)
+                grid.finish()
+        finally:
+            store.close()
+            if browser is not None:
+                browser.quit()
+    timed = [r for r in phases.rounds if r["round"] > 1]
+    off = [r["wall_s"] for r in timed if not r["console"]]
+    on = [r["wall_s"] for r in timed if r["console"]]
+    ratio = statistics.median(on) / statistics.median(off)
+    return {
+        "benchmark": "console",
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "config": asdict(config),
+        "elapsed_s": elapsed,
+        "round_wall_s": {
+            "off": {"median": statistics.median(off), "mean": statistics.fmean(off), "n": len(off)},
+            "on": {"median": statistics.median(on), "mean": statistics.fmean(on), "n": len(on)},
+        },
+        "ratio_on_over_off": {"median": ratio, "mean": statistics.fmean(on) / statistics.fmean(off)},
+        "goal_met": {"ratio_at_most_1_05": ratio <= 1.05},
+        "rounds": phases.rounds,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=BenchConfig.devices)
+    parser.add_argument("--sample", type=int, default=BenchConfig.sample, help="devices per round")
+    parser.add_argument("--phases", type=int, default=BenchConfig.phases, help="alternating off/on phases (even)")
+    parser.add_argument("--rounds", type=int, default=BenchConfig.rounds, help="rounds per phase")
+    parser.add_argument("--client", choices=("browser", "sse"), default=BenchConfig.client)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench/console.json"))
+    args = parser.parse_args(argv)
+    if args.phases < 2 or args.phases % 2 or args.rounds < 2 or not 0 < args.sample <= args.devices:
+        parser.error("need an even --phases >= 2, --rounds >= 2 and 0 < --sample <= --devices")
+    from flwr.supercore.logger import FLOWER_LOGGER
+
+    FLOWER_LOGGER.setLevel("WARNING")
+    config = BenchConfig(args.devices, args.sample, args.phases, args.rounds, args.client)
+    with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
+        result = run(config, Path(tmp))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    walls = result["round_wall_s"]
+    print(f"round wall time median: console off {walls['off']['median']:.3f} s (n={walls['off']['n']}), "
+          f"on {walls['on']['median']:.3f} s (n={walls['on']['n']}); ratio {result['ratio_on_over_off']['median']:.3f} "
+          f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
