@@ -36,6 +36,7 @@ from firmware_sim.task_client_app import firmware_init, task_device
 
 SEED, DEVICE_ID = 6, "keywords-6"
 RTOL, ATOL = 1e-4, 1e-5
+STACK_MARGIN = 16 * 1024  # the RAM the Nano image leaves above .data + .bss (test_firmware_keywords_build.py)
 FAMILY = families.keywords()
 PRIVATE = FAMILY.private_names
 META = {"private-names": ",".join(PRIVATE), "reconstruction-samples": 5, "stream-samples": 10, "probe-samples": 5,
@@ -202,10 +203,12 @@ def test_keywords_rounds_under_qemu_answer_as_the_simulated_device(elf: Path, tm
             assert update.topic is Topic.UPDATE, (update, device.events)
             books = telemetry(device)
             assert books["round-id"] == round_id and 0 < books["feature-instructions"] < books["device-instructions"]
+            assert 0 < books["stack-bytes"] < STACK_MARGIN, books  # what test_firmware_keywords_build.py leaves free
             want = run_task(twin, firmware_init(FAMILY, SEED), task, model).update
             assert_same_update(update.payload, want)
             print(f"round {round_id}: max |δ_C − δ_numpy| {max_delta_difference(update.payload, want):.2e}, "
-                  f"{books['device-instructions']:,} instructions ({books['feature-instructions']:,} in the front end)")
+                  f"{books['device-instructions']:,} instructions ({books['feature-instructions']:,} in the front end), "
+                  f"stack {books['stack-bytes']:,} B")
             if round_id == 1:  # the same round on the clips one later: far outside the tolerance
                 shifted = task_device(FAMILY, SEED, stream_key=0)
                 next(shifted.stream)

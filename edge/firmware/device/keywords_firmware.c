@@ -12,8 +12,9 @@
  *
  * Protocol, as sine_firmware.c: 0x00, status "online", a small announce; a MODEL and a TASK of the same round_id run
  * the round: an UPDATE frame, then telemetry {"bytes-received":N,"bytes-sent":N,"device-instructions":I,
- * "feature-instructions":F,"round-id":R,"v":1} (I: the whole round, F: its front end, both board ticks x
- * BOARD_INSTRUCTIONS_PER_TICK, exact under QEMU -icount shift=0 to within a tick); a refused round sends
+ * "feature-instructions":F,"round-id":R,"stack-bytes":S,"v":1} (I: the whole round, F: its front end, both board
+ * ticks x BOARD_INSTRUCTIONS_PER_TICK, exact under QEMU -icount shift=0 to within a tick; S: the deepest the stack
+ * has been since boot, measured by painting the free RAM); a refused round sends
  * {"round-error":"<code>","round-id":R,"v":1}, with "sample-error":"<code>" when a clip was the cause (the feed
  * ended or sent a bad record, a clip of the wrong length, a non-finite sample) or "reason" when the round names
  * numbers (tf_round_refusal_reason: a MODEL too large for this device's RAM, "too-large"); a refused frame sends
@@ -62,6 +63,23 @@ static float frames[MAX_FRAMES * TF_MFCC_NUM_MFCC];
 static uint16_t tx_sequence;
 static uint32_t round_start, round_ticks, feature_ticks;
 static const char *sample_error; /* why the last clip was refused, for the round's telemetry */
+
+/* The stack's high-water mark: RAM between .bss and the stack is painted at boot, and after each round the deepest
+ * word the stack changed is found, so the telemetry says how much of the room left above .bss + .data it needed. */
+extern uint32_t __bss_end__, __StackTop;
+#define STACK_PAINT 0x5AC3A55Au
+
+static void paint_stack(void) {
+    uint32_t *sp;
+    __asm volatile("mov %0, sp" : "=r"(sp));
+    for (uint32_t *p = &__bss_end__; p < sp - 64; ++p) *p = STACK_PAINT; /* 256 B below sp: this call's own frame */
+}
+
+static uint32_t stack_bytes(void) {
+    const uint32_t *p = &__bss_end__;
+    while (p < &__StackTop && *p == STACK_PAINT) ++p;
+    return (uint32_t)((uintptr_t)&__StackTop - (uintptr_t)p);
+}
 
 static void uart_sink(void *ctx, const uint8_t *data, size_t len) {
     (void)ctx;
@@ -144,6 +162,7 @@ int main(void) {
         return 3;
     }
     memcpy(m.params, LOCAL_INIT, sizeof LOCAL_INIT);
+    paint_stack();
     tf_device dev = {&m, LOCAL_INIT, theta, replay, DEVICE_REPLAY_FLOATS, DEVICE_ID, sensor, NULL, costs, NULL, 1};
 
     board_uart_putc(0);
@@ -215,10 +234,11 @@ int main(void) {
             send(SL_TOPIC_UPDATE, big_buf, len);
             snprintf(text, sizeof text,
                      "{\"bytes-received\":%lu,\"bytes-sent\":%lu,\"device-instructions\":%lu,"
-                     "\"feature-instructions\":%lu,\"round-id\":%lu,\"v\":1}",
+                     "\"feature-instructions\":%lu,\"round-id\":%lu,\"stack-bytes\":%lu,\"v\":1}",
                      (unsigned long)report.bytes_received, (unsigned long)report.bytes_sent,
                      (unsigned long)round_ticks * BOARD_INSTRUCTIONS_PER_TICK,
-                     (unsigned long)feature_ticks * BOARD_INSTRUCTIONS_PER_TICK, (unsigned long)round_id);
+                     (unsigned long)feature_ticks * BOARD_INSTRUCTIONS_PER_TICK, (unsigned long)round_id,
+                     (unsigned long)stack_bytes());
         } else if (sample_error) {
             snprintf(text, sizeof text, "{\"round-error\":\"%s\",\"round-id\":%lu,\"sample-error\":\"%s\",\"v\":1}", code,
                      (unsigned long)round_id, sample_error);
