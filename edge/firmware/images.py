@@ -73,10 +73,18 @@ class FirmwareImage:
         return {
             "task": self.task, "board": self.board, "device_id": self.device_id, "elf": str(self.elf),
             "files": [str(p) for p in (self.elf, *self.extra)], "sensor_samples": self.sensor_samples,
+            "sample_source": self.sample_source,
             "flash_bytes": self.size.flash_bytes, "ram_bytes": self.size.ram_bytes,
             "board_flash_bytes": spec.flash_bytes, "board_ram_bytes": spec.ram_bytes,
             "size": asdict(self.size), "tool": "arm-none-eabi-size -B",
         }  # fmt: skip
+
+    @property
+    def sample_source(self) -> str:
+        """Where the image's samples come from (device/sample_source.h for keywords)."""
+        if self.task != "keywords":
+            return "recording in flash"
+        return "PDM microphone" if self.board == "nano33ble" else "host feed by semihosting (edge/firmware/host_feed.py)"
 
     def summary(self) -> str:
         spec = board(self.board)

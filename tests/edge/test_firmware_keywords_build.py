@@ -10,6 +10,7 @@ its board file and its sample source, whose chunk on the stack is the same 1.25 
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -36,6 +37,8 @@ def test_the_nano_image_fits_its_flash_and_ram_with_room_for_the_stack(tmp_path:
     assert size.flash_bytes < spec.flash_bytes
     assert size.ram_bytes + STACK_MARGIN <= spec.ram_bytes, f"RAM {size.ram_bytes:,} B leaves under 16 KB of stack"
     assert {p.suffix for p in image.extra} == {".bin", ".hex"}
+    report = json.loads(image.report.read_text())
+    assert (report["flash_bytes"], report["ram_bytes"], report["sample_source"]) == (size.flash_bytes, size.ram_bytes, "PDM microphone")
     assert (tmp_path / "keywords_firmware.bin").stat().st_size == size.flash_bytes
     linked = symbols(image.elf)
     assert {"ss_next_clip", "tf_mfcc_stream_push", "tf_round_run", "sl_write_frame"} <= linked
