@@ -34,7 +34,7 @@ from types import TracebackType
 import numpy as np
 
 from edge.firmware.host_feed import FEED_NAME, ClipFeed, start_fed_elf
-from edge.firmware.images import DEFAULT_SENSOR_SAMPLES, FirmwareImage, build_image
+from edge.firmware.images import DEFAULT_SENSOR_SAMPLES, FIRMWARE_TASKS, FirmwareImage, build_image
 from edge.identity import DeviceIdentity
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def build_device_image(board_name: str, device_id: str, out: Path, samples: int 
     from firmware_sim.device_tasks import seed_of, task_of_device
 
     task = task_of_device(device_id)
-    if task.name not in FIRMWARE_FAMILIES:
-        raise ValueError(f"{device_id} has no firmware: images exist for {', '.join(FIRMWARE_FAMILIES)} devices")
+    if task.name not in FIRMWARE_TASKS:
+        raise ValueError(f"{device_id} has no firmware: images exist for {', '.join(FIRMWARE_TASKS)} devices")
     seed = seed_of(device_id)
     device = task.device(seed, stream_key=0)  # the simulated twin, stream and profile as the MQTT fleet builds it
     common = dict(device_id=device_id, local_init=task.firmware_init(seed), profile=device.profile)
@@ -76,9 +76,6 @@ def build_device_image(board_name: str, device_id: str, out: Path, samples: int 
     return build_image(board_name, "sine", out, sensor=recording, **common)
 
 
-FIRMWARE_FAMILIES = ("sine", "keywords")  # the device ids' tasks with an image (edge.firmware.images.FIRMWARE_TASKS)
-
-
 def split_fleet(device_ids: Sequence[str], n_qemu: int) -> tuple[list[str], list[str]]:
     """(simulated, QEMU): the last ``n_qemu`` of ``device_ids`` run as firmware; ValueError if they cannot."""
     if not 0 <= n_qemu <= len(device_ids):
@@ -87,8 +84,8 @@ def split_fleet(device_ids: Sequence[str], n_qemu: int) -> tuple[list[str], list
     qemu = list(device_ids[cut:])
     for device_id in qemu:
         family = device_id.rsplit("-", 1)[0] if DeviceIdentity.parse(device_id).seed is not None else ""
-        if family not in FIRMWARE_FAMILIES:
-            raise ValueError(f"{device_id} cannot run under QEMU: firmware exists for {', '.join(FIRMWARE_FAMILIES)} devices")
+        if family not in FIRMWARE_TASKS:
+            raise ValueError(f"{device_id} cannot run under QEMU: firmware exists for {', '.join(FIRMWARE_TASKS)} devices")
     return list(device_ids[:cut]), qemu
 
 
