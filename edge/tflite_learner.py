@@ -196,6 +196,15 @@ class TFLiteTrainer(Learner):
         return ComputeCost(inference_float_macs=forward, training_float_macs=3 * forward)
 
 
+def _backbone_macs(data: bytes, dense_only: int) -> int:
+    from edge.compiler import UnsupportedModelError, count_macs
+
+    try:
+        return count_macs(data)
+    except UnsupportedModelError:
+        return dense_only
+
+
 class FrozenBackbone:
     """A fixed feature extractor in a .tflite file, int8 or float; nothing in it trains.
 
@@ -213,8 +222,9 @@ class FrozenBackbone:
         self.layout = _layout(where, data)
         self.arena_bytes = sum(self.layout.tensor_bytes)
         """Upper bound on the tensor arena for a batch of one (see :mod:`edge.tflite_layout`)."""
-        self.macs = sum(self.layout.dense_macs)
-        """Multiply-accumulates per sample (FULLY_CONNECTED layers only)."""
+        self.macs = _backbone_macs(data, sum(self.layout.dense_macs))
+        """Multiply-accumulates per sample of every layer (convolutions too), as the model compiler counts them;
+        a model it cannot lower counts its FULLY_CONNECTED layers only."""
         self.backend = interpreter_backend(self._interpreter)
         inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:

@@ -14,7 +14,7 @@ ahead of time fixes every pointer, constant and kernel at export:
 
 from __future__ import annotations
 
-from edge.compiler.compile import CompiledModel, compile_model, export_c
+from edge.compiler.compile import CompiledModel, compile_model, count_macs, export_c
 from edge.compiler.errors import UnsupportedModelError
 
-__all__ = ["CompiledModel", "UnsupportedModelError", "compile_model", "export_c"]
+__all__ = ["CompiledModel", "UnsupportedModelError", "compile_model", "count_macs", "export_c"]

@@ -60,6 +60,12 @@ def compile_model(data: bytes, prefix: str = "model") -> CompiledModel:
     return CompiledModel(graph, steps, plan, emit_sources(graph, steps, plan, prefix), prefix)
 
 
+def count_macs(data: bytes) -> int:
+    """Multiply-accumulates per inference of every op the compiler lowers (conv, depthwise, dense, ...), without
+    planning memory or writing C: what a device's time model charges for running the model."""
+    return sum(step.macs for step in lower(fuse_pads(read_graph(data))))
+
+
 def export_c(model_path: Path | str, out_dir: Path | str, prefix: str = "model") -> CompiledModel:
     """Compile the file at ``model_path`` and write ``{prefix}.h``, ``{prefix}.c`` and kernels to ``out_dir``."""
     compiled = compile_model(Path(model_path).read_bytes(), prefix)
