@@ -307,7 +307,7 @@ class RegistrySelection:
         lineage = {}
         for method, recorder in self.records.items():
             final = recorder.versions[-1]
-            lineage[method] = {"final_version": final, "lineage_newest_first": recorder.registry.lineage(final)[:3]}
+            lineage[method] = {"final_version": final, "lineage_newest_first": recorder.registry.lineage(final, newest=3)}
         return {
             "store": self.registry_path,
             "query": "eligible-devices",
