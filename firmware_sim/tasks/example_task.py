@@ -17,6 +17,10 @@ them as it reads a user's folder.
   at Omniglot's 105 × 105, dark ink on white; each device is a drawer, whose
   hand (slant, stroke width, wobble) is the characters task's writer style
   (:mod:`firmware_sim.tasks.characters`).
+- **wav** (``commands``): ``data/<word>/<speaker>_nohash_<k>.wav``, 16 kHz mono
+  16-bit, spoken by espeak-ng (needed only to write the example) as the keywords
+  task's speakers in their rooms (:mod:`firmware_sim.tasks.keywords`); each
+  device is a speaker.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import csv
 import json
 import sys
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -120,18 +125,60 @@ shots = 5
     return out
 
 
+SPEECH_WORDS = ("yes", "no", "up", "down")
+
+
+def write_speech_task(out: Path, speakers: int = 4, clips: int = 5, seed: int = 0) -> Path:
+    """``out/task.toml`` and a Speech Commands-style ``out/data`` of speakers × words × clips (espeak-ng speaks)."""
+    from firmware_sim.tasks import keywords as kws
+    from firmware_sim.tasks.audio import write_wav
+    from firmware_sim.tasks.espeak import Synthesizer
+
+    corpus = kws.KeywordCorpus(Synthesizer())
+    for speaker in range(speakers):
+        task = kws.sample_task(seed, speaker, SPEECH_WORDS)
+        name = f"{zlib.crc32(f'speaker-{seed}-{speaker}'.encode()):08x}"  # Speech Commands names speakers by a hash
+        for word in SPEECH_WORDS:
+            (out / "data" / word).mkdir(parents=True, exist_ok=True)
+            for k in range(clips):
+                rng = np.random.default_rng([seed, speaker, SPEECH_WORDS.index(word), k])
+                write_wav(out / "data" / word / f"{name}_nohash_{k}.wav", corpus.clip(task, word, rng))
+    (out / "task.toml").write_text(f"""\
+# A user's own task, written by `python -m firmware_sim.tasks.example_task --layout wav`.
+name = "commands"
+
+[data]
+layout = "wav"            # <word>/<speaker>_nohash_<k>.wav; a device is a speaker
+path = "data"
+labels = {json.dumps(list(SPEECH_WORDS))}
+min_samples = {min(10, clips * len(SPEECH_WORDS))}
+
+[model]
+kind = "mlp"
+hidden = [32]
+
+[training]
+learning_rate = 0.02
+shots = 5
+""")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m firmware_sim.tasks.example_task", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="The task folder to write (created).")
-    parser.add_argument("--layout", choices=("csv", "images"), default="csv", help="Which example (default: csv).")
+    parser.add_argument("--layout", choices=("csv", "images", "wav"), default="csv",
+                        help="Which example (default: csv; wav needs espeak-ng to write it).")  # fmt: skip
     parser.add_argument("--devices", type=int, default=6, help="Machines or drawers (default: 6).")
     args = parser.parse_args(argv)
     if args.devices < 1:
         parser.error("--devices must be >= 1")
     if args.layout == "csv":
         write_csv_task(args.out, machines=args.devices)
-    else:
+    elif args.layout == "images":
         write_image_task(args.out, drawers=args.devices)
+    else:
+        write_speech_task(args.out, speakers=args.devices)
     print(f"wrote {args.out / 'task.toml'} and {args.out / 'data'}")
     return 0
 

@@ -79,6 +79,21 @@ def test_the_image_example_runs_a_device_round(tmp_path: Path) -> None:
     assert reply.num_examples == 12 and np.isfinite(reply.metrics[keys.LOSS_AFTER])
 
 
+def test_the_speech_example_runs_a_device_round(tmp_path: Path) -> None:
+    from firmware_sim.tasks.espeak import espeak_available
+
+    if not espeak_available():
+        pytest.skip("espeak-ng writes the speech example (make test installs it)")
+    assert example_main(["--out", str(tmp_path / "commands"), "--layout", "wav", "--devices", "2"]) == 0
+    task = load_user_task(tmp_path / "commands")
+    assert task.layer_sizes == (120, 32, 4) and len(task.data.devices) == 2
+    x, _ = task.data.device_arrays(0)
+    assert x.shape == (20, 120) and np.isfinite(x).all()
+    reply = run_device_round(task.device(1, 0), RoundRequest(shots=15, probe=5, learning_rate=0.02), task.theta0(0),
+                             received_bytes=0)  # fmt: skip
+    assert reply.num_examples == 15 and np.isfinite(reply.metrics[keys.LOSS_AFTER])
+
+
 def test_resolve_task_takes_a_name_or_a_folder(tmp_path: Path) -> None:
     assert resolve_task("keywords").name == "keywords"
     folder = write_csv_task(tmp_path / "m")
