@@ -46,6 +46,12 @@ def test_a_tflite_training_graph_is_the_devices_learner_and_theta_at_round_0(tmp
     assert reply.metrics[keys.LOSS_AFTER] < reply.metrics[keys.LOSS_BEFORE]  # 30 steps on the machine's rows help
     private = task.firmware_init(1)
     assert not private["w1"].any() and np.array_equal(private["w0"], trained["w0"])
+    # a TinyMetaFed round in the interpreter: the output layer rebuilt from the firmware's zeros, Top-P of the rest
+    metafed = RoundRequest(round_id=1, shots=20, probe=5, learning_rate=0.05, private_names=task.private_names,
+                           reconstruction_samples=10, reconstruction_lr=0.1, top_p=0.25)  # fmt: skip
+    shared = {k: v for k, v in task.theta0(0).items() if k not in task.private_names}
+    reply = run_device_round(task.device(1, 1), metafed, shared, received_bytes=0, private_init=private)
+    assert set(reply.sparse_delta) == {"w0", "b0"} and np.isfinite(reply.metrics[keys.RECONSTRUCTION_LOSS])
 
 
 def test_an_int8_backbone_with_a_head_federates_the_head(tmp_path: Path) -> None:
