@@ -20,7 +20,7 @@ Other tasks are refused with the reason (:func:`check_task`).
     >>> check_task("presence")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    edge.firmware.images.UnsupportedTaskError: task 'presence' has no firmware yet: its classifier round has no ...
+    edge.firmware.images.UnsupportedTaskError: task 'presence' has no firmware yet: it needs the room sensors' ...
 
 The size report is ``arm-none-eabi-size``'s: flash = text + data, RAM =
 data + bss (every buffer is static, so that is all the RAM the image uses
@@ -47,7 +47,7 @@ DEFAULT_SENSOR_SAMPLES = 2000  # 16 KB of flash; about 60 rounds of 10 stream + 
 FIRMWARE_TASKS = ("sine", "keywords")
 NOT_YET: dict[str, str] = {
     "characters": "it needs the compiled int8 backbone and the TinyOL head round on the device (not built yet)",
-    "presence": "its classifier round has no sensor firmware yet (not built yet)",
+    "presence": "it needs the room sensors' window features computed on the device, in a firmware app (not built yet)",
 }
 
 
