@@ -18,7 +18,7 @@ same fleet, interleaved so that drift in the machine's load hits both (goal ≤ 
 ``--client sse`` replaces the browser by a Python client doing what ``console.js``
 does (both streams, fragment fetches), for machines without chromium. Usage::
 
-    python bench/console.py                      # 100 devices, 50 per round, 6 phases of 8 rounds
+    python bench/console.py                      # 100 devices, 50 per round, 10 phases of 5 rounds
     python bench/console.py --phases 4 --rounds 5 --out runs/bench/console-quick.json
 """
 
@@ -59,9 +59,10 @@ FEDERATION = "mqtt-console-bench"
 class BenchConfig:
     devices: int = 100
     sample: int = 50
-    phases: int = 6  # alternating off, on, off, on, ...
-    rounds: int = 8  # per phase
+    phases: int = 10  # alternating off, on, off, on, ...: short phases, so the machine's other load hits both alike
+    rounds: int = 5  # per phase
     client: str = "browser"  # or "sse"
+    pages: tuple[str, ...] = ("fleet", "run")  # what the client has open; () = the console runs, nobody looks
     round_timeout_s: float = 60.0
 
 
@@ -132,28 +133,33 @@ class Phases:
         self.console: Any = None
         self.client: SseClient | None = None
         self.last_end = time.monotonic()
+        self.last_cpu = time.process_time()
         self.rounds: list[dict[str, Any]] = []
 
     def phase_of(self, server_round: int) -> int:
         return (server_round - 1) // self.config.rounds
 
     def __call__(self, report: RoundReport) -> None:
-        ended = time.monotonic()
+        ended, cpu = time.monotonic(), time.process_time()
         phase = self.phase_of(report.server_round)
         self.rounds.append({"round": report.server_round, "phase": phase, "console": phase % 2 == 1,
-                            "wall_s": ended - self.last_end, "participants": len(report.participant_devices or ())})
+                            "wall_s": ended - self.last_end, "process_cpu_s": cpu - self.last_cpu,
+                            "participants": len(report.participant_devices or ())})
         if report.server_round % self.config.rounds == 0:  # the phase ends: switch for the next one
             self.switch(on=(phase + 1) % 2 == 1 and phase + 1 < self.config.phases)
-        self.last_end = time.monotonic()
+        self.last_end, self.last_cpu = time.monotonic(), time.process_time()
 
     def switch(self, on: bool) -> None:
         if on and self.console is None:
             self.console = self.start()
-            pages = [f"{self.console.url}/fleet", f"{self.console.url}/federations/{FEDERATION}"]
+            paths = {"fleet": "/fleet", "run": f"/federations/{FEDERATION}"}
+            pages = [self.console.url + paths[p] for p in self.config.pages]
+            fragments = {"fleet": ["/fragments/fleet"],
+                         "run": [f"/fragments/federations/{FEDERATION}", f"/fragments/lineage/{FEDERATION}"]}
             if self.browser is not None:
-                self.browser.show(pages)
-            else:
-                self.client = SseClient(self.console.url, ["/fragments/fleet", f"/fragments/federations/{FEDERATION}"])
+                self.browser.show(pages + ["about:blank"] * (len(self.browser.tabs) - len(pages)))
+            elif self.config.pages:
+                self.client = SseClient(self.console.url, [f for p in self.config.pages for f in fragments[p]])
         elif not on and self.console is not None:
             if self.browser is not None:
                 self.browser.blank()
@@ -208,6 +214,13 @@ def run(config: BenchConfig, work: Path) -> dict[str, Any]:
     off = [r["wall_s"] for r in timed if not r["console"]]
     on = [r["wall_s"] for r in timed if r["console"]]
     ratio = statistics.median(on) / statistics.median(off)
+    by_phase = [statistics.median([r["wall_s"] for r in timed if r["phase"] == p] or [float("nan")])
+                for p in range(config.phases)]
+    # each on phase against the mean of the off phases around it: drift in the machine's load cancels out
+    paired = [by_phase[p] / statistics.fmean([by_phase[q] for q in (p - 1, p + 1) if q < config.phases])
+              for p in range(1, config.phases, 2)]
+    cpu_off = [r["process_cpu_s"] for r in timed if not r["console"]]
+    cpu_on = [r["process_cpu_s"] for r in timed if r["console"]]
     return {
         "benchmark": "console",
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -218,7 +231,12 @@ def run(config: BenchConfig, work: Path) -> dict[str, Any]:
             "off": {"median": statistics.median(off), "mean": statistics.fmean(off), "n": len(off)},
             "on": {"median": statistics.median(on), "mean": statistics.fmean(on), "n": len(on)},
         },
-        "ratio_on_over_off": {"median": ratio, "mean": statistics.fmean(on) / statistics.fmean(off)},
+        "ratio_on_over_off": {"median": ratio, "mean": statistics.fmean(on) / statistics.fmean(off),
+                              "paired_by_phase": paired, "paired_median": statistics.median(paired)},
+        "phase_median_wall_s": by_phase,
+        # CPU of this whole process (server, console and the simulated fleet) per round: less sensitive to other load
+        "process_cpu_s_per_round": {"off": statistics.median(cpu_off), "on": statistics.median(cpu_on),
+                                    "ratio_on_over_off": statistics.median(cpu_on) / statistics.median(cpu_off)},
         "goal_met": {"ratio_at_most_1_05": ratio <= 1.05},
         "rounds": phases.rounds,
     }
@@ -231,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", type=int, default=BenchConfig.phases, help="alternating off/on phases (even)")
     parser.add_argument("--rounds", type=int, default=BenchConfig.rounds, help="rounds per phase")
     parser.add_argument("--client", choices=("browser", "sse"), default=BenchConfig.client)
+    parser.add_argument("--pages", default="fleet,run", help="pages the client keeps open: fleet, run (or none)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/console.json"))
     args = parser.parse_args(argv)
     if args.phases < 2 or args.phases % 2 or args.rounds < 2 or not 0 < args.sample <= args.devices:
@@ -238,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     from flwr.supercore.logger import FLOWER_LOGGER
 
     FLOWER_LOGGER.setLevel("WARNING")
-    config = BenchConfig(args.devices, args.sample, args.phases, args.rounds, args.client)
+    pages = tuple(p for p in args.pages.split(",") if p and p != "none")
+    if set(pages) - {"fleet", "run"}:
+        parser.error("--pages takes fleet, run or none")
+    config = BenchConfig(args.devices, args.sample, args.phases, args.rounds, args.client, pages)
     with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
         result = run(config, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     walls = result["round_wall_s"]
     print(f"round wall time median: console off {walls['off']['median']:.3f} s (n={walls['off']['n']}), "
           f"on {walls['on']['median']:.3f} s (n={walls['on']['n']}); ratio {result['ratio_on_over_off']['median']:.3f} "
+          f"(phase-paired median {result['ratio_on_over_off']['paired_median']:.3f}); "
+          f"process CPU per round ratio {result['process_cpu_s_per_round']['ratio_on_over_off']:.3f} "
           f"-> {args.out}")
     return 0
 

@@ -60,6 +60,8 @@ STATIC = Path(__file__).parent / "static"
 #: or federation changed, and only then, or after FACTS_TTL_S, are they asked again.
 FACTS_MIN_GAP_S = 5.0
 FACTS_TTL_S = 60.0
+#: A run's lineage (``model-lineage`` walks every version back to the first) is re-read at most this often.
+LINEAGE_MIN_GAP_S = 10.0
 FACTS_FINGERPRINT = """PREFIX tf: <https://w3id.org/tinyfleet#>
 SELECT ?things ?hash ?models ?federations WHERE {
   { SELECT (COUNT(?g) AS ?things) (SHA1(GROUP_CONCAT(SHA1(?doc); separator=" ")) AS ?hash)
@@ -121,7 +123,7 @@ class ConsoleState:
     wakeup: Wakeup = field(default_factory=Wakeup)
     _facts: tuple[float, RegistryFacts] | None = None
     _fingerprint: tuple[float, Any] | None = None  # (when loaded, FACTS_FINGERPRINT's row then)
-    _lineage: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # federation -> (feed version, lineage)
+    _lineage: dict[str, tuple[float, int, Any]] = field(default_factory=dict)  # federation -> (when, version, lineage)
     _facts_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def round_recorded(self) -> None:
@@ -285,16 +287,16 @@ def create_console_app(state: ConsoleState) -> FastAPI:
     async def runs_json() -> JSONResponse:
         return JSONResponse([{**run.info(), "rounds": _fresh(run)} for run in state.runs])
 
-    async def lineage_of(name: str) -> tuple[tuple[list[str], list[dict[str, str]]] | None, Federation | None, str | None]:
+    async def lineage_of(name: str, fresh: bool = False) -> tuple[tuple[list[str], list[dict[str, str]]] | None, Federation | None, str | None]:
         facts = await state.facts()
         federation = next((f for f in facts.federations if f.name == name), None)
         if federation is None or state.reader is None:
             return None, None, facts.error
         run = state.run(name)
-        key = (run.feed.version if run is not None else -1, state._facts[0] if state._facts else 0.0)
-        cached = state._lineage.get(name)
-        if cached is not None and cached[0] == key:  # no round and no registry refresh since: the same answer
-            return cached[1], federation, None
+        version = run.feed.version if run is not None else -1
+        cached = state._lineage.get(name)  # (when read, the run's feed version then, the lineage)
+        if not fresh and cached is not None and (cached[1] == version or time.monotonic() - cached[0] < LINEAGE_MIN_GAP_S):
+            return cached[2], federation, None  # no round since, or read moments ago
         try:
             _, latest = await state.reader.select(_LATEST.format(federation=iri_ref(federation.iri)))
             lineage: tuple[list[str], list[dict[str, str]]] = ([], [])
@@ -302,13 +304,13 @@ def create_console_app(state: ConsoleState) -> FastAPI:
                 lineage = await state.reader.named("model-lineage", {"version": latest[0]["version"]})
         except (RegistryError, ValueError) as exc:
             return None, federation, str(exc)
-        state._lineage[name] = (key, lineage)
+        state._lineage[name] = (time.monotonic(), version, lineage)
         return lineage, federation, None
 
     @app.get("/federations/{name}")
     async def federation_page(name: str) -> HTMLResponse:
         run = state.run(name)
-        lineage, federation, error = await lineage_of(name)
+        lineage, federation, error = await lineage_of(name, fresh=True)  # a page asked for: never a cached answer
         if run is None and federation is None:
             return _page(layout("Not found", "federations", notice(f"no federation {name!r}: neither a watched run nor "
                                                                   "in the registry")), 404)
