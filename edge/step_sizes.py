@@ -57,12 +57,24 @@ def check_scales(scales: Mapping[str, np.ndarray], weights: Mapping[str, np.ndar
     return checked
 
 
-def _axpy(a: float, x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray]) -> Weights:
-    return {k: y[k] + np.float32(a) * x[k] for k in y}
+class _Flat:
+    """Weight sets as one float32 vector and back: elementwise steps become one operation, not one per array."""
 
+    def __init__(self, like: Mapping[str, np.ndarray]) -> None:
+        self.names = list(like)
+        self.shapes = [np.shape(like[k]) for k in self.names]
+        self.bounds = np.cumsum([0] + [math.prod(shape) for shape in self.shapes]).tolist()
 
-def _norm(x: Mapping[str, np.ndarray]) -> float:
-    return math.sqrt(sum(float(np.vdot(v, v)) for v in x.values()))
+    def join(self, arrays: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(arrays[k], dtype=np.float32).ravel() for k in self.names])
+
+    def split(self, flat: np.ndarray) -> Weights:
+        """Views of ``flat``, named and shaped like the weights (nothing is copied)."""
+        return {k: flat[a:b].reshape(shape) for k, shape, a, b in zip(self.names, self.shapes, self.bounds, self.bounds[1:])}
+
+    def norm(self, flat: np.ndarray) -> float:
+        """The Euclidean norm as it is summed per array: one float32 dot product per array, added in float64."""
+        return math.sqrt(sum(float(np.vdot(flat[a:b], flat[a:b])) for a, b in zip(self.bounds, self.bounds[1:])))
 
 
 def log_scale_hypergradient(
@@ -79,29 +91,31 @@ def log_scale_hypergradient(
     per support sample, exactly as the device adapts. Backward: v = ∇L_q(φ_K);
     for t = K … 1 the step's contribution is −v ⊙ α ⊙ g_t, then
     v ← v − H_t·(α ⊙ v), with H_t·u from two gradients at φ_{t-1} ± h·u/|u|.
+    Every elementwise step runs on all weight arrays at once (:class:`_Flat`), in float32 as per array.
     """
-    rates = {k: np.float32(base_rate) * np.asarray(scales[k], dtype=np.float32) for k in theta}
-    phis: list[Weights] = [{k: np.asarray(v, dtype=np.float32) for k, v in theta.items()}]
-    step_gradients: list[Weights] = []
+    flat = _Flat(theta)
+    rates = np.float32(base_rate) * flat.join(scales)
+    phis = [flat.join(theta)]
+    step_gradients: list[np.ndarray] = []
     for x, y in support:
-        _, g = gradient(phis[-1], x, y)
-        step_gradients.append(g)
-        phis.append({k: phis[-1][k] - rates[k] * g[k] for k in g})
-    query_loss, v = gradient(phis[-1], *query)
-    hyper = {k: np.zeros_like(a) for k, a in rates.items()}
+        _, g = gradient(flat.split(phis[-1]), x, y)
+        step_gradients.append(flat.join(g))
+        phis.append(phis[-1] - rates * step_gradients[-1])
+    query_loss, grad = gradient(flat.split(phis[-1]), *query)
+    v = flat.join(grad)
+    hyper = np.zeros_like(rates)
     for t in reversed(range(len(support))):
-        for k in hyper:
-            hyper[k] -= v[k] * rates[k] * step_gradients[t][k]
-        probe = {k: rates[k] * v[k] for k in v}  # the step's Jacobian is I − diag(α)·H_t, so v ← v − H_t·(α ⊙ v)
-        size = _norm(probe)
+        hyper -= v * rates * step_gradients[t]
+        probe = rates * v  # the step's Jacobian is I − diag(α)·H_t, so v ← v − H_t·(α ⊙ v)
+        size = flat.norm(probe)
         if size == 0.0 or not math.isfinite(size):
             break
         h = FINITE_DIFFERENCE / size
         x, y = support[t]
-        _, plus = gradient(_axpy(h, probe, phis[t]), x, y)
-        _, minus = gradient(_axpy(-h, probe, phis[t]), x, y)
-        v = {k: v[k] - (plus[k] - minus[k]) / np.float32(2 * h) for k in v}
-    return hyper, float(query_loss)
+        _, plus = gradient(flat.split(phis[t] + np.float32(h) * probe), x, y)
+        _, minus = gradient(flat.split(phis[t] + np.float32(-h) * probe), x, y)
+        v = v - (flat.join(plus) - flat.join(minus)) / np.float32(2 * h)
+    return {k: a.copy() for k, a in flat.split(hyper).items()}, float(query_loss)
 
 
 def stream_hypergradient(

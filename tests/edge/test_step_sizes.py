@@ -152,3 +152,47 @@ def test_the_tinyol_head_applies_step_sizes_and_keeps_them_when_a_class_is_added
     with pytest.raises(InvalidInputError, match="step sizes 'head_b' have shape"):
         classifier.set_step_sizes({"head_w": np.ones((4, 3), np.float32), "head_b": np.ones(2, np.float32)})
     np.testing.assert_array_equal(classifier.step_sizes["head_b"], [0.25, 0.25, 1.0])  # refused: kept
+
+
+def reference_hypergradient(theta, scales, base_rate, support, query, gradient):
+    """log_scale_hypergradient as it was written one weight array at a time, before its flat vectors."""
+    import math
+
+    rates = {k: np.float32(base_rate) * np.asarray(scales[k], dtype=np.float32) for k in theta}
+    phis = [{k: np.asarray(v, dtype=np.float32) for k, v in theta.items()}]
+    step_gradients = []
+    for x, y in support:
+        _, g = gradient(phis[-1], x, y)
+        step_gradients.append(g)
+        phis.append({k: phis[-1][k] - rates[k] * g[k] for k in g})
+    query_loss, v = gradient(phis[-1], *query)
+    hyper = {k: np.zeros_like(a) for k, a in rates.items()}
+    for t in reversed(range(len(support))):
+        for k in hyper:
+            hyper[k] -= v[k] * rates[k] * step_gradients[t][k]
+        probe = {k: rates[k] * v[k] for k in v}
+        size = math.sqrt(sum(float(np.vdot(p, p)) for p in probe.values()))
+        if size == 0.0 or not math.isfinite(size):
+            break
+        h = 1e-3 / size
+        x, y = support[t]
+        _, plus = gradient({k: phis[t][k] + np.float32(h) * probe[k] for k in probe}, x, y)
+        _, minus = gradient({k: phis[t][k] + np.float32(-h) * probe[k] for k in probe}, x, y)
+        v = {k: v[k] - (plus[k] - minus[k]) / np.float32(2 * h) for k in v}
+    return hyper, float(query_loss)
+
+
+@pytest.mark.parametrize("sizes", [(1, 40, 40, 1), (1, 8, 8, 1)])
+def test_the_flat_hypergradient_is_the_per_array_one_bit_for_bit(sizes):
+    """The same float32 operations on the same numbers, grouped into one vector: equal bits (constructed)."""
+    theta = init_mlp_weights(sizes, 5)
+    rng = np.random.default_rng(6)
+    scales = {k: np.exp(rng.normal(0, 0.5, v.shape)).astype(np.float32) for k, v in theta.items()}
+    support, query_samples = samples(7, 5), samples(8, 20)
+    query = (np.concatenate([x for x, _ in query_samples]), np.concatenate([y for _, y in query_samples]))
+    gradient = regression_gradients(sizes)
+    hyper, loss = log_scale_hypergradient(theta, scales, 0.02, support, query, gradient)
+    expected, expected_loss = reference_hypergradient(theta, scales, 0.02, support, query, gradient)
+    assert loss == expected_loss and hyper.keys() == expected.keys()
+    for name in expected:
+        assert hyper[name].dtype == np.float32 and hyper[name].tobytes() == expected[name].tobytes(), name
