@@ -200,6 +200,26 @@ def add(
     out.print(f"[green]registered[/] {escape(name)} ({len(rdf)} statements) in {escape(store_url)}", highlight=False)
 
 
+@app.command("add-firmware")
+def add_firmware(
+    report: Path = typer.Argument(..., help="The size report `tinyfleet firmware build` wrote (<task>_firmware.size.json)."),
+    device: str = typer.Option(..., "--device", help="The device that runs the image: its id (sine-3) or IRI."),
+    model: str = typer.Option(None, "--model", help="IRI of the model the image carries (its measured sizes then decide matchmaking)."),
+    store_url: str = StoreOption,
+) -> None:
+    """Record a firmware image's measured flash and RAM as the device's firmware facts (replacing earlier ones)."""
+    from ontology.firmware_facts import read_report, record_firmware
+
+    with _refusals():
+        data = read_report(report)
+    with _opened(store_url, create=True) as store, _refusals():
+        facts = record_firmware(store, data, device, model)
+        registered = store.has_graph(facts.device)
+        store.flush()
+    out.print(f"[green]recorded[/] {escape(facts.image)}: {facts.board}, flash {facts.flash_bytes:,} B, RAM {facts.ram_bytes:,} B"
+              f"{'' if registered else ' (the device has no TD registered yet; the facts wait for it)'}", highlight=False)
+
+
 # -- querying --------------------------------------------------------------------------
 
 

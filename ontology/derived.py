@@ -392,7 +392,7 @@ SELECT DISTINCT ?g ?model ?runtime ?task WHERE {
   }
 }"""
 
-__all__ = ["CAPABILITY_BASE", "CAPABILITY_GRAPH", "DERIVATION_VERSION", "DEVICE_PREDICATES", "LEASE_BUCKET", "MAX_SET_KINDS", "DeviceFacts",
+__all__ = ["all_derived_nquads", "CAPABILITY_BASE", "CAPABILITY_GRAPH", "DERIVATION_VERSION", "DEVICE_PREDICATES", "LEASE_BUCKET", "MAX_SET_KINDS", "DeviceFacts",
            "FACTS_QUERY", "MODEL_FACTS_QUERY", "ModelFacts", "TASK_FACTS_QUERY", "capability_triples", "covered_sets",
            "device_facts", "device_triples", "lease_bucket", "lease_triples", "model_facts", "model_triples",
            "requirement_kinds", "requirement_triples", "sensor_set", "sensor_set_triples", "task_kinds_in", "with_derived"]
@@ -418,3 +418,79 @@ def prune_update() -> str:
         drop(f"<{tf}Offer>", f"GRAPH {cap} {{ ?d <{tf}capabilityOffer> ?c }}"),
         drop(f"<{tf}ResourceProfile> <{tf}SensorSet>", "GRAPH ?g { ?d ?link ?c } FILTER(?d != ?c)"),
     ])
+
+
+def all_derived_nquads(rows: Callable[[str], list[tuple]]) -> tuple[str, int]:
+    """(N-Quads of the derived facts of every device, model and task, number of devices), from the answers
+    ``rows`` gives to :data:`FACTS_QUERY`, :data:`TASK_FACTS_QUERY` and :data:`MODEL_FACTS_QUERY` over the store
+    (what :meth:`~ontology.store.RegistryStore.derive_all` writes)."""
+    seen: dict[tuple[object, object], dict[str, set]] = {}
+    for g, device, mcu, ram, flash, runtime, kind, expires in rows(FACTS_QUERY):
+        entry = seen.setdefault((g, device), {"mcu": set(), "ram": set(), "flash": set(), "runtime": set(), "kind": set(), "expires": set()})
+        entry["mcu"].add(mcu)
+        entry["ram"].add(ram)
+        entry["flash"].add(flash)
+        entry["runtime"].add(str(runtime))
+        if isinstance(kind, URIRef):
+            entry["kind"].add(str(kind))
+        if expires is not None:
+            entry["expires"].add(expires)
+    lines: list[str] = []
+    shared: set[str] = set()
+    kind_sets: set[tuple[str, ...]] = set()
+    count = 0
+    for (g, device), entry in seen.items():
+        if not isinstance(device, URIRef) or len(entry["mcu"]) != 1 or len(entry["ram"]) != 1 or len(entry["flash"]) != 1:
+            continue  # the same rules as derived.device_facts
+        ram, flash = next(iter(entry["ram"])).toPython(), next(iter(entry["flash"])).toPython()
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (ram, flash)):
+            continue
+        facts = DeviceFacts(str(device), tuple(sorted(entry["runtime"])), ram, flash, tuple(sorted(entry["kind"])),
+                            lease_bucket(entry["expires"]))
+        count += 1
+        graph = g.n3()
+        lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in device_triples(facts))
+        if facts.capability not in shared:
+            shared.add(facts.capability)
+            for s, p, o in capability_triples(facts):  # resource-profile and offer triples recur across capabilities
+                line = f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ."
+                if line not in shared:
+                    shared.add(line)
+                    lines.append(line)
+            kind_sets.update(covered_sets(facts.kinds))
+        elif facts.lease_node not in shared:
+            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in lease_triples(facts))
+        shared.add(facts.lease_node)
+    sets = kind_sets
+    task_graph_kinds: dict[tuple[object, object], set[str]] = {}
+    for g, task, kind in rows(TASK_FACTS_QUERY):
+        if isinstance(task, URIRef):
+            entry = task_graph_kinds.setdefault((g, task), set())
+            if isinstance(kind, URIRef):
+                entry.add(str(kind))
+    task_kinds: dict[str, set[str]] = {}
+    for (g, task), kinds in task_graph_kinds.items():
+        task_kinds.setdefault(str(task), set()).update(kinds)
+        lines.append(f"{task.n3()} <{TF.requiresSensorSet}> <{sensor_set(kinds)}> {g.n3()} .")
+        sets.add(tuple(sorted(kinds)))
+    models: dict[tuple[object, object], tuple[set[str], set[str]]] = {}
+    for g, model, runtime, task in rows(MODEL_FACTS_QUERY):
+        if isinstance(model, URIRef) and isinstance(runtime, URIRef):
+            runtimes, tasks = models.setdefault((g, model), (set(), set()))
+            runtimes.add(str(runtime))
+            if isinstance(task, URIRef):
+                tasks.add(str(task))
+    for (g, model), (runtimes, tasks) in models.items():
+        mfacts = ModelFacts(str(model), tuple(sorted(runtimes)), tuple(sorted(tasks)))
+        graph = g.n3()
+        lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in model_triples(mfacts))
+        if mfacts.requirement not in shared:
+            shared.add(mfacts.requirement)
+            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in requirement_triples(mfacts, task_kinds))
+            sets.add(requirement_kinds(mfacts, task_kinds))
+    for kinds in sets:
+        lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in sensor_set_triples(kinds))
+    if lines:  # an empty registry stays empty (no capability graph)
+        version = Literal(DERIVATION_VERSION, datatype=XSD.integer).n3()
+        lines.append(f"<{CAPABILITY_GRAPH}> <{TF.derivationVersion}> {version} <{CAPABILITY_GRAPH}> .")
+    return "\n".join(lines) + "\n", count

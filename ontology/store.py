@@ -52,20 +52,8 @@ from rdflib.term import Identifier, Node
 from ontology.derived import (
     DERIVATION_VERSION,
     DEVICE_PREDICATES,
-    FACTS_QUERY,
-    MODEL_FACTS_QUERY,
-    TASK_FACTS_QUERY,
-    DeviceFacts,
-    ModelFacts,
-    capability_triples,
-    covered_sets,
-    device_triples,
-    lease_bucket,
-    lease_triples,
+    all_derived_nquads,
     prune_update,
-    model_triples,
-    requirement_kinds,
-    requirement_triples,
     sensor_set,
     sensor_set_triples,
     task_kinds_in,
@@ -293,77 +281,7 @@ class RegistryStore:
 
     def derived_nquads(self) -> tuple[str, int]:
         """(N-Quads of the derived facts of every device and model in the store, number of devices) computed afresh."""
-        result = self.query(FACTS_QUERY, timeout_s=None, max_results=None)
-        seen: dict[tuple[object, object], dict[str, set]] = {}
-        for g, device, mcu, ram, flash, runtime, kind, expires in result.rows:
-            entry = seen.setdefault((g, device), {"mcu": set(), "ram": set(), "flash": set(), "runtime": set(), "kind": set(), "expires": set()})
-            entry["mcu"].add(mcu)
-            entry["ram"].add(ram)
-            entry["flash"].add(flash)
-            entry["runtime"].add(str(runtime))
-            if isinstance(kind, URIRef):
-                entry["kind"].add(str(kind))
-            if expires is not None:
-                entry["expires"].add(expires)
-        lines: list[str] = []
-        shared: set[str] = set()
-        kind_sets: set[tuple[str, ...]] = set()
-        count = 0
-        for (g, device), entry in seen.items():
-            if not isinstance(device, URIRef) or len(entry["mcu"]) != 1 or len(entry["ram"]) != 1 or len(entry["flash"]) != 1:
-                continue  # the same rules as derived.device_facts
-            ram, flash = next(iter(entry["ram"])).toPython(), next(iter(entry["flash"])).toPython()
-            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (ram, flash)):
-                continue
-            facts = DeviceFacts(str(device), tuple(sorted(entry["runtime"])), ram, flash, tuple(sorted(entry["kind"])),
-                                lease_bucket(entry["expires"]))
-            count += 1
-            graph = g.n3()
-            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in device_triples(facts))
-            if facts.capability not in shared:
-                shared.add(facts.capability)
-                for s, p, o in capability_triples(facts):  # resource-profile and offer triples recur across capabilities
-                    line = f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ."
-                    if line not in shared:
-                        shared.add(line)
-                        lines.append(line)
-                kind_sets.update(covered_sets(facts.kinds))
-            elif facts.lease_node not in shared:
-                lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in lease_triples(facts))
-            shared.add(facts.lease_node)
-        sets = kind_sets
-        task_graph_kinds: dict[tuple[object, object], set[str]] = {}
-        for g, task, kind in self.query(TASK_FACTS_QUERY, timeout_s=None, max_results=None).rows:
-            if isinstance(task, URIRef):
-                entry = task_graph_kinds.setdefault((g, task), set())
-                if isinstance(kind, URIRef):
-                    entry.add(str(kind))
-        task_kinds: dict[str, set[str]] = {}
-        for (g, task), kinds in task_graph_kinds.items():
-            task_kinds.setdefault(str(task), set()).update(kinds)
-            lines.append(f"{task.n3()} <{TF.requiresSensorSet}> <{sensor_set(kinds)}> {g.n3()} .")
-            sets.add(tuple(sorted(kinds)))
-        models: dict[tuple[object, object], tuple[set[str], set[str]]] = {}
-        for g, model, runtime, task in self.query(MODEL_FACTS_QUERY, timeout_s=None, max_results=None).rows:
-            if isinstance(model, URIRef) and isinstance(runtime, URIRef):
-                runtimes, tasks = models.setdefault((g, model), (set(), set()))
-                runtimes.add(str(runtime))
-                if isinstance(task, URIRef):
-                    tasks.add(str(task))
-        for (g, model), (runtimes, tasks) in models.items():
-            mfacts = ModelFacts(str(model), tuple(sorted(runtimes)), tuple(sorted(tasks)))
-            graph = g.n3()
-            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} {graph} ." for s, p, o in model_triples(mfacts))
-            if mfacts.requirement not in shared:
-                shared.add(mfacts.requirement)
-                lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in requirement_triples(mfacts, task_kinds))
-                sets.add(requirement_kinds(mfacts, task_kinds))
-        for kinds in sets:
-            lines.extend(f"{s.n3()} {p.n3()} {o.n3()} <{CAPABILITY_GRAPH}> ." for s, p, o in sensor_set_triples(kinds))
-        if lines:  # an empty registry stays empty (no capability graph)
-            version = Literal(DERIVATION_VERSION, datatype=XSD_INTEGER).n3()
-            lines.append(f"<{CAPABILITY_GRAPH}> <{TF.derivationVersion}> {version} <{CAPABILITY_GRAPH}> .")
-        return "\n".join(lines) + "\n", count
+        return all_derived_nquads(lambda sparql: self.query(sparql, timeout_s=None, max_results=None).rows)
 
     def derive_all(self, *, bulk: bool = False) -> int:
         """Recompute the derived facts of every device (after raw updates or bulk loads); returns the device count.

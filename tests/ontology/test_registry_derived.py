@@ -35,6 +35,8 @@ REFERENCE = {
   ?mcu tf:ramBytes ?ram ; tf:flashBytes ?flash .
   FILTER(?training_ram <= ?ram && ?flash_need <= ?flash)
   FILTER NOT EXISTS { ?task tf:requiresSensorType ?kind . FILTER NOT EXISTS { ?device tf:hasSensor/a ?kind } }
+  FILTER NOT EXISTS { ?device tf:runsFirmware ?i . ?i tf:firmwareModel ?model ; tf:firmwareFlashBytes ?mf ; tf:firmwareRamBytes ?mr .
+                      FILTER(?mr > ?ram || ?mf > ?flash) }
   FILTER NOT EXISTS { ?device tf:registrationExpires ?e . FILTER NOT EXISTS { ?device tf:registrationExpires ?e2 FILTER(?e2 > NOW()) } }
 }""",
     "devices-for-model": PREFIX + """SELECT DISTINCT ?device WHERE {
@@ -42,14 +44,17 @@ REFERENCE = {
   ?device a tf:Device ; tf:supportsRuntime ?runtime ; tf:hasMicrocontroller ?mcu .
   ?mcu tf:ramBytes ?ram ; tf:flashBytes ?flash .
   FILTER(?flash_need <= ?flash && ?arena <= ?ram)
+  FILTER NOT EXISTS { ?device tf:runsFirmware ?i . ?i tf:firmwareModel ?model ; tf:firmwareFlashBytes ?mf ; tf:firmwareRamBytes ?mr .
+                      FILTER(?mr > ?ram || ?mf > ?flash) }
   FILTER NOT EXISTS { ?model tf:forTask/tf:requiresSensorType ?kind . FILTER NOT EXISTS { ?device tf:hasSensor/a ?kind } }
   FILTER NOT EXISTS { ?device tf:registrationExpires ?e . FILTER NOT EXISTS { ?device tf:registrationExpires ?e2 FILTER(?e2 > NOW()) } }
 }""",
     "models-for-device": PREFIX + """SELECT DISTINCT ?model WHERE {
   ?device tf:supportsRuntime ?runtime ; tf:hasMicrocontroller ?mcu .
   ?mcu tf:ramBytes ?ram ; tf:flashBytes ?flash .
-  ?model tf:runtime ?runtime ; tf:modelSizeBytes ?flash_need ; tf:tensorArenaBytes ?arena .
-  FILTER(?flash_need <= ?flash && ?arena <= ?ram)
+  ?model tf:runtime ?runtime ; tf:modelSizeBytes ?size ; tf:tensorArenaBytes ?arena .
+  OPTIONAL { ?device tf:runsFirmware ?i . ?i tf:firmwareModel ?model ; tf:firmwareFlashBytes ?mf ; tf:firmwareRamBytes ?mr }
+  FILTER(COALESCE(?mf, ?size) <= ?flash && COALESCE(?mr, ?arena) <= ?ram)
   FILTER NOT EXISTS { ?model tf:forTask/tf:requiresSensorType ?kind . FILTER NOT EXISTS { ?device tf:hasSensor/a ?kind } }
 }""",
 }
@@ -164,9 +169,20 @@ def test_fast_queries_agree_with_the_plain_ones_on_a_generated_fleet(load: str, 
         devices = fleet.devices[:30] + [device_iri(d) for d in ("nano-1", "esp-1", "pi-1", "naive-past")]
         trainable = fleet.trainable[:16] + [(f"{ID}model/kws-small", f"{ID}task/kws"), (f"{ID}model/kws-small", f"{ID}task/person")]
         models = [m for m, _ in fleet.trainable[:16]] + [f"{ID}model/{m}" for m in ("kws-small", "person-big", "anomaly-litert")]
+        _firmware_images(store, fleet.devices[:12], models)
         assert _assert_all_agree(store, devices, trainable, models) == len(devices) + len(trainable) + len(models)
         listed = sum(len(_fast(store, "eligible-devices", {"model": m, "task": t})) for m, t in trainable)
         assert listed > 0  # the comparison is not between empty answers only
+
+
+def _firmware_images(store: RegistryStore, devices: list[str], models: list[str]) -> None:
+    """Measured images of models on some devices: tiny ones (a model may fit on measurement alone) and huge ones."""
+    from ontology.firmware_facts import FirmwareFacts
+
+    for i, device in enumerate(devices):
+        size = 1 if i % 2 else 10**9  # fits anything / fits nothing
+        facts = FirmwareFacts(device, f"{ID}task/kws", "nano33ble", size, size, size, 0, size, model=models[i % len(models)])
+        store.put_graph(facts.image, facts.graph())
 
 
 def test_changing_or_removing_a_task_refreshes_the_models_that_need_it() -> None:
