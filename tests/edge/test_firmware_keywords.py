@@ -183,14 +183,10 @@ def test_clip_feed_refuses_a_path_that_is_not_a_fifo_and_stops_at_a_bad_clip(tmp
     assert feed.ended == "error" and "1 to 32000 samples" in str(feed.error)
 
 
-def test_keywords_rounds_under_qemu_answer_as_the_simulated_device(elf: Path, tmp_path: Path) -> None:
+def play_rounds(elf: Path, folder: Path, rounds: list[tuple[dict, float | None, tuple[str, ...]]]) -> None:
+    """Each round's TASK and MODEL to the QEMU device fed its twin's clips; its UPDATE equals run_task's on the twin."""
     twin = task_device(FAMILY, SEED, stream_key=0)
-    rounds = [  # (hyperparameters, top_p): TinyMetaFed Top-P, TinyMetaFed dense, a whole-model round
-        ({**META, "server-round": 1}, 0.1, PRIVATE),
-        ({**META, "server-round": 2}, None, PRIVATE),
-        ({"stream-samples": 6, "probe-samples": 3, "server-round": 3}, None, ()),
-    ]
-    device = Device(elf, tmp_path / "dev", device_clips(SEED))
+    device = Device(elf, folder, device_clips(SEED))
     try:
         assert device.next().payload == b"online"
         assert json.loads(device.next().payload)["id"] == DEVICE_ID
@@ -206,7 +202,7 @@ def test_keywords_rounds_under_qemu_answer_as_the_simulated_device(elf: Path, tm
             assert 0 < books["stack-bytes"] < STACK_MARGIN, books  # what test_firmware_keywords_build.py leaves free
             want = run_task(twin, firmware_init(FAMILY, SEED), task, model).update
             assert_same_update(update.payload, want)
-            print(f"round {round_id}: max |δ_C − δ_numpy| {max_delta_difference(update.payload, want):.2e}, "
+            print(f"round {round_id} {hyper}: max |δ_C − δ_numpy| {max_delta_difference(update.payload, want):.2e}, "
                   f"{books['device-instructions']:,} instructions ({books['feature-instructions']:,} in the front end), "
                   f"stack {books['stack-bytes']:,} B")
             if round_id == 1:  # the same round on the clips one later: far outside the tolerance
@@ -217,6 +213,24 @@ def test_keywords_rounds_under_qemu_answer_as_the_simulated_device(elf: Path, tm
     finally:
         device.close()
     assert device.feed.error is None
+
+
+def test_keywords_rounds_under_qemu_answer_as_the_simulated_device(elf: Path, tmp_path: Path) -> None:
+    """TinyMetaFed with Top-P (the private output layer rebuilt by SGD) and a whole-model dense round."""
+    play_rounds(elf, tmp_path / "dev", [
+        ({**META, "server-round": 1}, 0.1, PRIVATE),
+        ({"stream-samples": 6, "probe-samples": 3, "server-round": 2}, None, ()),
+    ])  # fmt: skip
+
+
+@pytest.mark.slow
+def test_more_keywords_rounds_dense_imprinted_and_replayed_answer_as_the_simulated_device(elf: Path, tmp_path: Path) -> None:
+    """TinyMetaFed dense, TinyMetaFed imprinting its output layer (keywords' method: Top-25 %), FedAvg's 16 x 5 epochs."""
+    play_rounds(elf, tmp_path / "dev", [
+        ({**META, "server-round": 1}, None, PRIVATE),
+        ({**META, "reconstruction-rule": "imprint", "reconstruction-samples": 8, "server-round": 2}, 0.25, PRIVATE),
+        ({"stream-samples": 16, "local-epochs": 5, "probe-samples": 5, "server-round": 3}, None, ()),
+    ])  # fmt: skip
 
 
 def test_a_bad_clip_is_refused_with_its_reason_and_the_device_keeps_running(elf: Path, tmp_path: Path) -> None:
