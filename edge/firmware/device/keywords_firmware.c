@@ -27,7 +27,8 @@
  * MODEL completely (tfw_read_model) before it writes a byte of the UPDATE (encode, at the end). A second large
  * frame while a MODEL is held (a newer MODEL: the TASK of the held one was lost) does not fit the small buffer: it
  * is refused as "oversized" and the held MODEL dropped, so the next round starts clean. A TASK of another round
- * than the held MODEL drops the MODEL too. STEP_SIZES payloads are not taken (the C round predates them).
+ * than the held MODEL drops the MODEL too. No STEP_SIZES are taken: step sizes are the sine regressor's (the
+ * round refuses them for a classifier, as run_task does), so a STEP_SIZES frame is one such large frame.
  */
 #include <stdio.h>
 #include <string.h>
@@ -44,7 +45,7 @@
 #error "keywords_firmware.c needs mfcc_tables.h with the task's feature scaler (edge.firmware.mfcc_tables, scaler=)"
 #endif
 #ifndef DEVICE_MAX_MODEL
-#define DEVICE_MAX_MODEL 51200u /* the 120-64-64-4 classifier's dense MODEL is 48,908 bytes */
+#define DEVICE_MAX_MODEL 51200u /* the 120-64-64-4 classifier's MODEL: 48,852 B whole, 47,756 B without w2, b2 */
 #endif
 #ifndef DEVICE_REPLAY_FLOATS
 #define DEVICE_REPLAY_FLOATS (32u * (TF_MFCC_NUM_FEATURES + 1u)) /* probe + replayed shots: 32 samples held */
