@@ -80,18 +80,21 @@ class RoundFeed:
         self.version = 0
         self._rounds: list[dict[str, Any]] = []
         self._offset = 0
+        self._inode: int | None = None
         self._lock = threading.Lock()
 
     def refresh(self) -> bool:
-        """Read the new complete lines; True if the rounds changed. A shorter file than before starts over."""
+        """Read the new complete lines; True if the rounds changed. Another or a shorter file than before starts over."""
         with self._lock:
             try:
-                size = self.path.stat().st_size
+                stat = self.path.stat()
+                size, inode = stat.st_size, stat.st_ino
             except OSError:
-                size = 0
-            if size < self._offset:  # --fresh deleted the old run's record
+                size, inode = 0, None
+            if size < self._offset or (inode != self._inode and self._offset):  # --fresh deleted the old run's record
                 self._rounds, self._offset = [], 0
                 self.version += 1
+            self._inode = inode
             if size == self._offset:
                 return False
             with self.path.open("rb") as handle:
