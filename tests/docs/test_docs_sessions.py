@@ -14,26 +14,34 @@ from pathlib import Path
 import pytest
 from doc_sessions import ROOT, SKIP, Block, all_blocks, output_matches, parse_commands, run_blocks, run_parallel, script_of
 
-# README.md is the lead's file. Its blocks that still lack a marker are treated as the marker below says (keyed by
-# the block's first line); the lead adds the marker (the same text) before each, and then the entry can go.
-README_PENDING = {
-    "make demo": "skip — make demo trains 1000 rounds (3 min 41 s here) and make test is the whole suite with system"
-                 " packages (8 min 21 s); neither fits a test, and make test is what CI runs",
-    "tinyfleet server --local-broker --fleet 30": "parallel slow",
-    "$ tinyfleet registry serve --store /tmp/reg": "skip — abridged from docs/registry.md, whose whole session"
-                                                   " (files made, server started, stopped) this test runs",
+# Files other people own (README.md is the lead's, docs/console.md the console's): their blocks that still lack a
+# marker are treated as the marker below says (keyed by file and the block's first line). The owner adds the marker
+# (the same text) before each block, and then the entry can go.
+PENDING = {
+    "README.md": {
+        "make demo": "skip — make demo trains 1000 rounds (3 min 41 s here) and make test is the whole suite with"
+                     " system packages (8 min 21 s); neither fits a test, and make test is what CI runs",
+        "tinyfleet server --local-broker --fleet 30": "parallel slow",
+        "$ tinyfleet registry serve --store /tmp/reg": "skip — abridged from docs/registry.md, whose whole session"
+                                                       " (files made, server started, stopped) this test runs",
+    },
+    "console.md": {
+        "tinyfleet server --local-broker --fleet 30 --rounds 20": "parallel slow",
+        "tinyfleet registry serve --store runs/registry --port 8787": "skip — PORT, $TOKEN and $SERVER_PASSWORD stand"
+                                                                      " for the user's broker port and secrets",
+        "$ curl -N": "skip — an event stream that runs until it is interrupted (curl -N)",
+    },
 }  # fmt: skip
 RUN_MARKERS = ("run", "run slow", "parallel", "parallel slow")
 
 
 def treatment(block: Block) -> str:
-    """The block's marker; for a README block without one, its README_PENDING entry; else "run"."""
+    """The block's marker; for a block of another owner's file without one, its PENDING entry; else "run"."""
     if block.marker is not None:
         return block.marker
-    if block.path.name == "README.md":
-        for first_line, marker in README_PENDING.items():
-            if block.first_line.startswith(first_line):
-                return marker
+    for first_line, marker in PENDING.get(block.path.name, {}).items():
+        if block.first_line.startswith(first_line):
+            return marker
     return "run"
 
 
@@ -76,11 +84,13 @@ def test_every_block_is_run_or_says_why_not() -> None:
     assert problems == [], "\n".join(problems)
 
 
-def test_readme_pending_entries_still_match_a_block() -> None:
-    """An entry whose block changed or got its marker is stale: drop it, so the list is what the lead must add."""
-    readme = [b for b in BLOCKS if b.path.name == "README.md" and b.marker is None]
-    stale = [key for key in README_PENDING if not any(b.first_line.startswith(key) for b in readme)]
-    assert stale == [], f"README_PENDING entries with no unmarked README block: {stale}"
+def test_pending_entries_still_match_a_block() -> None:
+    """An entry whose block changed or got its marker is stale: drop it, so the list is what the owners must add."""
+    stale = [
+        f"{name}: {key}" for name, entries in PENDING.items() for key in entries
+        if not any(b.path.name == name and b.marker is None and b.first_line.startswith(key) for b in BLOCKS)
+    ]  # fmt: skip
+    assert stale == [], f"PENDING entries with no unmarked block: {stale}"
 
 
 @pytest.mark.parametrize("path", sorted(sessions(slow=False)), ids=lambda p: str(p.relative_to(ROOT)))
