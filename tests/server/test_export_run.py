@@ -38,13 +38,14 @@ SMALL = FederationSettings(
 )  # fmt: skip
 
 
-def make_run(workdir: Path, strategy: str = "tinyreptile", rounds: int = 2) -> Path:
-    """A finished federation run in ``workdir`` as the server leaves it; returns the workdir."""
+def make_run(workdir: Path, strategy: str = "tinyreptile", rounds: int = 2, **changes: object) -> Path:
+    """A finished federation run in ``workdir`` as the server leaves it (``changes``: other FederationSettings fields);
+    returns the workdir."""
     saved = {name: getattr(TaskIdentity, name, None) for name in ("_run_id", "_node_id", "_task_id")}
     for name in saved:  # what a Flower runtime sets for messages built outside it
         setattr(TaskIdentity, name, 1)
     try:
-        settings = replace(SMALL, strategy=strategy, num_rounds=rounds, checkpoint_dir=str(workdir / CHECKPOINTS))
+        settings = replace(SMALL, strategy=strategy, num_rounds=rounds, checkpoint_dir=str(workdir / CHECKPOINTS), **changes)
         run_federation(InProcessGrid(client_app, 4, node_id_seed=0), settings)
     finally:
         for name, value in saved.items():

@@ -8,6 +8,7 @@ summation order (the interpreter's kernels against numpy's BLAS, which differs b
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ from edge.mlp_classifier import mlp_cross_entropy_gradients
 from edge.tflite_learner import TFLiteTrainer
 from server.export_run import RunModel, load_run
 from server.export_tflite import write_tflite
-from tests.server.test_export_run import make_run
+from server.core.federation import DeviceRoundConfig
+from tests.server.test_export_run import SMALL, make_run
 
 TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 
@@ -60,3 +62,23 @@ def test_a_classifier_task_gets_a_cross_entropy_graph(tmp_path: Path) -> None:
         np.testing.assert_allclose(trainer.get_weights()[name], expected, **TOLERANCE, err_msg=name)
     assert json.loads(manifest.read_text())["y"].startswith("one-hot")
     assert json.loads(manifest.read_text())["private_names"] == ["w1", "b1"]
+
+
+def test_devices_train_with_the_exported_graph_as_their_learner(reptile_model: RunModel, tmp_path: Path) -> None:
+    """What a device installs: the exported graph is the learner of every device of a further federation (the
+    ClientApp's TFLiteTrainer, the server's θ installed in it each round). Without step-size learning: a
+    TFLiteTrainer device refuses a round that asks it for a step-size hypergradient (only the numpy regressor
+    measures one), so the graph adapts with the step sizes it was exported with but cannot learn them further."""
+    from firmware_sim.client_app import _tflite_trainer
+    from server.core.federation import initial_weights
+
+    model_path, _ = write_tflite(reptile_model, tmp_path / "model")
+    device = DeviceRoundConfig(stream_samples=6, device_seeds=SMALL.device.device_seeds, learner="tflite", model_path=str(model_path))
+    _tflite_trainer.cache_clear()
+    reptile = replace(SMALL.reptile, step_size_learning_rate=0.0)
+    after = load_run(make_run(tmp_path / "run", rounds=2, device=device, reptile=reptile))
+    assert _tflite_trainer.cache_info().currsize == 1  # the devices ran the exported graph (in this process)
+    assert after.server_round == 2
+    start = initial_weights(SMALL)
+    assert all(np.isfinite(v).all() for v in after.theta.values())
+    assert max(float(np.abs(after.theta[k] - start[k]).max()) for k in after.theta) > 0  # θ moved by their updates
