@@ -191,6 +191,29 @@ def stored_versions(store_dir: Path) -> dict[int, str]:
     return {int(row[0]): str(row[1]) for row in rows}
 
 
+def restart_broker(broker: LocalBroker, down_s: float, attempts: int = 40) -> int:
+    """Stop the broker, wait ``down_s``, start it on the same port; the number of starts it took.
+
+    Why retry: while the broker is down, the fleet's 1,000 devices keep reconnecting, and the kernel may hand
+    the broker's port (a free port picked from the ephemeral range) to one of those short-lived client sockets
+    as its local port; mosquitto's bind then fails with "Address already in use" (seen at 1,000 devices). The
+    refused connection closes at once, so a start a moment later succeeds.
+    """
+    from server.transports.broker import BrokerError
+
+    broker.stop()
+    time.sleep(down_s)
+    for attempt in range(1, attempts + 1):
+        try:
+            broker.start()
+            return attempt
+        except BrokerError as exc:
+            if "Address already in use" not in str(exc) or attempt == attempts:
+                raise
+            time.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 # ---------------------------------------------------------------- the soak
 
 
@@ -288,9 +311,9 @@ def run(config: SoakConfig, workdir: Path, say: Any = print) -> dict[str, Any]:
                 down = []
             if done >= schedule.broker_restart and "broker" not in done_steps:
                 done_steps.add("broker")
-                broker.restart(down_s=1.0)
+                attempts = restart_broker(broker, down_s=1.0)
                 counts["broker_restarts"] += 1
-                note("broker restarted")
+                note("broker restarted", attempts=attempts)
             if done >= schedule.server_kill and "server" not in done_steps:
                 done_steps.add("server")
                 code = server.kill()

@@ -295,6 +295,32 @@ def writes_bench(n: int, reference: str | None, out: Path) -> dict[str, Any]:
     return report
 
 
+def validation_ab(rounds: int = 5) -> dict[str, Any]:
+    """Same run, same TD graphs: pyshacl with the whole ontology mixed in vs the typing and hierarchy that
+    ontology/validation.py now mixes in (median ms per TD check, alternating which goes first)."""
+    import statistics
+
+    from pyshacl import validate
+
+    from edge.profiles import PROFILES
+    from ontology.thing_description import td_to_graph
+    from ontology.validation import _ontology, _shapes
+    from ontology.vocab import load_ontology
+
+    variants = {"whole": load_ontology(), "typing": _ontology()}
+    graphs = [td_to_graph(thing_description(PROFILES[p], f"d-{i}")) for i, p in enumerate(sorted(PROFILES) * rounds)]
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for i, graph in enumerate(graphs):
+        for name in (list(variants) if i % 2 else list(reversed(variants))):
+            started = time.perf_counter()
+            conforms, _report, _text = validate(graph, shacl_graph=_shapes(), ont_graph=variants[name], inference="none")
+            times[name].append(time.perf_counter() - started)
+            assert conforms
+    median = {name: round(1000 * statistics.median(v), 1) for name, v in times.items()}
+    return {"tds": len(graphs), "ontology_triples": {k: len(v) for k, v in variants.items()}, "median_ms": median,
+            "ratio_typing_over_whole": round(median["typing"] / median["whole"], 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -303,7 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tds", type=int, default=1000, help="registrations (each then refreshed once)")
     parser.add_argument("--reference", help="a git revision to measure in the same run (e.g. 56481ff)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/registry-writes.json"))
+    parser.add_argument("--validation-ab", action="store_true", help="only compare the SHACL check with the whole ontology "
+                                                                      "mixed in against its typing and hierarchy")
     args = parser.parse_args(argv)
+    if args.validation_ab:
+        print(json.dumps(validation_ab()))
+        return 0
     report = writes_bench(args.tds, args.reference, args.out)
     print(json.dumps(report["results"], indent=2))
     print(json.dumps(report.get("ratios_this_over_reference", {})))

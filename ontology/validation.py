@@ -58,7 +58,17 @@ def _shapes() -> Graph:
 
 @lru_cache(maxsize=1)
 def _ontology() -> Graph:
-    return load_ontology()
+    """The ontology's typing and hierarchy (rdf:type, rdfs:subClassOf, rdfs:subPropertyOf): all that validation
+    without inference reads of it. Why not all of it: pyshacl copies ``ont_graph`` into every data graph it
+    checks, and the labels, comments, domains and units (490 of 702 triples) made that copy half of a TD's check."""
+    from rdflib.namespace import RDFS
+
+    whole = load_ontology()
+    kept = Graph()
+    for triple in whole.triples((None, None, None)):
+        if triple[1] in (RDF.type, RDFS.subClassOf, RDFS.subPropertyOf):
+            kept.add(triple)
+    return kept
 
 
 def _show(node: Node | None, names: Graph, data: Graph) -> str | None:
