@@ -58,7 +58,7 @@ STATIC = Path(__file__).parent / "static"
 #: The console's registry answers are rationed: its queries share the server's CPU and store with the round loop.
 #: They are reused for FACTS_MIN_GAP_S; after that one small query (FACTS_FINGERPRINT) says whether any TD, model
 #: or federation changed, and only then, or after FACTS_TTL_S, are they asked again.
-FACTS_MIN_GAP_S = 5.0
+FACTS_MIN_GAP_S = 1.0
 FACTS_TTL_S = 60.0
 #: A run's lineage (``model-lineage`` walks every version back to the first) is re-read at most this often.
 LINEAGE_MIN_GAP_S = 10.0
