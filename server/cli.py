@@ -412,9 +412,14 @@ def fleet_run(
     devices: int = typer.Option(None, help="Only the first N devices of the accounts file."),
     tls_ca: str = typer.Option(None, help="CA certificate file; set to use TLS."),
     duration: float = typer.Option(None, help="Leave after this many seconds (default: until stopped)."),
+    qemu: int = typer.Option(0, help="Run the last N of these devices as C firmware under QEMU (mps2-an386), each "
+                                     "behind its own serial gateway (sine-N, keywords-N)."),
+    qemu_dir: Path = typer.Option(Path("runs/qemu"), help="With --qemu: one folder per QEMU device (its image; a "
+                                                          "keywords device's clip feed)."),
 ) -> None:
-    """Run many simulated microcontrollers in this process, each its own MQTT client."""
+    """Run many simulated microcontrollers in this process, each its own MQTT client (and N under QEMU)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from edge.firmware.build import BuildError
     from firmware_sim.device_tasks import seed_of
     from firmware_sim.linux_device import run_simulated_fleet
     from server.transports.flower_deploy import parse_address
@@ -423,10 +428,16 @@ def fleet_run(
         known = json.loads(accounts.read_text())
         host, port = parse_address(mqtt) if mqtt else (known["host"], int(known["port"]))
         chosen = sorted(known["devices"], key=seed_of)[:devices]
-        done = run_simulated_fleet(host, port, {d: known["devices"][d] for d in chosen}, tls_ca=tls_ca,
-                                   duration_s=duration, say=console.print)
+        passwords = {d: known["devices"][d] for d in chosen}
+        if qemu:
+            from firmware_sim.qemu_fleet import run_fleet
+
+            done = run_fleet(host, port, passwords, qemu, tls_ca=tls_ca, duration_s=duration, workdir=qemu_dir,
+                             say=console.print)  # fmt: skip
+        else:
+            done = run_simulated_fleet(host, port, passwords, tls_ca=tls_ca, duration_s=duration, say=console.print)
         console.print(f"{len(done)} devices, {sum(done.values())} device-rounds done")
-    except (ValueError, TimeoutError, OSError, KeyError) as exc:
+    except (ValueError, TimeoutError, OSError, KeyError, BuildError) as exc:
         _fail(str(exc))
 
 

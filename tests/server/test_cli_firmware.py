@@ -56,7 +56,8 @@ def test_build_json_prints_the_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "reason"), [
-    (["--task", "keywords"], "task 'keywords' has no firmware yet: it needs the MFCC front end and the compiled int8 backbone"),
+    (["--task", "presence"], "task 'presence' has no firmware yet"),
+        (["--task", "keywords", "--id", "sine-3"], "keywords-<number>"),
     (["--task", "poetry"], "unknown task 'poetry'; firmware tasks: sine"),
     (["--board", "esp32"], "unknown board 'esp32'"),
     (["--id", "nano-kitchen"], "device id must be sine-<number>"),

@@ -98,3 +98,30 @@ def test_a_task_the_registry_cannot_describe_yet_is_refused_with_a_registry(tmp_
     assert result.exit_code == 2 and "only the sine MLP" in " ".join(result.output.split()), result.output
     assert not (tmp_path / "store").exists()  # refused before anything was created
 
+
+
+@pytest.mark.slow
+def test_fleet_run_puts_some_devices_under_qemu(tmp_path: Path) -> None:
+    """`tinyfleet fleet run --accounts FILE --qemu 1`: the last device runs as C firmware under QEMU behind its own
+    serial gateway, beside the simulated ones, and every round hears from all three."""
+    env, work = {**flower_env(), "COLUMNS": "500"}, tmp_path / "work"
+    started: list[subprocess.Popen] = []
+    try:
+        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "3", "--strategy", "tinymetafed", "--rounds", "2",
+                                 "--clients-per-round", "3", "--workdir", str(work), "--node-timeout", "90"),
+                       env, tmp_path / "server.log")  # fmt: skip
+        started.append(server)
+        wait_for_accounts(server, work, tmp_path / "server.log")
+        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--qemu", "1",
+                                       "--qemu-dir", str(tmp_path / "qemu"), "--duration", "150"),
+                             env, tmp_path / "fleet.log"))  # fmt: skip
+        for process in started:
+            process.wait(timeout=160)
+    finally:
+        for process in reversed(started):
+            terminate_tree(process)
+    server_log, fleet_log = (tmp_path / "server.log").read_text(), (tmp_path / "fleet.log").read_text()
+    assert [p.returncode for p in started] == [0, 0], server_log + fleet_log
+    assert "under QEMU (mps2-an386), each behind its own serial gateway: sine-2" in fleet_log, fleet_log
+    assert "round 1/2: 3 device(s)" in server_log and "round 2/2: 3 device(s)" in server_log, server_log
+    assert "3 devices, 6 device-rounds done" in fleet_log, fleet_log
