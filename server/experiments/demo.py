@@ -359,6 +359,10 @@ def run_demo(config: DemoConfig, progress: ProgressFn | None = None) -> dict:
 
     if not config.resume and (out / "registry").exists():
         shutil.rmtree(out / "registry")
+    if config.engine == "inprocess" and config.device_workers > 1:
+        from server.transports.inprocess_grid import start_forkserver
+
+        start_forkserver(["firmware_sim.client_app"])  # its imports run beside the registry selection
     store = open_store(f"oxigraph:{out / 'registry'}")
     try:
         started = time.perf_counter()

@@ -75,6 +75,18 @@ def _handle_in_worker(job: tuple[Message, Context]) -> tuple[Message, Context]:
     return handle(_worker_app, message, context), context
 
 
+def start_forkserver(preload: Iterable[str] = ()) -> None:
+    """Start the forkserver the workers come from now, importing ``preload`` (e.g. the ClientApp's module) in it.
+
+    Optional: the first pool starts it anyway. Called before other work (the demo's registry selection), the
+    forkserver's imports run beside that work instead of before the first round.
+    """
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload([__name__, *preload])
+    forkserver.ensure_running()
+
+
 class InProcessGrid(OwnGrid):
     """``n_nodes`` nodes, node i playing partition i; the messages of a push are handled before it returns.
 
@@ -136,7 +148,7 @@ class InProcessGrid(OwnGrid):
     def _worker_pool(self) -> Pool:
         if self._pool is None:
             start = multiprocessing.get_context("forkserver")
-            start.set_forkserver_preload([__name__])  # flwr and numpy imported once, by the forkserver
+            start.set_forkserver_preload([__name__])  # flwr and numpy imported once, by the forkserver (if not running)
             identity = tuple(getattr(TaskIdentity, name) for name in _IDENTITY)
             self._pool = start.Pool(self.workers, _start_worker, (self._client_app, identity))
         return self._pool
