@@ -40,7 +40,7 @@ def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp
         server = spawn(
             tinyfleet("server", "--port", str(port), "--workdir", str(tmp_path / "server"), "--rounds", str(ROUNDS),
                       "--strategy", "tinymetafed", "--clients-per-round", "2", "--top-p", "0.1",
-                      "--checkpoint-dir", str(ckpt), "--node-timeout", "60", "--run-timeout", "75",
+                      "--checkpoint-dir", str(ckpt), "--node-timeout", "60", "--run-timeout", "140",
                       "-c", "stream-samples=8", "-c", "probe-samples=4", "--registry", str(registry)),
             env, tmp_path / "server.log",
         )  # fmt: skip
@@ -48,13 +48,13 @@ def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp
         for partition in range(2):
             started.append(spawn(
                 tinyfleet("device", "run", "--superlink", f"127.0.0.1:{port}", "--partition-id", str(partition),
-                          "--num-partitions", "2", "--workdir", str(tmp_path / "devices"), "--duration", "85"),
+                          "--num-partitions", "2", "--workdir", str(tmp_path / "devices"), "--duration", "150"),
                 env, tmp_path / f"device-{partition}.log",
             ))  # fmt: skip
         try:
-            server.wait(timeout=85)
+            server.wait(timeout=150)
         except subprocess.TimeoutExpired:
-            pytest.fail("the federation did not finish within 85 s:\n" + (tmp_path / "server.log").read_text()[-3000:])
+            pytest.fail("the federation did not finish within 150 s:\n" + (tmp_path / "server.log").read_text()[-3000:])
         log = (tmp_path / "server.log").read_text()
         assert server.returncode == 0, log[-3000:]
         assert "finished:completed" in log
