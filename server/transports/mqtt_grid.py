@@ -338,7 +338,7 @@ class MqttGrid(OwnGrid):
         self._expire(ids)
         replies.sort(key=lambda reply: reply.metadata.src_node_id)  # arrival order varies from run to run
         if len(replies) < need:
-            log.warning("round closed at the deadline with %d of %d replies (quorum %d)", len(replies), len(ids), need)
+            log.warning("round closed (%s) with %d of %d replies (quorum %d)", reason, len(replies), len(ids), need)
         self.round_log.append({"asked": len(ids), "replied": len(replies), "closed": reason})
         return replies
 
