@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -262,9 +263,40 @@ def events_router(events: ThingEvents) -> APIRouter:
     return router
 
 
+#: Every feed of this process, closed when uvicorn is told to exit (see :func:`_close_on_server_exit`).
+_FEEDS: weakref.WeakSet[ThingEvents] = weakref.WeakSet()
+
+
+def _close_on_server_exit() -> None:
+    """Make uvicorn's exit signal (Ctrl-C, SIGTERM) end every event stream first.
+
+    uvicorn shuts down gracefully: it waits for every open response to finish, and an event stream never
+    finishes by itself, so ``tinyfleet registry serve`` with one browser watching would never exit. Nothing
+    reaches the app when the signal comes, so, as sse-starlette does, uvicorn's ``Server.handle_exit`` is
+    wrapped (once per process) to close the feeds, whose streams then end within a second.
+    """
+    try:
+        from uvicorn.server import Server
+    except ImportError:  # served by something else: its own shutdown rules apply
+        return
+    if getattr(Server.handle_exit, "_closes_thing_events", False):
+        return
+    original = Server.handle_exit
+
+    def handle_exit(self: Any, sig: int, frame: Any) -> None:
+        for feed in list(_FEEDS):
+            feed.close()
+        original(self, sig, frame)
+
+    handle_exit._closes_thing_events = True  # type: ignore[attr-defined]
+    Server.handle_exit = handle_exit  # type: ignore[method-assign]
+
+
 def mount_events(app: FastAPI, store: RegistryStore, *, poll_s: float = 1.0) -> ThingEvents:
     """Serve ``/events`` for ``store`` on ``app``; the feed (``app.state.events``), e.g. to share with a console."""
     events = ThingEvents(store, poll_s=poll_s)
+    _FEEDS.add(events)
+    _close_on_server_exit()
     app.include_router(events_router(events))
     app.state.events = events
     return events
