@@ -264,6 +264,38 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def query_ab(args: argparse.Namespace) -> dict[str, Any]:
+    """The shipped named queries against their text at ``args.query_ab`` (a git revision), same store, same
+    parameter choices, alternating which goes first: what a change of the query text costs."""
+    import subprocess
+
+    rng = random.Random(args.seed)
+    fleet = generate(args.devices, args.models, args.seed)
+    store = open_store(f"oxigraph:{Path(args.workdir) / 'ab'}")
+    store.bulk_load_nquads(fleet.nquads)
+    out: dict[str, Any] = {"benchmark": "registry-query-ab", "reference": args.query_ab, "devices": args.devices,
+                           "models": args.models, "created": datetime.now(UTC).isoformat(timespec="seconds"), "queries": {}}
+    for name in ("models-for-device", "eligible-devices"):
+        old = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.query_ab}:ontology/queries/{name}.rq"],
+                             capture_output=True, text=True, check=True).stdout
+        texts = {"reference": old, "now": get_named_query(name).text}
+        samples: dict[str, list[float]] = {"reference": [], "now": []}
+        for i, params in enumerate(param_choices(fleet, name, args.samples, rng)):
+            bindings = {k: URIRef(v) for k, v in params.items()}
+            for variant in (("reference", "now") if i % 2 else ("now", "reference")):
+                runs = []
+                for _ in range(args.repeats):
+                    started = time.perf_counter()
+                    store.query(texts[variant], bindings, isolate=False, self_contained=True, max_results=None)
+                    runs.append((time.perf_counter() - started) * 1000)
+                samples[variant].append(statistics.median(runs))
+        p50 = {k: round(percentile(v, 50), 3) for k, v in samples.items()}
+        out["queries"][name] = {"p50_ms": p50, "p95_ms": {k: round(percentile(v, 95), 3) for k, v in samples.items()},
+                                "ratio_now_over_reference_p50": round(p50["now"] / p50["reference"], 3)}
+    store.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--devices", type=int, default=100_000)
@@ -278,23 +310,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rdflib-samples", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", default=None, help="Where the Oxigraph directories go (default: a new temp dir).")
-    parser.add_argument("--out", default="runs/bench/registry.json")
+    parser.add_argument("--out", default=None, help="default runs/bench/registry.json (registry-query-ab.json with --query-ab)")
+    parser.add_argument("--query-ab", metavar="REV", help="only time the named queries' text now against their text at git "
+                                                           "revision REV, on one store (ratio now / REV)")
     args = parser.parse_args(argv)
     if args.quick:
         args.devices, args.models = 2_000, 200
+    args.out = args.out or ("runs/bench/registry-query-ab.json" if args.query_ab else "runs/bench/registry.json")
     if min(args.devices, args.models, args.samples, args.rdflib_samples, args.repeats) < 1:
         parser.error("--devices, --models, --repeats and the sample counts must be >= 1")
     temporary = args.workdir is None
     if temporary:
         args.workdir = tempfile.mkdtemp(prefix="tinyfleet-bench-")
     try:
-        result = bench(args)
+        result = query_ab(args) if args.query_ab else bench(args)
     finally:
         if temporary:
             shutil.rmtree(args.workdir, ignore_errors=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    if args.query_ab:
+        print(json.dumps(result["queries"]))
+        return result
     for name, entry in result["queries"].items():
         print(f"{name}: ours p50 {entry['ours']['p50_ms']:.1f} ms p95 {entry['ours']['p95_ms']:.1f} ms | "
               f"raw p50 {entry['raw_pyoxigraph']['p50_ms']:.1f} ms | ratio {entry['ratio_ours_over_raw']['p50']:.2f} | "
