@@ -91,7 +91,10 @@ class InProcessGrid(OwnGrid):
     """``n_nodes`` nodes, node i playing partition i; the messages of a push are handled before it returns.
 
     ``workers`` > 1 runs them in that many processes (the ClientApp must pickle, as a module-level
-    ``ClientApp()`` does); call :meth:`close` (or use the grid as a context manager) to stop them.
+    ``ClientApp()`` does); call :meth:`close` (or use the grid as a context manager) to stop them. As with
+    any start method but fork, a worker imports the ``__main__`` script again: a script that trains with
+    workers keeps its work under ``if __name__ == "__main__":`` (``tinyfleet`` and the benches do), or the
+    workers fail at start with multiprocessing's "bootstrapping phase" error.
     """
 
     def __init__(
