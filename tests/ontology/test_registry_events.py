@@ -143,3 +143,22 @@ def test_bad_requests_get_a_problem_not_a_stream(served) -> None:
 ])
 def test_merge_diff_is_the_patch_that_makes_new_from_old(old, new) -> None:
     assert merge_patch(old, merge_diff(old, new)) == new
+
+
+def test_the_service_stops_on_sigterm_with_a_stream_open(tmp_path) -> None:
+    """uvicorn waits for open responses before it exits; an event stream must not keep it waiting."""
+    import time
+
+    from registry_server import ServiceProcess
+
+    service = ServiceProcess(tmp_path / "store", TOKEN)
+    url = service.start()
+    reader = EventReader(f"{url}/events")
+    try:
+        started = time.monotonic()
+        assert service.stop() == 0  # SIGTERM, then wait (30 s at most)
+        assert time.monotonic() - started < 10
+    finally:
+        reader.close()
+        if service.proc is not None and service.proc.poll() is None:
+            service.kill()
