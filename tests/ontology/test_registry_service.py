@@ -120,15 +120,15 @@ def test_bad_requests_are_problem_json(client: httpx.Client) -> None:
 
 
 def test_an_expensive_query_times_out_and_the_service_keeps_answering() -> None:
-    with open_store("memory:") as store, ThreadServer(create_app(store, TOKEN, query_timeout_s=0.5, max_results=None)) as url, \
+    with open_store("memory:") as store, ThreadServer(create_app(store, TOKEN, query_timeout_s=3, max_results=None)) as url, \
             httpx.Client(base_url=url, timeout=30) as client:  # fmt: skip
         started = time.monotonic()
         slow = ThreadPoolExecutor(1).submit(client.get, "/sparql", params={"query": SLOW})
         time.sleep(0.1)
-        quick = client.get("/sparql", params={"query": "ASK {}"})  # answered while the slow query runs
-        assert quick.status_code == 200 and time.monotonic() - started < 0.5
+        quick = client.get("/sparql", params={"query": "ASK {}"})
+        assert quick.status_code == 200 and not slow.done()  # answered while the slow query runs
         body = problem(slow.result(), 503, "query-timeout")
-        assert "0.5 s limit" in body["detail"] and time.monotonic() - started < 5
+        assert "3 s limit" in body["detail"] and time.monotonic() - started < 30  # a bound for a loaded machine
 
 
 def test_result_cap(client: httpx.Client) -> None:
