@@ -287,7 +287,9 @@ def create_console_app(state: ConsoleState) -> FastAPI:
     async def runs_json() -> JSONResponse:
         return JSONResponse([{**run.info(), "rounds": _fresh(run)} for run in state.runs])
 
-    async def lineage_of(name: str, fresh: bool = False) -> tuple[tuple[list[str], list[dict[str, str]]] | None, Federation | None, str | None]:
+    Lineage = tuple[list[str], list[dict[str, str]]]
+
+    async def lineage_of(name: str, fresh: bool = False) -> tuple[Lineage | None, Federation | None, str | None]:
         facts = await state.facts()
         federation = next((f for f in facts.federations if f.name == name), None)
         if federation is None or state.reader is None:
@@ -295,11 +297,12 @@ def create_console_app(state: ConsoleState) -> FastAPI:
         run = state.run(name)
         version = run.feed.version if run is not None else -1
         cached = state._lineage.get(name)  # (when read, the run's feed version then, the lineage)
-        if not fresh and cached is not None and (cached[1] == version or time.monotonic() - cached[0] < LINEAGE_MIN_GAP_S):
-            return cached[2], federation, None  # no round since, or read moments ago
+        recent = cached is not None and (cached[1] == version or time.monotonic() - cached[0] < LINEAGE_MIN_GAP_S)
+        if not fresh and recent:
+            return cached[2], federation, None  # type: ignore[index]  # no round since, or read moments ago
         try:
             _, latest = await state.reader.select(_LATEST.format(federation=iri_ref(federation.iri)))
-            lineage: tuple[list[str], list[dict[str, str]]] = ([], [])
+            lineage: Lineage = ([], [])
             if latest and latest[0].get("version"):
                 lineage = await state.reader.named("model-lineage", {"version": latest[0]["version"]})
         except (RegistryError, ValueError) as exc:
