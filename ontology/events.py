@@ -184,6 +184,12 @@ class ThingEvents:
             return []
         return [event for event in self._history if event.id > last]
 
+    async def ready(self) -> None:
+        """Take the first poll's baseline if none is taken yet: a change after this returns is an event."""
+        async with self._polling:
+            if self._documents is None:
+                await anyio.to_thread.run_sync(self.poll)
+
     def close(self) -> None:
         """End every stream (any thread): a server that shuts down must not wait for its listeners to hang up."""
         self.closed = True
@@ -196,9 +202,7 @@ class ThingEvents:
         queue: asyncio.Queue[ThingEvent] = asyncio.Queue()
         for event in self.missed(last_event_id):
             queue.put_nowait(event)
-        async with self._polling:
-            if self._documents is None:  # the baseline the first poll takes must precede this listener's events
-                await anyio.to_thread.run_sync(self.poll)
+        await self.ready()
         self._listeners.add(queue)
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._run())
@@ -239,6 +243,7 @@ def events_router(events: ThingEvents) -> APIRouter:
         diff = _flag(request, "diff")
 
         async def body() -> AsyncIterator[str]:
+            await events.ready()  # so a client that has read the first line misses no later change
             yield f"retry: {int(events.poll_s * 2000)}\n\n"  # the browser's reconnect delay
             async with contextlib.aclosing(events.listen(request.headers.get("last-event-id"))) as feed:
                 async for event in feed:

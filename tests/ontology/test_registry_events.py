@@ -42,9 +42,12 @@ class EventReader:
     def _read(self) -> None:
         timeout = httpx.Timeout(5.0, read=30.0)
         with httpx.Client(timeout=timeout) as client, client.stream("GET", self.url, headers=self.headers) as response:
-            self.status.put(response.status_code)
             fields: dict[str, str] = {}
-            for line in response.iter_lines():
+            lines = response.iter_lines()
+            if response.status_code == 200:
+                next(lines)  # the first line comes once the stream's baseline is taken: later changes are events
+            self.status.put(response.status_code)
+            for line in lines:
                 if self._stop.is_set():
                     return
                 if not line:

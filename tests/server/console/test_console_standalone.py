@@ -122,17 +122,19 @@ def test_the_console_reads_a_registry_service_a_broker_and_a_workdir(services) -
                   "the Last Will's offline")
     # a registration through the registry service shows on the console and on its proxied /events stream
     events: list[str] = []
+    opened = threading.Event()
 
     def listen() -> None:
         with httpx.stream("GET", f"{console}/api/registry/events", timeout=httpx.Timeout(5, read=20)) as response:
             for line in response.iter_lines():
+                opened.set()  # the first line comes once the stream's baseline is taken
                 events.append(line)
                 if line.startswith("data:"):
                     return
 
     reader = threading.Thread(target=listen, daemon=True)
     reader.start()
-    time.sleep(1.5)  # the stream's first poll is its baseline
+    assert opened.wait(20), "the proxied /events stream did not open"
     td = thing_description(PROFILES["esp32s3"], "esp-standalone")
     put = httpx.put(f"{registry}/things/esp-standalone", content=json.dumps(td),
                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/td+json"})
