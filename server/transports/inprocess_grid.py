@@ -49,6 +49,7 @@ from server.transports.own_grid import OwnGrid
 log = logging.getLogger(__name__)
 
 _IDENTITY = ("run_id", "node_id", "task_id")
+WORKER_START_TIMEOUT_S = 120.0  # a forkserver's workers start in < 0.2 s; minutes only on a badly loaded machine
 _worker_app: ClientApp | None = None  # the ClientApp of a worker process (set by _start_worker)
 
 
@@ -66,6 +67,10 @@ def _start_worker(client_app: ClientApp, identity: tuple[int, int, int]) -> None
     _worker_app = client_app
     for name, value in zip(_IDENTITY, identity):
         setattr(TaskIdentity, name, value)
+
+
+def _worker_ready() -> bool:
+    return _worker_app is not None
 
 
 def _handle_in_worker(job: tuple[Message, Context]) -> tuple[Message, Context]:
@@ -93,8 +98,8 @@ class InProcessGrid(OwnGrid):
     ``workers`` > 1 runs them in that many processes (the ClientApp must pickle, as a module-level
     ``ClientApp()`` does); call :meth:`close` (or use the grid as a context manager) to stop them. As with
     any start method but fork, a worker imports the ``__main__`` script again: a script that trains with
-    workers keeps its work under ``if __name__ == "__main__":`` (``tinyfleet`` and the benches do), or the
-    workers fail at start with multiprocessing's "bootstrapping phase" error.
+    workers keeps its work under ``if __name__ == "__main__":`` (``tinyfleet`` and the benches do); without
+    it the workers cannot start, and the grid raises after :data:`WORKER_START_TIMEOUT_S`.
     """
 
     def __init__(
@@ -153,7 +158,16 @@ class InProcessGrid(OwnGrid):
             start = multiprocessing.get_context("forkserver")
             start.set_forkserver_preload([__name__])  # flwr and numpy imported once, by the forkserver (if not running)
             identity = tuple(getattr(TaskIdentity, name) for name in _IDENTITY)
-            self._pool = start.Pool(self.workers, _start_worker, (self._client_app, identity))
+            pool = start.Pool(self.workers, _start_worker, (self._client_app, identity))
+            try:  # a worker that cannot start is replaced forever by the pool: fail loudly instead of hanging
+                pool.apply_async(_worker_ready).get(timeout=WORKER_START_TIMEOUT_S)
+            except multiprocessing.TimeoutError:
+                pool.terminate()
+                raise RuntimeError(
+                    f"the grid's worker processes did not start within {WORKER_START_TIMEOUT_S:g} s; a script that "
+                    'trains with workers > 1 must keep its work under `if __name__ == "__main__":`'
+                ) from None
+            self._pool = pool
         return self._pool
 
     def close(self) -> None:

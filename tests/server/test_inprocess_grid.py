@@ -84,3 +84,32 @@ def test_a_client_app_that_cannot_travel_to_a_worker_is_refused_at_once():
     with pytest.raises(ValueError, match="pickles"):
         InProcessGrid(local, 2, workers=2)
     InProcessGrid(local, 2, workers=1)  # in this process it needs no pickling
+
+
+UNGUARDED = '''
+import os
+os.environ.setdefault("MAIN_PID", str(os.getpid()))
+import server.transports.inprocess_grid as grid_module
+from firmware_sim.client_app import app
+grid_module.WORKER_START_TIMEOUT_S = 10
+grid = grid_module.InProcessGrid(app, 2, workers=2)
+try:
+    grid.send_and_receive([])  # nothing to send: no pool
+    grid._worker_pool()
+except RuntimeError as exc:
+    if str(os.getpid()) != os.environ["MAIN_PID"]:
+        raise  # a worker re-running this script: it cannot start a pool of its own
+    print("refused:", exc)
+'''
+
+
+def test_a_script_without_the_main_guard_gets_an_error_not_a_hang(tmp_path):
+    """Forkserver workers re-import __main__; an unguarded script kills each one, which the pool would replace forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert 'refused: the grid\'s worker processes did not start within 10 s; a script that trains with workers > 1 must keep its work under `if __name__ == "__main__":`' in done.stdout
