@@ -77,8 +77,14 @@ def build(
     device_id: str = typer.Option(None, "--id", help="The device the image plays (default TASK-0): its weights, profile, samples."),
     samples: int = typer.Option(DEFAULT_SENSOR_SAMPLES, help="Samples in a sine image's sensor recording (each used once)."),
     as_json: bool = typer.Option(False, "--json", help="Print the size report as JSON instead of a sentence."),
+    registry: str = typer.Option(None, help="Also record the image's measured flash and RAM in this registry store "
+                                            "as the device's firmware facts (matchmaking then uses them)."),
+    model: str = typer.Option(None, help="With --registry: the IRI of the registered model the image carries."),
 ) -> None:
     """Build TASK's firmware for BOARD: the ELF, its size (arm-none-eabi-size) as TASK_firmware.size.json and printed."""
+    if model and not registry:
+        _fail("--model names the image's model in a registry: give --registry too")
+        return
     try:
         image = build_device_image(board_name, task, out, device_id, samples)
     except (UnsupportedTaskError, ValueError) as exc:
@@ -87,6 +93,18 @@ def build(
     except BuildError as exc:
         _fail(str(exc), 1)
         return
+    if registry:
+        from ontology.firmware_facts import record_firmware
+        from ontology.store import StoreError, open_store
+
+        try:
+            with open_store(registry) as store:
+                facts = record_firmware(store, image.as_json(), image.device_id, model=model)
+        except (StoreError, ValueError, OSError) as exc:
+            _fail(f"--registry {registry}: {exc}")
+            return
+        typer.echo(f"registry {registry}: firmware facts of {facts.device} ({facts.flash_bytes:,} B flash, "
+                   f"{facts.ram_bytes:,} B RAM)")
     if as_json:
         typer.echo(json.dumps(image.as_json(), indent=2))
         return

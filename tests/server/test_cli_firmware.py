@@ -165,3 +165,27 @@ def test_run_joins_a_federation_as_its_device_and_sigterm_stops_qemu_and_the_gat
             log.close()
     text = (tmp_path / "run.log").read_text()
     assert "sine-5: QEMU mps2-an386" in text and "sine-5: stopped;" in text and " 0 refused" in text, text
+
+
+def test_build_records_the_measured_image_in_a_registry(tmp_path: Path) -> None:
+    """`firmware build --registry DIR`: the image's flash and RAM, as arm-none-eabi-size read them, become the
+    device's firmware facts in the store (what matchmaking then uses)."""
+    import json
+
+    from ontology.store import open_store
+
+    store_dir = tmp_path / "store"
+    result = CliRunner().invoke(app, ["firmware", "build", "--board", "nano33ble", "--out", str(tmp_path / "out"),
+                                      "--registry", str(store_dir)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "sine_firmware.size.json").read_text())
+    with open_store(str(store_dir)) as store:
+        rows = store.query(
+            "PREFIX tf: <https://w3id.org/tinyfleet#> SELECT ?flash ?ram WHERE { "
+            "<https://w3id.org/tinyfleet/id/device/sine-0> tf:runsFirmware ?image . "
+            "?image tf:firmwareFlashBytes ?flash ; tf:firmwareRamBytes ?ram }"
+        ).rows
+    assert [(int(f), int(r)) for f, r in rows] == [(report["flash_bytes"], report["ram_bytes"])]
+    refused = CliRunner().invoke(app, ["firmware", "build", "--board", "nano33ble", "--out", str(tmp_path / "o2"),
+                                       "--model", "urn:x:m"])  # fmt: skip
+    assert refused.exit_code == 2 and "give --registry too" in refused.output
