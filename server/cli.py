@@ -318,6 +318,8 @@ def server(
                                             "also picks the devices: each announced Thing Description is registered "
                                             "(a refused one leaves its device out) and rounds sample only the devices "
                                             "the eligible-devices query returns for the model and task."),
+    console_port: int = typer.Option(None, "--console", help="MQTT mode: serve the fleet console on 127.0.0.1:PORT "
+                                                              "during the federation (0: a free port)."),
     federation: str = typer.Option(None, help="With --registry: the federation's id there "
                                               "(default mqtt-STRATEGY or flower-STRATEGY)."),
 ) -> None:
@@ -333,13 +335,16 @@ def server(
         config = _run_config(task, strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
         workdir.mkdir(parents=True, exist_ok=True)
         config = prepare_run(workdir, config, resume=resume, fresh=fresh)  # a workdir holds one run, never silently
+        if console_port is not None and not (mqtt or local_broker):
+            raise ValueError("--console serves an MQTT federation's console; in Flower mode the ServerApp's process "
+                             "holds the run: use `tinyfleet console --workdir W` beside it")
         if mqtt or local_broker:
             from server.serve import MqttServerOptions, serve_mqtt
 
             options = MqttServerOptions(
                 workdir=workdir.resolve(), broker=mqtt, username=username, password=password, tls_ca=tls_ca,
                 local_broker=local_broker, fleet=fleet, round_timeout_s=round_timeout, quorum=quorum,
-                registry=registry, federation=federation,
+                registry=registry, federation=federation, console=console_port,
             )
             with _round_bar() as on_round:
                 serve_mqtt(options, config, say=console.print, on_round=on_round)

@@ -55,6 +55,7 @@ from server.process_signals import stop_on_sigterm
 from server.core.run_config import SERVER_APP_KEYS, flatten_settings, known_keys, settings_from_run_config
 
 if TYPE_CHECKING:
+    from server.console import ConsoleHandle
     import numpy as np
 
     from ontology.store import RegistryStore
@@ -191,6 +192,7 @@ class MqttServerOptions:
     quorum: float = 1.0
     registry: str | None = None  # Oxigraph store directory (or an open_store URL): register every version
     federation: str | None = None  # its id in the registry; default mqtt-<strategy>
+    console: int | None = None  # serve the fleet console on 127.0.0.1:PORT during the run (0: a free port)
 
 
 def write_accounts(path: Path, broker: LocalBroker, task: str = "sine") -> None:
@@ -303,6 +305,7 @@ def _serve_mqtt(
     from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
 
     broker: LocalBroker | None = None
+    console: ConsoleHandle | None = None
     try:
         task = device_task(settings.device.task)
         if options.local_broker:
@@ -323,6 +326,18 @@ def _serve_mqtt(
             max_payload=task.receive_buffer_bytes(),  # what the task's firmware receives (its MODEL may exceed 64 KiB)
         )  # fmt: skip
 
+        if options.console is not None:
+            from server.console import start_console
+            from server.console.sources import BrokerAddress
+
+            console = start_console(
+                options.console, workdir=options.workdir,
+                store_or_url=versions.registry.store if versions is not None else None,
+                broker=BrokerAddress(host, port, options.username, password, options.tls_ca),
+                settings=flatten_settings(settings),
+                federation=versions.registry.federation_id if versions is not None else None,
+            )  # fmt: skip
+            say(f"console on {console.url}")
         started = time.monotonic()
 
         def progress(report: RoundReport) -> None:
@@ -331,7 +346,8 @@ def _serve_mqtt(
             if on_round is not None:
                 on_round(record, settings.num_rounds)
 
-        observers = [RoundsLog(options.workdir / ROUNDS_LOG), progress, *([versions] if versions is not None else [])]
+        observers = [RoundsLog(options.workdir / ROUNDS_LOG), *([console.observer] if console is not None else []), progress,
+                     *([versions] if versions is not None else [])]  # fmt: skip
         hooks = {} if selection is None else {"device_filter": selection, "on_announce": selection.announced}
         with MqttGrid(config, **hooks) as grid:  # type: ignore[arg-type]
             say(f"waiting up to {settings.node_timeout_s:.0f} s for {settings.min_nodes} device(s)")
@@ -344,5 +360,7 @@ def _serve_mqtt(
             say(line)
         return directory
     finally:
+        if console is not None:
+            console.stop()
         if broker is not None:
             broker.stop()

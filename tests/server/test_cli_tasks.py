@@ -125,3 +125,41 @@ def test_fleet_run_puts_some_devices_under_qemu(tmp_path: Path) -> None:
     assert "under QEMU (mps2-an386), each behind its own serial gateway: sine-2" in fleet_log, fleet_log
     assert "round 1/2: 3 device(s)" in server_log and "round 2/2: 3 device(s)" in server_log, server_log
     assert "3 devices, 6 device-rounds done" in fleet_log, fleet_log
+
+
+def test_server_serves_its_console_during_the_run(tmp_path: Path) -> None:
+    """`tinyfleet server --console 0`: the console answers while the MQTT federation runs, and its rounds feed has
+    the run's rounds; in Flower mode the option is refused with the reason."""
+    import re
+    import urllib.request
+
+    env, work = {**flower_env(), "COLUMNS": "500"}, tmp_path / "work"
+    started: list[subprocess.Popen] = []
+    try:
+        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "2", "--rounds", "2", "--clients-per-round", "2",
+                                 "--console", "0", "--workdir", str(work), "--node-timeout", "60"),
+                       env, tmp_path / "server.log")  # fmt: skip
+        started.append(server)
+        wait_for_accounts(server, work, tmp_path / "server.log")
+        deadline = time.monotonic() + 30
+        while not (found := re.search(r"console on (http://127\.0\.0\.1:\d+)", (tmp_path / "server.log").read_text())):
+            assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()
+            time.sleep(0.1)
+        with urllib.request.urlopen(found.group(1) + "/", timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read().lower()
+        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--duration", "90"),
+                             env, tmp_path / "fleet.log"))
+        for process in started:
+            process.wait(timeout=100)
+    finally:
+        for process in reversed(started):
+            terminate_tree(process)
+    log = (tmp_path / "server.log").read_text()
+    assert [p.returncode for p in started] == [0, 0] and "round 2/2" in log, log
+
+    from typer.testing import CliRunner
+
+    from server.cli import app
+
+    refused = CliRunner().invoke(app, ["server", "--console", "0", "--workdir", str(tmp_path / "flower")])
+    assert refused.exit_code == 2 and "MQTT federation" in " ".join(refused.output.split())
