@@ -19,6 +19,7 @@ from typing import Any
 from edge.identity import RESOURCE_BASE
 from edge.profiles import PROFILES
 from server.console.presence import DeviceSeen
+from server.registry.registry_selection import exclusion_reason
 
 DEVICE_BASE = f"{RESOURCE_BASE}device/"
 TF = "https://w3id.org/tinyfleet#"
@@ -109,25 +110,6 @@ def row_from_td(td: Mapping[str, Any], registered: bool) -> DeviceRow:
         sensors=tuple(sorted(_local(s.get("@type")) for s in sensors if isinstance(s, dict))),
         runtime=_local(td.get("tf:supportsRuntime")), registered=registered,
     )  # fmt: skip
-
-
-def exclusion_reason(offer: tuple[set[str], int, int] | None, needs: tuple[set[str], int, int] | None) -> str:
-    """Why ``eligible-devices`` leaves a registered device out, from its offer (runtimes, RAM, flash) and the model's
-    needs (runtimes, size, training RAM); the wording of the server's ``AnnouncedSelection._why_not``."""
-    if offer is None:
-        return "not eligible (the registry derived no capability for it)"
-    if needs is None:
-        return "not eligible (the registry has no on-device training description of the model)"
-    offered, ram, flash = offer
-    runtimes, size, training_ram = needs
-    problems = []
-    if ram < training_ram:
-        problems.append(f"usable RAM {ram:,} B < {training_ram:,} B to train the model")
-    if flash < size:
-        problems.append(f"usable flash {flash:,} B < model size {size:,} B")
-    if not offered & runtimes:
-        problems.append(f"runtime {', '.join(sorted(offered))} is not the model's {', '.join(sorted(runtimes))}")
-    return "; ".join(problems) or "not eligible (a sensor the task needs, or its registration lapsed)"
 
 
 def needs_by_model(rows: Iterable[Mapping[str, str]]) -> dict[str, tuple[set[str], int, int]]:

@@ -135,20 +135,28 @@ class AnnouncedSelection:
         """What the registry knows that keeps a registered device out of ``eligible-devices``."""
         if device_id not in self.registered:
             return "no Thing Description registered"
-        runtimes, size, training_ram = self._needs
         rows = self.registry.store.query(_DEVICE_OFFERS, {"device": URIRef(device_iri(device_id))}).rows
-        if not rows:
-            return "not eligible (the registry derived no capability for it)"
-        problems = []
-        offered = {str(r[1]) for r in rows}
-        ram, flash = int(rows[0][2]), int(rows[0][3])
-        if ram < training_ram:
-            problems.append(f"usable RAM {ram:,} B < {training_ram:,} B to train the model")
-        if flash < size:
-            problems.append(f"usable flash {flash:,} B < model size {size:,} B")
-        if not offered & runtimes:
-            problems.append(f"runtime {', '.join(sorted(offered))} is not the model's {', '.join(sorted(runtimes))}")
-        return "; ".join(problems) or "not eligible (a sensor the task needs, or its registration lapsed)"
+        offer = ({str(r[1]) for r in rows}, int(rows[0][2]), int(rows[0][3])) if rows else None
+        return exclusion_reason(offer, self._needs)
+
+
+def exclusion_reason(offer: tuple[set[str], int, int] | None, needs: tuple[set[str], int, int] | None) -> str:
+    """Why ``eligible-devices`` leaves a registered device out, from its offer (runtimes, RAM, flash) and the model's
+    needs (runtimes, size, training RAM): the one wording the server's selection and the console both show."""
+    if offer is None:
+        return "not eligible (the registry derived no capability for it)"
+    if needs is None:
+        return "not eligible (the registry has no on-device training description of the model)"
+    offered, ram, flash = offer
+    runtimes, size, training_ram = needs
+    problems = []
+    if ram < training_ram:
+        problems.append(f"usable RAM {ram:,} B < {training_ram:,} B to train the model")
+    if flash < size:
+        problems.append(f"usable flash {flash:,} B < model size {size:,} B")
+    if not offered & runtimes:
+        problems.append(f"runtime {', '.join(sorted(offered))} is not the model's {', '.join(sorted(runtimes))}")
+    return "; ".join(problems) or "not eligible (a sensor the task needs, or its registration lapsed)"
 
 
 def describe_training_model(
