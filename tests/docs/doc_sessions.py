@@ -268,6 +268,7 @@ def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -
         session = Session(Path(tmp))
         try:
             for command in block.commands():
+                _wait_for_inputs(command.text, session.cwd)
                 session.start(command.text, (), block.where)
                 time.sleep(stagger_s)
             deadline = time.monotonic() + timeout
@@ -277,6 +278,15 @@ def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -
             return {command.text: log.read_text() for command, (_, log) in zip(block.commands(), session.jobs)}
         finally:
             session.close()
+
+
+def _wait_for_inputs(command: str, cwd: Path, timeout: float = 180.0) -> None:
+    """Until the files a command names (``runs/server/accounts.json``) exist: a user opens the second shell once
+    the first has written what it reads (a server with --registry exports a model first, which takes a while)."""
+    paths = [cwd / t for t in command.split() if "/" in t and not t.startswith(("-", "http", "mqtt", "/")) and "." in t.rsplit("/", 1)[-1]]
+    deadline = time.monotonic() + timeout
+    while any(not p.exists() for p in paths) and time.monotonic() < deadline:
+        time.sleep(0.5)
 
 
 def script_of(command: str) -> Path | None:
