@@ -288,8 +288,9 @@ def _fail(message: str) -> None:
 
 @app.command()
 def server(
-    task: str = typer.Option(None, help="What the devices learn: sine, characters, keywords or presence; the task's "
-                                        "own method is the default for every setting [default: sine]."),
+    task: str = typer.Option(None, help="What the devices learn: sine, characters, keywords, presence, or a task "
+                                        "folder with a task.toml (your own data and model); the task's own method "
+                                        "is the default for every setting [default: sine]."),
     strategy: str = typer.Option(None, help="tinyreptile, tinymetafed or fedavg [default: tinyreptile, from FederationSettings]."),
     rounds: int = typer.Option(None, help="Federation rounds (run config num-rounds)."),
     clients_per_round: int = typer.Option(None, help="Devices sampled per round."),
@@ -332,6 +333,10 @@ def server(
     from server.transports.flower_deploy import FlowerError
 
     try:
+        if task is not None:
+            from firmware_sim.user_task import resolve_task
+
+            task = resolve_task(task).name  # a task folder (task.toml) is loaded and registered under its name
         config = _run_config(task, strategy, rounds, clients_per_round, top_p, checkpoint_dir, node_timeout, run_config)
         workdir.mkdir(parents=True, exist_ok=True)
         config = prepare_run(workdir, config, resume=resume, fresh=fresh)  # a workdir holds one run, never silently
@@ -387,6 +392,9 @@ def device_run(
     root_certificates: str = typer.Option(DEVICE_DEFAULTS.root_certificates, help=DEVICE_HELP["root_certificates"]),
     duration: float = typer.Option(DEVICE_DEFAULTS.duration, help=DEVICE_HELP["duration"]),
     workdir: Path = typer.Option(DEVICE_DEFAULTS.workdir, help=DEVICE_HELP["workdir"]),
+    task: str = typer.Option(DEVICE_DEFAULTS.task, help=DEVICE_HELP["task"]),
+    profile: str = typer.Option(DEVICE_DEFAULTS.profile, help=DEVICE_HELP["profile"]),
+    data: Path = typer.Option(DEVICE_DEFAULTS.data, help=DEVICE_HELP["data"]),
 ) -> None:
     """Join over MQTT (--mqtt/--accounts + --id) or as a Flower SuperNode (--superlink + --partition-id)."""
     # The same device as `tinyfleet-device run` (firmware_sim.device_cli): both build DeviceRunOptions and call
@@ -395,7 +403,7 @@ def device_run(
     options = DeviceRunOptions(
         mqtt=mqtt, device_id=device_id, password=password, accounts=accounts, tls_ca=tls_ca, rounds=rounds,
         superlink=superlink, partition_id=partition_id, num_partitions=num_partitions,
-        root_certificates=root_certificates, duration=duration, workdir=workdir,
+        root_certificates=root_certificates, duration=duration, workdir=workdir, task=task, profile=profile, data=data,
     )  # fmt: skip
     try:
         code = run_device(options, say=console.print)
@@ -431,6 +439,10 @@ def fleet_run(
 
     try:
         known = json.loads(accounts.read_text())
+        if known.get("task"):
+            from firmware_sim.user_task import resolve_task
+
+            resolve_task(known["task"])  # a user task's folder: load it before its ids name a task
         host, port = parse_address(mqtt) if mqtt else (known["host"], int(known["port"]))
         chosen = sorted(known["devices"], key=seed_of)[:devices]
         passwords = {d: known["devices"][d] for d in chosen}
@@ -440,7 +452,8 @@ def fleet_run(
             done = run_fleet(host, port, passwords, qemu, tls_ca=tls_ca, duration_s=duration, workdir=qemu_dir,
                              say=console.print)  # fmt: skip
         else:
-            done = run_simulated_fleet(host, port, passwords, tls_ca=tls_ca, duration_s=duration, say=console.print)
+            done = run_simulated_fleet(host, port, passwords, task=known.get("task"), tls_ca=tls_ca, duration_s=duration,
+                                       say=console.print)
         console.print(f"{len(done)} devices, {sum(done.values())} device-rounds done")
     except (ValueError, TimeoutError, OSError, KeyError, BuildError) as exc:
         _fail(str(exc))

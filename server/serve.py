@@ -314,7 +314,9 @@ def _serve_mqtt(
             (options.workdir / "accounts.json").unlink(missing_ok=True)  # an earlier run's names its old broker
             broker = LocalBroker(options.workdir / "broker", accounts)
             broker.start()
-            write_accounts(options.workdir / "accounts.json", broker, task.name)
+            from firmware_sim.user_task import task_source
+
+            write_accounts(options.workdir / "accounts.json", broker, task_source(task))
             host, port, password = broker.host, broker.port, accounts.server_password
             say(f"mosquitto on {host}:{port}; device passwords in {options.workdir / 'accounts.json'}")
         else:

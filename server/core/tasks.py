@@ -57,8 +57,20 @@ METHOD_FIELDS = tuple(f.name for f in fields(TaskMethod))
 
 
 def task_method(task: str) -> TaskMethod:
-    """The method a classifier task defaults to (a user's task: the plain defaults)."""
-    return TASK_METHODS.get(task, TaskMethod())
+    """The method a classifier task defaults to; a user's task: the defaults with its task.toml's ``[method]``
+    table over them (a name :class:`TaskMethod` lacks, or a value of the wrong type, is refused naming it)."""
+    if task in TASK_METHODS:
+        return TASK_METHODS[task]
+    overrides = dict(getattr(device_task(task), "method", {}) or {})
+    unknown = sorted(set(overrides) - set(METHOD_FIELDS))
+    if unknown:
+        raise ValueError(f"task {task!r}: [method] keys {unknown} are not method settings; known: {', '.join(METHOD_FIELDS)}")
+    defaults = TaskMethod()
+    for name, value in overrides.items():
+        wanted = type(getattr(defaults, name))
+        if isinstance(value, bool) or not isinstance(value, (wanted, int) if wanted is float else wanted):
+            raise ValueError(f"task {task!r}: [method] {name} = {value!r} must be a {wanted.__name__}")
+    return replace(defaults, **overrides)
 
 
 def method_settings(task: DeviceTask, method: TaskMethod, strategy: str, learning_rate: float,

@@ -39,9 +39,6 @@ def end(process: subprocess.Popen) -> None:
             pass
 
 
-@pytest.mark.xfail(strict=True, reason="`tinyfleet server --task FOLDER` and `fleet run` must resolve a task folder "
-                   "(firmware_sim.user_task.resolve_task / task_source in server/cli.py and server/serve.py); "
-                   "strict: the marker goes when they do")
 def test_the_shipped_example_federates_through_server_and_fleet_run(tmp_path: Path) -> None:
     folder, work = tmp_path / "machines", tmp_path / "W"
     made = subprocess.run(command("firmware_sim.tasks.example_task", "--out", str(folder)), cwd=ROOT,
@@ -70,3 +67,30 @@ def test_the_shipped_example_federates_through_server_and_fleet_run(tmp_path: Pa
     assert "round 2/2" in logs["server.log"], logs["server.log"]
     assert "4 simulated machines devices online" in logs["fleet.log"], logs["fleet.log"]
     assert "4 devices, 8 device-rounds done" in logs["fleet.log"], logs["fleet.log"]
+
+
+def test_a_task_folder_s_method_table_sets_the_server_s_defaults(tmp_path: Path) -> None:
+    """`[method]` in task.toml overrides the server's method for that task; a key that is not a method setting is
+    refused naming it."""
+    from firmware_sim.user_task import load_user_task
+    from server.core.tasks import task_settings
+
+    folder = tmp_path / "machines"
+    made = subprocess.run(command("firmware_sim.tasks.example_task", "--out", str(folder)), cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    text = (folder / "task.toml").read_text()
+    (folder / "task.toml").write_text(text + "\n[method]\nmeta_samples_per_round = 30\ntop_p = 0.5\n")
+    task = load_user_task(folder)
+    settings = task_settings(task.name, "tinymetafed")
+    assert settings.metafed.top_p == 0.5 and settings.device.task == task.name
+    assert settings.device.stream_samples == 30 - settings.metafed.reconstruction_samples
+    assert settings.device.inner_learning_rate == 0.05  # the task's own rate
+
+    bad = tmp_path / "bad"
+    subprocess.run(command("firmware_sim.tasks.example_task", "--out", str(bad)), cwd=ROOT, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    toml = (bad / "task.toml").read_text().replace('name = "machines"', 'name = "machines2"')
+    (bad / "task.toml").write_text(toml + "\n[method]\nsamples = 3\n")
+    with pytest.raises(ValueError, match=r"\[method\] keys \['samples'\]"):
+        task_settings(load_user_task(bad).name, "tinymetafed")
