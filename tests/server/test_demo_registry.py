@@ -44,3 +44,35 @@ def test_the_initial_version_has_a_lineage_of_one(registry):
     assert [row["number"] for row in registry.lineage(registry.version_iri(0), newest=3)] == ["0"]
     with pytest.raises(ValueError, match="at least"):
         registry.lineage(registry.version_iri(0), newest=0)
+
+
+class Recorder:
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.seen: list[tuple[int, float]] = []
+        self.fail_at = fail_at
+
+    def on_round(self, server_round, weights, metrics) -> None:  # noqa: ANN001
+        if server_round == self.fail_at:
+            raise ValueError(f"store refused round {server_round}")
+        self.seen.append((server_round, float(weights["w"][0]), metrics["loss"]))
+
+
+def test_background_versions_register_every_round_in_order_with_the_values_of_that_round():
+    from server.experiments.demo import BackgroundVersions
+
+    recorder, theta = Recorder(), {"w": np.zeros(1, np.float32)}
+    with BackgroundVersions(recorder) as versions:  # type: ignore[arg-type]
+        for r in range(1, 51):
+            theta["w"][0] = r  # the caller may reuse its arrays: the thread got a copy
+            versions.on_round(r, theta, {"loss": 1.0 / r})
+    assert recorder.seen == [(r, float(r), 1.0 / r) for r in range(1, 51)]
+
+
+def test_a_failed_registration_is_raised_to_the_training_thread():
+    from server.experiments.demo import BackgroundVersions
+
+    with pytest.raises(RuntimeError, match="registering a model version failed") as caught:
+        with BackgroundVersions(Recorder(fail_at=2)) as versions:  # type: ignore[arg-type]
+            for r in range(1, 4):
+                versions.on_round(r, {"w": np.zeros(1, np.float32)}, {"loss": 0.0})
+    assert isinstance(caught.value.__cause__, ValueError)
