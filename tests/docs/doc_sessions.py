@@ -269,7 +269,7 @@ def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -
         try:
             for command in block.commands():
                 _wait_for_inputs(command.text, session.cwd)
-                session.start(command.text, (), block.where)
+                session.start(re.sub(r"&\s*(#.*)?$", "", command.text), (), block.where)  # its own shell already
                 time.sleep(stagger_s)
             deadline = time.monotonic() + timeout
             for process, log in session.jobs:
