@@ -17,24 +17,7 @@ from doc_sessions import ROOT, SKIP, Block, all_blocks, output_matches, parse_co
 # Files other people own (README.md is the lead's, docs/console.md the console's): their blocks that still lack a
 # marker are treated as the marker below says (keyed by file and the block's first line). The owner adds the marker
 # (the same text) before each block, and then the entry can go.
-PENDING = {
-    "README.md": {
-        "make demo": "skip — make demo trains 1000 rounds (3 min 41 s here) and make test is the whole suite with"
-                     " system packages (8 min 21 s); neither fits a test, and make test is what CI runs",
-        "tinyfleet server --local-broker --fleet 30": "parallel slow",
-        "$ tinyfleet registry serve --store /tmp/reg": "skip — abridged from docs/registry.md, whose whole session"
-                                                       " (files made, server started, stopped) this test runs",
-        "tinyfleet server --local-broker --fleet 8 --task keywords": "parallel slow",
-        "python -m firmware_sim.tasks.example_task": "fails — pasted as written, `fleet run` starts before the server"
-                                                     " has written runs/machines-run/accounts.json and exits 2",
-    },
-    "console.md": {
-        "tinyfleet server --local-broker --fleet 30 --rounds 20": "parallel slow",
-        "tinyfleet registry serve --store runs/registry --port 8787": "skip — PORT, $TOKEN and $SERVER_PASSWORD stand"
-                                                                      " for the user's broker port and secrets",
-        "$ curl -N": "skip — an event stream that runs until it is interrupted (curl -N)",
-    },
-}  # fmt: skip
+PENDING: dict[str, dict[str, str]] = {}
 RUN_MARKERS = ("run", "run slow", "parallel", "parallel slow")
 KNOWN_FAILURE = "fails — "  # only in PENDING: a block of another owner's file that does not work as written (run, xfail strict)
 
