@@ -19,7 +19,6 @@ from doc_sessions import ROOT, SKIP, Block, all_blocks, output_matches, parse_co
 # (the same text) before each block, and then the entry can go.
 PENDING: dict[str, dict[str, str]] = {}
 RUN_MARKERS = ("run", "run slow", "parallel", "parallel slow")
-KNOWN_FAILURE = "fails — "  # only in PENDING: a block of another owner's file that does not work as written (run, xfail strict)
 
 
 def treatment(block: Block) -> str:
@@ -53,8 +52,6 @@ def test_every_block_is_run_or_says_why_not() -> None:
     problems = []
     for block in BLOCKS:
         mark = treatment(block)
-        if mark.startswith(KNOWN_FAILURE) and block.marker is None:
-            continue  # run by test_a_known_failure_still_fails
         if mark in RUN_MARKERS:
             try:
                 if not parse_commands(block.text):
@@ -108,10 +105,3 @@ def test_the_parser_reads_commands_continuations_heredocs_and_output() -> None:
     assert [c.text for c in parse_commands("make demo   # a comment\n\n# only a comment\nmake test")] == ["make demo   # a comment", "make test"]
     assert output_matches(("{\"a\": 1, …}",), ['{"a": 1, "b": 2}']) and not output_matches(("x",), ["x", "y"])
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("block", [b for b in BLOCKS if treatment(b).startswith(KNOWN_FAILURE)], ids=lambda b: b.where)
-def test_a_known_failure_still_fails(block: Block) -> None:
-    """Run as written; it must still fail as PENDING says (once the owner fixes the block, drop its entry)."""
-    with pytest.raises(AssertionError):
-        run_blocks([block], ports_in([block]))
