@@ -20,7 +20,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from server.export_run import ExportError, RunModel, write_manifest
-from server.models.sine_mlp import _FLOAT32_MAX, SIGNATURES, MLPTrainingModule, build_training_module, convert_training_module
+from server.models.sine_mlp import SIGNATURES, MLPTrainingModule, build_training_module, convert_training_module
 
 _LOG_FLOOR = math.log(1e-12)
 
@@ -29,28 +29,13 @@ class ClassifierTrainingModule(MLPTrainingModule):
     """The training graph of :class:`edge.mlp_classifier.MLPClassifier`: the same signatures, a cross-entropy ``train``.
 
     ``y`` is the one-hot label. The backward pass and the refusal of a non-finite step are those of
-    :class:`server.models.sine_mlp.MLPTrainingModule` (only the output delta differs).
+    :class:`server.models.sine_mlp.MLPTrainingModule`; only the loss and the output delta differ.
     """
 
-    def _train(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
-        params = [v.read_value() for v in self.vars]
-        acts = self._activations(params, x)
-        log_p = tf.nn.log_softmax(acts[-1])
+    def _loss_and_delta(self, out: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        log_p = tf.nn.log_softmax(out)
         loss = -tf.reduce_sum(y * tf.maximum(log_p, _LOG_FLOOR))
-        delta = tf.nn.softmax(acts[-1]) - y  # batch of exactly one sample
-        grads: list[tf.Tensor] = [tf.zeros(())] * len(params)
-        for i in reversed(range(self.n_layers)):
-            grads[2 * i] = tf.matmul(acts[i], delta, transpose_a=True)
-            grads[2 * i + 1] = tf.reduce_sum(delta, axis=0)
-            if i > 0:
-                delta = tf.matmul(delta, params[2 * i], transpose_b=True) * (1.0 - tf.square(acts[i]))
-        updated = [p - lr * s.read_value() * g for p, s, g in zip(params, self.step_vars, grads)]
-        applied = tf.constant(True)
-        for u in updated:
-            applied = tf.logical_and(applied, tf.reduce_all(tf.abs(u) <= _FLOAT32_MAX))
-        for v, u, p in zip(self.vars, updated, params):
-            v.assign(tf.where(applied, u, p))
-        return {"loss": loss, "applied": applied}
+        return loss, tf.nn.softmax(out) - y  # batch of exactly one sample
 
 
 def is_classifier(model: RunModel) -> bool:

@@ -103,9 +103,7 @@ class MLPTrainingModule(tf.Module):
     def _train(self, x: tf.Tensor, y: tf.Tensor, lr: tf.Tensor) -> dict[str, tf.Tensor]:
         params = [v.read_value() for v in self.vars]
         acts = self._activations(params, x)
-        diff = acts[-1] - y
-        loss = tf.reduce_mean(tf.square(diff))
-        delta = 2.0 * diff / float(self.layer_sizes[-1])  # batch of exactly one sample
+        loss, delta = self._loss_and_delta(acts[-1], y)
         grads: list[tf.Tensor] = [tf.zeros(())] * len(params)
         for i in reversed(range(self.n_layers)):
             grads[2 * i] = tf.matmul(acts[i], delta, transpose_a=True)
@@ -119,6 +117,12 @@ class MLPTrainingModule(tf.Module):
         for v, u, p in zip(self.vars, updated, params):
             v.assign(tf.where(applied, u, p))
         return {"loss": loss, "applied": applied}
+
+    def _loss_and_delta(self, out: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The loss of one sample and its gradient at the output: mean squared error (the regressor). A
+        classifier's graph overrides only this (``server.export_tflite``); the backward pass is shared."""
+        diff = out - y
+        return tf.reduce_mean(tf.square(diff)), 2.0 * diff / float(self.layer_sizes[-1])  # batch of exactly one sample
 
     def _infer(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
         return {"y": self._activations([v.read_value() for v in self.vars], x)[-1]}
