@@ -41,7 +41,7 @@ from starlette.staticfiles import StaticFiles
 from ontology.events import LIVE_THINGS
 from ontology.named_queries import get_named_query
 from server.console.fleet import (
-    DEVICE_OFFERS, FEDERATIONS, MODEL_NEEDS, Federation, FleetFilter, RegistryFacts, fleet_rows, needs_by_model,
+    FEDERATIONS, Federation, FleetFilter, RegistryFacts, fleet_rows, needs_by_model,
     offers_by_device,
 )  # fmt: skip
 from server.console.html import e, layout, notice
@@ -51,6 +51,7 @@ from server.console.pages_runs import federations_page, lineage_table, run_live,
 from server.console.presence import Presence
 from server.console.registry_client import SPARQL_JSON, RegistryClient, RegistryError, bindings, iri_ref, problem_text
 from server.console.sources import RunSource
+from server.registry.registry_selection import DEVICE_OFFERS, MODEL_NEEDS
 
 log = logging.getLogger(__name__)
 

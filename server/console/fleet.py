@@ -29,16 +29,6 @@ SELECT ?federation ?model ?task ?task_label WHERE {
   ?federation a tf:Federation ; tf:trainsModel ?model ; tf:forTask ?task .
   OPTIONAL { ?task <http://www.w3.org/2000/01/rdf-schema#label> ?task_label }
 }"""
-MODEL_NEEDS = """PREFIX tf: <https://w3id.org/tinyfleet#>
-SELECT ?model ?runtime ?size ?training_ram WHERE {
-  ?model tf:runtime ?runtime ; tf:modelSizeBytes ?size ; tf:hasOnDeviceTraining ?training .
-  ?training tf:trainingRamBytes ?training_ram .
-}"""
-DEVICE_OFFERS = """PREFIX tf: <https://w3id.org/tinyfleet#>
-SELECT ?device ?runtime ?ram ?flash WHERE {
-  ?device tf:hasCapability ?cap .
-  ?cap tf:capabilityRuntime ?runtime ; tf:capabilityRamBytes ?ram ; tf:capabilityFlashBytes ?flash .
-}"""
 
 
 @dataclass(frozen=True)

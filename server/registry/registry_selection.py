@@ -48,12 +48,13 @@ def sine_model_name(layer_sizes: Sequence[int]) -> str:
     """The registry name (and file stem) of the sine MLP's training model, e.g. ``sine-mlp-1-40-40-1-train``."""
     return "sine-mlp-" + "-".join(str(n) for n in layer_sizes) + "-train"
 
-_MODEL_NEEDS = """PREFIX tf: <https://w3id.org/tinyfleet#>
+# What a model needs and what each device offers, as exclusion_reason compares them (the console reads the same).
+MODEL_NEEDS = """PREFIX tf: <https://w3id.org/tinyfleet#>
 SELECT ?model ?runtime ?size ?training_ram WHERE {
   ?model tf:runtime ?runtime ; tf:modelSizeBytes ?size ; tf:hasOnDeviceTraining ?training .
   ?training tf:trainingRamBytes ?training_ram .
 }"""
-_DEVICE_OFFERS = """PREFIX tf: <https://w3id.org/tinyfleet#>
+DEVICE_OFFERS = """PREFIX tf: <https://w3id.org/tinyfleet#>
 SELECT ?device ?runtime ?ram ?flash WHERE {
   ?device tf:hasCapability ?cap .
   ?cap tf:capabilityRuntime ?runtime ; tf:capabilityRamBytes ?ram ; tf:capabilityFlashBytes ?flash .
@@ -126,7 +127,7 @@ class AnnouncedSelection:
         return chosen
 
     def _model_needs(self) -> tuple[set[str], int, int]:
-        rows = self.registry.store.query(_MODEL_NEEDS, {"model": URIRef(self.model)}).rows
+        rows = self.registry.store.query(MODEL_NEEDS, {"model": URIRef(self.model)}).rows
         if not rows:
             raise ValueError(f"the registry has no on-device training description of {self.model}")
         return {str(r[1]) for r in rows}, max(int(r[2]) for r in rows), max(int(r[3]) for r in rows)
@@ -135,7 +136,7 @@ class AnnouncedSelection:
         """What the registry knows that keeps a registered device out of ``eligible-devices``."""
         if device_id not in self.registered:
             return "no Thing Description registered"
-        rows = self.registry.store.query(_DEVICE_OFFERS, {"device": URIRef(device_iri(device_id))}).rows
+        rows = self.registry.store.query(DEVICE_OFFERS, {"device": URIRef(device_iri(device_id))}).rows
         offer = ({str(r[1]) for r in rows}, int(rows[0][2]), int(rows[0][3])) if rows else None
         return exclusion_reason(offer, self._needs)
 
