@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,27 +37,49 @@ def wait_for_accounts(server: subprocess.Popen, work: Path, log: Path, timeout_s
             time.sleep(0.05)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("task", ["characters", "keywords", "presence"])
-def test_a_task_federates_over_mqtt_with_a_simulated_fleet(tmp_path: Path, task: str) -> None:
+@dataclass
+class Federated:
+    accounts: dict
+    server_log: str
+    fleet_log: str
+    returncodes: list[int | None]
+
+
+def federate(tmp_path: Path, server_args: list[str], fleet_args: list[str], timeout_s: float,
+             before_fleet: Callable[[subprocess.Popen, Path], None] | None = None) -> Federated:
+    """`tinyfleet server --local-broker SERVER_ARGS --workdir W`, then, once its accounts are written (and
+    ``before_fleet(server, server_log)`` has run), `tinyfleet fleet run --accounts W/accounts.json FLEET_ARGS`;
+    both waited for, and every process they started ended whatever happens."""
     env, work = {**flower_env(), "COLUMNS": "500"}, tmp_path / "work"  # wide: rich wraps nothing
     started: list[subprocess.Popen] = []
     try:
-        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "8", "--task", task, "--strategy", "tinymetafed",
-                                 "--rounds", "2", "--clients-per-round", "4", "--workdir", str(work),
-                                 "--node-timeout", "60", "--round-timeout", "60"), env, tmp_path / "server.log")  # fmt: skip
+        server = spawn(tinyfleet("server", "--local-broker", *server_args, "--workdir", str(work)), env,
+                       tmp_path / "server.log")  # fmt: skip
         started.append(server)
         accounts = wait_for_accounts(server, work, tmp_path / "server.log")
-        assert accounts["task"] == task and sorted(accounts["devices"]) == sorted(f"{task}-{i}" for i in range(8))
-        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--duration", "170"),
-                             env, tmp_path / "fleet.log"))
+        if before_fleet is not None:
+            before_fleet(server, tmp_path / "server.log")
+        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), *fleet_args),
+                             env, tmp_path / "fleet.log"))  # fmt: skip
         for process in started:
-            process.wait(timeout=180)
+            process.wait(timeout=timeout_s)
     finally:
         for process in reversed(started):
             terminate_tree(process)
-    server_log, fleet_log = (tmp_path / "server.log").read_text(), (tmp_path / "fleet.log").read_text()
-    assert [p.returncode for p in started] == [0, 0], server_log + fleet_log
+    return Federated(accounts, (tmp_path / "server.log").read_text(), (tmp_path / "fleet.log").read_text(),
+                     [p.returncode for p in started])  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["characters", "keywords", "presence"])
+def test_a_task_federates_over_mqtt_with_a_simulated_fleet(tmp_path: Path, task: str) -> None:
+    work = tmp_path / "work"
+    run = federate(tmp_path, ["--fleet", "8", "--task", task, "--strategy", "tinymetafed", "--rounds", "2",
+                              "--clients-per-round", "4", "--node-timeout", "60", "--round-timeout", "60"],
+                   ["--duration", "170"], timeout_s=180)  # fmt: skip
+    server_log, fleet_log = run.server_log, run.fleet_log
+    assert run.accounts["task"] == task and sorted(run.accounts["devices"]) == sorted(f"{task}-{i}" for i in range(8))
+    assert run.returncodes == [0, 0], server_log + fleet_log
     assert "round 2/2" in server_log, server_log
     assert "summary: round 2/2; 8 device-rounds" in server_log and f"--run {work}" in server_log, server_log
     assert f"8 simulated {task} devices online" in fleet_log and "the server's federation has ended" in fleet_log
@@ -104,24 +128,11 @@ def test_a_task_the_registry_cannot_describe_yet_is_refused_with_a_registry(tmp_
 def test_fleet_run_puts_some_devices_under_qemu(tmp_path: Path) -> None:
     """`tinyfleet fleet run --accounts FILE --qemu 1`: the last device runs as C firmware under QEMU behind its own
     serial gateway, beside the simulated ones, and every round hears from all three."""
-    env, work = {**flower_env(), "COLUMNS": "500"}, tmp_path / "work"
-    started: list[subprocess.Popen] = []
-    try:
-        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "3", "--strategy", "tinymetafed", "--rounds", "2",
-                                 "--clients-per-round", "3", "--workdir", str(work), "--node-timeout", "90"),
-                       env, tmp_path / "server.log")  # fmt: skip
-        started.append(server)
-        wait_for_accounts(server, work, tmp_path / "server.log")
-        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--qemu", "1",
-                                       "--qemu-dir", str(tmp_path / "qemu"), "--duration", "150"),
-                             env, tmp_path / "fleet.log"))  # fmt: skip
-        for process in started:
-            process.wait(timeout=160)
-    finally:
-        for process in reversed(started):
-            terminate_tree(process)
-    server_log, fleet_log = (tmp_path / "server.log").read_text(), (tmp_path / "fleet.log").read_text()
-    assert [p.returncode for p in started] == [0, 0], server_log + fleet_log
+    run = federate(tmp_path, ["--fleet", "3", "--strategy", "tinymetafed", "--rounds", "2", "--clients-per-round", "3",
+                              "--node-timeout", "90"],
+                   ["--qemu", "1", "--qemu-dir", str(tmp_path / "qemu"), "--duration", "150"], timeout_s=160)  # fmt: skip
+    server_log, fleet_log = run.server_log, run.fleet_log
+    assert run.returncodes == [0, 0], server_log + fleet_log
     assert "under QEMU (mps2-an386), each behind its own serial gateway: sine-2" in fleet_log, fleet_log
     assert "round 1/2: 3 device(s)" in server_log and "round 2/2: 3 device(s)" in server_log, server_log
     assert "3 devices, 6 device-rounds done" in fleet_log, fleet_log
@@ -133,29 +144,18 @@ def test_server_serves_its_console_during_the_run(tmp_path: Path) -> None:
     import re
     import urllib.request
 
-    env, work = {**flower_env(), "COLUMNS": "500"}, tmp_path / "work"
-    started: list[subprocess.Popen] = []
-    try:
-        server = spawn(tinyfleet("server", "--local-broker", "--fleet", "2", "--rounds", "2", "--clients-per-round", "2",
-                                 "--console", "0", "--workdir", str(work), "--node-timeout", "60"),
-                       env, tmp_path / "server.log")  # fmt: skip
-        started.append(server)
-        wait_for_accounts(server, work, tmp_path / "server.log")
+    def open_the_console(server: subprocess.Popen, log: Path) -> None:
         deadline = time.monotonic() + 30
-        while not (found := re.search(r"console on (http://127\.0\.0\.1:\d+)", (tmp_path / "server.log").read_text())):
-            assert time.monotonic() < deadline and server.poll() is None, (tmp_path / "server.log").read_text()
+        while not (found := re.search(r"console on (http://127\.0\.0\.1:\d+)", log.read_text())):
+            assert time.monotonic() < deadline and server.poll() is None, log.read_text()
             time.sleep(0.1)
         with urllib.request.urlopen(found.group(1) + "/", timeout=10) as page:
             assert page.status == 200 and b"<html" in page.read().lower()
-        started.append(spawn(tinyfleet("fleet", "run", "--accounts", str(work / "accounts.json"), "--duration", "90"),
-                             env, tmp_path / "fleet.log"))
-        for process in started:
-            process.wait(timeout=100)
-    finally:
-        for process in reversed(started):
-            terminate_tree(process)
-    log = (tmp_path / "server.log").read_text()
-    assert [p.returncode for p in started] == [0, 0] and "round 2/2" in log, log
+
+    run = federate(tmp_path, ["--fleet", "2", "--rounds", "2", "--clients-per-round", "2", "--console", "0",
+                              "--node-timeout", "60"], ["--duration", "90"], timeout_s=100,
+                   before_fleet=open_the_console)  # fmt: skip
+    assert run.returncodes == [0, 0] and "round 2/2" in run.server_log, run.server_log
 
     from typer.testing import CliRunner
 
