@@ -4,8 +4,6 @@ ServerApp registers every round's version in the registry given with `--registry
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,56 +13,29 @@ from rdflib import URIRef
 
 from ontology.named_queries import run_named_query
 from ontology.store import open_store
-from server.transports.broker import free_port
 from server.core.checkpoint import Checkpointer
 from server.core.federation import FederationSettings, initial_weights
 from server.transports.flower_deploy import flower_env
 from server.registry.registry_link import weights_digest
+from flower_run import run_with_supernodes, tinyfleet
 from process_tree import spawn, terminate_tree
 
 pytestmark = pytest.mark.slow
 ROUNDS = 3
 
 
-def tinyfleet(*args: str) -> list[str]:
-    return [sys.executable, "-m", "server.cli", *args]
-
-
 def test_two_supernodes_run_a_tinymetafed_federation_submitted_with_flwr_run(tmp_path: Path) -> None:
-    env = flower_env(tmp_path / "flwr")  # FLWR_HOME in tmp_path; no telemetry, no update check
-    port = free_port()
     ckpt = tmp_path / "ckpt"
     registry = tmp_path / "registry"
-    started: list[subprocess.Popen] = []
-    try:
-        server = spawn(
-            tinyfleet("server", "--port", str(port), "--workdir", str(tmp_path / "server"), "--rounds", str(ROUNDS),
-                      "--strategy", "tinymetafed", "--clients-per-round", "2", "--top-p", "0.1",
-                      "--checkpoint-dir", str(ckpt), "--node-timeout", "60", "--run-timeout", "140",
-                      "-c", "stream-samples=8", "-c", "probe-samples=4", "--registry", str(registry)),
-            env, tmp_path / "server.log",
-        )  # fmt: skip
-        started.append(server)
-        for partition in range(2):
-            started.append(spawn(
-                tinyfleet("device", "run", "--superlink", f"127.0.0.1:{port}", "--partition-id", str(partition),
-                          "--num-partitions", "2", "--workdir", str(tmp_path / "devices"), "--duration", "150"),
-                env, tmp_path / f"device-{partition}.log",
-            ))  # fmt: skip
-        try:
-            server.wait(timeout=150)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the federation did not finish within 150 s:\n" + (tmp_path / "server.log").read_text()[-3000:])
-        log = (tmp_path / "server.log").read_text()
-        assert server.returncode == 0, log[-3000:]
-        assert "finished:completed" in log
-        # the ServerApp's rounds reach the user: one progress line per round, and rounds.jsonl in the workdir
-        assert all(f"round {r}/{ROUNDS}: 2 device(s)" in log.replace("\n", " ") for r in range(1, ROUNDS + 1)), log[-3000:]
-        assert (tmp_path / "server" / "rounds.jsonl").read_text().count("\n") == ROUNDS
-        assert all(p.poll() is None for p in started[1:]), "a SuperNode died during the run"
-    finally:
-        for process in reversed(started):
-            terminate_tree(process)
+    log = run_with_supernodes(tmp_path, [
+        "--workdir", str(tmp_path / "server"), "--rounds", str(ROUNDS), "--strategy", "tinymetafed",
+        "--clients-per-round", "2", "--top-p", "0.1", "--checkpoint-dir", str(ckpt), "--node-timeout", "60",
+        "--run-timeout", "140", "-c", "stream-samples=8", "-c", "probe-samples=4", "--registry", str(registry),
+    ], timeout_s=150)  # fmt: skip
+    assert "finished:completed" in log
+    # the ServerApp's rounds reach the user: one progress line per round, and rounds.jsonl in the workdir
+    assert all(f"round {r}/{ROUNDS}: 2 device(s)" in log.replace("\n", " ") for r in range(1, ROUNDS + 1)), log[-3000:]
+    assert (tmp_path / "server" / "rounds.jsonl").read_text().count("\n") == ROUNDS
 
     final = Checkpointer(ckpt).load_latest()
     assert final is not None and final.server_round == ROUNDS and final.meta["strategy"] == "tinymetafed"
