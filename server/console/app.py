@@ -132,7 +132,7 @@ class ConsoleState:
         self.wakeup.poke()
 
     def run(self, name: str) -> RunSource | None:
-        return next((r for r in self.runs if r.name == name or r.info().get("federation") == name), None)
+        return next((r for r in self.runs if r.name == name or r.federation_id() == name), None)
 
     async def facts(self) -> RegistryFacts:
         """The registry's answers the pages need, at most :data:`FACTS_TTL_S` old."""

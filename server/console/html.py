@@ -52,9 +52,18 @@ def _id(element_id: str, suffix: str = "") -> str:
     return f' id="{e(element_id + suffix)}"' if element_id else ""
 
 
-def live(url: str, inner: str, *, element_id: str) -> str:
-    """A part of the page that ``console.js`` refreshes from ``url`` when the stream says so."""
-    return f'<div id="{e(element_id)}" data-fragment="{e(url)}">{inner}</div>'
+#: The news a live part can show: a round was recorded, a device's status or telemetry came in, a TD changed.
+NEWS = ("round", "presence", "registry")
+
+
+def live(url: str, inner: str, *, element_id: str, on: Sequence[str] = NEWS, gap_ms: int = 1000) -> str:
+    """A part of the page that ``console.js`` re-fetches from ``url`` on the news in ``on``, at most every
+    ``gap_ms``: a part is fetched only for what it shows, so an open page costs the round little."""
+    unknown = set(on) - set(NEWS)
+    if unknown or not on:
+        raise ValueError(f"a live part shows some of {NEWS}, not {sorted(unknown) or 'nothing'}")
+    return (f'<div id="{e(element_id)}" data-fragment="{e(url)}" data-on="{" ".join(on)}" data-gap-ms="{int(gap_ms)}">'
+            f"{inner}</div>")
 
 
 def number(value: object, spec: str = ",.0f") -> str:

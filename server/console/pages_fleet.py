@@ -8,6 +8,9 @@ from urllib.parse import urlencode
 from server.console.fleet import DeviceRow, Federation, FleetFilter, RegistryFacts
 from server.console.html import ago, e, layout, live, notice, number, select
 
+#: The table of every device is the page's heaviest part to render (in the console and in the browser), and a
+#: round's telemetry arrives device by device: re-fetched at most every 2 s, it stays current within a round.
+FLEET_GAP_MS = 2000
 HEADERS = ("Device", "Profile", "RAM / flash (usable)", "Sensors", "Status", "Last seen", "Models that fit",
            "Rounds", "Bytes up / down", "Energy", "Eligibility")
 
@@ -82,5 +85,6 @@ def fleet_page(rows: Sequence[DeviceRow], facts: RegistryFacts, chosen: FleetFil
     query = urlencode({k: v for k, v in vars(chosen).items() if v})
     sources = f'<p class="sources">status from {e(broker)} · registry {e(registry)}</p>'
     return layout("Fleet", "fleet", sources + notice(facts.error) + form
-                  + live(f"/fragments/fleet?{query}", fleet_table(rows, facts, chosen), element_id="fleet-live"),
+                  + live(f"/fragments/fleet?{query}", fleet_table(rows, facts, chosen), element_id="fleet-live",
+                         gap_ms=FLEET_GAP_MS),
                   writable=writable)

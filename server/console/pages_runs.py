@@ -64,12 +64,21 @@ def runs_table(runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any
 
 
 def federations_page(body: str, error: str | None, writable: bool) -> str:
-    return layout("Federations", "federations", notice(error) + live("/fragments/federations", body, element_id="runs-live"),
-                  writable=writable)
+    runs = live("/fragments/federations", body, element_id="runs-live", on=("round", "registry"))
+    return layout("Federations", "federations", notice(error) + runs, writable=writable)
+
+
+#: The run page's tables show the newest rows only (the charts show every round; ``/api/runs`` has all of them):
+#: a page re-rendered every round must not grow with the run.
+NEWEST_ROWS = 25
+
+
+def _newest_note(shown: int, total: int, where: str) -> str:
+    return f'<p class="muted">the newest {shown} of {total}; all of them in {where}</p>' if total > shown else ""
 
 
 def run_live(rounds: Sequence[Mapping[str, Any]]) -> str:
-    """The live part of a run's page: its charts and the table of its rounds."""
+    """The live part of a run's page: its charts and the table of its newest rounds."""
     def series(key: str) -> list[tuple[float, float]]:
         return [(r["round"], v) for r in rounds if isinstance(v := _metric(r, key), (int, float))]
 
@@ -84,12 +93,13 @@ def run_live(rounds: Sequence[Mapping[str, Any]]) -> str:
         [str(r["round"]), number(len(r.get("participants") or ())), number(_metric(r, LOSS_BEFORE), ".4f"),
          number(_metric(r, LOSS_AFTER), ".4f"), number(_metric(r, BYTES_UP)), number(_metric(r, BYTES_DOWN)),
          number(_metric(r, EPSILON), ".3f"), number(r.get("failures")), number(r.get("elapsed_s"), ".1f")]
-        for r in reversed(rounds)
+        for r in list(reversed(rounds))[:NEWEST_ROWS]
     )  # fmt: skip
     return (f'<p class="summary">rounds done: <span id="rounds-done">{len(rounds)}</span></p>'
             f'<div class="charts">{charts}</div>'
             + table(("Round", "Participants", "Loss before", "Loss after", "Bytes up", "Bytes down", "ε", "Failures",
-                     "Elapsed s"), rows, table_id="rounds", empty="no round has finished yet"))
+                     "Elapsed s"), rows, table_id="rounds", empty="no round has finished yet")
+            + _newest_note(min(len(rounds), NEWEST_ROWS), len(rounds), "<code>/api/runs</code>"))
 
 
 def lineage_table(columns: Sequence[str], rows: Sequence[Mapping[str, str]]) -> str:
@@ -101,8 +111,10 @@ def lineage_table(columns: Sequence[str], rows: Sequence[Mapping[str, str]]) -> 
             return "<br>".join(e(m) for m in value.split())
         return e(value)
 
-    return table(columns, ([cell(c, row.get(c, "")) for c in columns] for row in rows), table_id="lineage",
-                 empty="no version registered yet")
+    shown = rows[:NEWEST_ROWS]
+    return (table(columns, ([cell(c, row.get(c, "")) for c in columns] for row in shown), table_id="lineage",
+                  empty="no version registered yet")
+            + _newest_note(len(shown), len(rows), "the registry's <code>model-lineage</code> query"))
 
 
 def run_page(name: str, info: Mapping[str, Any] | None, task: str, rounds: Sequence[Mapping[str, Any]] | None,
@@ -114,12 +126,14 @@ def run_page(name: str, info: Mapping[str, Any] | None, task: str, rounds: Seque
                  ("strategy", info.get("strategy") or "–"), ("workdir", str(info.get("workdir", "")))]
         parts.append(table(("", ""), ([e(k), e(v)] for k, v in facts), table_id="run-facts"))
     if rounds is not None:
-        parts.append("<h2>Rounds</h2>" + live(f"/fragments/federations/{name}", run_live(rounds), element_id="run-live"))
+        parts.append("<h2>Rounds</h2>" + live(f"/fragments/federations/{name}", run_live(rounds), element_id="run-live",
+                                                   on=("round",)))
     if lineage is not None:
         columns, rows = lineage
         parts.append("<h2>Model versions and lineage</h2>"
                      '<p class="muted">the registry\'s <code>model-lineage</code> of the newest version (PROV-O)</p>'
-                     + live(f"/fragments/lineage/{name}", lineage_table(columns, rows), element_id="lineage-live"))
+                     + live(f"/fragments/lineage/{name}", lineage_table(columns, rows), element_id="lineage-live",
+                            on=("round", "registry"), gap_ms=2000))
     if info is not None:
         settings = flat_settings(info.get("settings") or {})
         parts.append("<details><summary>Settings</summary>"

@@ -81,6 +81,7 @@ class RoundFeed:
         self._rounds: list[dict[str, Any]] = []
         self._offset = 0
         self._inode: int | None = None
+        self._last_line = b""  # the last complete line read, to tell a replaced file from a grown one
         self._lock = threading.Lock()
 
     def refresh(self) -> bool:
@@ -92,16 +93,19 @@ class RoundFeed:
             except OSError:
                 size, inode = 0, None
             if size < self._offset or (inode != self._inode and self._offset):  # --fresh deleted the old run's record
-                self._rounds, self._offset = [], 0
-                self.version += 1
+                self._start_over()
             self._inode = inode
             if size == self._offset:
                 return False
             with self.path.open("rb") as handle:
+                if self._last_line and not self._still_there(handle):  # replaced by a longer file (inode reused)
+                    self._start_over()
                 handle.seek(self._offset)
                 chunk = handle.read(size - self._offset)
             complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next look
             self._offset += len(complete)
+            if complete:
+                self._last_line = complete[complete.rfind(b"\n", 0, len(complete) - 1) + 1:]
             added = 0
             for line in complete.splitlines():
                 try:
@@ -114,6 +118,15 @@ class RoundFeed:
             if added:
                 self.version += 1
             return added > 0
+
+    def _still_there(self, handle: Any) -> bool:
+        """Whether the last line read is still where it was: a file system may give a new file the old inode."""
+        handle.seek(self._offset - len(self._last_line))
+        return handle.read(len(self._last_line)) == self._last_line
+
+    def _start_over(self) -> None:
+        self._rounds, self._offset, self._last_line = [], 0, b""
+        self.version += 1
 
     def rounds(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -141,6 +154,7 @@ class RunSource:
 
     def __post_init__(self) -> None:
         self.feed = RoundFeed(self.workdir / ROUNDS_LOG)
+        self._meta: tuple[tuple[int, int] | None, dict[str, Any]] = (None, {})  # (the pointer's mtime and size, meta)
 
     @property
     def name(self) -> str:
@@ -148,12 +162,29 @@ class RunSource:
 
     def info(self) -> dict[str, Any]:
         """Strategy, settings and the federation's registry id, from what the server said or the checkpoint."""
-        meta = run_meta(self.workdir, _checkpoint_dir(self.settings))
+        meta = self._checkpoint_meta()
         settings = dict(self.settings or meta.get("settings") or {})
         strategy = settings.get("strategy") or meta.get("strategy")
         federation = self.federation or (f"mqtt-{strategy}" if strategy else None)
         return {"name": self.name, "strategy": strategy, "settings": settings, "federation": federation,
                 "checkpoint_round": meta.get("server_round")}
+
+
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        """:func:`run_meta`, re-read only when the checkpoint pointer changed (a stat, not a read per request)."""
+        pointer = (_checkpoint_dir(self.settings) or self.workdir / CHECKPOINTS) / LATEST
+        try:
+            status = pointer.stat()
+            stamp: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+        except OSError:
+            stamp = None
+        if stamp is None or stamp != self._meta[0]:
+            self._meta = (stamp, run_meta(self.workdir, _checkpoint_dir(self.settings)) if stamp is not None else {})
+        return self._meta[1]
+
+    def federation_id(self) -> str | None:
+        """The federation's registry id: as the server said it, or from the checkpoint's strategy."""
+        return self.federation or self.info()["federation"]
 
 
 def _checkpoint_dir(settings: Mapping[str, Any] | None) -> Path | None:

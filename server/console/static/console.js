@@ -1,34 +1,46 @@
 // TinyFleet console: the only script. Pages are whole without it; with it they are live.
 // It listens to two Server-Sent Event streams, the console's (/api/stream: rounds, device presence) and the
-// registry's WoT Discovery /events (registrations), and on news re-fetches every [data-fragment] element of
-// the page from its URL, at most once a second each. Nothing else: no framework, no network but this origin.
+// registry's WoT Discovery /events (registrations). Each [data-fragment] element names the news it shows
+// (data-on: "round", "presence", "registry"; all three if absent) and how often at most it is re-fetched
+// (data-gap-ms, 1000 if absent). Why so frugal: the console shares the machine with the federation it
+// shows, and a round must not slow down because a page is open (bench/console.py measures it). So a
+// fragment is fetched only for news it shows, never while its tab is hidden (once when it is shown again),
+// and the page is touched only if the fragment's HTML changed. No framework, no network but this origin.
 "use strict";
 (function () {
   const badge = document.getElementById("live");
-  const parts = Array.from(document.querySelectorAll("[data-fragment]"));
-  const MIN_GAP_MS = 1000;
-  const state = new Map(parts.map((el) => [el, { busy: false, again: false, last: 0 }]));
+  const ALL = ["round", "presence", "registry"];
+  const parts = Array.from(document.querySelectorAll("[data-fragment]")).map((el) => ({
+    el,
+    on: new Set((el.dataset.on || ALL.join(" ")).split(/\s+/).filter(Boolean)),
+    gap: Number(el.dataset.gapMs || 1000),
+    busy: false, again: false, stale: false, last: 0, html: null,
+  }));
 
-  function refresh(el) {
-    const s = state.get(el);
-    if (s.busy) { s.again = true; return; }
-    const wait = s.last + MIN_GAP_MS - Date.now();
-    if (wait > 0) { s.busy = true; setTimeout(() => { s.busy = false; refresh(el); }, wait); return; }
-    s.busy = true;
-    s.last = Date.now();
-    fetch(el.dataset.fragment, { headers: { Accept: "text/html" } })
+  function refresh(part) {
+    if (document.hidden) { part.stale = true; return; }
+    if (part.busy) { part.again = true; return; }
+    const wait = part.last + part.gap - Date.now();
+    part.busy = true;
+    if (wait > 0) { setTimeout(() => { part.busy = false; refresh(part); }, wait); return; }
+    part.last = Date.now();
+    part.again = false; // news up to now is in this fetch
+    fetch(part.el.dataset.fragment, { headers: { Accept: "text/html" } })
       .then((r) => (r.ok ? r.text() : Promise.reject(new Error(r.status))))
-      .then((html) => { el.innerHTML = html; el.dataset.updated = String(Date.now()); })
+      .then((html) => {
+        if (html !== part.html) { part.el.innerHTML = html; part.html = html; }
+        part.el.dataset.updated = String(Date.now());
+      })
       .catch(() => {})
-      .finally(() => { s.busy = false; if (s.again) { s.again = false; refresh(el); } });
+      .finally(() => { part.busy = false; if (part.again) { part.again = false; refresh(part); } });
   }
 
-  function refreshAll() { parts.forEach(refresh); }
+  function news(kind) { parts.forEach((part) => { if (part.on.has(kind)) refresh(part); }); }
 
-  function listen(url, events, onOpen) {
+  function listen(url, events, kind, onOpen) {
     if (!url || !window.EventSource) return null;
     const source = new EventSource(url);
-    events.forEach((name) => source.addEventListener(name, refreshAll));
+    events.forEach((name) => source.addEventListener(name, (event) => news(kind || event.type)));
     source.addEventListener("open", onOpen || (() => {}));
     return source;
   }
@@ -38,7 +50,7 @@
   let sources = [];
   function open() {
     const body = document.body;
-    const stream = listen(body.dataset.stream, ["round", "presence"], () => {
+    const stream = listen(body.dataset.stream, ["round", "presence"], null, () => {
       if (badge) { badge.textContent = "live"; badge.classList.add("on"); }
     });
     if (stream) {
@@ -46,8 +58,12 @@
         if (badge) { badge.textContent = "reconnecting"; badge.classList.remove("on"); }
       });
     }
-    sources = [stream, listen(body.dataset.registryEvents, ["thing_created", "thing_updated", "thing_deleted"])];
+    sources = [stream, listen(body.dataset.registryEvents, ["thing_created", "thing_updated", "thing_deleted"], "registry")];
   }
+  function refreshAll() { parts.forEach(refresh); }
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) parts.forEach((part) => { if (part.stale) { part.stale = false; refresh(part); } });
+  });
   window.addEventListener("pagehide", () => { sources.forEach((s) => s && s.close()); sources = []; });
   window.addEventListener("pageshow", (event) => { if (event.persisted) { open(); refreshAll(); } });
   open();

@@ -47,6 +47,18 @@ def test_a_fresh_run_replacing_the_file_starts_the_feed_over(tmp_path) -> None:
     assert [r["round"] for r in feed.rounds()] == [1, 2, 3, 4]
 
 
+def test_a_longer_file_under_the_same_inode_is_seen_as_new(tmp_path) -> None:
+    """Some file systems hand a new file the inode just freed; the feed must not read on from the old offset."""
+    path = tmp_path / "rounds.jsonl"
+    path.write_text("".join(json.dumps({"round": n, "metrics": {}}) + "\n" for n in (1, 2, 3)))
+    feed = RoundFeed(path)
+    assert feed.refresh()
+    path.write_text("".join(json.dumps({"round": n, "metrics": {"loss-after": 0.5}}) + "\n" for n in (1, 2, 3, 4)))
+    feed.refresh()
+    assert [r["round"] for r in feed.rounds()] == [1, 2, 3, 4]
+    assert all(r["metrics"] == {"loss-after": 0.5} for r in feed.rounds())
+
+
 @pytest.mark.parametrize("url,message", [
     ("http://127.0.0.1:1883", "give mqtt://"),
     ("mqtt://127.0.0.1", "host and port are required"),
