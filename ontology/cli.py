@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -327,11 +328,23 @@ def serve(
         application = create_app(store, token, query_timeout, max_results, purge_interval_s=purge_interval,
                                  query_memory_bytes=None if query_memory_mb is None else query_memory_mb << 20,
                                  write_timeout_s=write_timeout)
+        # Listening before the line is printed: whoever waits for it (a script, a test) may connect at once;
+        # connections queue until uvicorn accepts them.
+        listener = _listen(host, port)
         err.print(f"registry {store_url} on http://{host}:{port} (/sparql, /things, /search/sparql, /queries)", highlight=False)
         # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the previous handler;
         # make that handler a normal exit so the store is closed (RocksDB flushed and unlocked) on the way out.
         signal.signal(signal.SIGTERM, _exit_quietly)
-        uvicorn.run(application, host=host, port=port, log_level=log_level)
+        uvicorn.Server(uvicorn.Config(application, log_level=log_level)).run(sockets=[listener])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port``, or a clear error (a port in use is a user's mistake, not a trace)."""
+    try:
+        return socket.create_server((host, port), backlog=2048)
+    except OSError as exc:
+        err.print(f"error: cannot listen on {host}:{port}: {exc.strerror}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
 
 
 def _exit_quietly(_signum: int, _frame: object) -> None:

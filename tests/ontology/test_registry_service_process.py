@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from registry_server import ServiceProcess
+from registry_server import ROOT, ServiceProcess, free_port
 from test_registry_service import TD_JSON, TOKEN, td
 
 from ontology.thing_description import device_iri
@@ -71,3 +74,22 @@ def test_acknowledged_puts_survive_kill_9_mid_write(tmp_path: Path) -> None:
                 assert got.json()["title"] == f"title {device_id}"
             listed = {t["id"] for t in client.get("/things", params={"limit": 1000}).json()}
         assert {device_iri(d) for d in survivors} <= listed
+
+
+@pytest.mark.slow  # two service processes, ~5 s
+def test_the_ready_line_comes_when_the_port_accepts_and_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    """A script that waits for the printed line and connects at once must get through (docs/registry.md does)."""
+    port = free_port()
+    command = [sys.executable, "-m", "ontology.cli", "serve", "--store", "memory:", "--port", str(port), "--token", TOKEN]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert first.stderr is not None
+        line = first.stderr.readline()
+        assert f"on http://127.0.0.1:{port}" in line, line
+        assert httpx.get(f"http://127.0.0.1:{port}/queries", timeout=30).status_code == 200  # no retry needed
+        second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
