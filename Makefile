@@ -42,7 +42,7 @@ demo: install
 	$(BIN)/tinyfleet demo
 
 test: install system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: install system-deps
 	$(BIN)/python -m pytest -q -m "not slow"

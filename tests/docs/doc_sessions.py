@@ -283,9 +283,11 @@ def run_parallel(block: Block, timeout: float = 300.0, stagger_s: float = 5.0) -
 def _wait_for_inputs(command: str, cwd: Path, timeout: float = 180.0) -> None:
     """Until the files a command names (``runs/server/accounts.json``) exist: a user opens the second shell once
     the first has written what it reads (a server with --registry exports a model first, which takes a while)."""
-    paths = [cwd / t for t in command.split() if "/" in t and not t.startswith(("-", "http", "mqtt", "/")) and "." in t.rsplit("/", 1)[-1]]
+    words = re.sub(r"(^|\s)#.*$", "", command, flags=re.M).split()  # a comment names files, it reads none
+    paths = [cwd / t for t in words if "/" in t and not t.startswith(("-", "http", "mqtt", "/")) and "." in t.rsplit("/", 1)[-1]]
     deadline = time.monotonic() + timeout
-    while any(not p.exists() for p in paths) and time.monotonic() < deadline:
+    while missing := [p for p in paths if not p.exists()]:
+        assert time.monotonic() < deadline, f"`{command}` reads {missing[0].relative_to(cwd)}, which no earlier shell wrote"
         time.sleep(0.5)
 
 
