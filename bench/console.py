@@ -2,8 +2,11 @@
 
 One MQTT federation, wired as ``tinyfleet server --local-broker --registry DIR`` wires
 it (a private mosquitto with per-device accounts, 100 simulated MCUs each on its own
-MQTT connection, an Oxigraph registry that registers their TDs and picks the eligible
-ones, every version registered), runs ``--phases`` phases of ``--rounds`` rounds. The
+MQTT connection, run by ``tinyfleet fleet run`` in a process of their own as a user
+runs them, an Oxigraph registry that registers their TDs and picks the eligible
+ones, every version registered), runs ``--phases`` phases of ``--rounds`` rounds
+(``--fleet inprocess`` puts the devices into the server's process instead, the harsher
+case: 100 paho clients' threads and the console's share one interpreter lock). The
 phases alternate: *off* (no console at all) and *on* (the console started in the
 server's process as ``tinyfleet server --console`` will start it, sharing the store,
 observing the round loop, subscribed to the broker, with a real headless chromium
@@ -34,14 +37,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +79,7 @@ class BenchConfig:
     phases: int = 30  # alternating off, on, off, on, ...: short phases, so the machine's drift hits both alike
     rounds: int = 4  # per phase; the first of each is the switch's and is not timed
     client: str = "browser"  # or "sse"
+    fleet: str = "process"  # the devices in their own process (as `tinyfleet fleet run`), or "inprocess"
     pages: tuple[str, ...] = ("fleet", "run")  # what the client has open; () = the console runs, nobody looks
     round_timeout_s: float = 60.0
 
@@ -231,6 +239,30 @@ class Phases:
             self.console = None
 
 
+@contextlib.contextmanager
+def devices_of(config: BenchConfig, workdir: Path, broker: LocalBroker) -> Iterator[None]:
+    """The 100 devices: ``tinyfleet fleet run`` in a process of its own, as a user runs them in a second shell
+    (``--fleet process``), or simulated in this process beside server and console (``--fleet inprocess``), where
+    every thread of 100 paho clients and of the console contends for one interpreter lock: the harsher case."""
+    if config.fleet == "inprocess":
+        with MqttFleet(range(config.devices), broker.accounts.devices, FleetConfig(host=broker.host, port=broker.port)):
+            yield
+        return
+    tinyfleet = Path(sys.executable).with_name("tinyfleet")
+    log = (workdir / "fleet.log").open("w")
+    process = subprocess.Popen([str(tinyfleet), "fleet", "run", "--accounts", str(workdir / "accounts.json")],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        yield
+    finally:
+        try:
+            process.wait(timeout=30)  # it leaves when the server says the federation has ended
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        log.close()
+
+
 def run(config: BenchConfig, work: Path) -> dict[str, Any]:
     workdir = work / "server"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -257,10 +289,9 @@ def run(config: BenchConfig, work: Path) -> dict[str, Any]:
             observers.insert(2, lambda report: phases.console.observer(report) if phases.console else None)
             grid_config = MqttGridConfig(host=broker.host, port=broker.port, username=SERVER_USER,
                                          password=accounts.server_password, round_timeout_s=config.round_timeout_s)
-            fleet_config = FleetConfig(host=broker.host, port=broker.port)
             from server.core.federation import run_federation
 
-            with MqttFleet(range(config.devices), accounts.devices, fleet_config), \
+            with devices_of(config, workdir, broker), \
                     MqttGrid(grid_config, device_filter=selection, on_announce=selection.announced) as grid:
                 started = time.monotonic()
                 run_federation(grid, settings, observers=observers)
@@ -316,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--phases", type=int, default=BenchConfig.phases, help="alternating off/on phases (even)")
     parser.add_argument("--rounds", type=int, default=BenchConfig.rounds, help="rounds per phase")
     parser.add_argument("--client", choices=("browser", "sse"), default=BenchConfig.client)
+    parser.add_argument("--fleet", choices=("process", "inprocess"), default=BenchConfig.fleet,
+                        help="the devices in a process of their own (as `tinyfleet fleet run`) or in the server's")
     parser.add_argument("--pages", default="fleet,run", help="pages the client keeps open: fleet, run (or none)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench/console.json"))
     args = parser.parse_args(argv)
@@ -327,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     pages = tuple(p for p in args.pages.split(",") if p and p != "none")
     if set(pages) - {"fleet", "run"}:
         parser.error("--pages takes fleet, run or none")
-    config = BenchConfig(args.devices, args.sample, args.phases, args.rounds, args.client, pages)
+    config = BenchConfig(args.devices, args.sample, args.phases, args.rounds, args.client, args.fleet, pages)
     with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
         result = run(config, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
