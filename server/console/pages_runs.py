@@ -93,7 +93,7 @@ def run_live(rounds: Sequence[Mapping[str, Any]]) -> str:
         [str(r["round"]), number(len(r.get("participants") or ())), number(_metric(r, LOSS_BEFORE), ".4f"),
          number(_metric(r, LOSS_AFTER), ".4f"), number(_metric(r, BYTES_UP)), number(_metric(r, BYTES_DOWN)),
          number(_metric(r, EPSILON), ".3f"), number(r.get("failures")), number(r.get("elapsed_s"), ".1f")]
-        for r in list(reversed(rounds))[:NEWEST_ROWS]
+        for r in reversed(rounds[-NEWEST_ROWS:])
     )  # fmt: skip
     return (f'<p class="summary">rounds done: <span id="rounds-done">{len(rounds)}</span></p>'
             f'<div class="charts">{charts}</div>'

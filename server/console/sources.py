@@ -133,9 +133,8 @@ class RoundFeed:
             return list(self._rounds)
 
 
-def run_meta(workdir: Path, checkpoint_dir: Path | None = None) -> dict[str, Any]:
-    """The strategy, settings and last round of the latest checkpoint (``{}`` before the first one)."""
-    pointer = (checkpoint_dir or workdir / CHECKPOINTS) / LATEST
+def run_meta(pointer: Path) -> dict[str, Any]:
+    """The strategy, settings and last round of the checkpoint ``pointer`` names (``{}`` before the first one)."""
     try:
         record = json.loads(pointer.read_text())
     except (OSError, ValueError):
@@ -169,7 +168,6 @@ class RunSource:
         return {"name": self.name, "strategy": strategy, "settings": settings, "federation": federation,
                 "checkpoint_round": meta.get("server_round")}
 
-
     def _checkpoint_meta(self) -> dict[str, Any]:
         """:func:`run_meta`, re-read only when the checkpoint pointer changed (a stat, not a read per request)."""
         pointer = (_checkpoint_dir(self.settings) or self.workdir / CHECKPOINTS) / LATEST
@@ -179,7 +177,7 @@ class RunSource:
         except OSError:
             stamp = None
         if stamp is None or stamp != self._meta[0]:
-            self._meta = (stamp, run_meta(self.workdir, _checkpoint_dir(self.settings)) if stamp is not None else {})
+            self._meta = (stamp, run_meta(pointer) if stamp is not None else {})
         return self._meta[1]
 
     def federation_id(self) -> str | None:

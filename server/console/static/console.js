@@ -1,19 +1,18 @@
 // TinyFleet console: the only script. Pages are whole without it; with it they are live.
 // It listens to two Server-Sent Event streams, the console's (/api/stream: rounds, device presence) and the
-// registry's WoT Discovery /events (registrations). Each [data-fragment] element names the news it shows
-// (data-on: "round", "presence", "registry"; all three if absent) and how often at most it is re-fetched
-// (data-gap-ms, 1000 if absent). Why so frugal: the console shares the machine with the federation it
+// registry's WoT Discovery /events (registrations). Each [data-fragment] element (written by the server's
+// html.live) names the news it shows (data-on: some of "round", "presence", "registry") and how often at
+// most it is re-fetched (data-gap-ms). Why so frugal: the console shares the machine with the federation it
 // shows, and a round must not slow down because a page is open (bench/console.py measures it). So a
 // fragment is fetched only for news it shows, never while its tab is hidden (once when it is shown again),
 // and the page is touched only if the fragment's HTML changed. No framework, no network but this origin.
 "use strict";
 (function () {
   const badge = document.getElementById("live");
-  const ALL = ["round", "presence", "registry"];
   const parts = Array.from(document.querySelectorAll("[data-fragment]")).map((el) => ({
     el,
-    on: new Set((el.dataset.on || ALL.join(" ")).split(/\s+/).filter(Boolean)),
-    gap: Number(el.dataset.gapMs || 1000),
+    on: new Set(el.dataset.on.split(" ")),
+    gap: Number(el.dataset.gapMs),
     busy: false, again: false, stale: false, last: 0, html: null,
   }));
 
