@@ -25,6 +25,23 @@ import numpy as np
 from edge.wire import SparseTensor
 
 
+def assert_same_update_tensors(mine: Mapping[str, object], want: Mapping[str, object], *, rtol: float, atol: float,
+                               label: str = "") -> float:
+    """An UPDATE's tensors against its twin's: the sparse ones as one selection (one global cut, near-ties
+    allowed), the dense ones allclose. Returns the largest |mine - want| over the dense ones."""
+    sparse = [n for n, v in want.items() if isinstance(v, SparseTensor)]
+    assert all(isinstance(mine[n], SparseTensor) for n in sparse), label
+    if sparse:
+        assert_same_sparse_update({n: mine[n] for n in sparse}, {n: want[n] for n in sparse},  # type: ignore[misc]
+                                  rtol=rtol, atol=atol, label=label)
+    worst = 0.0
+    for name, value in want.items():
+        if name not in sparse:
+            np.testing.assert_allclose(mine[name], value, rtol=rtol, atol=atol, err_msg=f"{label} {name}")
+            worst = max(worst, float(np.max(np.abs(np.asarray(mine[name]) - np.asarray(value)), initial=0.0)))
+    return worst
+
+
 def assert_same_sparse_update(mine: Mapping[str, SparseTensor], want: Mapping[str, SparseTensor], *, rtol: float,
                               atol: float, cut_rtol: float = 1e-3, max_swapped: float = 0.02, label: str = "") -> None:
     """Raise AssertionError (naming the tensor) unless ``mine`` and ``want`` are the same selection up to near-ties."""

@@ -35,7 +35,7 @@ from edge import record_keys as keys
 from edge.flower_records import from_array_record, to_array_record
 from edge.mlp import init_mlp_weights
 from edge.serial_link import Topic, cobs_encode
-from edge.wire import MessageKind, SparseTensor, decode_weights
+from edge.wire import MessageKind, decode_weights
 from edge.wire.topics import DEVICE_ROOT, parse_device_topic
 from firmware_sim.device_tasks import device_task
 from firmware_sim.mqtt_fleet import FleetConfig, MqttFleet
@@ -44,7 +44,7 @@ from firmware_sim.qemu_fleet import QemuFleet, QemuFleetConfig, run_fleet, split
 from server.strategies.tiny_metafed import TinyMetaFed, TinyMetaFedConfig
 from server.transports.broker import SERVER_USER, BrokerAccounts, LocalBroker, find_executable
 from server.transports.mqtt_grid import MqttGrid, MqttGridConfig
-from tests.edge.sparse_compare import assert_same_sparse_update
+from tests.edge.sparse_compare import assert_same_update_tensors
 
 SINE_LAYERS = (1, 40, 40, 1)
 SIMULATED, QEMU_SEEDS = range(6), (6, 7)
@@ -108,13 +108,7 @@ def assert_same_update(mine: bytes, want: bytes) -> None:
     for name in ("loss-before", "loss-after", "prequential-loss", "reconstruction-loss"):
         if name in ref.metrics:
             assert got.metrics[name] == pytest.approx(ref.metrics[name], rel=RTOL, abs=1e-6), name
-    sparse = [n for n, v in ref.tensors.items() if isinstance(v, SparseTensor)]
-    if sparse:  # one global top-P% cut: compared as one selection, near-ties at the cut allowed
-        assert_same_sparse_update({n: got.tensors[n] for n in sparse}, {n: ref.tensors[n] for n in sparse},
-                                  rtol=RTOL, atol=ATOL, label=ref.device_id)
-    for name, value in ref.tensors.items():
-        if name not in sparse:
-            np.testing.assert_allclose(got.tensors[name], value, rtol=RTOL, atol=ATOL, err_msg=name)
+    assert_same_update_tensors(got.tensors, ref.tensors, rtol=RTOL, atol=ATOL, label=ref.device_id)
 
 
 class Federation:

@@ -26,7 +26,7 @@ from edge.mlp import NumpyMLP
 from edge.wire import MessageKind, SparseTensor, TaskAssignment, WireFormatError, decode_weights, encode_model
 from firmware_sim.fleet import local_init, sine_device
 from firmware_sim.mqtt_round import run_task
-from tests.edge.sparse_compare import assert_same_sparse_update
+from tests.edge.sparse_compare import assert_same_update_tensors
 
 MAIN = Path(__file__).parent / "firmware_c" / "device_round.c"
 SOURCES = [MAIN, MLP_C, UPDATE_C, TASK_C, ROUND_C]
@@ -143,15 +143,7 @@ def compare(stdout: str, runs: list[tuple]) -> list[int]:
         for name, value in want.metrics.items():
             exact = name in ("device-time-s", "device-energy-j")
             assert mine.metrics[name] == pytest.approx(value, rel=0 if exact else RTOL, abs=0 if exact else 1e-6), (label, name)
-        sparse = [n for n, v in want.tensors.items() if isinstance(v, SparseTensor)]
-        assert all(isinstance(mine.tensors[n], SparseTensor) for n in sparse), label
-        if sparse:  # one global top-P% cut, compared as one selection (near-ties at the cut may swap)
-            assert_same_sparse_update({n: mine.tensors[n] for n in sparse}, {n: want.tensors[n] for n in sparse},
-                                      rtol=RTOL, atol=ATOL, label=label)
-        for name, value in want.tensors.items():
-            if name not in sparse:
-                np.testing.assert_allclose(mine.tensors[name], value, rtol=RTOL, atol=ATOL, err_msg=f"{label} {name}")
-                worst = max(worst, float(np.max(np.abs(mine.tensors[name] - value), initial=0.0)))
+        worst = max(worst, assert_same_update_tensors(mine.tensors, want.tensors, rtol=RTOL, atol=ATOL, label=label))
         if not label.startswith("evaluate"):
             assert any(np.max(np.abs(v.values if isinstance(v, SparseTensor) else v), initial=0) > 1e-3 for v in want.tensors.values()) or label == "no-shots"
     print(f"largest |δ_C − δ_numpy| over the rounds: {worst:.2e}")

@@ -25,7 +25,7 @@ from edge.profiles import NANO_33_BLE_SENSE
 from edge.validation import InvalidInputError
 from edge.wire import MessageKind, SparseTensor, TaskAssignment, WireFormatError, decode_weights, encode_model
 from firmware_sim.mqtt_round import run_task
-from tests.edge.sparse_compare import assert_same_sparse_update
+from tests.edge.sparse_compare import assert_same_update_tensors
 
 MAIN = Path(__file__).parent / "firmware_c" / "device_round.c"
 SOURCES = [MAIN, MLP_C, UPDATE_C, TASK_C, ROUND_C]
@@ -120,13 +120,7 @@ def compare(stdout: str, runs: list[tuple]) -> None:
         assert (mine.num_examples, list(mine.metrics), list(mine.tensors)) == (want.num_examples, list(want.metrics), list(want.tensors))
         for name, value in want.metrics.items():
             assert mine.metrics[name] == pytest.approx(value, rel=RTOL, abs=1e-6), name
-        sparse = [n for n, v in want.tensors.items() if isinstance(v, SparseTensor)]
-        if sparse:  # one global top-P% cut, compared as one selection (near-ties at the cut may swap)
-            assert_same_sparse_update({n: mine.tensors[n] for n in sparse}, {n: want.tensors[n] for n in sparse},
-                                      rtol=RTOL, atol=ATOL, label=str(i))
-        for name, value in want.tensors.items():
-            if name not in sparse:
-                np.testing.assert_allclose(mine.tensors[name], value, rtol=RTOL, atol=ATOL, err_msg=name)
+        assert_same_update_tensors(mine.tensors, want.tensors, rtol=RTOL, atol=ATOL, label=str(i))
         assert max(np.max(np.abs(v.values if isinstance(v, SparseTensor) else v), initial=0) for v in want.tensors.values()) > 1e-3
 
 
