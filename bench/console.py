@@ -211,10 +211,12 @@ class Phases:
                             "console_threads_cpu_s": console_cpu - self.last_console_cpu,
                             "browser_cpu_s": browser_cpu - self.last_browser_cpu,
                             "participants": len(report.participant_devices or ())})
+        self.last_console_cpu, self.last_browser_cpu = console_cpu, browser_cpu
         if report.server_round % self.config.rounds == 0:  # the phase ends: switch for the next one
             self.switch(on=(phase + 1) % 2 == 1 and phase + 1 < self.config.phases)
-        self.last_console_cpu = threads_cpu_s(self.console_threads()) if self.console is not None else 0.0
-        self.last_browser_cpu = self.browser.cpu_s() if self.browser is not None else 0.0
+            # the switch starts or ends threads and pages: the next round counts from what they have used so far
+            self.last_console_cpu = threads_cpu_s(self.console_threads()) if self.console is not None else 0.0
+            self.last_browser_cpu = self.browser.cpu_s() if self.browser is not None else 0.0
         self.last_end, self.last_cpu = time.monotonic(), time.process_time()
 
     def switch(self, on: bool) -> None:
